@@ -1,0 +1,63 @@
+"""The joint sets agree with the specs' tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from poseviewer import skeleton as sk
+
+
+def test_cpm_to_h36m_matches_spec_table() -> None:
+    # the table of lifting-spec.md
+    assert sk.CPM_TO_H36M_SLOTS.tolist() == [1, 2, 3, 4, 5, 6, 8, 10, 11, 12, 13, 14, 15, 16]
+    assert sk.CPM_TO_H36M_SOURCES.tolist() == [8, 9, 10, 11, 12, 13, 1, 0, 5, 6, 7, 2, 3, 4]
+    renamed = {("thorax", "neck"), ("head", "head_top")}
+    for slot, src in zip(sk.CPM_TO_H36M_SLOTS, sk.CPM_TO_H36M_SOURCES, strict=True):
+        a, b = sk.H36M17.joints[slot], sk.CPM14.joints[src]
+        assert a == b or (a, b) in renamed
+
+
+def test_cpm_to_h36m_places_values() -> None:
+    x = np.arange(14 * 2, dtype=float).reshape(1, 14, 2)
+    out = sk.cpm_to_h36m(x, fill=np.nan)
+    assert out.shape == (1, 17, 2)
+    assert np.isnan(out[0, [0, 7, 9]]).all()
+    np.testing.assert_array_equal(out[0, 8], x[0, 1])  # neck -> thorax
+    np.testing.assert_array_equal(out[0, 16], x[0, 4])  # right wrist
+
+
+def test_lsp_to_cpm_by_name() -> None:
+    lsp = np.arange(14)
+    cpm = lsp[sk.LSP_TO_CPM]
+    assert [sk.LSP14.joints[i] for i in cpm] == list(sk.CPM14.joints)
+    assert sk.LSP_TO_CPM[0] == 13 and sk.LSP_TO_CPM[10] == 0  # head top, right ankle
+
+
+@pytest.mark.parametrize("s", list(sk.SKELETONS.values()), ids=lambda s: s.name)
+def test_flip_swaps_left_and_right(s: sk.Skeleton) -> None:
+    perm = s.flip_permutation()
+    np.testing.assert_array_equal(perm[perm], np.arange(s.num_joints))
+    for j, name in enumerate(s.joints):
+        other = s.joints[perm[j]]
+        if name.startswith("left_"):
+            assert other == "right_" + name[5:]
+        elif name.startswith("right_"):
+            assert other == "left_" + name[6:]
+        else:
+            assert other == name
+    for j in s.left:
+        assert s.joints[j].startswith("left_")
+    for j in s.right:
+        assert s.joints[j].startswith("right_")
+
+
+def test_h36m_bones_form_a_tree_rooted_at_pelvis() -> None:
+    par = sk.H36M17.parents()
+    assert par[0] == -1 and (par[1:] >= 0).all()
+    assert sk.H36M17.bone_colours().shape == (16, 3)
+
+
+def test_coco_mapping_covers_limbs() -> None:
+    names = {sk.COCO17.joints[d] for d in sk.CPM_TO_COCO_DST}
+    assert len(names) == 12 and "nose" not in names
