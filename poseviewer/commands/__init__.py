@@ -1,0 +1,1 @@
+"""Subcommands of the ``poseviewer`` command line (see ``poseviewer.cli``)."""
