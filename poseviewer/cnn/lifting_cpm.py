@@ -1,0 +1,288 @@
+"""The lifting CPM: a multi-stage convolutional pose machine whose stages lift their 2D
+joints to 3D, project the 3D pose back as Gaussian belief maps and fuse them with the CNN's
+maps (Tomé et al., "Lifting from the Deep", CVPR 2017).
+
+Per stage t (``forward``):
+
+1. ``b_t``: the CNN's maps (B, C, h, w), C = joints + background.
+2. Joints: integer argmax of each joint map of ``b_t`` (no gradient), xy on the map grid
+   (map pixel (i, j) = (x=j, y=i); crop pixel p = map coordinate p * stride); confidence =
+   max over columns of the mean over rows (the release's formula) on the map grid;
+   visible = confidence > ``visibility_threshold``.
+3. If fusion is on and a 3D model is attached: lift all people at once (the lifting is
+   invariant to 2D translation and scale, so joints are lifted in map coordinates), take
+   the best component's projection (H36M-17 -> CPM-14) and draw Gaussian maps ``bhat_t``
+   (sigma ``fusion.sigma`` map pixels, peak 1). Background channel of ``bhat_t``: the CNN's
+   own (``fusion.background='cnn'``, default: the fused background equals the CNN's) or
+   1 - max over projected joints ('recompute').
+4. ``f_t = w_t * b_t + (1 - w_t) * bhat_t``, ``w_t = sigmoid(fusion_logit[t])`` (shape 1
+   or C per stage: ``fusion.granularity``). People with < ``fusion.min_visible`` visible
+   joints are not lifted and pass ``f_t = b_t``. ``f_t`` feeds stage t + 1.
+
+The argmax/lift path is a constant for autograd: gradients reach the network through
+``b_t`` and the fusion weights through ``w_t``. With fusion off (or no 3D model attached)
+the network is the plain CPM (the release's behaviour: ``f_t = b_t``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from poseviewer.cnn.cancel import check_cancel
+from poseviewer.cnn.config import CPMConfig
+from poseviewer.cnn.ops import avg_pool_same, centre_map, gaussian_maps, logit, read_joints_grid
+from poseviewer.skeleton import CPM_TO_H36M_SLOTS, CPM_TO_H36M_SOURCES
+
+StageCallback = Callable[[int, int], None]
+
+
+@dataclass
+class StageOutput:
+    """One stage for the whole batch (tensors on the network's device)."""
+
+    cnn: Tensor
+    """(B, C, h, w) the CNN's maps b_t (with gradient)."""
+    fused: Tensor
+    """(B, C, h, w) f_t, the stage's output (is ``cnn`` when fusion did not run)."""
+    projected: Tensor | None = None
+    """(B, C, h, w) bhat_t (constant), zeros for people not lifted; None without fusion."""
+    joints: Tensor | None = None
+    """(B, J, 2) float xy on the map grid, argmax of b_t's joint maps."""
+    confidence: Tensor | None = None
+    """(B, J) column-mean confidence of b_t's joint maps."""
+    visible: Tensor | None = None
+    """(B, J) bool, confidence > visibility_threshold."""
+    lift: Any = None
+    """The ``LiftResult`` (N = B, map-grid coordinates) or None."""
+    lifted: Tensor | None = None
+    """(B,) bool: people whose projected maps were fused."""
+    weight: Tensor | None = None
+    """(1 or C,) fusion weight w_t used (None without fusion)."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time of 'cnn', 'lift' and 'fusion' for this stage."""
+
+
+@dataclass
+class CPMOutput:
+    """All stages."""
+
+    stages: list[StageOutput]
+
+    @property
+    def final(self) -> StageOutput:
+        """The last stage."""
+        return self.stages[-1]
+
+
+def _conv(cin: int, cout: int, k: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride=1, padding=k // 2)
+
+
+class LiftingCPM(nn.Module):
+    """A CPM described by a :class:`CPMConfig`, with optional per-stage lifting and fusion.
+
+    Parameters are ``layers.<release layer name>.weight/bias`` (OIHW) and, when fusion is
+    enabled in the config, ``fusion_logit`` (num_stages, 1 or C).
+    """
+
+    def __init__(self, config: CPMConfig, pose_model: Any = None) -> None:
+        super().__init__()
+        self.config = config.validate()
+        cfg = self.config
+        self.layers = nn.ModuleDict()
+        self._trunk: list[str] = []  # layer names, "pool" for pools
+        cin = 3
+        for name, k, cout in cfg.trunk:
+            if name == "pool":
+                self._trunk.append("pool")
+                continue
+            self.layers[name] = _conv(cin, cout, k)
+            self._trunk.append(name)
+            cin = cout
+        feat = cin
+        self._stage1 = []
+        for name, k, cout in cfg.stage1:
+            self.layers[name] = _conv(cin, cout, k)
+            self._stage1.append(name)
+            cin = cout
+        self._stages: list[list[str]] = []
+        stage_in = cfg.num_maps + feat + (1 if cfg.centre_map else 0)
+        for t in range(2, cfg.num_stages + 1):
+            names = []
+            cin = stage_in
+            for i in range(1, cfg.stage_depth + 1):
+                names.append(f"Mconv{i}_stage{t}")
+                self.layers[names[-1]] = _conv(cin, cfg.stage_width, cfg.stage_kernel)
+                cin = cfg.stage_width
+            names.append(f"Mconv{cfg.stage_depth + 1}_stage{t}")
+            self.layers[names[-1]] = _conv(cin, cfg.stage_hidden, 1)
+            names.append(f"Mconv{cfg.stage_depth + 2}_stage{t}")
+            self.layers[names[-1]] = _conv(cfg.stage_hidden, cfg.num_maps, 1)
+            self._stages.append(names)
+        if cfg.fusion.enabled:
+            width = 1 if cfg.fusion.granularity == "stage" else cfg.num_maps
+            init = logit(cfg.fusion.init_weight)
+            self.fusion_logit = nn.Parameter(torch.full((cfg.num_stages, width), init))
+        else:
+            self.fusion_logit = None
+        self._pose_model: Any = None
+        if pose_model is not None:
+            self.attach_pose_model(pose_model)
+
+    # ---- 3D model ----------------------------------------------------------------------------
+    def attach_pose_model(self, pose_model: Any) -> None:
+        """Use this ``PoseModel3D`` for the per-stage lifting (kept out of the state dict)."""
+        self.__dict__["_pose_model"] = pose_model
+
+    @property
+    def pose_model(self) -> Any:
+        """The attached 3D model or None."""
+        return self.__dict__.get("_pose_model")
+
+    @property
+    def fusion_active(self) -> bool:
+        """True when forward lifts and fuses (fusion enabled and a 3D model attached)."""
+        return self.config.fusion.enabled and self.pose_model is not None
+
+    def fusion_weights(self) -> Tensor | None:
+        """(num_stages, 1 or C) w_t = sigmoid(fusion_logit), or None."""
+        return None if self.fusion_logit is None else torch.sigmoid(self.fusion_logit)
+
+    # ---- pieces ------------------------------------------------------------------------------
+    def pooled_centre(self, batch: int, size: int, like: Tensor) -> Tensor:
+        """(B, 1, h, w) the default centre map (peak at the crop centre), SAME-avg-pooled."""
+        c = centre_map(size, self.config.centre_sigma, dtype=like.dtype, device=like.device)
+        return self.pool_centre(c).expand(batch, -1, -1, -1)
+
+    def pool_centre(self, centre: Tensor) -> Tensor:
+        """SAME average pooling of a centre map to the map grid (kernel stride + 1)."""
+        s = self.config.stride
+        return avg_pool_same(centre, s + 1, s)
+
+    def trunk(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) normalised images -> (B, F, h, w) features."""
+        x = images
+        for name in self._trunk:
+            x = F.max_pool2d(x, 2, 2) if name == "pool" else F.relu(self.layers[name](x))
+        return x
+
+    def _head(self, names: list[str], x: Tensor) -> Tensor:
+        for i, name in enumerate(names):
+            x = self.layers[name](x)
+            if i < len(names) - 1:
+                x = F.relu(x)
+        return x
+
+    def _fuse(self, t: int, b: Tensor, out: StageOutput) -> Tensor:
+        """Lift, draw bhat_t and fuse (fills ``out``); returns f_t."""
+        cfg = self.config
+        J = cfg.num_joints
+        model = self.pose_model
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            dev = getattr(model, "device", torch.device("cpu"))
+            joints = out.joints.detach().to(device=dev, dtype=torch.float64)
+            visible = out.visible.detach().to(dev)
+            fit = model.lift(joints, visible)
+            lifted = torch.as_tensor(fit.lifted, device=b.device).bool()
+            lifted &= visible.sum(-1).to(b.device) >= cfg.fusion.min_visible
+            proj17 = torch.as_tensor(fit.joints_2d).to(device=b.device, dtype=b.dtype)
+            proj = torch.empty(b.shape[0], J, 2, dtype=b.dtype, device=b.device)
+            proj[:, torch.as_tensor(CPM_TO_H36M_SOURCES)] = proj17[
+                :, torch.as_tensor(CPM_TO_H36M_SLOTS)]
+        t1 = time.perf_counter()
+        with torch.no_grad():
+            bhat = gaussian_maps(proj, b.shape[-2], b.shape[-1], cfg.fusion.sigma)
+            if cfg.fusion.background == "cnn":
+                bg = b[:, J:].detach()
+            else:
+                bg = 1.0 - bhat.amax(dim=1, keepdim=True)
+            bhat = torch.cat([bhat, bg], dim=1).to(b.dtype)
+            mask = lifted[:, None, None, None]
+        w = torch.sigmoid(self.fusion_logit[t]).to(b.dtype)[None, :, None, None]
+        fused = torch.where(mask, w * b + (1.0 - w) * bhat, b)
+        out.projected = torch.where(mask, bhat, torch.zeros_like(bhat))
+        out.lift = fit
+        out.lifted = lifted
+        out.weight = w.detach().flatten()
+        out.seconds["lift"] = t1 - t0
+        out.seconds["fusion"] = time.perf_counter() - t1
+        return fused
+
+    # ---- forward -----------------------------------------------------------------------------
+    def forward(
+        self,
+        images: Tensor,
+        centre: Tensor | None = None,
+        *,
+        on_stage: StageCallback | None = None,
+        cancel: Any = None,
+        read_joints: bool = True,
+    ) -> CPMOutput:
+        """Run all stages.
+
+        images: (B, 3, H, W) normalised (``channel_order``, ``norm_scale/offset``).
+        centre: (B, 1, H, W) centre maps at input resolution, or None for the default map
+        peaking at the crop centre (ignored when the config has no centre map).
+        on_stage(stage_index, num_stages) is called after each stage; ``cancel`` (a token
+        with ``cancelled`` or a callable) is checked before each stage and raises
+        ``Cancelled``. ``read_joints=False`` skips joint reading when fusion is inactive.
+        """
+        cfg = self.config
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"LiftingCPM expects (B, 3, H, W) images, got {tuple(images.shape)}")
+        B = images.shape[0]
+        fuse = self.fusion_active
+        check_cancel(cancel)
+        t0 = time.perf_counter()
+        feat = self.trunk(images)
+        pooled = None
+        if cfg.centre_map:
+            if centre is None:
+                if images.shape[-1] != images.shape[-2]:
+                    raise ValueError("the default centre map needs square crops")
+                pooled = self.pooled_centre(B, images.shape[-1], feat)
+            else:
+                pooled = self.pool_centre(centre.to(feat.dtype))
+            if pooled.shape[-2:] != feat.shape[-2:]:
+                raise ValueError(f"pooled centre map {tuple(pooled.shape[-2:])} does not match "
+                                 f"the feature grid {tuple(feat.shape[-2:])}")
+            pooled = pooled.contiguous(memory_format=torch.channels_last) \
+                if feat.is_contiguous(memory_format=torch.channels_last) else pooled
+        stages: list[StageOutput] = []
+        prev: Tensor | None = None
+        for t in range(cfg.num_stages):
+            if t > 0:
+                check_cancel(cancel)
+                t0 = time.perf_counter()
+            if t == 0:
+                b = self._head(self._stage1, feat)
+            else:
+                parts = [prev, feat] + ([pooled] if pooled is not None else [])
+                b = self._head(self._stages[t - 1], torch.cat(parts, dim=1))
+            out = StageOutput(cnn=b, fused=b)
+            out.seconds["cnn"] = time.perf_counter() - t0
+            if fuse or read_joints:
+                with torch.no_grad():
+                    jmaps = b[:, : cfg.num_joints].detach()
+                    out.joints, out.confidence = read_joints_grid(jmaps)
+                    out.visible = out.confidence > cfg.visibility_threshold
+            if fuse:
+                out.fused = self._fuse(t, b, out)
+            stages.append(out)
+            prev = out.fused
+            if on_stage is not None:
+                on_stage(t, cfg.num_stages)
+        return CPMOutput(stages=stages)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in module.parameters())
