@@ -1,0 +1,420 @@
+"""Learn the mixture-of-PPCA 3D pose model of "Lifting from the Deep" from motion capture.
+
+Pipeline (``train_pose_model``):
+
+1. **Pre-processing** (``canonicalise``): every pose (N, 17, 3), H36M-17, millimetres, z up,
+   is centred on its joint mean and rotated about the vertical axis so that the person
+   faces +y with their right side towards +x, the orientation of the released means
+   (their right-hip-minus-left-hip vector is +x, so ``cross(z, right)`` = +y). The facing
+   direction is ``cross(z, (Rhip - Lhip) + (Rsho - Lsho))``. Metric scale is kept.
+   Optionally (default, as the released model is mirror-symmetric to 0.1 mm) every pose
+   is also added mirrored (x -> -x, left and right swapped).
+2. **Mixture of PPCA** (``fit_mppca``): Tipping & Bishop's EM in the 48-dimensional
+   subspace of zero-joint-mean poses (the 3 translation directions carry no variance).
+   The M-step is the closed-form PPCA solution on each component's
+   responsibility-weighted covariance, so the log-likelihood never decreases.
+   Deterministic k-means++ initialisation from a seed.
+3. **Lifting parameters** (``lifting_parameters``): per component the mean ``mu`` (3, 17),
+   the orthonormal basis ``e`` (B, 3, 17) sorted by decreasing variance, and ``sigma``
+   (26,). The relation to the released file (found by training on subjects 1, 5, 6, 7, 8
+   and comparing, see ``resources/models/pose3d_default.md``):
+
+   ``sigma[i] = 1 / sqrt(lambda_i)`` for the basis variances ``lambda_i`` (mm^2, the top
+   eigenvalues of the component's covariance) and ``sigma[25] = 1 / sqrt(noise_var)``
+   with ``noise_var`` the PPCA noise variance (mean of the discarded eigenvalues in the
+   48-dimensional subspace, i.e. over 51 - 3 - B = 23 directions: the lifting's
+   log-determinant term uses exactly that count, 51 - 28), all in millimetres, on
+   metric poses that are not rescaled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from poseviewer.skeleton import H36M17
+
+J = H36M17.num_joints
+D = 3 * J
+_RHIP, _LHIP = H36M17.index("right_hip"), H36M17.index("left_hip")
+_RSHO, _LSHO = H36M17.index("right_shoulder"), H36M17.index("left_shoulder")
+
+#: Default training / test subjects of Human3.6M (the usual protocol).
+TRAIN_SUBJECTS = (1, 5, 6, 7, 8)
+TEST_SUBJECTS = (9, 11)
+
+
+class TrainingError(ValueError):
+    """The training data or options cannot produce a model (the message says why)."""
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+def check_poses(poses: np.ndarray) -> np.ndarray:
+    """Validate (N, 17, 3) finite poses and return them as float64."""
+    p = np.asarray(poses)
+    if p.ndim != 3 or p.shape[1:] != (J, 3):
+        raise TrainingError(f"poses must have shape (N, {J}, 3) (H36M-17, mm); got {p.shape}")
+    p = p.astype(np.float64)
+    bad = ~np.isfinite(p).all(axis=(1, 2))
+    if bad.any():
+        idx = np.flatnonzero(bad)[:5].tolist()
+        raise TrainingError(
+            f"{int(bad.sum())} pose(s) contain NaN or infinite values (first rows: {idx})"
+        )
+    return p
+
+
+def facing_angles(poses: np.ndarray) -> np.ndarray:
+    """(N,) yaw (radians) of each pose's right-side vector (Rhip-Lhip)+(Rsho-Lsho) in x-y.
+
+    The person faces ``cross(z, right)``; rotating by ``-angle`` about z makes the right
+    side point to +x and the person face +y.
+    """
+    right = (poses[:, _RHIP] - poses[:, _LHIP]) + (poses[:, _RSHO] - poses[:, _LSHO])
+    norm_xy = np.hypot(right[:, 0], right[:, 1])
+    if (norm_xy < 1e-6).any():
+        idx = np.flatnonzero(norm_xy < 1e-6)[:5].tolist()
+        raise TrainingError(
+            f"cannot find the facing direction of pose(s) {idx}: hips and shoulders have "
+            "no horizontal left-right extent"
+        )
+    return np.arctan2(right[:, 1], right[:, 0])
+
+
+def rotate_z(poses: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """Rotate (N, J, 3) poses by ``angles`` (N,) radians about the z axis (counter-clockwise)."""
+    c, s = np.cos(angles)[:, None], np.sin(angles)[:, None]
+    out = poses.copy()
+    out[..., 0] = c * poses[..., 0] - s * poses[..., 1]
+    out[..., 1] = s * poses[..., 0] + c * poses[..., 1]
+    return out
+
+
+def canonicalise(poses: np.ndarray) -> np.ndarray:
+    """Centre (joint mean) and rotate about z so each pose faces +y, right side +x. Metric."""
+    p = check_poses(poses)
+    p = p - p.mean(axis=1, keepdims=True)
+    return rotate_z(p, -facing_angles(p))
+
+
+def mirror(poses: np.ndarray) -> np.ndarray:
+    """Mirror poses left-right: x -> -x and left/right joints swapped (keeps a canonical pose
+    canonical)."""
+    out = poses[:, H36M17.flip_permutation()].copy()
+    out[..., 0] *= -1
+    return out
+
+
+def to_rows(poses: np.ndarray) -> np.ndarray:
+    """(N, 17, 3) -> (N, 51) in the model's layout: rows x, y, z of (3, 17), row-major."""
+    return np.ascontiguousarray(poses.transpose(0, 2, 1).reshape(len(poses), D))
+
+
+def from_rows(x: np.ndarray) -> np.ndarray:
+    """(N, 51) model layout -> (N, 17, 3)."""
+    return x.reshape(len(x), 3, J).transpose(0, 2, 1)
+
+
+def zero_mean_basis() -> np.ndarray:
+    """(51, 48) orthonormal basis of the (3, 17) row-major vectors whose rows sum to zero."""
+    t = np.zeros((D, 3))
+    for r in range(3):
+        t[r * J : (r + 1) * J, r] = 1.0 / math.sqrt(J)
+    q, _ = np.linalg.qr(np.concatenate([t, np.eye(D)], axis=1))
+    basis = q[:, 3:D]
+    # Gram-Schmidt via QR of [t | I] gives the complement in columns 3..50.
+    return basis
+
+
+# --------------------------------------------------------------------------- MPPCA
+
+
+@dataclass
+class MPPCAFit:
+    """A fitted mixture of PPCA in ``d`` dimensions (Tipping & Bishop 1999).
+
+    ``covariance_k = U_k diag(variances_k) U_k^T + noise_var_k (I - U_k U_k^T)``.
+    """
+
+    weights: np.ndarray  #: (K,) mixing proportions
+    means: np.ndarray  #: (K, d)
+    bases: np.ndarray  #: (K, d, q) orthonormal columns, by decreasing variance
+    variances: np.ndarray  #: (K, q) eigenvalues of the component covariance
+    noise_var: np.ndarray  #: (K,) mean discarded eigenvalue
+    log_likelihood: list[float] = field(default_factory=list)  #: mean per sample, per iter
+    n_iter: int = 0
+    converged: bool = False
+
+
+def _log_gauss(y: np.ndarray, fit: MPPCAFit) -> np.ndarray:
+    """(N, K) log N(y_n; component k)."""
+    _, d = y.shape
+    q = fit.bases.shape[2]
+    z = y[:, None, :] - fit.means[None]  # (N, K, d)
+    proj = np.einsum("nkd,kdq->nkq", z, fit.bases)  # (N, K, q)
+    sq = np.einsum("nkd,nkd->nk", z, z)
+    psq = np.einsum("nkq,nkq->nk", proj, proj)
+    maha = np.einsum("nkq,kq->nk", proj**2, 1.0 / fit.variances)
+    maha += (sq - psq) / fit.noise_var[None]
+    logdet = np.log(fit.variances).sum(1) + (d - q) * np.log(fit.noise_var)
+    return -0.5 * (maha + logdet[None] + d * math.log(2 * math.pi))
+
+
+def _e_step(y: np.ndarray, fit: MPPCAFit) -> tuple[np.ndarray, float]:
+    """Responsibilities (N, K) and the mean log-likelihood per sample."""
+    lg = _log_gauss(y, fit) + np.log(fit.weights)[None]
+    mx = lg.max(axis=1, keepdims=True)
+    lse = mx[:, 0] + np.log(np.exp(lg - mx).sum(axis=1))
+    return np.exp(lg - lse[:, None]), float(lse.mean())
+
+
+def _m_step(y: np.ndarray, resp: np.ndarray, q: int, var_floor: float) -> MPPCAFit:
+    n, d = y.shape
+    nk = resp.sum(axis=0)
+    k_small = np.flatnonzero(nk < q + 2)
+    if len(k_small):
+        raise TrainingError(
+            f"mixture component(s) {k_small.tolist()} collapsed to fewer than {q + 2} "
+            "poses: use fewer components (K) or more varied poses"
+        )
+    means = (resp.T @ y) / nk[:, None]
+    K = resp.shape[1]
+    bases = np.empty((K, d, q))
+    variances = np.empty((K, q))
+    noise = np.empty(K)
+    for k in range(K):  # K is 3: a loop over components of d x d matrices, not over data
+        z = (y - means[k]) * np.sqrt(resp[:, k])[:, None]
+        cov = (z.T @ z) / nk[k]
+        evals, evecs = np.linalg.eigh(cov)
+        evals, evecs = evals[::-1], evecs[:, ::-1]
+        evals = np.maximum(evals, var_floor)
+        noise[k] = evals[q:].mean() if d > q else var_floor
+        variances[k] = np.maximum(evals[:q], noise[k])
+        bases[k] = evecs[:, :q]
+    return MPPCAFit(nk / n, means, bases, variances, noise)
+
+
+def _kmeans_pp(y: np.ndarray, K: int, rng: np.random.Generator, iters: int = 20) -> np.ndarray:
+    """Deterministic (given ``rng``) k-means++ seeding plus Lloyd iterations: labels (N,)."""
+    n = len(y)
+    centres = [y[rng.integers(n)]]
+    d2 = ((y - centres[0]) ** 2).sum(1)
+    for _ in range(1, K):
+        p = d2 / d2.sum()
+        centres.append(y[rng.choice(n, p=p)])
+        d2 = np.minimum(d2, ((y - centres[-1]) ** 2).sum(1))
+    c = np.stack(centres)
+    yy = (y**2).sum(1)
+    labels = np.zeros(n, dtype=np.int64)
+    for _ in range(iters):
+        dist = yy[:, None] - 2 * y @ c.T + (c**2).sum(1)[None]
+        labels = dist.argmin(1)
+        for k in range(K):
+            members = labels == k
+            if members.any():
+                c[k] = y[members].mean(0)
+    return labels
+
+
+def fit_mppca(
+    y: np.ndarray,
+    n_components: int = 3,
+    n_basis: int = 25,
+    seed: int = 0,
+    max_iter: int = 300,
+    tol: float = 1e-6,
+    progress: bool = True,
+) -> MPPCAFit:
+    """Fit a mixture of PPCA to (N, d) data by EM (float64, vectorised over samples).
+
+    Stops when the mean log-likelihood per sample improves by less than ``tol`` (nats).
+    Raises ``TrainingError`` for too few samples, non-finite or constant data.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 2:
+        raise TrainingError(f"data must be (N, d); got shape {y.shape}")
+    n, d = y.shape
+    K, q = int(n_components), int(n_basis)
+    if K < 1 or q < 1:
+        raise TrainingError("need at least 1 component and 1 basis vector")
+    if q >= d:
+        raise TrainingError(f"basis size {q} must be smaller than the data dimension {d}")
+    need = K * (q + 2) * 2
+    if n < need:
+        raise TrainingError(
+            f"too few poses: {n} for {K} components x {q} bases (need at least {need})"
+        )
+    if not np.isfinite(y).all():
+        raise TrainingError("data contain NaN or infinite values")
+    total_var = float(y.var(axis=0).sum())
+    if total_var < 1e-9 * max(1.0, float((y**2).mean())):
+        raise TrainingError("all poses are (nearly) identical: nothing to learn")
+    var_floor = 1e-10 * total_var
+
+    rng = np.random.default_rng(seed)
+    labels = _kmeans_pp(y, K, rng)
+    resp = np.zeros((n, K))
+    resp[np.arange(n), labels] = 1.0
+    fit = _m_step(y, resp, q, var_floor)
+
+    from tqdm import tqdm
+
+    history: list[float] = []
+    bar = tqdm(total=max_iter, desc="MPPCA EM", unit="it", disable=not progress, leave=False)
+    converged = False
+    try:
+        for _ in range(max_iter):
+            resp, ll = _e_step(y, fit)
+            history.append(ll)
+            bar.update(1)
+            bar.set_postfix(loglik=f"{ll:.4f}")
+            if len(history) > 1 and history[-1] - history[-2] < tol:
+                converged = True
+                break
+            fit = _m_step(y, resp, q, var_floor)
+    finally:
+        bar.close()
+    if not converged:
+        _, ll = _e_step(y, fit)
+        history.append(ll)
+    fit.log_likelihood = history
+    fit.n_iter = len(history) - 1 if converged else len(history)
+    fit.converged = converged
+    return fit
+
+
+# --------------------------------------------------------------------------- model
+
+
+def _sign_fix(basis: np.ndarray) -> np.ndarray:
+    """Make each basis vector's largest-magnitude entry positive (deterministic signs)."""
+    idx = np.abs(basis).argmax(axis=-1)
+    s = np.sign(np.take_along_axis(basis, idx[..., None], axis=-1))
+    s[s == 0] = 1
+    return basis * s
+
+
+def lifting_parameters(fit: MPPCAFit, q_sub: np.ndarray) -> dict[str, np.ndarray]:
+    """Turn a fit in the zero-mean subspace into the lifting's ``mu``, ``e``, ``sigma``.
+
+    ``mu`` (K, 3, 17) mm, ``e`` (K, B, 3, 17) orthonormal, ``sigma`` (K, B + 1):
+    ``1 / sqrt(variances)`` then ``1 / sqrt(noise_var)`` (see the module docstring).
+    """
+    K, _, q = fit.bases.shape
+    mu = fit.means @ q_sub.T  # (K, 51)
+    e = np.einsum("dq,kqb->kbd", q_sub, fit.bases)  # (K, B, 51)
+    e = _sign_fix(e)
+    sigma = np.concatenate(
+        [1.0 / np.sqrt(fit.variances), 1.0 / np.sqrt(fit.noise_var)[:, None]], axis=1
+    )
+    return {
+        "mu": mu.reshape(K, 3, J),
+        "e": e.reshape(K, q, 3, J),
+        "sigma": sigma,
+    }
+
+
+@dataclass
+class TrainingReport:
+    """What ``train_pose_model`` did: the fit, parameters and metadata."""
+
+    params: dict[str, np.ndarray]
+    fit: MPPCAFit
+    meta: dict[str, Any]
+    seconds: float
+
+
+def train_pose_model(
+    poses: np.ndarray,
+    n_components: int = 3,
+    n_basis: int = 25,
+    seed: int = 0,
+    mirror_augment: bool = True,
+    max_iter: int = 300,
+    tol: float = 1e-6,
+    progress: bool = True,
+    meta: dict[str, Any] | None = None,
+) -> TrainingReport:
+    """Train the lifting's 3D pose model from (N, 17, 3) H36M-17 poses in mm (z up).
+
+    Returns the parameters (``mu``, ``e``, ``sigma``), the EM fit and metadata; build a
+    ``PoseModel3D`` with ``to_pose_model(report)``.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    canon = canonicalise(poses)
+    if mirror_augment:
+        canon = np.concatenate([canon, mirror(canon)], axis=0)
+    x = to_rows(canon)
+    q_sub = zero_mean_basis()
+    y = x @ q_sub
+    if n_basis > q_sub.shape[1] - 1:
+        raise TrainingError(f"n_basis must be at most {q_sub.shape[1] - 1}; got {n_basis}")
+    fit = fit_mppca(y, n_components, n_basis, seed, max_iter, tol, progress)
+    params = lifting_parameters(fit, q_sub)
+    # order components by weight (largest first) for a stable, readable file
+    order = np.argsort(-fit.weights, kind="stable")
+    params = {k: v[order] for k, v in params.items()}
+    info: dict[str, Any] = {
+        "format": "poseviewer mixture-of-PPCA 3D pose model",
+        "trained_by": "poseviewer.train3d.train_pose_model",
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "n_components": int(n_components),
+        "n_basis": int(n_basis),
+        "seed": int(seed),
+        "mirror_augment": bool(mirror_augment),
+        "n_poses": int(len(poses)),
+        "n_training_vectors": int(len(y)),
+        "em_iterations": int(fit.n_iter),
+        "em_converged": bool(fit.converged),
+        "em_tol": float(tol),
+        "log_likelihood_per_pose": float(fit.log_likelihood[-1]),
+        "mixing_weights": [float(w) for w in fit.weights[order]],
+        "preprocessing": "joint-mean centred, yaw-canonical (faces +y, right +x), metric mm",
+        "sigma": "1/sqrt(basis variance mm^2) x25, 1/sqrt(noise variance mm^2)",
+    }
+    if meta:
+        info.update(meta)
+    return TrainingReport(params, fit, info, time.perf_counter() - t0)
+
+
+def to_pose_model(report: TrainingReport):  # -> PoseModel3D
+    """Build a ``poseviewer.lifting.PoseModel3D`` from a training report."""
+    from poseviewer.lifting import PoseModel3D
+
+    p = report.params
+    return PoseModel3D(p["mu"], p["e"], p["sigma"], meta=_flat_meta(report.meta))
+
+
+def _flat_meta(meta: dict[str, Any]) -> dict[str, str]:
+    """Metadata as str -> str (safetensors metadata holds strings only)."""
+    import json
+
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+
+
+def load_h36m(
+    path: str | None = None, subjects: tuple[int, ...] = TRAIN_SUBJECTS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Poses (N, 17, 3) mm, subject (N,), action names without take numbers (N,)."""
+    from poseviewer.paths import shared_path
+
+    p = path or shared_path("data", "h36m", "h36m_3d_17j_10hz.npz")
+    with np.load(p) as d:
+        for key in ("poses", "subject", "action"):
+            if key not in d:
+                raise TrainingError(f"{p}: missing key {key!r} (expected poses/subject/action)")
+        sel = np.isin(d["subject"], subjects)
+        if not sel.any():
+            raise TrainingError(f"{p}: no poses for subjects {list(subjects)}")
+        poses = d["poses"][sel].astype(np.float64)
+        subj = d["subject"][sel].astype(np.int64)
+        act = np.array([a.rstrip("0123456789 ") for a in d["action"][sel]])
+    return poses, subj, act
