@@ -111,6 +111,39 @@ class CPMConfig:
         convs = [s for s in self.trunk if s[0] != "pool"]
         return convs[-1][2]
 
+    def conv_layers(self) -> list[tuple[str, int, int, int, int]]:
+        """Every conv in network order: (name, kernel, in_channels, out_channels, stage),
+        stage 0 = trunk, 1 = stage 1, t = refinement stage t. Pools are not listed."""
+        out = []
+        cin = 3
+        for name, k, cout in self.trunk:
+            if name != "pool":
+                out.append((name, k, cin, cout, 0))
+                cin = cout
+        feat = cin
+        for name, k, cout in self.stage1:
+            out.append((name, k, cin, cout, 1))
+            cin = cout
+        stage_in = self.num_maps + feat + (1 if self.centre_map else 0)
+        for t in range(2, self.num_stages + 1):
+            cin = stage_in
+            for i in range(1, self.stage_depth + 1):
+                out.append((f"Mconv{i}_stage{t}", self.stage_kernel, cin, self.stage_width, t))
+                cin = self.stage_width
+            d = self.stage_depth
+            out.append((f"Mconv{d + 1}_stage{t}", 1, cin, self.stage_hidden, t))
+            out.append((f"Mconv{d + 2}_stage{t}", 1, self.stage_hidden, self.num_maps, t))
+        return out
+
+    def tf_variables(self, scope: str) -> dict[str, tuple[int, ...]]:
+        """TensorFlow checkpoint variable name -> shape (weights HWIO, biases (O,)), e.g.
+        ``CPM/PoseNet/conv1_1/weights`` for scope ``CPM/PoseNet``."""
+        out: dict[str, tuple[int, ...]] = {}
+        for name, k, cin, cout, _ in self.conv_layers():
+            out[f"{scope}/{name}/weights"] = (k, k, cin, cout)
+            out[f"{scope}/{name}/biases"] = (cout,)
+        return out
+
     def validate(self) -> CPMConfig:
         """Raise ValueError naming the problem if the config is inconsistent."""
         if not self.trunk or self.trunk[0][0] == "pool":
@@ -253,9 +286,23 @@ def tiny_test(fusion: bool = True, num_stages: int = 3) -> CPMConfig:
     ).validate()
 
 
+def tf_fixture() -> CPMConfig:
+    """The few-KB network of the TensorFlow checkpoint fixture (tests/fixtures/tf_ckpt)."""
+    return CPMConfig(
+        name="tf-fixture",
+        input_size=32,
+        trunk=(("conv1_1", 3, 4), POOL, ("conv2_1", 3, 4)),
+        stage1=(("conv3_1_CPM", 1, 4), ("conv3_2_CPM", 1, 15)),
+        num_stages=2, stage_kernel=3, stage_width=4, stage_depth=1, stage_hidden=4,
+        num_joints=14, background=True, centre_map=True, centre_sigma=32 * 25.0 / 368,
+        crop_pad=16,
+    ).validate()
+
+
 PRESETS = {
     "release-posenet": release_posenet,
     "release-personnet": release_personnet,
     "small-cpu": small_cpu,
     "tiny-test": tiny_test,
+    "tf-fixture": tf_fixture,
 }

@@ -97,35 +97,13 @@ class LiftingCPM(nn.Module):
         self.config = config.validate()
         cfg = self.config
         self.layers = nn.ModuleDict()
-        self._trunk: list[str] = []  # layer names, "pool" for pools
-        cin = 3
-        for name, k, cout in cfg.trunk:
-            if name == "pool":
-                self._trunk.append("pool")
-                continue
+        convs = cfg.conv_layers()
+        for name, k, cin, cout, _ in convs:
             self.layers[name] = _conv(cin, cout, k)
-            self._trunk.append(name)
-            cin = cout
-        feat = cin
-        self._stage1 = []
-        for name, k, cout in cfg.stage1:
-            self.layers[name] = _conv(cin, cout, k)
-            self._stage1.append(name)
-            cin = cout
-        self._stages: list[list[str]] = []
-        stage_in = cfg.num_maps + feat + (1 if cfg.centre_map else 0)
-        for t in range(2, cfg.num_stages + 1):
-            names = []
-            cin = stage_in
-            for i in range(1, cfg.stage_depth + 1):
-                names.append(f"Mconv{i}_stage{t}")
-                self.layers[names[-1]] = _conv(cin, cfg.stage_width, cfg.stage_kernel)
-                cin = cfg.stage_width
-            names.append(f"Mconv{cfg.stage_depth + 1}_stage{t}")
-            self.layers[names[-1]] = _conv(cin, cfg.stage_hidden, 1)
-            names.append(f"Mconv{cfg.stage_depth + 2}_stage{t}")
-            self.layers[names[-1]] = _conv(cfg.stage_hidden, cfg.num_maps, 1)
-            self._stages.append(names)
+        self._trunk: list[str] = [s[0] for s in cfg.trunk]  # conv names and "pool"
+        self._stage1: list[str] = [c[0] for c in convs if c[4] == 1]
+        self._stages: list[list[str]] = [
+            [c[0] for c in convs if c[4] == t] for t in range(2, cfg.num_stages + 1)]
         if cfg.fusion.enabled:
             width = 1 if cfg.fusion.granularity == "stage" else cfg.num_maps
             init = logit(cfg.fusion.init_weight)
