@@ -1,0 +1,65 @@
+"""The desktop viewer (PySide6 + pyqtgraph + vispy). The only package that imports Qt.
+
+``main(argv)`` opens the window on ``argv[0]`` (an image) or on the bundled sample photo.
+Modules: ``state`` (the shared selection every view follows), ``worker`` (estimator in a
+QThread), ``image_view``, ``maps_view``, ``view3d`` (the three panels), ``controls``,
+``main_window``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from poseviewer.paths import RESOURCES
+
+ORGANISATION = "poseviewer"
+APPLICATION = "poseviewer"
+
+
+def configure() -> None:
+    """Library options every view relies on (call before creating any view)."""
+    import pyqtgraph as pg
+    import vispy
+
+    pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
+    vispy.use(app="pyside6")
+
+
+def sample_image() -> Path | None:
+    """The bundled sample photo (``resources/sample.*``), or None when absent."""
+    for ext in ("jpg", "jpeg", "png", "webp", "bmp"):
+        p = RESOURCES / f"sample.{ext}"
+        if p.is_file():
+            return p
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the viewer: ``poseviewer [IMAGE]``. Returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication([sys.argv[0], *args])
+    app.setOrganizationName(ORGANISATION)
+    app.setApplicationName(APPLICATION)
+    configure()
+    from poseviewer.app.main_window import MainWindow
+
+    win = MainWindow()
+    win.show()
+    if args:
+        path = Path(args[0])
+        if not path.is_file():
+            win.report_error("image", f"image not found: {path}")
+        else:
+            win.open_image(path)
+    else:
+        sample = sample_image()
+        if sample is not None:
+            win.open_image(sample)
+        else:
+            win.show_message_later("No bundled sample photo; open an image with File > Open "
+                                   "or drop one on the window.")
+    return int(app.exec())

@@ -1,0 +1,531 @@
+"""The main window: image panel (centre), belief maps and 3D view (docks), controls
+(toolbar), menus, status bar with progress, timings and cancel; settings remembered."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
+from PySide6.QtGui import QAction, QImage, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QToolBar,
+    QWidget,
+)
+
+from poseviewer.app.controls import ControlsBar
+from poseviewer.app.image_view import ImagePanel
+from poseviewer.app.maps_view import BeliefMapPanel
+from poseviewer.app.state import MAP_KIND_LABELS, MAP_KINDS, ViewerState
+from poseviewer.app.view3d import Pose3DPanel
+from poseviewer.app.worker import WorkerController
+
+IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp);;All files (*)"
+MAX_RECENT = 10
+
+#: Export formats: key -> (menu label, file filter, default suffix).
+EXPORT_FORMATS: dict[str, tuple[str, str, str]] = {
+    "json": ("JSON (full result)...", "JSON (*.json)", ".json"),
+    "csv": ("CSV (long format)...", "CSV (*.csv)", ".csv"),
+    "npz": ("NPZ (numpy arrays)...", "NumPy archive (*.npz)", ".npz"),
+    "bvh": ("BVH (3D pose for Blender, ...)...", "BVH (*.bvh)", ".bvh"),
+    "coco": ("COCO keypoints (2D)...", "COCO JSON (*.json)", ".coco.json"),
+}
+
+
+def default_estimator_factory() -> Any:
+    """The bundled default model (raises a clear error while it is missing)."""
+    from poseviewer import Estimator
+
+    return Estimator.default()
+
+
+def write_qimage_atomic(image: QImage, path: str | os.PathLike[str]) -> Path:
+    """Save ``image`` as PNG via a temp file in the same folder + os.replace."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+    try:
+        if not image.save(str(tmp), "PNG"):
+            raise OSError(f"could not write PNG {path} (folder not writable?)")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def rgba_to_qimage(rgba: np.ndarray) -> QImage:
+    """(H, W, 4) uint8 array -> a QImage that owns a copy of the data."""
+    rgba = np.ascontiguousarray(rgba, dtype=np.uint8)
+    h, w = rgba.shape[:2]
+    return QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+
+
+class MainWindow(QMainWindow):
+    """The poseviewer window. ``estimator_factory`` is called (once, in the worker thread)
+    to build the estimator; ``settings`` defaults to the user's QSettings."""
+
+    def __init__(
+        self,
+        estimator_factory: Callable[[], Any] = default_estimator_factory,
+        settings: QSettings | None = None,
+        lift_function: Callable[[Any, Any], Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.setWindowTitle("poseviewer")
+        self.setObjectName("poseviewer_main")
+        self.setAcceptDrops(True)
+        self.settings = settings if settings is not None else QSettings()
+        self.state = ViewerState(self)
+        self.image_panel = ImagePanel(self.state)
+        self.maps_panel = BeliefMapPanel(self.state)
+        self.view3d = Pose3DPanel(self.state)
+        self.controls = ControlsBar(self.state)
+        self.setCentralWidget(self.image_panel)
+        self.maps_dock = self._dock("Belief maps", "maps_dock", self.maps_panel,
+                                    Qt.DockWidgetArea.RightDockWidgetArea)
+        self.view3d_dock = self._dock("3D pose", "view3d_dock", self.view3d,
+                                      Qt.DockWidgetArea.RightDockWidgetArea)
+        tb = QToolBar("Controls")
+        tb.setObjectName("controls_toolbar")
+        tb.addWidget(self.controls)
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb)
+
+        self.worker = WorkerController(estimator_factory, lift_function or _default_lift,
+                                       parent=self)
+        self.worker.progress.connect(self.on_progress)
+        self.worker.succeeded.connect(self.on_succeeded)
+        self.worker.failed.connect(self.on_failed)
+        self.worker.cancelled.connect(self.on_cancelled)
+        self.worker.busy_changed.connect(self.on_busy_changed)
+
+        # status bar: message, progress, timings, cancel
+        sb = self.statusBar()
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setObjectName("progress")
+        self.progress_bar.setMaximumWidth(160)
+        self.progress_bar.setFormat("stage %v/%m")
+        self.progress_bar.hide()
+        self.timing_label = QLabel("")
+        self.timing_label.setObjectName("timings")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setObjectName("cancel_button")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.hide()
+        sb.addPermanentWidget(self.timing_label)
+        sb.addPermanentWidget(self.progress_bar)
+        sb.addPermanentWidget(self.cancel_button)
+
+        self.image_path: str | None = None
+        self.last_error: tuple[str, str] | None = None
+        self._t_submit = 0.0
+        self.first_result_seconds: float | None = None
+        self._build_menus()
+        self.image_panel.boxes_edited.connect(self.on_boxes_edited)
+        self._restore_settings()
+
+    # ---- construction ----------------------------------------------------------------------
+    def _dock(self, title: str, name: str, widget: QWidget, area) -> QDockWidget:
+        d = QDockWidget(title, self)
+        d.setObjectName(name)
+        d.setWidget(widget)
+        self.addDockWidget(area, d)
+        return d
+
+    def _action(self, text: str, slot, shortcut=None, name: str | None = None) -> QAction:
+        a = QAction(text, self)
+        if shortcut is not None:
+            a.setShortcut(QKeySequence(shortcut))
+            a.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        a.triggered.connect(slot)
+        if name:
+            a.setObjectName(name)
+        self.addAction(a)
+        return a
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        fm = mb.addMenu("&File")
+        fm.addAction(self._action("&Open image...", self.open_dialog, QKeySequence.StandardKey.Open,
+                                  "action_open"))
+        self.recent_menu = fm.addMenu("Open &recent")
+        fm.addAction(self._action("&Import 2D joints and lift...", self.import_dialog,
+                                  "Ctrl+I", "action_import"))
+        fm.addSeparator()
+        em = fm.addMenu("&Export")
+        self.export_actions: dict[str, QAction] = {}
+        for key, (label, _, _) in EXPORT_FORMATS.items():
+            a = self._action(label, self._export_slot(key), name=f"action_export_{key}")
+            em.addAction(a)
+            self.export_actions[key] = a
+        sm = fm.addMenu("&Screenshot")
+        for key, label in (("window", "Window"), ("image", "Image panel"),
+                           ("maps", "Belief-map panel"), ("3d", "3D panel")):
+            sm.addAction(self._action(f"{label} as PNG...", self._screenshot_slot(key),
+                                      name=f"action_shot_{key}"))
+        fm.addSeparator()
+        fm.addAction(self._action("&Quit", self.close, QKeySequence.StandardKey.Quit))
+
+        vm = mb.addMenu("&View")
+        for kind in MAP_KINDS:
+            vm.addAction(self._action(f"{MAP_KIND_LABELS[kind]} maps", self._kind_slot(kind),
+                                      name=f"action_maps_{kind}"))
+        vm.addSeparator()
+        vm.addAction(self._action("Reset 3D view", self.view3d.reset_view, "R",
+                                  "action_reset_view"))
+        vm.addAction(self.maps_dock.toggleViewAction())
+        vm.addAction(self.view3d_dock.toggleViewAction())
+
+        rm = mb.addMenu("&Run")
+        self.action_next_stage = self._action("Next stage", self.next_stage, Qt.Key.Key_Right)
+        self.action_prev_stage = self._action("Previous stage", self.prev_stage,
+                                              Qt.Key.Key_Left)
+        self.action_next_comp = self._action("Next component", self.next_component,
+                                             Qt.Key.Key_Down)
+        self.action_prev_comp = self._action("Previous component", self.prev_component,
+                                             Qt.Key.Key_Up)
+        for a in (self.action_prev_stage, self.action_next_stage, self.action_prev_comp,
+                  self.action_next_comp):
+            rm.addAction(a)
+        rm.addSeparator()
+        rm.addAction(self._action("Re-run on this image", self.rerun, "F5", "action_rerun"))
+        rm.addAction(self._action("Cancel", self.cancel, Qt.Key.Key_Escape, "action_cancel"))
+        self._rebuild_recent_menu()
+
+    def _export_slot(self, key: str):
+        def slot() -> None:
+            self.export_dialog(key)
+        return slot
+
+    def _screenshot_slot(self, key: str):
+        def slot() -> None:
+            self.screenshot_dialog(key)
+        return slot
+
+    def _kind_slot(self, kind: str):
+        def slot() -> None:
+            self.state.set_map_kind(kind)
+        return slot
+
+    # ---- keyboard -----------------------------------------------------------------------
+    def next_stage(self) -> None:
+        """Right arrow."""
+        self.state.step_stage(+1)
+
+    def prev_stage(self) -> None:
+        """Left arrow."""
+        self.state.step_stage(-1)
+
+    def next_component(self) -> None:
+        """Down arrow: next component in the list."""
+        self.state.step_component(+1)
+
+    def prev_component(self) -> None:
+        """Up arrow."""
+        self.state.step_component(-1)
+
+    # ---- opening ----------------------------------------------------------------------------
+    def last_folder(self) -> str:
+        """Folder of the last opened/saved file (home when none)."""
+        return str(self.settings.value("last_folder", str(Path.home())))
+
+    def _remember_folder(self, path: str | Path) -> None:
+        self.settings.setValue("last_folder", str(Path(path).resolve().parent))
+
+    def open_dialog(self) -> None:
+        """File > Open."""
+        path, _ = QFileDialog.getOpenFileName(self, "Open image", self.last_folder(),
+                                              IMAGE_FILTER)
+        if path:
+            self.open_image(path)
+
+    def open_image(self, path: str | os.PathLike[str], boxes: np.ndarray | None = None) -> int:
+        """Run the estimator on ``path`` in the worker (cancelling a running one)."""
+        path = str(path)
+        self.image_path = path
+        self._remember_folder(path)
+        self.add_recent(path)
+        self.setWindowTitle(f"poseviewer - {Path(path).name}")
+        return self._submit("estimate", image=path, boxes=boxes,
+                            message=f"Analysing {Path(path).name}...")
+
+    def open_array(self, rgb: np.ndarray, boxes: np.ndarray | None = None) -> int:
+        """Run the estimator on an RGB array (no file)."""
+        self.image_path = None
+        return self._submit("estimate", image=rgb, boxes=boxes, message="Analysing image...")
+
+    def _submit(self, kind: str, message: str, **kwargs: Any) -> int:
+        self._t_submit = time.perf_counter()
+        self.progress_bar.setRange(0, 0)
+        self.progress_bar.show()
+        self.statusBar().showMessage(message)
+        return self.worker.submit(kind, **kwargs)
+
+    def rerun(self) -> None:
+        """Run again on the current image with the current boxes."""
+        if self.state.image is not None:
+            self.on_boxes_edited(self.image_panel.current_boxes())
+
+    @Slot(object)
+    def on_boxes_edited(self, boxes: np.ndarray) -> None:
+        """Re-run the current image with user boxes (drawn or adjusted)."""
+        img = self.state.image
+        if img is None:
+            return
+        boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+        self._submit("estimate", image=img, boxes=boxes if len(boxes) else None,
+                     message=f"Re-running with {len(boxes)} box(es)...")
+
+    def cancel(self) -> None:
+        """Cancel the running request (it stops at the next stage boundary)."""
+        if self.worker.busy:
+            self.worker.cancel()
+            self.statusBar().showMessage("Cancelling...")
+
+    def import_dialog(self) -> None:
+        """File > Import 2D joints: lift joints from COCO or our JSON without the CNN."""
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Import 2D joints", self.last_folder(),
+            "Joints JSON (COCO keypoints or poseviewer JSON) (*.json);;All files (*)")
+        if path:
+            self.import_joints(path)
+
+    def import_joints(self, path: str | os.PathLike[str]) -> int:
+        """Lift the 2D joints in ``path`` (COCO keypoints or our JSON) in the worker."""
+        self._remember_folder(path)
+        self.image_path = None
+        return self._submit("lift", joints=str(path), image=self.state.image,
+                            message=f"Lifting joints from {Path(path).name}...")
+
+    # ---- recent files -----------------------------------------------------------------------
+    def recent_files(self) -> list[str]:
+        """Recently opened images, newest first."""
+        v = self.settings.value("recent_files", [])
+        if isinstance(v, str):
+            v = [v]
+        return [str(x) for x in (v or [])]
+
+    def add_recent(self, path: str) -> None:
+        """Put ``path`` at the top of the recent files."""
+        path = str(Path(path).resolve())
+        files = [f for f in self.recent_files() if f != path]
+        self.settings.setValue("recent_files", [path, *files][:MAX_RECENT])
+        self._rebuild_recent_menu()
+
+    def _rebuild_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        files = self.recent_files()
+        for i, f in enumerate(files):
+            a = self.recent_menu.addAction(f"&{(i + 1) % 10} {Path(f).name}")
+            a.setToolTip(f)
+            a.setData(f)
+            a.triggered.connect(self._open_recent)
+        self.recent_menu.setEnabled(bool(files))
+
+    def _open_recent(self) -> None:
+        a = self.sender()
+        if a is not None:
+            self.open_image(a.data())
+
+    # ---- drag and drop ----------------------------------------------------------------------
+    def dragEnterEvent(self, ev) -> None:  # noqa: N802
+        if ev.mimeData().hasUrls() and any(u.isLocalFile() for u in ev.mimeData().urls()):
+            ev.acceptProposedAction()
+        else:
+            ev.ignore()
+
+    def dropEvent(self, ev) -> None:  # noqa: N802
+        files = [u.toLocalFile() for u in ev.mimeData().urls() if u.isLocalFile()]
+        if files:
+            ev.acceptProposedAction()
+            f = files[0]
+            if f.lower().endswith(".json"):
+                self.import_joints(f)
+            else:
+                self.open_image(f)
+
+    # ---- worker answers ---------------------------------------------------------------------
+    @Slot(int, int, int)
+    def on_progress(self, person: int, stage: int, num: int) -> None:
+        """A stage finished in the worker."""
+        self.progress_bar.setRange(0, max(num, 1))
+        self.progress_bar.setValue(stage + 1)
+        who = f"person {person + 1}, " if person else ""
+        self.statusBar().showMessage(f"Running: {who}stage {stage + 1}/{num}")
+
+    @Slot(object, object, float)
+    def on_succeeded(self, result: Any, image: Any, seconds: float) -> None:
+        """Show a new result."""
+        if image is None:
+            image = self.state.image
+        self.last_error = None
+        self.state.set_result(result, image)
+        if self.first_result_seconds is None:
+            self.first_result_seconds = time.perf_counter() - self._t_submit
+        t = getattr(result, "timings", {}) or {}
+        parts = [f"{k} {v * 1000:.0f} ms" if v < 1 else f"{k} {v:.2f} s"
+                 for k, v in t.items() if isinstance(v, (int, float))]
+        self.timing_label.setText(", ".join(parts) if parts else f"total {seconds:.2f} s")
+        msgs = list(getattr(result, "messages", []) or [])
+        n = len(result.persons)
+        if n == 0:
+            self.report_error("no person", "No person was found in this image. "
+                              "Draw a box around a person (drag on the photo) to try again.")
+            return
+        text = f"Done in {seconds:.2f} s: {n} person{'s' if n != 1 else ''}"
+        if msgs:
+            text += " - " + "; ".join(msgs)
+        self.statusBar().showMessage(text)
+
+    @Slot(str, str)
+    def on_failed(self, kind: str, message: str) -> None:
+        """Show a worker error."""
+        self.report_error(kind, message)
+
+    @Slot()
+    def on_cancelled(self) -> None:
+        """The running request stopped."""
+        self.statusBar().showMessage("Cancelled.")
+
+    @Slot(bool)
+    def on_busy_changed(self, busy: bool) -> None:
+        """Show/hide the progress bar and the cancel button."""
+        self.progress_bar.setVisible(busy)
+        self.cancel_button.setVisible(busy)
+
+    def report_error(self, kind: str, message: str) -> None:
+        """Status text + a warning box (never raises)."""
+        titles = {"image": "Cannot read the image", "model": "Cannot load the model",
+                  "no person": "No person found", "lift": "Cannot lift these joints",
+                  "export": "Export failed", "screenshot": "Screenshot failed"}
+        title = titles.get(kind, "Error")
+        self.last_error = (kind, message)
+        self.statusBar().showMessage(f"{title}: {message}")
+        QMessageBox.warning(self, title, message)
+
+    # ---- export ------------------------------------------------------------------------------
+    def _default_name(self, suffix: str) -> str:
+        stem = Path(self.image_path).stem if self.image_path else "pose"
+        return str(Path(self.last_folder()) / f"{stem}{suffix}")
+
+    def export_dialog(self, key: str) -> None:
+        """File > Export > format."""
+        if self.state.result is None:
+            self.report_error("export", "Nothing to export yet: open an image first.")
+            return
+        label, filt, suffix = EXPORT_FORMATS[key]
+        path, _ = QFileDialog.getSaveFileName(self, f"Export {key.upper()}",
+                                              self._default_name(suffix), filt)
+        if path:
+            self.export(key, path)
+
+    def export(self, key: str, path: str | os.PathLike[str]) -> Path | None:
+        """Write the current result as ``key`` to ``path`` (atomic, via the exporters)."""
+        if self.state.result is None:
+            self.report_error("export", "Nothing to export yet: open an image first.")
+            return None
+        try:
+            from poseviewer import export as exporters
+
+            fn = getattr(exporters, f"write_{key}")
+            out = fn(self.state.result, path)
+        except Exception as exc:
+            self.report_error("export", f"{key.upper()} to {path}: {exc}")
+            return None
+        self._remember_folder(path)
+        self.statusBar().showMessage(f"Exported {key.upper()} to {path}")
+        return Path(out) if out is not None else Path(path)
+
+    def panel_image(self, key: str) -> QImage:
+        """A picture of one panel ('window', 'image', 'maps', '3d')."""
+        if key == "3d":
+            return rgba_to_qimage(self.view3d.render_image())
+        widget = {"window": self, "image": self.image_panel, "maps": self.maps_panel}[key]
+        if key == "window":
+            img = widget.grab().toImage()
+            # the GL canvas may come out blank in a widget grab: paint its render over it
+            canvas = self.view3d.canvas.native
+            if canvas.isVisible():
+                from PySide6.QtGui import QPainter
+
+                top_left = canvas.mapTo(self, canvas.rect().topLeft())
+                painter = QPainter(img)
+                sub = rgba_to_qimage(self.view3d.render_image()).scaled(
+                    canvas.width() * img.devicePixelRatio(),
+                    canvas.height() * img.devicePixelRatio())
+                sub.setDevicePixelRatio(img.devicePixelRatio())
+                painter.drawImage(top_left, sub)
+                painter.end()
+            return img
+        return widget.grab().toImage()
+
+    def screenshot_dialog(self, key: str) -> None:
+        """File > Screenshot > panel."""
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save screenshot", self._default_name(f"-{key}.png"), "PNG (*.png)")
+        if path:
+            self.save_screenshot(key, path)
+
+    def save_screenshot(self, key: str, path: str | os.PathLike[str]) -> Path | None:
+        """Save a PNG of one panel (atomic write)."""
+        try:
+            out = write_qimage_atomic(self.panel_image(key), path)
+        except Exception as exc:
+            self.report_error("screenshot", str(exc))
+            return None
+        self._remember_folder(path)
+        self.statusBar().showMessage(f"Saved {out}")
+        return out
+
+    # ---- settings / close -----------------------------------------------------------------
+    def _restore_settings(self) -> None:
+        s = self.settings
+        geo = s.value("geometry")
+        if isinstance(geo, QByteArray) and not geo.isEmpty():
+            self.restoreGeometry(geo)
+        else:
+            self.resize(1400, 860)
+        st = s.value("window_state")
+        if isinstance(st, QByteArray) and not st.isEmpty():
+            self.restoreState(st)
+        kind = str(s.value("map_kind", "fused"))
+        if kind in MAP_KINDS:
+            self.state.set_map_kind(kind)
+
+    def save_settings(self) -> None:
+        """Write geometry, dock layout, map kind (recent files and folder are live)."""
+        s = self.settings
+        s.setValue("geometry", self.saveGeometry())
+        s.setValue("window_state", self.saveState())
+        s.setValue("map_kind", self.state.map_kind)
+        s.sync()
+
+    def closeEvent(self, ev) -> None:  # noqa: N802
+        self.save_settings()
+        ok = self.worker.shutdown()
+        if not ok:  # pragma: no cover (worker stuck in a stage longer than the timeout)
+            self.statusBar().showMessage("Waiting for the running stage to finish...")
+        super().closeEvent(ev)
+
+    def show_message_later(self, text: str) -> None:
+        """Status message once the event loop runs (used at start-up)."""
+        QTimer.singleShot(0, self, lambda: self.statusBar().showMessage(text))
+
+
+def _default_lift(joints_path: Any, image: Any) -> tuple[Any, Any]:
+    """Worker-side: read 2D joints (COCO or our JSON) and lift them without the CNN."""
+    from poseviewer.app.lift_import import lift_joints_file
+
+    return lift_joints_file(joints_path, image)
+

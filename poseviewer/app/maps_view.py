@@ -1,0 +1,166 @@
+"""Belief-map panel: the 14 joints' maps of the selected stage, labelled, with a switch
+between the CNN's maps, the projected maps of the lifted pose and the fused maps.
+Clicking a map selects that joint everywhere."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QHBoxLayout,
+    QLabel,
+    QRadioButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from poseviewer.app.state import MAP_KIND_LABELS, MAP_KINDS, ViewerState
+from poseviewer.skeleton import CPM14
+
+
+def joint_label(j: int) -> str:
+    """Short display label of CPM joint ``j`` ('R wrist', 'head top', ...)."""
+    name = CPM14.joints[j]
+    for side, short in (("right_", "R "), ("left_", "L ")):
+        if name.startswith(side):
+            return short + name[len(side):]
+    return name.replace("_", " ")
+
+
+class _MapBox(pg.ViewBox):
+    clicked = Signal(int)
+
+    def __init__(self, index: int) -> None:
+        super().__init__(lockAspect=True, invertY=True, enableMouse=False, enableMenu=False,
+                         defaultPadding=0.0)
+        self.index = index
+
+    def mouseClickEvent(self, ev) -> None:  # noqa: N802
+        if ev.button() == Qt.MouseButton.LeftButton:
+            ev.accept()
+            self.clicked.emit(self.index)
+
+
+class BeliefMapPanel(QWidget):
+    """14 labelled belief maps of the selected stage and map kind."""
+
+    KEYS = frozenset({"result", "person", "stage", "map_kind", "joint"})
+    COLUMNS = 5
+
+    def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("maps_panel")
+        self.state = state
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Maps:"))
+        self.kind_group = QButtonGroup(self)
+        self.kind_buttons: dict[str, QRadioButton] = {}
+        for kind in MAP_KINDS:
+            b = QRadioButton(MAP_KIND_LABELS[kind])
+            b.setObjectName(f"map_kind_{kind}")
+            b.setToolTip({
+                "cnn": "the CNN's own belief maps of this stage",
+                "projected": "Gaussian maps drawn at the lifted 3D pose's projection",
+                "fused": "what the stage passes on: CNN and projected maps fused",
+            }[kind])
+            self.kind_group.addButton(b)
+            self.kind_buttons[kind] = b
+            row.addWidget(b)
+            b.toggled.connect(self._on_kind_toggled)
+        row.addStretch(1)
+        self.info = QLabel("")
+        self.info.setObjectName("maps_info")
+        row.addWidget(self.info)
+        lay.addLayout(row)
+
+        self.glw = pg.GraphicsLayoutWidget()
+        self.glw.setBackground((30, 30, 34))
+        lay.addWidget(self.glw, 1)
+        lut = pg.colormap.get("inferno").getLookupTable(nPts=256)
+        self.boxes: list[_MapBox] = []
+        self.images: list[pg.ImageItem] = []
+        self.titles: list[pg.LabelItem] = []
+        for j in range(CPM14.num_joints):
+            r, c = divmod(j, self.COLUMNS)
+            cell = self.glw.addLayout(row=r, col=c)
+            title = cell.addLabel(joint_label(j), row=0, col=0, size="8pt", color="#ddd")
+            vb = _MapBox(j)
+            cell.addItem(vb, row=1, col=0)
+            img = pg.ImageItem(axisOrder="row-major")
+            img.setLookupTable(lut)
+            vb.addItem(img)
+            vb.clicked.connect(self._on_map_clicked)
+            self.boxes.append(vb)
+            self.images.append(img)
+            self.titles.append(title)
+        self._levels = (0.0, 1.0)
+        self._selected_pen = pg.mkPen((255, 255, 0), width=3)
+        state.changed.connect(self.on_state_changed)
+        self._sync_kind_buttons()
+
+    def _sync_kind_buttons(self) -> None:
+        b = self.kind_buttons[self.state.map_kind]
+        if not b.isChecked():
+            b.blockSignals(True)
+            b.setChecked(True)
+            b.blockSignals(False)
+
+    def _on_kind_toggled(self, checked: bool) -> None:
+        if not checked:
+            return
+        for kind, b in self.kind_buttons.items():
+            if b.isChecked():
+                self.state.set_map_kind(kind)
+
+    def _on_map_clicked(self, j: int) -> None:
+        self.state.set_joint(None if self.state.joint == j else j)
+
+    def on_state_changed(self, keys: frozenset) -> None:
+        """Redraw maps / titles / selection for the keys that changed."""
+        if not keys & self.KEYS:
+            return
+        if "map_kind" in keys:
+            self._sync_kind_buttons()
+        if keys & {"result", "person", "stage", "map_kind"}:
+            self._draw_maps()
+        if keys & {"result", "person", "stage", "joint"}:
+            self._draw_titles()
+
+    def _draw_maps(self) -> None:
+        maps = self.state.maps()
+        if maps is None:
+            for img in self.images:
+                img.clear()
+            s = self.state.stage_result
+            self.info.setText("" if s is None else
+                              f"no {MAP_KIND_LABELS[self.state.map_kind].lower()} maps at this "
+                              "stage (not lifted)")
+            return
+        maps = np.asarray(maps, dtype=np.float32)
+        hi = float(maps.max()) if maps.size else 1.0
+        self._levels = (0.0, max(hi, 1e-6))
+        for j, img in enumerate(self.images):
+            img.setImage(maps[j], autoLevels=False, levels=self._levels)
+        h, w = maps.shape[1:]
+        for vb in self.boxes:
+            vb.setRange(xRange=(0, w), yRange=(0, h), padding=0.0)
+        self.info.setText(f"{w}x{h} grid, max {hi:.2f}")
+
+    def _draw_titles(self) -> None:
+        s = self.state.stage_result
+        for j, (title, vb) in enumerate(zip(self.titles, self.boxes, strict=True)):
+            text = joint_label(j)
+            if s is not None:
+                conf = float(s.confidence[j])
+                text += f" {conf:.2f}" + ("" if bool(s.visible[j]) else " (hidden)")
+            selected = j == self.state.joint
+            title.setText(text, color="#ff0" if selected else "#ddd", size="8pt")
+            vb.setBorder(self._selected_pen if selected else None)
+
+    def map_data(self, j: int) -> np.ndarray | None:
+        """The array map ``j`` currently shows (for tests)."""
+        return self.images[j].image

@@ -1,0 +1,271 @@
+"""Runs the estimator off the GUI thread.
+
+``EstimateWorker`` (a QObject moved to a ``QThread``) receives requests through a queued
+signal and reports back with signals; ``WorkerController`` (GUI thread) owns the thread,
+numbers the requests, cancels the running one when a new one arrives, drops stale answers
+and shuts the thread down cleanly (cancel, ``quit()``, ``wait()``).
+
+Signals are connected to methods of QObjects living in the GUI thread (never lambdas: a
+lambda has no thread affinity and would run in the worker thread).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from poseviewer.cnn.cancel import Cancelled, CancelToken
+
+
+class ImageLoadError(ValueError):
+    """The image file could not be read."""
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8 RGB (EXIF orientation applied)."""
+    import cv2
+
+    p = Path(path)
+    if not p.is_file():
+        raise ImageLoadError(f"image not found: {p}")
+    data = np.fromfile(str(p), dtype=np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise ImageLoadError(f"not an image (or unsupported format): {p}")
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+@dataclass
+class Request:
+    """One job for the worker."""
+
+    id: int
+    kind: str
+    """'estimate' (run the CNN on ``image``) or 'lift' (lift ``joints`` without the CNN)."""
+    image: Any = None
+    """A path or an (H, W, 3) uint8 RGB array."""
+    boxes: np.ndarray | None = None
+    joints: Any = None
+    """For 'lift': whatever the lift function takes (e.g. a path to 2D joints)."""
+    token: CancelToken = field(default_factory=CancelToken)
+
+
+class EstimateWorker(QObject):
+    """Lives in the worker thread; ``run`` is invoked by a queued signal."""
+
+    progress = Signal(int, int, int, int)
+    """request id, person index, stage index (0-based, finished), number of stages."""
+    succeeded = Signal(int, object, object, float)
+    """request id, EstimateResult, RGB image (or None), seconds."""
+    failed = Signal(int, str, str)
+    """request id, error kind ('image', 'model', 'no person', 'lift', 'error'), message."""
+    cancelled = Signal(int)
+
+    def __init__(
+        self,
+        estimator_factory: Callable[[], Any],
+        lift_function: Callable[[Any, Any], Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self._factory = estimator_factory
+        self._lift = lift_function
+        self._estimator: Any = None
+        self._current: Request | None = None
+
+    def estimator(self) -> Any:
+        """The estimator, created on first use (in the worker thread)."""
+        if self._estimator is None:
+            self._estimator = self._factory()
+        return self._estimator
+
+    @Slot(object)
+    def run(self, req: Request) -> None:
+        """Handle one request; always ends with exactly one of the result signals."""
+        if req.token.cancelled:
+            self.cancelled.emit(req.id)
+            return
+        t0 = time.perf_counter()
+        self._current = req
+        try:
+            if req.kind == "estimate":
+                result, image = self._estimate(req)
+            elif req.kind == "lift":
+                if self._lift is None:
+                    raise RuntimeError("lifting imported joints is not available")
+                result, image = self._lift(req.joints, req.image)
+            else:
+                raise ValueError(f"unknown request kind {req.kind!r}")
+        except Cancelled:
+            self.cancelled.emit(req.id)
+        except Exception as exc:  # every error becomes a message, never a crash
+            if type(exc).__name__ == "Cancelled" or req.token.cancelled:
+                self.cancelled.emit(req.id)
+            else:
+                self.failed.emit(req.id, _error_kind(exc), _message(exc))
+        else:
+            self.succeeded.emit(req.id, result, image, time.perf_counter() - t0)
+        finally:
+            self._current = None
+
+    def _estimate(self, req: Request) -> tuple[Any, np.ndarray]:
+        path = None
+        image = req.image
+        if isinstance(image, (str, Path)):
+            path = str(image)
+            image = load_rgb(image)
+        try:
+            est = self.estimator()
+        except Exception as exc:
+            raise _ModelError(_message(exc)) from exc
+        result = est.estimate(
+            image, boxes=req.boxes, on_stage=self._on_stage, cancel=req.token
+        )
+        if path is not None and getattr(result, "image_path", None) is None:
+            result.image_path = path
+        return result, image
+
+    def _on_stage(self, person: int, stage: int, num_stages: int) -> None:
+        req = self._current
+        if req is not None:
+            self.progress.emit(req.id, int(person), int(stage), int(num_stages))
+
+
+class _ModelError(RuntimeError):
+    pass
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, (ImageLoadError, _ModelError)):
+        return text
+    name = type(exc).__name__
+    if name in ("ImageError", "ModelError", "LiftError", "ValueError", "FileNotFoundError"):
+        return text
+    # unexpected: keep the last frame for the report
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" ({Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+    return f"{name}: {text}{where}"
+
+
+def _error_kind(exc: BaseException) -> str:
+    name = type(exc).__name__
+    if isinstance(exc, ImageLoadError) or name == "ImageError":
+        return "image"
+    if isinstance(exc, _ModelError) or name in ("ModelError", "ModelLoadError"):
+        return "model"
+    if name in ("NoPersonError",):
+        return "no person"
+    if name in ("LiftError", "ImportError_", "JointsError"):
+        return "lift"
+    return "error"
+
+
+class WorkerController(QObject):
+    """GUI-thread owner of the worker thread. Forwards the worker's answers for the
+    current request only (stale ones are dropped)."""
+
+    requested = Signal(object)
+    progress = Signal(int, int, int)
+    """person, stage (0-based, finished), number of stages."""
+    succeeded = Signal(object, object, float)
+    failed = Signal(str, str)
+    cancelled = Signal()
+    busy_changed = Signal(bool)
+
+    def __init__(
+        self,
+        estimator_factory: Callable[[], Any],
+        lift_function: Callable[[Any, Any], Any] | None = None,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._thread = QThread()
+        self._thread.setObjectName("poseviewer-worker")
+        self.worker = EstimateWorker(estimator_factory, lift_function)
+        self.worker.moveToThread(self._thread)
+        self.requested.connect(self.worker.run)
+        self.worker.progress.connect(self._on_progress)
+        self.worker.succeeded.connect(self._on_succeeded)
+        self.worker.failed.connect(self._on_failed)
+        self.worker.cancelled.connect(self._on_cancelled)
+        self._thread.start()
+        self._next_id = 0
+        self._current: Request | None = None
+        self._pending = 0  # requests handed to the worker and not answered yet
+        self._shut = False
+
+    @property
+    def busy(self) -> bool:
+        """True while the current request is running."""
+        return self._current is not None
+
+    def submit(self, kind: str, **kwargs: Any) -> int:
+        """Queue a request (cancelling the running one); returns its id."""
+        if self._shut:
+            raise RuntimeError("the worker has been shut down")
+        self.cancel()
+        self._next_id += 1
+        req = Request(id=self._next_id, kind=kind, **kwargs)
+        was_busy = self.busy
+        self._current = req
+        self._pending += 1
+        self.requested.emit(req)
+        if not was_busy:
+            self.busy_changed.emit(True)
+        return req.id
+
+    def cancel(self) -> None:
+        """Ask the running request to stop at the next stage boundary."""
+        if self._current is not None:
+            self._current.token.cancel()
+
+    def _settle(self, rid: int) -> bool:
+        self._pending -= 1
+        if self._current is None or rid != self._current.id:
+            return False
+        self._current = None
+        self.busy_changed.emit(False)
+        return True
+
+    @Slot(int, int, int, int)
+    def _on_progress(self, rid: int, person: int, stage: int, num: int) -> None:
+        if self._current is not None and rid == self._current.id:
+            self.progress.emit(person, stage, num)
+
+    @Slot(int, object, object, float)
+    def _on_succeeded(self, rid: int, result: Any, image: Any, seconds: float) -> None:
+        current = self._current is not None and rid == self._current.id
+        cancelled = current and self._current.token.cancelled
+        if self._settle(rid):
+            if cancelled:
+                self.cancelled.emit()
+            else:
+                self.succeeded.emit(result, image, seconds)
+
+    @Slot(int, str, str)
+    def _on_failed(self, rid: int, kind: str, message: str) -> None:
+        if self._settle(rid):
+            self.failed.emit(kind, message)
+
+    @Slot(int)
+    def _on_cancelled(self, rid: int) -> None:
+        if self._settle(rid):
+            self.cancelled.emit()
+
+    def shutdown(self, timeout_ms: int = 30000) -> bool:
+        """Cancel, stop the thread's event loop and wait for it. True when it stopped."""
+        if self._shut:
+            return True
+        self._shut = True
+        self.cancel()
+        self._thread.quit()
+        ok = self._thread.wait(timeout_ms)
+        self._current = None
+        return bool(ok)
