@@ -1,0 +1,171 @@
+"""Shared plumbing of the exporters: atomic writes, errors, and the result as plain arrays."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from poseviewer.result import EstimateResult, StageResult
+
+#: The lifting's scale cap (lifting spec, step 3): a component whose scale sits exactly here
+#: was refitted with the capped scale and carries the depth quirk.
+SCALE_CAP = -0.001
+
+
+class ExportError(OSError):
+    """A file could not be written (folder missing, not a folder, no permission, disk full)."""
+
+
+class ImportFormatError(ValueError):
+    """A file to import is not in a format we understand, or its content is inconsistent."""
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "the folder does not exist"
+    if isinstance(exc, NotADirectoryError):
+        return "a part of the path is a file, not a folder"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, IsADirectoryError):
+        return "the path is a folder"
+    return exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temp file beside ``path`` for writing; on success it replaces ``path`` atomically.
+
+    On any error the temp file is removed and ``path`` is left as it was. OS errors come out
+    as :class:`ExportError` naming the path and the reason.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ExportError(f"cannot write {path}: the path is a folder")
+    binary = "b" in mode
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ExportError(f"cannot write {path}: {_describe(exc)}") from exc
+    try:
+        kwargs: dict[str, Any] = {} if binary else {"encoding": "utf-8", "newline": ""}
+        with os.fdopen(fd, "wb" if binary else "w", **kwargs) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, ExportError):
+            raise ExportError(f"cannot write {path}: {_describe(exc)}") from exc
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns the path."""
+    with atomic_open(path, "w") as fh:
+        fh.write(text)
+    return Path(path)
+
+
+def atomic_write_with(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write(binary_file)`` on a temp file that then atomically replaces ``path``."""
+    with atomic_open(path, "wb") as fh:
+        write(fh)
+    return Path(path)
+
+
+def fit_arrays(stage: StageResult) -> dict[str, np.ndarray] | None:
+    """The stage's lifting as plain numpy arrays without the N = 1 axis, or None if not run.
+
+    Keys: lifted (), component (), pose_3d (17,3), joints_2d (17,2), comp_pose_3d (K,17,3),
+    comp_joints_2d (K,17,2), score/residual/scale/yaw (K,), capped (K,) bool, and coeffs
+    (K,28) when the fit has them.
+    """
+    fit = stage.fit
+    if fit is None:
+        return None
+    comps = fit.components
+
+    def a(x: Any, dtype: Any = np.float64) -> np.ndarray:
+        if hasattr(x, "detach"):
+            x = x.detach().cpu().numpy()
+        return np.asarray(x, dtype=dtype)[0]
+
+    scale = a(comps.scale)
+    out = {
+        "lifted": a(fit.lifted, bool),
+        "component": a(fit.component, np.int64),
+        "pose_3d": a(fit.pose_3d),
+        "joints_2d": a(fit.joints_2d),
+        "comp_pose_3d": a(comps.pose_3d),
+        "comp_joints_2d": a(comps.joints_2d),
+        "score": a(comps.score),
+        "residual": a(comps.residual),
+        "scale": scale,
+        "yaw": a(comps.yaw),
+        "capped": np.isclose(scale, SCALE_CAP, rtol=0.0, atol=1e-12),
+    }
+    if getattr(comps, "coeffs", None) is not None:
+        out["coeffs"] = a(comps.coeffs)
+    return out
+
+
+def num_components(result: EstimateResult) -> int:
+    """K of the first lifted stage in the result (0 when nothing was lifted)."""
+    for person in result.persons:
+        for stage in person.stages:
+            fa = fit_arrays(stage)
+            if fa is not None:
+                return int(fa["score"].shape[0])
+    return 0
+
+
+def check_result(result: EstimateResult) -> None:
+    """Raise ValueError naming the problem when ``result`` is not exportable."""
+    if not isinstance(result, EstimateResult):
+        raise TypeError(f"expected an EstimateResult, got {type(result).__name__}")
+    for p, person in enumerate(result.persons):
+        if not person.stages:
+            raise ValueError(f"person {p} has no stages")
+        for stage in person.stages:
+            if np.shape(stage.joints_2d) != (14, 2):
+                raise ValueError(
+                    f"person {p} stage {stage.index}: joints_2d has shape "
+                    f"{np.shape(stage.joints_2d)}, expected (14, 2)"
+                )
+
+
+def make_fit(arrays: dict[str, np.ndarray]) -> Any:
+    """A numpy LiftResult (N = 1) from the per-stage arrays of :func:`fit_arrays` (as read
+    back from a file)."""
+    from poseviewer.lifting import ComponentFits, LiftResult
+
+    def n1(x: np.ndarray) -> np.ndarray:
+        return np.asarray(x)[None]
+
+    k = int(np.asarray(arrays["score"]).shape[0])
+    coeffs = arrays.get("coeffs")
+    comps = ComponentFits(
+        pose_3d=n1(arrays["comp_pose_3d"]),
+        joints_2d=n1(arrays["comp_joints_2d"]),
+        score=n1(arrays["score"]),
+        residual=n1(arrays["residual"]),
+        scale=n1(arrays["scale"]),
+        yaw=n1(arrays["yaw"]),
+        coeffs=n1(coeffs) if coeffs is not None else np.full((1, k, 28), np.nan),
+    )
+    return LiftResult(
+        pose_3d=n1(arrays["pose_3d"]),
+        component=n1(np.asarray(arrays["component"], dtype=np.int64)),
+        lifted=n1(np.asarray(arrays["lifted"], dtype=bool)),
+        joints_2d=n1(arrays["joints_2d"]),
+        components=comps,
+    )
