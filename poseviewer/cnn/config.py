@@ -76,7 +76,14 @@ class CPMConfig:
     channel_order: str = "RGB"
     norm_scale: float = 1.0 / 255.0
     norm_offset: float = -0.5
-    """Input = pixel * norm_scale + norm_offset (computed in float64, then float32)."""
+    """Input = pixel * norm_scale + norm_offset in float64, then float32 (computed as
+    pixel / (1 / norm_scale) when that is an integer, as the release's pixel / 255)."""
+    box_fill: float = 0.8
+    """A person box's longer side covers this fraction of the crop (release: 1.0, the
+    image height is scaled to input_size)."""
+    joint_reading: str = "grid"
+    """'grid': argmax on the map grid; 'release': legacy-resize maps to the crop, argmax
+    there, image position rounded (the release's reading)."""
     centre_map: bool = True
     """Stages 2..T take a pooled centre map as their last input channel."""
     centre_sigma: float = 25.0
@@ -159,6 +166,8 @@ class CPMConfig:
         if self.channel_order not in ("RGB", "BGR"):
             raise ValueError(f"CPMConfig.channel_order must be RGB or BGR, not "
                              f"{self.channel_order!r}")
+        if self.joint_reading not in ("grid", "release"):
+            raise ValueError("CPMConfig.joint_reading must be 'grid' or 'release'")
         if self.fusion.granularity not in ("stage", "joint"):
             raise ValueError("FusionConfig.granularity must be 'stage' or 'joint'")
         if self.fusion.background not in ("cnn", "recompute"):
@@ -234,6 +243,7 @@ def release_posenet() -> CPMConfig:
         stage1=(("conv5_1_CPM", 1, 512), ("conv5_2_CPM", 1, 15)),
         num_stages=6, stage_kernel=7, stage_width=128, stage_depth=5, stage_hidden=128,
         num_joints=14, background=True, centre_map=True, centre_sigma=25.0,
+        box_fill=1.0, joint_reading="release",
     ).validate()
 
 
@@ -248,7 +258,7 @@ def release_personnet() -> CPMConfig:
         ),
         stage1=(("conv6_1_CPM", 1, 512), ("conv6_2_CPM", 1, 1)),
         num_stages=4, stage_kernel=7, stage_width=128, stage_depth=5, stage_hidden=128,
-        num_joints=1, background=False, centre_map=False, peaks=PeakConfig(),
+        num_joints=1, background=False, centre_map=False, peaks=PeakConfig(), box_fill=1.0,
     ).validate()
 
 
