@@ -1,0 +1,137 @@
+"""Estimate 2D and 3D poses for image files and folders and export them.
+
+Examples:
+  poseviewer estimate photo.jpg --out results/
+  poseviewer estimate photos/ more.png --out results/ --format json,csv,npz,bvh,coco
+
+Folders are searched recursively for images (.jpg .jpeg .png .bmp .tif .tiff .webp).
+Per image: <name>.json / .csv / .npz and <name>_person<P>.bvh in --out; COCO keypoints
+of all images go to keypoints_coco.json. A file that fails is reported and skipped;
+report.json in --out lists every input's outcome. Exit code 0 when every image
+succeeded, 1 when some failed, 2 on a usage or model error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from poseviewer.export import ExportError, export_result, parse_formats
+from poseviewer.export.batch import CocoCollector, Report, UniqueStems
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``poseviewer estimate``."""
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                        help="image files and folders (searched recursively)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="output folder (created if missing)")
+    parser.add_argument("--format", default="json", metavar="LIST",
+                        help="comma-separated: json,csv,npz,bvh,coco (default: json)")
+    parser.add_argument("--device", default=None,
+                        help="torch device, e.g. cpu or cuda (default: the estimator's)")
+    parser.add_argument("--model", "--pose-model", dest="pose_model", type=Path, default=None,
+                        metavar="PATH", help="3D pose model (.safetensors or the released .mat; "
+                        "default: the bundled one)")
+    parser.add_argument("--weights", type=Path, default=None, metavar="PATH",
+                        help="CNN weights (default: the bundled ones)")
+    parser.add_argument("--save-maps", action="store_true",
+                        help="also store the belief maps in the NPZ files")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def collect_images(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
+    """(image path, output stem) for every file and every image under every folder, and
+    (path, problem) for paths that do not exist or folders without images."""
+    found: list[tuple[Path, str]] = []
+    problems: list[tuple[str, str]] = []
+    for path in paths:
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                problems.append((str(path), "folder holds no images"))
+            for f in files:
+                found.append((f, str(f.relative_to(path).with_suffix(""))))
+        elif path.is_file():
+            found.append((path, path.stem))
+        else:
+            problems.append((str(path), "no such file or folder"))
+    return found, problems
+
+
+def load_estimator(args: argparse.Namespace) -> Any:
+    """The Estimator for the command's options."""
+    from poseviewer import Estimator
+
+    if args.weights is None and args.pose_model is None:
+        est = Estimator.default() if args.device is None else Estimator.load(device=args.device)
+    else:
+        kwargs: dict[str, Any] = {"weights": args.weights, "pose_model": args.pose_model}
+        if args.device is not None:
+            kwargs["device"] = args.device
+        est = Estimator.load(**kwargs)
+    return est
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``poseviewer estimate``; returns the exit code."""
+    from tqdm import tqdm
+
+    try:
+        formats = parse_formats(args.format)
+    except ValueError as exc:
+        print(f"poseviewer estimate: {exc}", file=sys.stderr)
+        return 2
+    files, problems = collect_images(list(args.paths))
+    if not files:
+        for path, why in problems:
+            print(f"poseviewer estimate: {path}: {why}", file=sys.stderr)
+        print("poseviewer estimate: no images to process", file=sys.stderr)
+        return 2
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        estimator = load_estimator(args)
+    except Exception as exc:  # noqa: BLE001 - any model/setup failure is reported, exit 2
+        print(f"poseviewer estimate: cannot start: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return 2
+    per_image = [f for f in formats if f != "coco"]
+    report = Report("estimate", args.out)
+    for path, why in problems:
+        report.failure(path, FileNotFoundError(why))
+    coco = CocoCollector()
+    stems = UniqueStems()
+    interrupted = False
+    bar = tqdm(files, unit="image", disable=True if args.no_progress else None,
+               dynamic_ncols=True)
+    try:
+        for path, stem in bar:
+            bar.set_postfix_str(path.name, refresh=False)
+            try:
+                result = estimator.estimate(str(path))
+                written = export_result(result, args.out, stems(stem), per_image,
+                                        save_maps=args.save_maps)
+                if "coco" in formats:
+                    coco.add(result)
+                report.success(str(path), written, len(result.persons), list(result.messages))
+            except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+                report.failure(str(path), exc, write=tqdm.write)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    extra: list[Path] = []
+    try:
+        written_coco = coco.write(args.out / "keypoints_coco.json")
+        extra = [written_coco] if written_coco else []
+    except ExportError as exc:
+        report.failure("keypoints_coco.json", exc)
+    report.finish(extra, interrupted)
+    if interrupted:
+        return 130
+    return 1 if report.failed else 0

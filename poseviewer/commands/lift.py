@@ -1,0 +1,90 @@
+"""Lift imported 2D joints (COCO-style keypoints or our JSON) to 3D without the CNN.
+
+Examples:
+  poseviewer lift people_coco.json --out results/ --format json,bvh
+  poseviewer lift detections.json --out results/ --model prob_model_params.mat
+
+Each input may hold several images; every image gives one result (no belief maps, one
+stage) exported in every chosen format. COCO-17 input: the neck is the shoulders'
+midpoint and the head top is unknown. Exit code 0 when every input succeeded, 1 when some
+failed (see report.json in the output folder), 2 on a usage or model error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from poseviewer.export import (
+    DEFAULT_POSE_MODEL,
+    ExportError,
+    export_result,
+    lift_imported,
+    load_pose_model,
+    parse_formats,
+    read_joints_2d,
+)
+from poseviewer.export.batch import CocoCollector, Report, UniqueStems
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``poseviewer lift``."""
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                        help="JSON files: COCO-style keypoints or poseviewer results")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="output folder (created if missing)")
+    parser.add_argument("--format", default="json", metavar="LIST",
+                        help="comma-separated: json,csv,npz,bvh,coco (default: json)")
+    parser.add_argument("--model", type=Path, default=None, metavar="PATH",
+                        help=f"3D pose model: our .safetensors or the released .mat "
+                        f"(default: {DEFAULT_POSE_MODEL.name})")
+    parser.add_argument("--layout", choices=("coco17", "cpm14"), default=None,
+                        help="force the COCO keypoint layout (default: from the file)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``poseviewer lift``; returns the exit code."""
+    try:
+        formats = parse_formats(args.format)
+        model = load_pose_model(args.model)
+        args.out.mkdir(parents=True, exist_ok=True)
+    except (ValueError, OSError) as exc:
+        print(f"poseviewer lift: {exc}", file=sys.stderr)
+        return 2
+    model_path = str(args.model or DEFAULT_POSE_MODEL)
+    per_image = [f for f in formats if f != "coco"]
+    report = Report("lift", args.out)
+    coco = CocoCollector()
+    stems = UniqueStems()
+    interrupted = False
+    try:
+        for src in args.inputs:
+            try:
+                items = read_joints_2d(src, layout=args.layout)
+            except (ValueError, OSError) as exc:
+                report.failure(str(src), exc)
+                continue
+            for i, item in enumerate(items):
+                label = f"{src}" + (f" [{item.image or i}]" if len(items) > 1 else "")
+                try:
+                    result = lift_imported(item, model, model_path=model_path)
+                    base = Path(item.image).stem if item.image else src.stem
+                    written = export_result(result, args.out, stems(base), per_image)
+                    if "coco" in formats:
+                        coco.add(result)
+                    report.success(label, written, len(result.persons), result.messages)
+                except (ValueError, OSError, RuntimeError) as exc:
+                    report.failure(label, exc)
+    except KeyboardInterrupt:
+        interrupted = True
+    extra: list[Path] = []
+    try:
+        written_coco = coco.write(args.out / "keypoints_coco.json")
+        extra = [written_coco] if written_coco else []
+    except ExportError as exc:
+        report.failure("keypoints_coco.json", exc)
+    report.finish(extra, interrupted)
+    if interrupted:
+        return 130
+    return 1 if report.failed else 0

@@ -1,0 +1,96 @@
+"""Plumbing of the batch commands: unique output names, one COCO file, the report."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from poseviewer.export import coco_dict
+from poseviewer.export._io import atomic_write_text
+from poseviewer.result import EstimateResult
+
+
+class UniqueStems:
+    """Output file stems, made unique by a numeric suffix."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def __call__(self, stem: str) -> str:
+        stem = stem.replace("/", "__").replace("\\", "__") or "result"
+        name, i = stem, 1
+        while name.lower() in self._seen:
+            i += 1
+            name = f"{stem}_{i}"
+        self._seen.add(name.lower())
+        return name
+
+
+class CocoCollector:
+    """Gathers the COCO keypoints of many results into one document."""
+
+    def __init__(self) -> None:
+        self.doc: dict[str, Any] | None = None
+
+    def add(self, result: EstimateResult) -> None:
+        d = coco_dict(result)
+        if self.doc is None:
+            self.doc = d
+            return
+        image_id = len(self.doc["images"]) + 1
+        for im in d["images"]:
+            im["id"] = image_id
+        for ann in d["annotations"]:
+            ann["id"] = len(self.doc["annotations"]) + 1
+            ann["image_id"] = image_id
+            self.doc["annotations"].append(ann)
+        self.doc["images"] += d["images"]
+
+    def write(self, path: Path) -> Path | None:
+        if self.doc is None:
+            return None
+        return atomic_write_text(path, json.dumps(self.doc, indent=1, allow_nan=False) + "\n")
+
+
+class Report:
+    """Per-file outcomes: printed as they happen and written to ``report.json``."""
+
+    def __init__(self, command: str, out_dir: Path) -> None:
+        self.command = command
+        self.out_dir = out_dir
+        self.ok: list[dict[str, Any]] = []
+        self.failed: list[dict[str, Any]] = []
+        self.t0 = time.perf_counter()
+
+    def success(self, source: str, outputs: list[Path], persons: int,
+                messages: list[str]) -> None:
+        self.ok.append({"input": source, "persons": persons,
+                        "outputs": [str(p) for p in outputs], "messages": messages})
+
+    def failure(self, source: str, exc: BaseException, write: Any = None) -> None:
+        msg = f"{type(exc).__name__}: {exc}"
+        self.failed.append({"input": source, "error": msg})
+        (write or (lambda s: print(s, file=sys.stderr)))(f"FAILED {source}: {msg}")
+
+    def finish(self, extra_outputs: list[Path] | None = None, interrupted: bool = False) -> Path:
+        n = len(self.ok) + len(self.failed)
+        doc = {
+            "command": self.command,
+            "inputs": n,
+            "succeeded": len(self.ok),
+            "failed": len(self.failed),
+            "interrupted": interrupted,
+            "seconds": round(time.perf_counter() - self.t0, 3),
+            "failures": self.failed,
+            "results": self.ok,
+            "other_outputs": [str(p) for p in extra_outputs or []],
+        }
+        path = atomic_write_text(self.out_dir / "report.json", json.dumps(doc, indent=1) + "\n")
+        print(f"{self.command}: {len(self.ok)} of {n} succeeded, {len(self.failed)} failed"
+              f"{' (interrupted)' if interrupted else ''}; report: {path}")
+        for f in self.failed:
+            print(f"  FAILED {f['input']}: {f['error']}", file=sys.stderr)
+        return path
