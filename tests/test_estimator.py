@@ -1,0 +1,298 @@
+"""Estimator, image loading, release preprocessing and person-centre detection."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import poseviewer.estimator as estimator_mod
+from poseviewer.cnn import LiftingCPM, release_personnet, save_cpm, tiny_test
+from poseviewer.cnn.config import CPMConfig, PeakConfig
+from poseviewer.cnn.preprocess import crop_centred, find_person_centres, normalise, warp_crop
+from poseviewer.estimator import (
+    Cancelled,
+    CancelToken,
+    Estimator,
+    ImageError,
+    ModelNotFoundError,
+    WeightsError,
+)
+from poseviewer.imageio import load_image
+
+torch.set_num_threads(1)
+
+
+def _photo(h=120, w=90, seed=0):
+    return (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
+
+
+def _estimator(fusion=False, **kw):
+    torch.manual_seed(0)
+    return Estimator(LiftingCPM(tiny_test(fusion=fusion)), device="cpu", **kw)
+
+
+# ---- image loading ---------------------------------------------------------------------------
+def _exif_jpeg(path: Path, img_bgr: np.ndarray, orientation: int) -> None:
+    ok, buf = cv2.imencode(".jpg", img_bgr)
+    assert ok
+    tiff = (b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1)
+            + struct.pack("<HHII", 0x0112, 3, 1, orientation) + struct.pack("<I", 0))
+    payload = b"Exif\x00\x00" + tiff
+    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    data = buf.tobytes()
+    path.write_bytes(data[:2] + app1 + data[2:])
+
+
+def test_exif_rotated_jpeg_is_turned_upright(tmp_path):
+    img = np.zeros((20, 40, 3), np.uint8)
+    img[:, :10] = 255  # a white band on the left
+    _exif_jpeg(tmp_path / "r.jpg", img, 6)  # 6: rotate 90 degrees clockwise to display
+    loaded = load_image(tmp_path / "r.jpg")
+    assert loaded.rgb.shape == (40, 20, 3)
+    assert loaded.rgb[:8].mean() > 240 and loaded.rgb[12:].mean() < 15  # band now on top
+
+
+def test_gray_rgba_and_16_bit_files_and_arrays(tmp_path):
+    gray = np.arange(30 * 20, dtype=np.uint8).reshape(30, 20)
+    cv2.imwrite(str(tmp_path / "g.png"), gray)
+    g = load_image(tmp_path / "g.png").rgb
+    assert g.shape == (30, 20, 3) and np.array_equal(g[..., 1], gray)
+
+    rgba = np.zeros((10, 12, 4), np.uint8)
+    rgba[..., 0] = 200  # red
+    rgba[..., 3] = 128
+    cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+    a = load_image(tmp_path / "a.png")
+    assert a.rgb.shape == (10, 12, 3) and (a.rgb[..., 0] == 200).all() and a.rgb[..., 2].max() == 0
+
+    deep = (np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 257)
+    cv2.imwrite(str(tmp_path / "d.png"), deep)
+    d = load_image(tmp_path / "d.png")
+    assert d.rgb.dtype == np.uint8 and d.rgb[0, 5, 0] == 5 and d.rgb[15, 15, 2] == 255
+    assert any("16-bit" in m for m in d.messages)
+
+    arr = load_image(np.stack([deep] * 3, -1)).rgb
+    assert arr[1, 1, 0] == 17
+    assert load_image(np.full((5, 6, 4), 9, np.uint8)).rgb.shape == (5, 6, 3)
+    assert load_image(np.full((5, 6), 0.5)).rgb[0, 0, 0] == 128
+
+
+def test_bad_images_give_clear_errors(tmp_path):
+    with pytest.raises(ImageError, match="not found"):
+        load_image(tmp_path / "nope.jpg")
+    (tmp_path / "junk.jpg").write_bytes(b"this is not an image" * 10)
+    with pytest.raises(ImageError, match="cannot decode"):
+        load_image(tmp_path / "junk.jpg")
+    ok, buf = cv2.imencode(".png", _photo())
+    (tmp_path / "cut.png").write_bytes(buf.tobytes()[:100])
+    with pytest.raises(ImageError, match="cannot decode"):
+        load_image(tmp_path / "cut.png")
+    with pytest.raises(ImageError, match="folder"):
+        load_image(tmp_path)
+    with pytest.raises(ImageError, match="dtype"):
+        load_image(np.zeros((4, 4, 3), np.int32))
+    with pytest.raises(ImageError, match="shape"):
+        load_image(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(ImageError, match="empty"):
+        load_image(np.zeros((0, 4, 3), np.uint8))
+
+
+def test_huge_image_is_downscaled_with_a_message():
+    loaded = load_image(np.zeros((400, 300, 3), np.uint8), max_pixels=30_000)
+    h, w = loaded.rgb.shape[:2]
+    assert h * w <= 30_000 and abs(w / h - 0.75) < 0.01
+    assert "downscaled from 300x400" in loaded.messages[0]
+
+
+# ---- preprocessing -----------------------------------------------------------------------------
+def test_release_normalisation_is_division_in_float64():
+    px = np.arange(256, dtype=np.uint8)
+    got = normalise(np.stack([px] * 3, -1), tiny_test())[:, 0]
+    expected = (px.astype(np.float64) / 255 - 0.5).astype(np.float32)
+    assert np.array_equal(got, expected)
+    bgr = tiny_test().__class__.from_dict({**tiny_test().to_dict(), "channel_order": "BGR"})
+    assert normalise(np.array([[10, 20, 30]], np.uint8), bgr)[0, 0] == pytest.approx(30 / 255 - .5)
+
+
+def test_crop_centred_equals_pad_then_crop():
+    img = np.random.default_rng(0).random((50, 70, 3)).astype(np.float32)
+    pad = 20
+    padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)))
+    size = 32
+    for xc, yc in [(0, 0), (69, 49), (35, 10), (5, 40)]:
+        ref = padded[yc + pad - size // 2: yc + pad + size // 2,
+                     xc + pad - size // 2: xc + pad + size // 2]
+        assert np.array_equal(crop_centred(img, xc, yc, size), ref)
+    assert not crop_centred(img, 500, 500, size).any()
+
+
+def test_warp_crop_geometry_round_trips():
+    cfg = tiny_test()
+    img = np.zeros((200, 150, 3), np.uint8)
+    img[120:123, 40:43] = 255  # a dot centred on (41, 121)
+    for scale in (0.4, 1.0, 2.0):
+        crop, to_image = warp_crop(img, np.array([50.0, 110.0]), scale, cfg)
+        assert crop.shape == (64, 64, 3) and crop.dtype == np.float32
+        bright = crop[..., 0]
+        v, u = np.unravel_index(np.argmax(bright), bright.shape)
+        back = to_image @ np.array([u, v, 1.0])
+        assert np.abs(back - [41, 121]).max() <= 1.0 / scale + 0.5
+    # outside the image the input is 0 (normalised grey), not black
+    crop, _ = warp_crop(img, np.array([0.0, 0.0]), 1.0, cfg)
+    assert (crop[:20, :20] == 0).all() and crop[40:, 40:].min() == -0.5
+
+
+def test_person_centres_raster_order_thresholds_and_first_four():
+    m = np.zeros((40, 60), np.float32)
+    peaks = PeakConfig()
+    # five isolated peaks; the bottom-right one is the strongest
+    spots = [(10, 5), (50, 5), (30, 20), (5, 35), (55, 35)]
+    for k, (x, y) in enumerate(spots):
+        m[y, x] = 0.01 + 0.001 * k
+    m[35, 55] = 0.05
+    centres = find_person_centres(m, peaks)
+    assert centres == [(10, 5), (50, 5), (30, 20), (5, 35)]  # raster order, not strongest
+    # a 4-connected plateau of 3 x 1 pixels -> one centre in the middle of its box
+    m = np.zeros((20, 20), np.float32)
+    m[10, 4:7] = 0.01
+    assert find_person_centres(m, peaks) == [(5, 10)]
+    # diagonal neighbours are separate regions (4-connectivity)
+    m = np.zeros((20, 20), np.float32)
+    m[5, 5] = m[6, 6] = 0.01
+    assert find_person_centres(m, peaks) == [(5, 5), (6, 6)]
+    # too weak: 256 * 0.001 = 0.256 < 0.3 range
+    m = np.zeros((20, 20), np.float32)
+    m[5, 5] = 0.001
+    assert find_person_centres(m, peaks) == []
+
+
+# ---- estimator ------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["rgb", "gray", "rgba", "uint16", "path"])
+def test_estimate_on_each_kind_of_image(kind, tmp_path):
+    est = _estimator()
+    photo = _photo()
+    image = {"rgb": photo, "gray": photo[..., 0], "rgba": np.dstack([photo, photo[..., :1]]),
+             "uint16": photo.astype(np.uint16) * 257}.get(kind)
+    if kind == "path":
+        cv2.imwrite(str(tmp_path / "p.png"), photo[..., ::-1])
+        image = tmp_path / "p.png"
+    r = est.estimate(image)
+    assert r.image_size == (90, 120)
+    assert len(r.persons) == 1 and r.num_stages == 3
+    p = r.persons[0]
+    assert p.source in ("whole-image", "detector")
+    for t, s in enumerate(p.stages):
+        assert s.index == t
+        assert s.cnn_maps.shape == (14, 16, 16) and s.cnn_maps.dtype == np.float32
+        assert s.joints_2d.shape == (14, 2) and s.confidence.shape == (14,)
+        # joints are argmax map pixels mapped through map_to_image
+        grid = np.stack(np.unravel_index(s.cnn_maps.reshape(14, -1).argmax(1), (16, 16)), -1)
+        expect = grid[:, ::-1] @ p.map_to_image[:, :2].T + p.map_to_image[:, 2]
+        assert np.allclose(s.joints_2d, expect)
+        assert s.fit is None and s.projected_maps is None
+    if kind == "path":
+        assert r.image_path == str(image)
+    assert r.timings["total"] >= r.timings["cnn"] > 0
+
+
+def test_user_boxes_are_cropped_at_their_scale():
+    est = _estimator()
+    r = est.estimate(_photo(), boxes=[[10, 20, 40, 100], [0, 0, 90, 120]])
+    assert [p.source for p in r.persons] == ["user", "user"]
+    m = r.persons[0].map_to_image
+    # box height 80 covers box_fill of the 64 px crop; map pixel = stride crop pixels
+    s = 0.8 * 64 / 80
+    assert m[0, 0] == pytest.approx(4 / s)
+    # the map centre (crop centre) lands on the box centre
+    centre = m @ np.array([8.0, 8.0, 1.0])
+    assert np.allclose(centre, [25, 60])
+    with pytest.raises(ValueError, match="empty"):
+        est.estimate(_photo(), boxes=[[10, 10, 5, 50]])
+
+
+def test_no_person_found_is_a_result_not_an_error():
+    est = _estimator()
+    r = est.estimate(_photo(), boxes=[])
+    assert r.persons == [] and r.num_stages == 0 and r.messages
+    # PersonNet whose map is flat: no peak anywhere
+    cfg = CPMConfig.from_dict({**release_personnet().to_dict(), "input_size": 32,
+                               "trunk": [["conv1_1", 3, 4], ["pool", 2, 0]],
+                               "stage1": [["c1", 1, 1]], "num_stages": 2, "stage_width": 4,
+                               "stage_depth": 1, "stage_hidden": 4, "stage_kernel": 3})
+    person = LiftingCPM(cfg)
+    for prm in person.parameters():
+        torch.nn.init.zeros_(prm)
+    est = _estimator(person_model=person)
+    r = est.estimate(_photo())
+    assert r.persons == [] and "no person found" in r.messages
+
+
+def test_personnet_centres_drive_the_crops():
+    cfg = CPMConfig.from_dict({**release_personnet().to_dict(), "input_size": 32,
+                               "trunk": [["conv1_1", 1, 1], ["pool", 2, 0]],
+                               "stage1": [["c1", 1, 1]], "num_stages": 1})
+    person = LiftingCPM(cfg)
+    with torch.no_grad():  # output = input red channel (normalised) -> peak at the bright dot
+        person.layers["conv1_1"].weight.zero_()
+        person.layers["conv1_1"].weight[0, 0] = 1.0
+        person.layers["conv1_1"].bias.fill_(0.5)
+        person.layers["c1"].weight.fill_(1.0)
+        person.layers["c1"].bias.zero_()
+    img = np.zeros((64, 96, 3), np.uint8)
+    img[30:34, 60:64] = 255
+    est = _estimator(person_model=person)
+    r = est.estimate(img)
+    assert len(r.persons) == 1 and r.persons[0].source == "detector"
+    assert np.abs(r.persons[0].centre - [61.5, 31.5]).max() <= 2.5
+
+
+def test_stage_callback_sequence_and_cancel():
+    est = _estimator()
+    calls = []
+    est.estimate(_photo(), boxes=[[0, 0, 50, 50], [10, 10, 80, 110]],
+                 on_stage=lambda p, t, n: calls.append((p, t, n)))
+    assert calls == [(p, t, 3) for t in range(3) for p in range(2)]
+    token = CancelToken()
+
+    def stop(p, t, n):
+        token.cancel()
+
+    with pytest.raises(Cancelled):
+        est.estimate(_photo(), on_stage=stop, cancel=token)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        est.estimate(_photo(), cancel=token)
+
+
+def test_bad_and_missing_weights(tmp_path, monkeypatch):
+    with pytest.raises(ModelNotFoundError, match="CNN weights not found"):
+        Estimator.load(tmp_path / "none.safetensors", pose_model=None)
+    monkeypatch.setattr(estimator_mod, "DEFAULT_CNN", tmp_path / "cpm_default.safetensors")
+    with pytest.raises(ModelNotFoundError, match="default model not found"):
+        Estimator.default()
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(WeightsError):
+        Estimator.load(bad)
+    good = save_cpm(LiftingCPM(tiny_test()), tmp_path / "w.safetensors")
+    monkeypatch.setattr(estimator_mod, "DEFAULT_POSE_MODEL", tmp_path / "pose3d.safetensors")
+    with pytest.raises(ModelNotFoundError, match="default 3D model not found"):
+        Estimator.load(good)
+    with pytest.raises(ModelNotFoundError, match="3D pose model not found"):
+        Estimator.load(good, pose_model=tmp_path / "missing.mat")
+
+
+def test_bf16_autocast_runs_and_stays_close():
+    est = _estimator()
+    img = _photo()
+    a = est.estimate(img).persons[0].final.cnn_maps
+    est.bf16 = True
+    b = est.estimate(img).persons[0].final.cnn_maps
+    assert b.dtype == np.float32
+    assert np.abs(a - b).max() < 0.05 * max(np.abs(a).max(), 1e-3)
