@@ -296,3 +296,36 @@ def test_bf16_autocast_runs_and_stays_close():
     b = est.estimate(img).persons[0].final.cnn_maps
     assert b.dtype == np.float32
     assert np.abs(a - b).max() < 0.05 * max(np.abs(a).max(), 1e-3)
+
+
+def test_release_reading_of_joints():
+    """joint_reading='release': the whole image is resized to height S (cubic, fx = fy), the
+    crop is centred on the resized image's centre, maps are legacy-resized to the crop and
+    the joints are (argmax + centre - S/2) / scale, rounded."""
+    from poseviewer.cnn.ops import legacy_resize
+
+    cfg = CPMConfig.from_dict({**tiny_test(fusion=False).to_dict(), "box_fill": 1.0,
+                               "joint_reading": "release"})
+    torch.manual_seed(1)
+    est = Estimator(LiftingCPM(cfg), device="cpu")
+    img = _photo(100, 150)
+    r = est.estimate(img)
+    p = r.persons[0]
+    s = 64 / 100
+    xc, yc = round(150 * s / 2), round(100 * s / 2)
+    for st in p.stages:
+        up = legacy_resize(torch.from_numpy(st.cnn_maps)[None], (64, 64))[0].numpy()
+        idx = up.reshape(14, -1).argmax(1)
+        x, y = idx % 64, idx // 64
+        expect = np.stack([np.round((x + xc - 32) / s), np.round((y + yc - 32) / s)], -1)
+        assert np.array_equal(st.joints_2d, expect)
+        assert np.allclose(st.confidence, up.mean(1).max(1), rtol=1e-5)
+        assert np.array_equal(st.visible, st.confidence > 1e-3)
+    # the crop the network saw is the release's: cubic resize with fx = fy, pad, crop
+    resized = cv2.resize(img, (0, 0), fx=s, fy=s, interpolation=cv2.INTER_CUBIC)
+    norm = (resized.astype(np.float64) / 255 - 0.5).astype(np.float32)
+    padded = np.pad(norm, ((32, 32), (32, 32), (0, 0)))
+    crop = padded[yc:yc + 64, xc:xc + 64]
+    with torch.no_grad():
+        ref = est.model(torch.from_numpy(crop).permute(2, 0, 1)[None]).final.cnn[0, :14]
+    assert np.allclose(p.final.cnn_maps, ref.numpy(), atol=1e-5)
