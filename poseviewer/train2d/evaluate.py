@@ -1,0 +1,129 @@
+"""PCK@0.2 of the 2D network on the validation split, per joint and per stage.
+
+Crops are the training crops without augmentation (a square box of 1.6 x the labelled
+joints' extent around their centre), so the score measures the network, not a detector.
+A joint is correct when its prediction lies within ``alpha`` x torso size of the label; the
+torso size is the distance between the left shoulder and the right hip. Unlabelled joints
+(v = 0) and people whose torso size is undefined (either joint unlabelled) are excluded.
+Joints are read as in the release: each stage's joint maps are resized to the crop with the
+legacy bilinear resize and the integer argmax is taken.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from poseviewer.cnn.lifting_cpm import LiftingCPM
+from poseviewer.cnn.ops import read_joints_release
+from poseviewer.skeleton import CPM14
+from poseviewer.train2d.augment import make_batch
+from poseviewer.train2d.data import Cache
+from poseviewer.train2d.targets import normalise
+
+LSHO = CPM14.index("left_shoulder")
+RHIP = CPM14.index("right_hip")
+
+
+def pck(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, alpha: float = 0.2
+        ) -> tuple[np.ndarray, np.ndarray]:
+    """Correct flags and the evaluated mask, both (..., N, J).
+
+    pred: (..., N, J, 2), gt: (N, J, 2), visible: (N, J). A joint counts when it is labelled
+    and its person's torso size (|left shoulder - right hip|) is defined and positive.
+    """
+    torso = np.linalg.norm(gt[:, LSHO] - gt[:, RHIP], axis=-1)
+    ok = visible[:, LSHO] & visible[:, RHIP] & (torso > 0)
+    evaluated = visible & ok[:, None]
+    dist = np.linalg.norm(pred - gt, axis=-1)
+    correct = (dist <= alpha * torso[:, None]) & evaluated
+    return correct, np.broadcast_to(evaluated, correct.shape)
+
+
+@dataclass
+class PCKReport:
+    """PCK per stage and joint (fractions); ``mean`` averages over all evaluated joints."""
+
+    per_joint: np.ndarray
+    """(T, J) fraction correct per stage and joint."""
+    mean: np.ndarray
+    """(T,) over all evaluated joints of each stage."""
+    count: np.ndarray
+    """(J,) evaluated joints per joint."""
+    people: int
+    """People with a defined torso size."""
+    fusion: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict keyed by joint names."""
+        return {
+            "fusion": self.fusion,
+            "people": self.people,
+            "mean_per_stage": [round(float(v), 4) for v in self.mean],
+            "per_joint_per_stage": [
+                {n: round(float(v), 4) for n, v in zip(CPM14.joints, row, strict=True)}
+                for row in self.per_joint],
+            "count_per_joint": {n: int(c) for n, c in zip(CPM14.joints, self.count, strict=True)},
+            **self.extra,
+        }
+
+    def table(self) -> str:
+        """Markdown table: one row per joint, one column per stage."""
+        t = self.per_joint.shape[0]
+        lines = ["| joint | " + " | ".join(f"stage {i + 1}" for i in range(t)) + " |",
+                 "|---|" + "---:|" * t]
+        for j, name in enumerate(CPM14.joints):
+            lines.append(f"| {name} | " + " | ".join(
+                f"{self.per_joint[s, j]:.3f}" for s in range(t)) + " |")
+        lines.append("| **mean** | " + " | ".join(f"**{v:.3f}**" for v in self.mean) + " |")
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def predict_stages(model: LiftingCPM, crops: np.ndarray, batch_size: int = 50) -> np.ndarray:
+    """(N, S, S, 3) float 0..255 RGB crops -> (T, N, J, 2) joints in crop pixels per stage,
+    read from each stage's output maps (the fused maps when fusion is active)."""
+    cfg = model.config
+    outs = []
+    was_training = model.training
+    model.eval()
+    try:
+        for k in range(0, len(crops), batch_size):
+            x = normalise(crops[k:k + batch_size], cfg.norm_scale, cfg.norm_offset,
+                          cfg.channel_order)
+            res = model(x)
+            per_stage = []
+            for st in res.stages:
+                xy, _ = read_joints_release(st.fused[:, : cfg.num_joints], x.shape[-1])
+                per_stage.append(xy.float().numpy())
+            outs.append(np.stack(per_stage))
+    finally:
+        model.train(was_training)
+    return np.concatenate(outs, axis=1)
+
+
+def eval_crops(cache: Cache, idx: np.ndarray, input_size: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The evaluation crops (no augmentation) for cache rows ``idx``."""
+    rng = np.random.default_rng(0)
+    return make_batch(rng, cache.images, cache.joints, cache.visible, np.asarray(idx),
+                      cache.enlarge, input_size, None)
+
+
+def evaluate(model: LiftingCPM, cache: Cache, idx: np.ndarray, alpha: float = 0.2,
+             batch_size: int = 50, crops: tuple | None = None) -> PCKReport:
+    """PCK@alpha of every stage on cache rows ``idx`` (fusion as the model is set up)."""
+    crops_, gt, vis = crops if crops is not None else eval_crops(
+        cache, idx, model.config.input_size)
+    pred = predict_stages(model, crops_, batch_size)
+    correct, evaluated = pck(pred, gt, vis, alpha)
+    per_joint = correct.sum(1) / np.maximum(evaluated.sum(1), 1)
+    mean = correct.sum((1, 2)) / np.maximum(evaluated.sum((1, 2)), 1)
+    torso_ok = vis[:, LSHO] & vis[:, RHIP]
+    return PCKReport(per_joint=per_joint, mean=mean, count=evaluated[0].sum(0),
+                     people=int(torso_ok.sum()), fusion=model.fusion_active,
+                     extra={"alpha": alpha, "images": int(len(gt))})
