@@ -1,0 +1,158 @@
+"""The mixture-of-PPCA trainer: EM behaviour, parameter recovery, preprocessing, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.linalg import subspace_angles
+
+from poseviewer import train3d as T
+from poseviewer.skeleton import H36M17
+
+# A hand-made standing skeleton (mm, z up, facing +y, person's right at +x), H36M-17 order.
+_STAND = np.array([
+    [0, 0, 1000], [130, 0, 1000], [130, 0, 550], [130, 0, 100],
+    [-130, 0, 1000], [-130, 0, 550], [-130, 0, 100],
+    [0, 0, 1230], [0, 0, 1480], [0, 20, 1590], [0, 0, 1700],
+    [-150, 0, 1450], [-170, 0, 1170], [-180, 0, 920],
+    [150, 0, 1450], [170, 0, 1170], [180, 0, 920],
+], dtype=np.float64)
+
+
+def _random_poses(n: int, seed: int = 0, yaw: bool = True) -> np.ndarray:
+    """Plausible poses: the skeleton with smooth random limb offsets, yaw and translation."""
+    rng = np.random.default_rng(seed)
+    p = _STAND[None] + rng.normal(scale=40.0, size=(n, 17, 3))
+    p[:, [12, 13], 1] += rng.normal(scale=200.0, size=(n, 1))  # left arm swings forward
+    p[:, [2, 3], 1] += rng.normal(scale=150.0, size=(n, 1))  # right leg steps
+    if yaw:
+        p = T.rotate_z(p, rng.uniform(0, 2 * np.pi, n))
+    return p + np.concatenate([rng.normal(scale=500, size=(n, 1, 2)), np.zeros((n, 1, 1))], 2)
+
+
+def _sample_mppca(n: int, seed: int = 0, sep: float = 6.0):
+    """Data from a known 2-component PPCA mixture in 10 dimensions (q = 2)."""
+    rng = np.random.default_rng(seed)
+    d, q = 10, 2
+    means = np.stack([np.zeros(d), np.full(d, sep)])
+    bases = np.stack([np.linalg.qr(rng.normal(size=(d, q)))[0] for _ in range(2)])
+    stds = np.array([[3.0, 2.0], [2.5, 1.5]])
+    noise = np.array([0.1, 0.2])
+    weights = np.array([0.6, 0.4])
+    comp = rng.choice(2, size=n, p=weights)
+    lat = rng.normal(size=(n, q)) * stds[comp]
+    y = means[comp] + np.einsum("ndq,nq->nd", bases[comp], lat)
+    y += rng.normal(size=(n, d)) * np.sqrt(noise[comp])[:, None]
+    return y, means, bases, stds**2 + noise[:, None], noise, weights
+
+
+def test_em_log_likelihood_never_decreases() -> None:
+    y, *_ = _sample_mppca(3000, sep=0.7)  # overlapping components: EM has work to do
+    fit = T.fit_mppca(y, n_components=2, n_basis=2, seed=3, max_iter=60, tol=0.0,
+                      progress=False)
+    ll = np.array(fit.log_likelihood)
+    assert len(ll) >= 5
+    assert (np.diff(ll) >= -1e-9).all(), np.diff(ll).min()
+    assert ll[-1] > ll[0] + 0.01
+
+
+def test_em_recovers_known_mixture() -> None:
+    y, means, bases, variances, noise, weights = _sample_mppca(6000, seed=1)
+    fit = T.fit_mppca(y, n_components=2, n_basis=2, seed=0, progress=False)
+    assert fit.converged
+    # match components by mean
+    order = np.argsort(fit.means[:, 0])
+    np.testing.assert_allclose(fit.means[order], means, atol=0.15)
+    np.testing.assert_allclose(fit.weights[order], weights, atol=0.03)
+    np.testing.assert_allclose(fit.noise_var[order], noise, rtol=0.1)
+    np.testing.assert_allclose(fit.variances[order], variances, rtol=0.1)
+    for k in range(2):
+        assert np.rad2deg(subspace_angles(fit.bases[order[k]], bases[k]).max()) < 3.0
+        # orthonormal, sorted by decreasing variance
+        np.testing.assert_allclose(fit.bases[k].T @ fit.bases[k], np.eye(2), atol=1e-10)
+        assert (np.diff(fit.variances[k]) <= 0).all()
+
+
+def test_em_is_deterministic_with_seed() -> None:
+    y, *_ = _sample_mppca(800, seed=2)
+    a = T.fit_mppca(y, 2, 2, seed=5, progress=False)
+    b = T.fit_mppca(y, 2, 2, seed=5, progress=False)
+    np.testing.assert_array_equal(a.means, b.means)
+    assert a.log_likelihood == b.log_likelihood
+
+
+def test_canonicalise_removes_yaw_and_translation() -> None:
+    p = _random_poses(50, seed=4, yaw=False)
+    canon = T.canonicalise(p)
+    rng = np.random.default_rng(9)
+    moved = T.rotate_z(p, rng.uniform(-np.pi, np.pi, len(p))) + rng.normal(size=(50, 1, 3)) * 300
+    np.testing.assert_allclose(T.canonicalise(moved), canon, atol=1e-9)
+    # zero joint mean, metric scale kept, right side +x, facing +y
+    np.testing.assert_allclose(canon.mean(axis=1), 0.0, atol=1e-9)
+    np.testing.assert_allclose(
+        np.linalg.norm(canon[:, 10] - canon[:, 3], axis=-1),
+        np.linalg.norm(p[:, 10] - p[:, 3], axis=-1),
+    )
+    right = canon[:, 1] - canon[:, 4] + canon[:, 14] - canon[:, 11]
+    np.testing.assert_allclose(right[:, 1], 0.0, atol=1e-9)
+    assert (right[:, 0] > 0).all()
+    facing = np.cross([0.0, 0.0, 1.0], right)
+    assert (facing[:, 1] > 0).all()
+
+
+def test_mirror_swaps_sides_and_keeps_canonical() -> None:
+    canon = T.canonicalise(_random_poses(10, seed=5))
+    m = T.mirror(canon)
+    np.testing.assert_allclose(m[:, 1, 0], -canon[:, 4, 0])  # new right hip = old left hip
+    np.testing.assert_allclose(T.canonicalise(m), m, atol=1e-9)
+    np.testing.assert_allclose(T.mirror(m), canon)
+
+
+def test_zero_mean_basis() -> None:
+    q = T.zero_mean_basis()
+    assert q.shape == (51, 48)
+    np.testing.assert_allclose(q.T @ q, np.eye(48), atol=1e-12)
+    np.testing.assert_allclose(q.reshape(3, 17, 48).sum(axis=1), 0.0, atol=1e-12)
+
+
+def test_train_pose_model_parameters() -> None:
+    poses = _random_poses(1500, seed=6)
+    rep = T.train_pose_model(poses, n_components=2, n_basis=6, progress=False)
+    mu, e, sigma = rep.params["mu"], rep.params["e"], rep.params["sigma"]
+    assert mu.shape == (2, 3, 17) and e.shape == (2, 6, 3, 17) and sigma.shape == (2, 7)
+    np.testing.assert_allclose(mu.sum(axis=-1), 0.0, atol=1e-8)  # zero joint-mean
+    flat = e.reshape(2, 6, 51)
+    for k in range(2):
+        np.testing.assert_allclose(flat[k] @ flat[k].T, np.eye(6), atol=1e-10)
+    # sigma: inverse standard deviations, increasing (variances decreasing), noise last
+    assert (np.diff(sigma[:, :6], axis=1) >= 0).all()
+    assert (sigma[:, 6] >= sigma[:, 5]).all()
+    # mirror augmentation makes the mixture's overall mean left-right symmetric
+    perm = H36M17.flip_permutation()
+    overall = np.einsum("k,kij->ij", rep.meta["mixing_weights"], mu)
+    mirrored = overall[:, perm] * np.array([-1.0, 1, 1])[:, None]
+    np.testing.assert_allclose(mirrored, overall, atol=1e-6)
+    # the means stand upright, about the skeleton's height, facing +y (right hip at +x)
+    assert (mu[:, 2, 10] - mu[:, 2, 3] > 1400).all()
+    assert (mu[:, 0, 1] > 0).all()
+    assert rep.meta["n_poses"] == 1500 and rep.meta["n_training_vectors"] == 3000
+
+
+def test_degenerate_inputs() -> None:
+    with pytest.raises(T.TrainingError, match="too few poses"):
+        T.train_pose_model(_random_poses(20), progress=False)
+    bad = _random_poses(500)
+    bad[7, 3, 1] = np.nan
+    with pytest.raises(T.TrainingError, match="NaN"):
+        T.train_pose_model(bad, progress=False)
+    const = np.repeat(_STAND[None], 500, axis=0)
+    with pytest.raises(T.TrainingError, match="identical"):
+        T.train_pose_model(const, progress=False)
+    with pytest.raises(T.TrainingError, match="shape"):
+        T.train_pose_model(np.zeros((500, 14, 3)), progress=False)
+    flat = _random_poses(500)
+    flat[:, [1, 4, 11, 14], :2] = 0.0  # no left-right extent: facing undefined
+    with pytest.raises(T.TrainingError, match="facing"):
+        T.train_pose_model(flat, progress=False)
+    with pytest.raises(T.TrainingError, match="basis"):
+        T.fit_mppca(np.random.default_rng(0).normal(size=(500, 4)), 1, 4, progress=False)
