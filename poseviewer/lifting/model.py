@@ -1,0 +1,385 @@
+"""``PoseModel3D``: the mixture-of-PPCA 3D pose model and its batched lifting."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from poseviewer.lifting import solve
+from poseviewer.lifting.result import ComponentFits, LiftResult
+from poseviewer.skeleton import CPM14, CPM_TO_H36M_SLOTS, CPM_TO_H36M_SOURCES, H36M17
+
+#: Joints of the 3D model (H36M-17) and of the 2D input (CPM-14).
+NUM_JOINTS_3D = H36M17.num_joints
+NUM_JOINTS_2D = CPM14.num_joints
+#: Camera of the spec: the image shows (X, -Z).
+CAMERA = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+#: Our file format marker (safetensors metadata "format").
+FILE_FORMAT = "poseviewer.pose_model_3d"
+FILE_VERSION = "1"
+
+_ORDER = np.argsort(CPM_TO_H36M_SLOTS)
+#: Observed H36M slots (ascending) and the CPM joint each one takes.
+OBS_SLOTS = CPM_TO_H36M_SLOTS[_ORDER]
+OBS_SOURCES = CPM_TO_H36M_SOURCES[_ORDER]
+_BONES = np.array(H36M17.bones, dtype=np.int64)
+
+
+class ModelFileError(ValueError):
+    """A 3D pose model file is unreadable, truncated or holds the wrong keys or shapes."""
+
+
+class ModelFileNotFoundError(ModelFileError, FileNotFoundError):
+    """A 3D pose model file does not exist."""
+
+
+def _as_f64(x: Any, name: str) -> Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(dtype=torch.float64, device="cpu").clone()
+    try:
+        return torch.as_tensor(np.asarray(x, dtype=np.float64))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"PoseModel3D: {name} is not a numeric array ({exc})") from None
+
+
+class PoseModel3D:
+    """Mixture of K probabilistic PCA models of H36M-17 3D poses (the paper's 3D model).
+
+    ``mu`` (K, 3, 17) mean poses (rows x, y, z; millimetres, z up), ``e`` (K, B, 3, 17)
+    orthonormal bases, ``sigma`` (K, B + 1): basis regulariser weights then the data
+    weight. ``meta`` is free-form JSON-able information (name, source, training options)
+    saved with the model.
+    """
+
+    def __init__(self, mu: Any, e: Any, sigma: Any, meta: dict[str, Any] | None = None) -> None:
+        mu_t, e_t, s_t = _as_f64(mu, "mu"), _as_f64(e, "e"), _as_f64(sigma, "sigma")
+        if mu_t.ndim != 3 or mu_t.shape[1:] != (3, NUM_JOINTS_3D):
+            raise ValueError(f"PoseModel3D: mu must have shape (K, 3, 17), got {tuple(mu_t.shape)}")
+        k = mu_t.shape[0]
+        if k < 1:
+            raise ValueError("PoseModel3D: the model needs at least one component")
+        if e_t.ndim != 4 or e_t.shape[0] != k or e_t.shape[2:] != (3, NUM_JOINTS_3D):
+            raise ValueError(
+                f"PoseModel3D: e must have shape ({k}, B, 3, 17), got {tuple(e_t.shape)}")
+        b = e_t.shape[1]
+        if not 1 <= b <= 3 * NUM_JOINTS_3D - 3:
+            raise ValueError(f"PoseModel3D: e has {b} basis vectors; expected 1..48")
+        if tuple(s_t.shape) != (k, b + 1):
+            raise ValueError(
+                f"PoseModel3D: sigma must have shape ({k}, {b + 1}), got {tuple(s_t.shape)}")
+        for name, t in (("mu", mu_t), ("e", e_t), ("sigma", s_t)):
+            if not torch.isfinite(t).all():
+                raise ValueError(f"PoseModel3D: {name} holds NaN or infinite values")
+        if not (s_t > 0).all():
+            raise ValueError("PoseModel3D: sigma must be positive")
+        flat = e_t.reshape(k, b, -1)
+        gram = flat @ flat.mT
+        err = (gram - torch.eye(b, dtype=torch.float64)).abs().amax().item()
+        if err > 1e-6:
+            raise ValueError(
+                f"PoseModel3D: the basis e is not orthonormal (max |e e^T - I| = {err:.2e})")
+        self.meta: dict[str, Any] = dict(meta or {})
+        self._device = torch.device("cpu")
+        self._set(mu_t, e_t, s_t)
+
+    # ------------------------------------------------------------------ construction / io
+    def _set(self, mu: Tensor, e: Tensor, sigma: Tensor) -> None:
+        self.mu, self.e, self.sigma = mu, e, sigma
+        k, b = e.shape[:2]
+        obs = torch.as_tensor(OBS_SLOTS, device=mu.device)
+        lam = sigma[:, b]
+        self._lam = lam
+        self._rho = (solve.SIGMA_FACTOR * sigma[:, :b] / lam[:, None]) ** 2
+        self._ex = e[:, :, 0, obs].mT.contiguous()  # (K, J, B)
+        self._ey = e[:, :, 1, obs].mT.contiguous()
+        self._ez = e[:, :, 2, obs].mT.contiguous()
+        self._mux, self._muy, self._muz = (mu[:, r, obs].contiguous() for r in range(3))
+        ext = torch.zeros(k, 3 + b, 3, NUM_JOINTS_3D, dtype=torch.float64, device=mu.device)
+        ext[:, 0, 0] = 1.0
+        ext[:, 1, 1] = 1.0
+        ext[:, 2, 0] = 1.0
+        ext[:, 3:] = e
+        self._ext = ext  # E_1 .. E_{3+B}
+        self._lgdet = (-torch.log(sigma[:, :b])).sum(1) + (-torch.log(lam)) * (
+            3 * NUM_JOINTS_3D - 3 - b)
+        self._theta, self._sin, self._cos = solve.angles(mu.device)
+        self._obs = obs
+        self._bones = torch.as_tensor(_BONES, device=mu.device)
+
+    @property
+    def num_components(self) -> int:
+        """K, the number of mixture components."""
+        return int(self.mu.shape[0])
+
+    @property
+    def num_basis(self) -> int:
+        """B, basis vectors per component."""
+        return int(self.e.shape[1])
+
+    @property
+    def device(self) -> torch.device:
+        """Where the parameters live and ``lift`` solves."""
+        return self._device
+
+    def to(self, device: torch.device | str) -> PoseModel3D:
+        """Move the model to ``device`` (in place; returns self)."""
+        dev = torch.device(device)
+        self._device = dev
+        self._set(self.mu.to(dev), self.e.to(dev), self.sigma.to(dev))
+        return self
+
+    def __repr__(self) -> str:
+        name = self.meta.get("name", "unnamed")
+        return (f"PoseModel3D({name!r}, K={self.num_components}, B={self.num_basis}, "
+                f"device={self.device})")
+
+    @classmethod
+    def from_mat(cls, path: str | os.PathLike[str], meta: dict[str, Any] | None = None
+                 ) -> PoseModel3D:
+        """Read the release's ``prob_model_params.mat`` (keys mu (K,51), e (K,B,51), sigma)."""
+        import scipy.io
+
+        p = Path(path)
+        if not p.is_file():
+            raise ModelFileNotFoundError(f"3D pose model file not found: {p}")
+        try:
+            mat = scipy.io.loadmat(str(p))
+        except Exception as exc:  # scipy raises many types for damaged files
+            raise ModelFileError(f"cannot read {p} as a MATLAB .mat file: {exc}") from None
+        missing = [k for k in ("mu", "e", "sigma") if k not in mat]
+        if missing:
+            raise ModelFileError(f"{p}: missing key(s) {missing} (need mu, e, sigma)")
+        mu, e, sigma = (np.asarray(mat[k], dtype=np.float64) for k in ("mu", "e", "sigma"))
+        d = 3 * NUM_JOINTS_3D
+        if mu.ndim != 2 or mu.shape[1] != d:
+            raise ModelFileError(f"{p}: mu has shape {mu.shape}, expected (K, {d})")
+        k = mu.shape[0]
+        if e.ndim == 2 and k == 1:
+            e = e[None]
+        if e.ndim != 3 or e.shape[0] != k or e.shape[2] != d:
+            raise ModelFileError(f"{p}: e has shape {e.shape}, expected ({k}, B, {d})")
+        if sigma.ndim != 2 or sigma.shape != (k, e.shape[1] + 1):
+            raise ModelFileError(
+                f"{p}: sigma has shape {sigma.shape}, expected ({k}, {e.shape[1] + 1})")
+        info = {"name": p.stem, "source": f"MATLAB file {p.name} (the release's format)"}
+        info.update(meta or {})
+        try:
+            return cls(mu.reshape(k, 3, NUM_JOINTS_3D), e.reshape(k, -1, 3, NUM_JOINTS_3D),
+                       sigma, meta=info)
+        except ValueError as exc:
+            raise ModelFileError(f"{p}: {exc}") from None
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the model as safetensors (+ JSON metadata), atomically."""
+        from safetensors.torch import save
+
+        p = Path(path)
+        tensors = {"mu": self.mu.cpu().contiguous(), "e": self.e.cpu().contiguous(),
+                   "sigma": self.sigma.cpu().contiguous()}
+        metadata = {"format": FILE_FORMAT, "version": FILE_VERSION,
+                    "meta": json.dumps(self.meta, default=str)}
+        data = save(tensors, metadata=metadata)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, p)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return p
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PoseModel3D:
+        """Read a model written by ``save`` (safetensors; no pickle)."""
+        from safetensors import safe_open
+
+        p = Path(path)
+        if not p.is_file():
+            raise ModelFileNotFoundError(f"3D pose model file not found: {p}")
+        try:
+            with safe_open(str(p), framework="pt") as fh:
+                md = fh.metadata() or {}
+                keys = set(fh.keys())
+                missing = {"mu", "e", "sigma"} - keys
+                if missing:
+                    raise ModelFileError(
+                        f"{p}: missing tensor(s) {sorted(missing)} (need mu, e, sigma)")
+                tensors = {k: fh.get_tensor(k) for k in ("mu", "e", "sigma")}
+        except ModelFileError:
+            raise
+        except Exception as exc:  # safetensors raises its own errors for damaged files
+            raise ModelFileError(f"cannot read {p} as a safetensors 3D pose model: {exc}") from None
+        if md.get("format") != FILE_FORMAT:
+            raise ModelFileError(
+                f"{p}: not a poseviewer 3D pose model (format {md.get('format')!r})")
+        try:
+            meta = json.loads(md.get("meta", "{}"))
+        except json.JSONDecodeError as exc:
+            raise ModelFileError(f"{p}: metadata is not valid JSON ({exc})") from None
+        try:
+            return cls(tensors["mu"], tensors["e"], tensors["sigma"], meta=meta)
+        except ValueError as exc:
+            raise ModelFileError(f"{p}: {exc}") from None
+
+    # ------------------------------------------------------------------ lifting
+    def _inputs(self, joints_2d: Any, visible: Any) -> tuple[Tensor, Tensor]:
+        dev = self._device
+        if isinstance(joints_2d, torch.Tensor):
+            j = joints_2d.detach().to(device=dev, dtype=torch.float64)
+        else:
+            try:
+                j = torch.as_tensor(np.asarray(joints_2d, dtype=np.float64), device=dev)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"lift: joints_2d is not a numeric array ({exc})") from None
+        if j.ndim != 3 or j.shape[1:] != (NUM_JOINTS_2D, 2):
+            raise ValueError(
+                f"lift: joints_2d must have shape (N, 14, 2) (CPM-14, x y), got {tuple(j.shape)}")
+        if isinstance(visible, torch.Tensor):
+            vis = visible.detach().to(dev)
+        else:
+            vis = torch.as_tensor(np.asarray(visible), device=dev)
+        if tuple(vis.shape) != (j.shape[0], NUM_JOINTS_2D):
+            raise ValueError(
+                f"lift: visible must have shape ({j.shape[0]}, 14), got {tuple(vis.shape)}")
+        if vis.dtype != torch.bool:
+            if vis.dtype.is_floating_point or vis.dtype.is_complex:
+                raise ValueError(f"lift: visible must be bool (or 0/1 integers), got {vis.dtype}")
+            if not ((vis == 0) | (vis == 1)).all():
+                raise ValueError("lift: visible holds integers other than 0 and 1")
+            vis = vis != 0
+        bad = vis & ~torch.isfinite(j).all(-1)
+        if bad.any():
+            n, k = (int(x) for x in bad.nonzero()[0])
+            raise ValueError(
+                f"lift: visible joint {CPM14.joints[k]} of person {n} is NaN or infinite "
+                f"({bad.sum().item()} such joint(s)); mark such joints invisible")
+        return j, vis
+
+    def lift(self, joints_2d: Any, visible: Any, return_intermediates: bool = False
+             ) -> LiftResult | tuple[LiftResult, dict[str, Tensor]]:
+        """Lift CPM-14 2D joints (N, 14, 2) in image pixels (x, y) to H36M-17 3D poses.
+
+        ``visible`` (N, 14) bool. People with fewer than 5 visible joints come back with
+        ``lifted`` False and NaN outputs. With ``return_intermediates`` also returns a dict of
+        the spec's intermediate quantities (for tests and inspection).
+        """
+        j, vis = self._inputs(joints_2d, visible)
+        return self._lift(j, vis, return_intermediates)
+
+    def _lift(self, j: Tensor, vis: Tensor, inter: bool):
+        dev, f64 = self._device, torch.float64
+        n_people, k = j.shape[0], self.num_components
+        obs_src = torch.as_tensor(OBS_SOURCES, device=dev)
+        w = j[:, obs_src, :]  # (N, 14, 2) in observed-slot order
+        v = vis[:, obs_src]
+        lifted = v.sum(-1) >= solve.MIN_VISIBLE
+        # People who cannot be lifted: solve a harmless dummy, NaN the outputs afterwards.
+        v = torch.where(lifted[:, None], v, torch.ones_like(v))
+        vf = v.to(f64)
+        w = torch.where(v[..., None] & lifted[:, None, None], w, torch.zeros_like(w))
+        nv = vf.sum(-1)
+        centre = (w * vf[..., None]).sum(1) / nv[:, None]
+        big = torch.finfo(f64).max
+        y = w[..., 1]
+        ymin = torch.where(v, y, torch.full_like(y, big)).amin(-1)
+        ymax = torch.where(v, y, torch.full_like(y, -big)).amax(-1)
+        m = (ymin - ymax) / 2
+        m = torch.where(m == 0, torch.ones_like(m), m)
+        wn = torch.where(v[..., None], (w - centre[:, None, :]) / m[:, None, None],
+                         torch.zeros_like(w))  # (N, 14, 2)
+
+        # Step 2 for every (person, component) pair.
+        def gather(pn: Tensor, pk: Tensor) -> list[Tensor]:
+            return [wn[pn, :, 0], wn[pn, :, 1], vf[pn], self._ex[pk], self._ey[pk], self._ez[pk],
+                    self._mux[pk], self._muy[pk], self._muz[pk], self._rho[pk], self._lam[pk]]
+
+        pn = torch.arange(n_people, device=dev).repeat_interleave(k)
+        pk = torch.arange(k, device=dev).repeat(n_people)
+        fit = solve.fit_pairs(*gather(pn, pk), self._sin, self._cos)
+        coeffs, res, ang = fit.coeffs, fit.residual, fit.angle
+        residuals = fit.residuals
+        # Step 3: refit the components whose scale exceeds the cap.
+        capped = coeffs[:, 0] > solve.SCALE_CAP
+        if capped.any():
+            idx = capped.nonzero()[:, 0]
+            cf = solve.fit_pairs(*gather(pn[idx], pk[idx]), self._sin, self._cos,
+                                 cap=solve.SCALE_CAP)
+            coeffs, res, ang = coeffs.clone(), res.clone(), ang.clone()
+            residuals = residuals.clone()
+            coeffs[idx], res[idx], ang[idx], residuals[idx] = (
+                cf.coeffs, cf.residual, cf.angle, cf.residuals)
+        scale = coeffs[:, 0].view(n_people, k)
+        c = (coeffs[:, 1:] / coeffs[:, :1]).view(n_people, k, -1)
+        residual = (res / 2).view(n_people, k)
+        ang = ang.view(n_people, k)
+        # Step 4.
+        score = residual + self._lgdet[None, :] * scale * scale
+        best = torch.argmin(score, dim=1)
+        # Step 5 for every component.
+        theta = self._theta[ang]
+        s, co = self._sin[ang][..., None], self._cos[ang][..., None]
+        x0 = self.mu[None] + torch.einsum("nki,kiab->nkab", c, self._ext)  # (N, K, 3, 17)
+        a = -scale.abs()[..., None]
+        xx = (s * x0[:, :, 0] + co * x0[:, :, 1]) * a  # U^T, then * -|s|
+        xy = (-co * x0[:, :, 0] + s * x0[:, :, 1]) * a
+        xz = x0[:, :, 2] * a
+        rec_model = torch.stack([xx, xy, xz], dim=2)
+        # Projection (first two rows of C X): (X_x, -X_z), normalised -> image pixels.
+        proj_n = torch.stack([xx, -xz], dim=-1)  # (N, K, 17, 2)
+        joints_img = proj_n * m[:, None, None, None] + centre[:, None, None, :]
+        # Blend with the observation on the visible joints.
+        w17 = torch.zeros(n_people, NUM_JOINTS_3D, 2, dtype=f64, device=dev)
+        w17[:, self._obs] = wn
+        v17 = torch.zeros(n_people, NUM_JOINTS_3D, dtype=torch.bool, device=dev)
+        v17[:, self._obs] = v
+        blend = (proj_n + solve.BLEND_WEIGHT * w17[:, None]) / (1.0 + solve.BLEND_WEIGHT)
+        yb = torch.where(v17[:, None, :, None], blend, proj_n)  # rows 0, 1 of Y = C X
+        # X = -(C^T Y), Y = (Y0, Y1, X_y): X = (-Y0, -X_y, Y1)
+        rec_blend = torch.stack([-yb[..., 0], -xy, yb[..., 1]], dim=2)
+        bones = rec_blend[..., self._bones[:, 1]] - rec_blend[..., self._bones[:, 0]]
+        size = torch.sqrt((bones * bones).sum((-1, -2)))[..., None, None]
+        rec_renorm = rec_blend / size * 0.97
+        pose = rec_renorm * (solve.OUTPUT_SIZE / 0.97)
+        pose_3d = pose.mT  # (N, K, 17, 3)
+
+        nan = torch.tensor(math.nan, dtype=f64, device=dev)
+        keep = lifted
+
+        def mask(x: Tensor) -> Tensor:
+            return torch.where(keep.view(-1, *([1] * (x.ndim - 1))), x, nan)
+
+        comps = ComponentFits(
+            pose_3d=mask(pose_3d), score=mask(score), residual=mask(residual),
+            scale=mask(scale), yaw=mask(theta), coeffs=mask(c), joints_2d=mask(joints_img))
+        ar = torch.arange(n_people, device=dev)
+        result = LiftResult(
+            pose_3d=comps.pose_3d[ar, best], component=best, lifted=lifted,
+            joints_2d=comps.joints_2d[ar, best], components=comps,
+            centre=mask(centre), norm=mask(m))
+        if not inter:
+            return result
+        norm_pose = torch.zeros(n_people, 2, NUM_JOINTS_3D, dtype=f64, device=dev)
+        norm_pose[:, :, self._obs] = wn.mT
+        extra = {
+            "norm_pose": mask(norm_pose), "m": mask(m), "centre": mask(centre),
+            "residuals": mask(residuals.view(n_people, k, -1)), "angle": ang,
+            "sincos": mask(torch.stack([torch.sin(theta), torch.cos(theta)], -1)),
+            "rec_model": mask(rec_model), "rec_blend": mask(rec_blend),
+            "rec_renorm": mask(rec_renorm), "pose_3d": mask(pose), "capped": capped.view(
+                n_people, k),
+        }
+        return result, extra
+
+    def project(self, fit: LiftResult) -> Tensor:
+        """(N, K, 17, 2) every component's fit projected into the image (x, y) pixels."""
+        return fit.components.joints_2d

@@ -1,0 +1,113 @@
+"""The result of lifting a batch of people: ``LiftResult`` with every component's fit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from poseviewer.lifting.solve import SCALE_CAP
+
+Array = Any  # torch.Tensor (default) or numpy.ndarray (after .numpy())
+
+
+def _take(x: Array, idx: Array) -> Array:
+    if isinstance(x, np.ndarray):
+        return x[np.asarray(idx)]
+    return x[torch.as_tensor(idx, device=x.device)]
+
+
+def _index(idx: Any, n: int) -> Any:
+    """Normalise an int / slice / index array to something that keeps the leading dim."""
+    if isinstance(idx, (int, np.integer)):
+        if not -n <= int(idx) < n:
+            raise IndexError(f"person index {idx} out of range for {n} people")
+        return [int(idx)]
+    if isinstance(idx, slice):
+        return list(range(n))[idx]
+    if isinstance(idx, torch.Tensor):
+        idx = idx.detach().cpu().numpy()
+    idx = np.asarray(idx)
+    if idx.dtype == bool:
+        if idx.shape != (n,):
+            raise IndexError(f"boolean person mask must have shape ({n},), got {idx.shape}")
+        return np.flatnonzero(idx)
+    return idx.astype(np.int64)
+
+
+def _to_numpy(x: Array) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+@dataclass
+class ComponentFits:
+    """Every mixture component's fit, leading dims (N, K)."""
+
+    pose_3d: Array
+    """(N, K, 17, 3) reconstruction under each component (step 5), H36M-17, "mm"."""
+    score: Array
+    """(N, K) residual + log-det x scale^2 (step 4); the best component minimises it."""
+    residual: Array
+    """(N, K) least-squares residual at the chosen yaw, halved (step 2)."""
+    scale: Array
+    """(N, K) the scale a_0 (negative; exactly -0.001 where capped, step 3)."""
+    yaw: Array
+    """(N, K) chosen yaw theta* in radians (2 pi j / 100)."""
+    coeffs: Array
+    """(N, K, 3 + B) c_1 .. c_{3+B} (translations then basis), divided by the scale."""
+    joints_2d: Array
+    """(N, K, 17, 2) each component's fit projected back into the image, (x, y) pixels."""
+
+    @property
+    def capped(self) -> Array:
+        """(N, K) bool: the scale was capped (the pose carries the depth quirk of step 3)."""
+        return self.scale == SCALE_CAP
+
+
+@dataclass
+class LiftResult:
+    """Lifting of N people (torch float64 by default; ``.numpy()`` for numpy)."""
+
+    pose_3d: Array
+    """(N, 17, 3) best component's 3D pose, H36M-17, x right, y depth, z up, "mm"."""
+    component: Array
+    """(N,) int64 best component index."""
+    lifted: Array
+    """(N,) bool; False (and NaN outputs) where fewer than 5 joints are visible."""
+    joints_2d: Array
+    """(N, 17, 2) best component's pose projected back into the image, (x, y) pixels."""
+    components: ComponentFits
+    """Every component's fit."""
+    centre: Array
+    """(N, 2) mean of the visible input joints (x, y) pixels (normalisation, step 1)."""
+    norm: Array
+    """(N,) the normalisation m = (min y - max y) / 2 of step 1 (pixels, negative)."""
+
+    def __len__(self) -> int:
+        return int(self.lifted.shape[0])
+
+    def select(self, idx: Any) -> LiftResult:
+        """The people ``idx`` (int, slice, index or bool array), keeping the leading N dim."""
+        ii = _index(idx, len(self))
+        comps = ComponentFits(
+            **{f.name: _take(getattr(self.components, f.name), ii)
+               for f in fields(ComponentFits)})
+        kw = {f.name: _take(getattr(self, f.name), ii)
+              for f in fields(LiftResult) if f.name != "components"}
+        return LiftResult(components=comps, **kw)
+
+    def __getitem__(self, idx: Any) -> LiftResult:
+        return self.select(idx)
+
+    def numpy(self) -> LiftResult:
+        """The same structure holding numpy arrays (on the CPU)."""
+        comps = ComponentFits(
+            **{f.name: _to_numpy(getattr(self.components, f.name))
+               for f in fields(ComponentFits)})
+        kw = {f.name: _to_numpy(getattr(self, f.name))
+              for f in fields(LiftResult) if f.name != "components"}
+        return LiftResult(components=comps, **kw)
