@@ -43,9 +43,9 @@ class ModelFileNotFoundError(ModelFileError, FileNotFoundError):
 
 def _as_f64(x: Any, name: str) -> Tensor:
     if isinstance(x, torch.Tensor):
-        return x.detach().to(dtype=torch.float64, device="cpu").clone()
+        return x.detach().to(dtype=torch.float64, device="cpu").clone().contiguous()
     try:
-        return torch.as_tensor(np.asarray(x, dtype=np.float64))
+        return torch.as_tensor(np.ascontiguousarray(x, dtype=np.float64))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"PoseModel3D: {name} is not a numeric array ({exc})") from None
 
@@ -327,15 +327,10 @@ class PoseModel3D:
         best = torch.argmin(score, dim=1)
         # Step 5 for every component.
         theta = self._theta[ang]
-        s, co = self._sin[ang][..., None], self._cos[ang][..., None]
-        x0 = self.mu[None] + torch.einsum("nki,kiab->nkab", c, self._ext)  # (N, K, 3, 17)
-        a = -scale.abs()[..., None]
-        xx = (s * x0[:, :, 0] + co * x0[:, :, 1]) * a  # U^T, then * -|s|
-        xy = (-co * x0[:, :, 0] + s * x0[:, :, 1]) * a
-        xz = x0[:, :, 2] * a
-        rec_model = torch.stack([xx, xy, xz], dim=2)
+        rec_model = self._model_pose(scale, theta, c)  # (N, K, 3, 17)
+        xy = rec_model[:, :, 1]
         # Projection (first two rows of C X): (X_x, -X_z), normalised -> image pixels.
-        proj_n = torch.stack([xx, -xz], dim=-1)  # (N, K, 17, 2)
+        proj_n = torch.stack([rec_model[:, :, 0], -rec_model[:, :, 2]], dim=-1)  # (N,K,17,2)
         joints_img = proj_n * m[:, None, None, None] + centre[:, None, None, :]
         # Blend with the observation on the visible joints.
         w17 = torch.zeros(n_people, NUM_JOINTS_3D, 2, dtype=f64, device=dev)
@@ -371,6 +366,7 @@ class PoseModel3D:
         norm_pose = torch.zeros(n_people, 2, NUM_JOINTS_3D, dtype=f64, device=dev)
         norm_pose[:, :, self._obs] = wn.mT
         extra = {
+            "transformed_xy": j[:, obs_src, :], "weights": v17 & lifted[:, None],
             "norm_pose": mask(norm_pose), "m": mask(m), "centre": mask(centre),
             "residuals": mask(residuals.view(n_people, k, -1)), "angle": ang,
             "sincos": mask(torch.stack([torch.sin(theta), torch.cos(theta)], -1)),
@@ -380,6 +376,27 @@ class PoseModel3D:
         }
         return result, extra
 
+    def _model_pose(self, scale: Tensor, theta: Tensor, c: Tensor) -> Tensor:
+        """Step 5.1: X = U(theta)^T (mu + sum c_i E_i) (-|s|), (N, K, 3, 17)."""
+        x0 = self.mu[None] + torch.einsum("nki,kiab->nkab", c, self._ext)
+        s, co = torch.sin(theta)[..., None], torch.cos(theta)[..., None]
+        a = -scale.abs()[..., None]
+        xx = (s * x0[:, :, 0] + co * x0[:, :, 1]) * a
+        xy = (-co * x0[:, :, 0] + s * x0[:, :, 1]) * a
+        return torch.stack([xx, xy, x0[:, :, 2] * a], dim=2)
+
     def project(self, fit: LiftResult) -> Tensor:
-        """(N, K, 17, 2) every component's fit projected into the image (x, y) pixels."""
-        return fit.components.joints_2d
+        """(N, K, 17, 2) every component's fit projected into the image (x, y) pixels.
+
+        Recomputed from the fit's scale, yaw and coefficients (spec: "Projecting a lifted
+        pose back"), so it also works on ``fit.numpy()`` or a ``select``-ed subset; equals
+        ``fit.components.joints_2d``.
+        """
+        def t(x: Any) -> Tensor:
+            return torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x,
+                                   dtype=torch.float64, device=self._device)
+
+        comps = fit.components
+        x = self._model_pose(t(comps.scale), t(comps.yaw), t(comps.coeffs))
+        proj = torch.stack([x[:, :, 0], -x[:, :, 2]], dim=-1)
+        return proj * t(fit.norm)[:, None, None, None] + t(fit.centre)[:, None, None, :]

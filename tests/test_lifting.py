@@ -1,0 +1,365 @@
+"""The 3D pose model and the batched lifting against the release's reference vectors,
+hand-built least-squares problems and invariances (``../shared/docs/lifting-spec.md``)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import require_shared
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from poseviewer.lifting import ComponentFits, LiftResult, ModelFileError, PoseModel3D
+from poseviewer.lifting.model import OBS_SLOTS, OBS_SOURCES
+from poseviewer.skeleton import H36M17
+
+pytestmark = pytest.mark.shared
+
+
+@pytest.fixture(scope="module")
+def ref() -> dict[str, np.ndarray]:
+    path = require_shared("reference", "lftd", "lift_vectors_dev.npz")
+    with np.load(path) as d:
+        return {k: d[k] for k in d.files}
+
+
+@pytest.fixture(scope="module")
+def mat_path():
+    return require_shared("reference", "lftd", "prob_model_params.mat")
+
+
+@pytest.fixture(scope="module")
+def model(mat_path) -> PoseModel3D:
+    return PoseModel3D.from_mat(mat_path)
+
+
+def _xy(ref: dict[str, np.ndarray]) -> np.ndarray:
+    """The reference inputs are (row, col) = (y, x); our API takes (x, y)."""
+    return np.ascontiguousarray(ref["in_pose_2d_yx"][:, :, ::-1])
+
+
+@pytest.fixture(scope="module")
+def batch(model, ref):
+    """One batched call over all 21 reference cases, with intermediates."""
+    return model.lift(_xy(ref), ref["in_visibility"], return_intermediates=True)
+
+
+def _close(actual, expected, atol: float, rtol: float = 1e-6) -> None:
+    np.testing.assert_allclose(np.asarray(actual), expected, rtol=rtol, atol=atol)
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def test_model_matches_reference_arrays(model, ref):
+    _close(model.mu, ref["model_mu"], 0)
+    _close(model.e, ref["model_e"], 0)
+    _close(model.sigma, ref["model_sigma"], 0)
+    assert model.num_components == 3 and model.mu.dtype == torch.float64
+
+
+def test_every_intermediate_matches_reference(batch, ref):
+    fit, it = batch
+    n = len(ref["case_names"])
+    ar = np.arange(n)
+    best = ref["out_best_chart"]
+    np.testing.assert_array_equal(fit.component.numpy(), best)
+    assert fit.lifted.all()
+    _close(it["transformed_xy"], ref["out_transformed_xy"], 0)
+    w = ref["out_weights"]
+    np.testing.assert_array_equal(it["weights"].numpy(), w[:, 0] > 0)
+    # Invisible slots keep raw pixels in the reference; ours are zeroed: compare visible only.
+    _close(it["norm_pose"].numpy() * w, ref["out_norm_pose"] * w, 1e-12)
+    _close(it["m"], ref["out_norm_m2"], 0)
+    comps = fit.components
+    _close(comps.residual, ref["out_chart_res"], 1e-12)
+    _close(comps.scale, ref["out_chart_scale"], 1e-12)
+    _close(comps.score, ref["out_chart_score"], 1e-12)
+    _close(it["sincos"], ref["out_chart_r"], 1e-12)
+    c, cr = comps.coeffs.numpy(), ref["out_chart_a"]
+    _close(c[..., 3:], cr[..., 3:], 1e-6)
+    # c_1 and c_3 are the duplicated x-translation: only their sum is determined tightly.
+    _close(c[..., 0] + c[..., 2], cr[..., 0] + cr[..., 2], 1e-5, rtol=1e-5)
+    _close(c[..., :3], cr[..., :3], 1e-4, rtol=1e-4)
+    for key in ("rec_model", "rec_blend", "rec_renorm"):
+        _close(it[key].numpy()[ar, best], ref["out_" + key], 1e-9)
+    pose = fit.pose_3d.numpy()
+    assert pose.shape == (n, 17, 3)
+    _close(pose, ref["out_pose_3d"].transpose(0, 2, 1), 1e-3)
+    assert np.abs(pose - ref["out_pose_3d"].transpose(0, 2, 1)).max() < 1e-6
+
+
+def test_scale_cap_quirk_case(batch, ref):
+    """G (tilted pose) caps component 0; the quirk puts a_1 - a_3 = -300 (depth shift)."""
+    fit, it = batch
+    names = list(ref["case_names"])
+    g = names.index("G_roll45_mu0")
+    assert it["capped"][g].tolist() == [True, False, False]
+    assert fit.components.capped[g].tolist() == [True, False, False]
+    assert fit.components.scale[g, 0].item() == -0.001
+    c = fit.components.coeffs[g, 0]
+    assert (c[0] - c[2]).item() * -0.001 == pytest.approx(-300.0, rel=1e-9)
+    assert not it["capped"][np.arange(len(names)) != g].any()
+
+
+def test_batch_equals_one_by_one_and_release_batches(model, ref, batch):
+    fit, _ = batch
+    xy, vis = _xy(ref), ref["in_visibility"]
+    for i in (0, 9, 13, 16, 19, 20):
+        one = model.lift(xy[i : i + 1], vis[i : i + 1])
+        _close(one.pose_3d[0], fit.pose_3d[i].numpy(), 1e-9)
+        _close(one.components.score[0], fit.components.score[i].numpy(), 1e-15)
+    bi = ref["batch_idx"]
+    sub = model.lift(xy[bi], vis[bi])
+    _close(sub.pose_3d, ref["batch_out_pose_3d"].transpose(0, 2, 1), 1e-6)
+    # Different masks in one batch: per person, not the release's person-0-mask bug.
+    qi = ref["quirk_idx"]
+    q = model.lift(xy[qi], vis[qi]).pose_3d.numpy()
+    _close(q, ref["out_pose_3d"][qi].transpose(0, 2, 1), 1e-6)
+    # (Both quirk cases of the file are fully visible, so its quirk batch does not differ;
+    # mix masks ourselves: occluded people first, so a person-0 mask would break the rest.)
+    mixed = np.array([16, 0, 18, 20, 19, 4])
+    got = model.lift(xy[mixed], vis[mixed]).pose_3d.numpy()
+    _close(got, ref["out_pose_3d"][mixed].transpose(0, 2, 1), 1e-6)
+
+
+def _release_problem(w, v, mu, e, sigma, theta):
+    """The spec's 80 x 29 system for one component and angle, built row by row."""
+    big_e = np.zeros((29, 3, 17))
+    big_e[0] = mu
+    big_e[1, 0] = big_e[3, 0] = 1.0
+    big_e[2, 1] = 1.0
+    big_e[4:] = e
+    s, c = math.sin(theta), math.cos(theta)
+    u = np.array([[s, -c, 0], [c, s, 0], [0, 0, 1.0]])
+    cam = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
+    p = (cam @ u.T)[:2]
+    lam = sigma[25]
+    vv = np.concatenate([v, v])
+    data = np.stack([(p @ big_e[i]).reshape(-1) for i in range(29)], 1) * lam * vv[:, None]
+    reg = np.diag(np.r_[0.0, 1e-5, 1e-5, 1e-5, 5.2 * sigma[:25]])
+    a_mat = np.vstack([data, reg, np.zeros((17, 29))])
+    b = np.r_[lam * vv * w.reshape(-1), -0.003, np.zeros(28 + 17)]
+    return a_mat, b
+
+
+def test_every_angle_residual_matches_plain_lstsq(model, ref, batch):
+    """All 100 angle residuals of every component equal numpy lstsq on the spec's system."""
+    _, it = batch
+    i = 16  # occluded joints: exercises the masks
+    w = it["norm_pose"][i].numpy()
+    v = it["weights"][i].numpy().astype(float)
+    got = it["residuals"][i].numpy()
+    for k in range(3):
+        for j in (0, 7, 33, 50, 99, int(it["angle"][i, k])):
+            a_mat, b = _release_problem(w, v, ref["model_mu"][k], ref["model_e"][k],
+                                        ref["model_sigma"][k], 2 * math.pi * j / 100)
+            a, *_ = np.linalg.lstsq(a_mat, b, rcond=None)
+            expected = float(np.sum((a_mat @ a - b) ** 2))
+            assert got[k, j] == pytest.approx(expected, rel=1e-9, abs=1e-15)
+        assert int(it["angle"][i, k]) == int(np.argmin(got[k]))
+
+
+def test_projection_reproduces_residual(model, batch, ref):
+    """Spec: the projected 2D pose reproduces the fit's residual (data + prior terms)."""
+    fit, it = batch
+    proj = model.project(fit).numpy()
+    _close(proj, fit.components.joints_2d.numpy(), 1e-9)
+    sigma = ref["model_sigma"]
+    comps = fit.numpy().components
+    for i in range(len(ref["case_names"])):
+        w = it["norm_pose"][i].numpy().T  # (17, 2)
+        vis = it["weights"][i].numpy()
+        centre, m = fit.centre[i].numpy(), fit.norm[i].item()
+        for k in range(3):
+            norm_proj = (proj[i, k] - centre) / m
+            lam = sigma[k, 25]
+            data = lam**2 * np.sum((norm_proj - w)[vis] ** 2)
+            s = comps.scale[i, k]
+            a = comps.coeffs[i, k] * s  # undo the division by the scale
+            prior = np.sum((5.2 * sigma[k, :25] * a[3:]) ** 2)
+            if comps.capped[i, k]:
+                prior += (1e-5 * a[0] + 0.003) ** 2 + 1e-10 * (a[1] ** 2 + a[2] ** 2)
+            else:
+                prior += 1e-10 * np.sum(a[:3] ** 2) + 0.003**2
+            assert (data + prior) / 2 == pytest.approx(comps.residual[i, k], rel=1e-8)
+    # Image-space sanity: the best projection lies near the visible input joints.
+    xy = _xy(ref)
+    err = np.linalg.norm(fit.joints_2d.numpy()[:, OBS_SLOTS] - xy[:, OBS_SOURCES], axis=-1)
+    assert np.median(err[ref["in_visibility"][:, OBS_SOURCES]]) < 20.0
+
+
+# ----------------------------------------------------------------------------- invariances
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    tx=st.floats(-2000, 2000), ty=st.floats(-2000, 2000),
+    scale=st.floats(0.05, 20.0), case=st.integers(0, 20),
+)
+def test_translation_and_uniform_scale_leave_3d_unchanged(model, ref, tx, ty, scale, case):
+    """Step 1 removes the visible mean and divides by m, which scales with the input: the
+    normalised w, hence every fit and the 3D pose, are unchanged; the 2D projection moves
+    with the input."""
+    xy = _xy(ref)[case : case + 1]
+    vis = ref["in_visibility"][case : case + 1]
+    base = model.lift(xy, vis)
+    moved = model.lift(xy * scale + np.array([tx, ty]), vis)
+    _close(moved.pose_3d, base.pose_3d.numpy(), 1e-6)
+    assert moved.component.tolist() == base.component.tolist()
+    _close(moved.joints_2d, base.joints_2d.numpy() * scale + np.array([tx, ty]), 1e-6)
+
+
+def test_invisible_joints_may_hold_anything(model, ref):
+    xy, vis = _xy(ref)[16:20].copy(), ref["in_visibility"][16:20]
+    base = model.lift(xy, vis)
+    xy[~vis] = np.nan
+    _close(model.lift(xy, vis).pose_3d, base.pose_3d.numpy(), 0)
+    xy[~vis] = 1e9
+    _close(model.lift(xy, vis).pose_3d, base.pose_3d.numpy(), 0)
+
+
+def test_too_few_joints_marks_person_not_lifted(model, ref):
+    xy, vis = _xy(ref)[:3], ref["in_visibility"][:3].copy()
+    vis[1] = False
+    vis[1, :4] = True  # 4 visible joints: one short
+    fit = model.lift(xy, vis)
+    assert fit.lifted.tolist() == [True, False, True]
+    assert torch.isnan(fit.pose_3d[1]).all() and torch.isnan(fit.joints_2d[1]).all()
+    assert torch.isnan(fit.components.score[1]).all()
+    for i in (0, 2):
+        one = model.lift(xy[i : i + 1], vis[i : i + 1])
+        _close(fit.pose_3d[i], one.pose_3d[0].numpy(), 1e-9)
+    vis[1, 4] = True  # five is enough
+    assert model.lift(xy, vis).lifted.all()
+
+
+# ----------------------------------------------------------------------------- result object
+
+
+def test_result_select_numpy_and_torch_inputs(model, ref, batch):
+    fit, _ = batch
+    assert isinstance(fit, LiftResult) and isinstance(fit.components, ComponentFits)
+    assert fit.pose_3d.dtype == torch.float64 and fit.component.dtype == torch.int64
+    n = len(ref["case_names"])
+    assert fit.components.pose_3d.shape == (n, 3, 17, 3)
+    assert fit.components.joints_2d.shape == (n, 3, 17, 2)
+    assert fit.components.coeffs.shape == (n, 3, 28)
+    assert fit.joints_2d.shape == (n, 17, 2)
+    one = fit[4]
+    assert one.pose_3d.shape == (1, 17, 3)
+    _close(one.pose_3d[0], fit.pose_3d[4].numpy(), 0)
+    sub = fit.select([2, 5]).numpy()
+    assert isinstance(sub.pose_3d, np.ndarray) and sub.components.score.shape == (2, 3)
+    _close(sub.components.score, fit.components.score[[2, 5]].numpy(), 0)
+    _close(model.project(sub), fit.components.joints_2d[[2, 5]].numpy(), 1e-9)
+    t = model.lift(torch.as_tensor(_xy(ref)[:2]), torch.as_tensor(ref["in_visibility"][:2]))
+    _close(t.pose_3d, fit.pose_3d[:2].numpy(), 1e-9)
+    # Best component's pose is the component entry of the full table.
+    _close(fit.pose_3d, fit.components.pose_3d[torch.arange(n), fit.component].numpy(), 0)
+    # Output frame: fixed total bone size (spec step 5.3).
+    p = fit.pose_3d.numpy()
+    bones = np.array(H36M17.bones)
+    size = np.sqrt(((p[:, bones[:, 1]] - p[:, bones[:, 0]]) ** 2).sum((1, 2)))
+    _close(size, np.full(n, 0.97 * 1174.88312988), 1e-6)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def test_save_load_round_trip_and_mat_equivalence(model, ref, tmp_path):
+    model.meta["training"] = {"subjects": [1, 5], "note": "round trip"}
+    path = model.save(tmp_path / "pose3d.safetensors")
+    again = PoseModel3D.load(path)
+    for name in ("mu", "e", "sigma"):
+        assert torch.equal(getattr(again, name), getattr(model, name))
+    assert again.meta == model.meta
+    xy, vis = _xy(ref), ref["in_visibility"]
+    a, b = model.lift(xy, vis), again.lift(xy, vis)
+    assert torch.equal(a.pose_3d, b.pose_3d) and torch.equal(a.components.score,
+                                                             b.components.score)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_bad_model_files(model, tmp_path):
+    import scipy.io
+    from safetensors.torch import save_file
+
+    with pytest.raises(FileNotFoundError, match="not found"):
+        PoseModel3D.load(tmp_path / "missing.safetensors")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        PoseModel3D.from_mat(tmp_path / "missing.mat")
+    good = model.save(tmp_path / "good.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(good[: len(good) // 2])
+    with pytest.raises(ModelFileError, match="cannot read"):
+        PoseModel3D.load(tmp_path / "cut.safetensors")
+    save_file({"mu": model.mu, "e": model.e}, tmp_path / "keys.safetensors",
+              metadata={"format": "poseviewer.pose_model_3d"})
+    with pytest.raises(ModelFileError, match="sigma"):
+        PoseModel3D.load(tmp_path / "keys.safetensors")
+    save_file({"mu": model.mu, "e": model.e, "sigma": model.sigma[:, :5].contiguous()},
+              tmp_path / "shape.safetensors", metadata={"format": "poseviewer.pose_model_3d"})
+    with pytest.raises(ModelFileError, match="sigma must have shape"):
+        PoseModel3D.load(tmp_path / "shape.safetensors")
+    save_file({"mu": model.mu, "e": model.e, "sigma": model.sigma}, tmp_path / "other.st")
+    with pytest.raises(ModelFileError, match="not a poseviewer"):
+        PoseModel3D.load(tmp_path / "other.st")
+    scipy.io.savemat(tmp_path / "nokey.mat", {"mu": model.mu.reshape(3, 51).numpy()})
+    with pytest.raises(ModelFileError, match="missing key"):
+        PoseModel3D.from_mat(tmp_path / "nokey.mat")
+    scipy.io.savemat(tmp_path / "badshape.mat", {"mu": np.zeros((3, 50)), "e": np.zeros(
+        (3, 25, 51)), "sigma": np.ones((3, 26))})
+    with pytest.raises(ModelFileError, match="mu has shape"):
+        PoseModel3D.from_mat(tmp_path / "badshape.mat")
+    (tmp_path / "junk.mat").write_bytes(b"not a mat file at all")
+    with pytest.raises(ModelFileError):
+        PoseModel3D.from_mat(tmp_path / "junk.mat")
+
+
+def test_constructor_validation(model):
+    mu, e, sigma = model.mu, model.e, model.sigma
+    with pytest.raises(ValueError, match="mu must have shape"):
+        PoseModel3D(mu[:, :2], e, sigma)
+    with pytest.raises(ValueError, match="e must have shape"):
+        PoseModel3D(mu, e[:2], sigma)
+    with pytest.raises(ValueError, match="sigma must have shape"):
+        PoseModel3D(mu, e, sigma[:, :25])
+    with pytest.raises(ValueError, match="orthonormal"):
+        PoseModel3D(mu, e * 1.01, sigma)
+    with pytest.raises(ValueError, match="positive"):
+        PoseModel3D(mu, e, -sigma)
+    bad = mu.clone()
+    bad[0, 0, 0] = math.nan
+    with pytest.raises(ValueError, match="NaN"):
+        PoseModel3D(bad, e, sigma)
+    small = PoseModel3D(mu[:1].numpy(), e[:1, :10].numpy(), sigma[:1, [*range(10), 25]].numpy(),
+                        meta={"name": "tiny"})
+    assert small.num_components == 1 and small.num_basis == 10
+    assert small.lift(np.random.default_rng(0).normal(size=(2, 14, 2)) * 50,
+                      np.ones((2, 14), bool)).components.coeffs.shape == (2, 1, 13)
+
+
+def test_bad_lift_inputs(model, ref):
+    xy, vis = _xy(ref)[:2].copy(), ref["in_visibility"][:2]
+    with pytest.raises(ValueError, match=r"joints_2d must have shape \(N, 14, 2\)"):
+        model.lift(xy[:, :13], vis)
+    with pytest.raises(ValueError, match=r"joints_2d must have shape"):
+        model.lift(xy[0], vis[0])
+    with pytest.raises(ValueError, match=r"visible must have shape \(2, 14\)"):
+        model.lift(xy, vis[:1])
+    with pytest.raises(ValueError, match="visible must be bool"):
+        model.lift(xy, vis.astype(float))
+    bad = xy.copy()
+    bad[1, 3, 0] = np.inf
+    with pytest.raises(ValueError, match="right_elbow of person 1 is NaN or infinite"):
+        model.lift(bad, vis)
+    bad[1, 3, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        model.lift(bad, vis)
+    with pytest.raises(ValueError, match="not a numeric array"):
+        model.lift([["a"] * 14], vis[:1])
+    fit = model.lift(xy, vis.astype(np.int64))  # 0/1 integers are accepted
+    assert fit.lifted.all()
