@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import require_shared
 
+from poseviewer.export import write_bvh
 from poseviewer.export.bvh import bvh_text, euler_zxy
+from poseviewer.result import EstimateResult, PersonResult, StageResult
 from poseviewer.skeleton import H36M17
 
 
@@ -165,3 +168,32 @@ def test_not_lifted_pose_is_an_error() -> None:
         bvh_text(pose)
     with pytest.raises(ValueError, match="shape"):
         bvh_text(pose[:14])
+
+
+def test_lifted_poses_of_every_component_round_trip(tmp_path) -> None:
+    """Real liftings of the reference 2D poses (released model), every component,
+    including a capped one with its depth shift: the BVH file reproduces all joints."""
+    from poseviewer.lifting import PoseModel3D
+
+    with np.load(require_shared("reference", "lftd", "lift_vectors_dev.npz")) as z:
+        xy = z["in_pose_2d_yx"][:, :, ::-1].copy()
+        vis = z["in_visibility"]
+    model = PoseModel3D.from_mat(require_shared("reference", "lftd", "prob_model_params.mat"))
+    fit = model.lift(xy, vis).numpy()
+    persons = []
+    for n in range(xy.shape[0]):
+        empty = np.zeros((14, 0, 0), np.float32)
+        st = StageResult(0, empty, None, empty, xy[n], vis[n].astype(float), vis[n],
+                         fit.select(np.array([n])))
+        persons.append(PersonResult(np.zeros(4), np.zeros(2), "user", np.eye(2, 3), [st]))
+    result = EstimateResult((1000, 1000), persons, {}, {}, "cpu")
+    comps = np.asarray(fit.components.pose_3d)
+    assert np.isclose(np.asarray(fit.components.scale), -0.001).any()  # a capped one is in
+    for n in range(xy.shape[0]):
+        for k in [None, 0, 1, 2]:
+            path = write_bvh(result, tmp_path / "p.bvh", person=n, component=k)
+            want = np.asarray(fit.pose_3d)[n] if k is None else comps[n, k]
+            assert np.abs(recovered_pose(path.read_text()) - want).max() < 1.0, (n, k)
+    centred = write_bvh(result, tmp_path / "c.bvh", person=20, component=0, centre=True)
+    got = recovered_pose(centred.read_text())
+    np.testing.assert_allclose(got, comps[20, 0] - comps[20, 0, 0], atol=1.0)

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         formats = parse_formats(args.format)
         model = load_pose_model(args.model)
         args.out.mkdir(parents=True, exist_ok=True)
-    except (ValueError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - bad format, missing or unreadable model
         print(f"poseviewer lift: {exc}", file=sys.stderr)
         return 2
     model_path = str(args.model or DEFAULT_POSE_MODEL)

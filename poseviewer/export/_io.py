@@ -87,7 +87,8 @@ def fit_arrays(stage: StageResult) -> dict[str, np.ndarray] | None:
 
     Keys: lifted (), component (), pose_3d (17,3), joints_2d (17,2), comp_pose_3d (K,17,3),
     comp_joints_2d (K,17,2), score/residual/scale/yaw (K,), capped (K,) bool, and coeffs
-    (K,28) when the fit has them.
+    (K,28), centre (2,) and norm () (the lifting's step-1 normalisation, in the coordinates
+    the lifting ran in) when the fit has them.
     """
     fit = stage.fit
     if fit is None:
@@ -115,6 +116,10 @@ def fit_arrays(stage: StageResult) -> dict[str, np.ndarray] | None:
     }
     if getattr(comps, "coeffs", None) is not None:
         out["coeffs"] = a(comps.coeffs)
+    if getattr(fit, "centre", None) is not None:
+        out["centre"] = a(fit.centre)
+    if getattr(fit, "norm", None) is not None:
+        out["norm"] = a(fit.norm)
     return out
 
 
@@ -153,6 +158,8 @@ def make_fit(arrays: dict[str, np.ndarray]) -> Any:
 
     k = int(np.asarray(arrays["score"]).shape[0])
     coeffs = arrays.get("coeffs")
+    centre = arrays.get("centre")
+    norm = arrays.get("norm")
     comps = ComponentFits(
         pose_3d=n1(arrays["comp_pose_3d"]),
         joints_2d=n1(arrays["comp_joints_2d"]),
@@ -168,4 +175,6 @@ def make_fit(arrays: dict[str, np.ndarray]) -> Any:
         lifted=n1(np.asarray(arrays["lifted"], dtype=bool)),
         joints_2d=n1(arrays["joints_2d"]),
         components=comps,
+        centre=n1(centre) if centre is not None else np.full((1, 2), np.nan),
+        norm=n1(norm) if norm is not None else np.full((1,), np.nan),
     )

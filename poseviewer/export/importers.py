@@ -213,14 +213,15 @@ def read_joints_2d(path: str | os.PathLike[str], layout: str | None = None,
 
 def load_pose_model(path: str | os.PathLike[str] | None = None) -> Any:
     """A ``PoseModel3D`` from ``path`` (.mat = the released file, else our safetensors
-    format); default: the bundled model."""
-    from poseviewer.lifting import PoseModel3D
+    format); default: the bundled model. Missing file: ``FileNotFoundError``; unreadable:
+    ``poseviewer.estimator.WeightsError``."""
+    from poseviewer.estimator import load_pose_model as _load
 
     p = Path(path) if path is not None else DEFAULT_POSE_MODEL
-    if not p.exists():
+    if not p.is_file():
         hint = "" if path is not None else " (the bundled 3D model; pass --model PATH)"
         raise FileNotFoundError(f"3D pose model not found: {p}{hint}")
-    return PoseModel3D.from_mat(p) if p.suffix.lower() == ".mat" else PoseModel3D.load(p)
+    return _load(p)
 
 
 def lift_imported(item: Imported2D, model: Any, model_path: str | None = None

@@ -111,6 +111,8 @@ def _fit_dict(stage: StageResult) -> dict[str, Any] | None:
         "best_component": int(fa["component"]),
         "pose_3d": _lst(fa["pose_3d"]),
         "joints_2d": _lst(fa["joints_2d"]),
+        "lift_centre": _lst(fa["centre"]) if "centre" in fa else None,
+        "lift_norm": _lst(fa["norm"]) if "norm" in fa else None,
         "components": [
             {
                 "index": i,
@@ -200,6 +202,10 @@ def _fit_from_dict(d: dict[str, Any], where: str) -> Any:
             "scale": col("scale"),
             "yaw": col("yaw"),
         }
+        if d.get("lift_centre") is not None:
+            arrays["centre"] = _arr(d["lift_centre"], (2,), f"{where}.fit.lift_centre")
+        if "lift_norm" in d:
+            arrays["norm"] = _arr(d["lift_norm"], (), f"{where}.fit.lift_norm")
         if all("coeffs" in c for c in comps):
             arrays["coeffs"] = _arr([c["coeffs"] for c in comps], (k, 28),
                                     f"{where}.fit.components[*].coeffs")

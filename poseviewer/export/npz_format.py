@@ -34,6 +34,8 @@ _FIT_KEYS: dict[str, tuple[str, Any]] = {
     "components_scale": ("scale", lambda k: (k,)),
     "components_yaw": ("yaw", lambda k: (k,)),
     "components_coeffs": ("coeffs", lambda k: (k, 28)),
+    "fit_centre": ("centre", lambda k: (2,)),
+    "fit_norm": ("norm", lambda k: ()),
 }
 
 
