@@ -91,27 +91,19 @@ def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _fit_to_image(fit: Any, m: np.ndarray | None) -> Any:
-    """Map a numpy LiftResult's projected joints (and every component's) through ``m``."""
+    """Map a numpy LiftResult from the frame it was lifted in to image pixels through the
+    uniform-scale affine ``m``: projected joints (best and every component's), the centre
+    and the normalisation length. 3D poses are frame-invariant."""
     if m is None:
         return fit
-    comps = getattr(fit, "components", None)
-    if comps is not None and getattr(comps, "joints_2d", None) is not None:
-        new = _affine_points(m, comps.joints_2d)
-        try:
-            comps.joints_2d = new
-        except dataclasses.FrozenInstanceError:
-            comps = dataclasses.replace(comps, joints_2d=new)
-    new_j = _affine_points(m, fit.joints_2d)
-    try:
-        fit.joints_2d = new_j
-        if comps is not None:
-            fit.components = comps
-    except dataclasses.FrozenInstanceError:
-        kw = {"joints_2d": new_j}
-        if comps is not None:
-            kw["components"] = comps
-        fit = dataclasses.replace(fit, **kw)
-    return fit
+    comps = fit.components
+    updates = {"joints_2d": _affine_points(m, fit.joints_2d)}
+    if getattr(fit, "centre", None) is not None:
+        updates["centre"] = _affine_points(m, fit.centre)
+    if getattr(fit, "norm", None) is not None:
+        updates["norm"] = np.asarray(fit.norm) * m[0, 0]
+    comps = dataclasses.replace(comps, joints_2d=_affine_points(m, comps.joints_2d))
+    return dataclasses.replace(fit, components=comps, **updates)
 
 
 class _Person:

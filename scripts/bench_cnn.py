@@ -174,20 +174,23 @@ def bench_estimate(cfg: CPMConfig, repeat: int) -> None:
           f"fusion {r.timings['fusion'] * 1e3:.1f} ms in the last run)")
 
 
-def bf16_effect(repeat: int) -> None:
-    """bf16 vs fp32 on the bundled default network (if present) on a real-looking image."""
+def bf16_effect(repeat: int, weights: str | None) -> None:
+    """bf16 vs fp32 on trained weights (--weights, else the bundled default) on the
+    reference test image."""
+    from poseviewer.cnn import load_cpm
     from poseviewer.estimator import DEFAULT_CNN, Estimator
     from poseviewer.paths import shared_path
 
-    if not DEFAULT_CNN.is_file():
-        print("  (no bundled cpm_default.safetensors: bf16 accuracy check skipped)")
+    path = Path(weights) if weights else DEFAULT_CNN
+    if not path.is_file():
+        print(f"  (no trained weights at {path}: bf16 accuracy check skipped)")
         return
-    from poseviewer.cnn import load_cpm
+    print(f"  weights: {path}")
 
     img_path = shared_path("reference", "lftd", "test_image.png")
     img = str(img_path) if img_path.is_file() else (
         np.random.default_rng(0).random((368, 368, 3)) * 255).astype(np.uint8)
-    est = Estimator(load_cpm(DEFAULT_CNN), None, device="cpu")
+    est = Estimator(load_cpm(path), None, device="cpu")
     a = est.estimate(img)
     t32 = timeit(lambda: est.estimate(img), repeat)
     est.bf16 = True
@@ -207,6 +210,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="also try torch.compile")
     ap.add_argument("--skip-release", action="store_true", help="skip the full PoseNet")
+    ap.add_argument("--weights", help="trained CNN weights for the bf16 accuracy check "
+                    "(default: the bundled cpm_default.safetensors)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
@@ -234,7 +239,7 @@ def main() -> int:
     if not args.skip_release:
         bench_estimate(release_posenet(), max(1, args.repeat - 1))
     print("bf16 effect:")
-    bf16_effect(args.repeat)
+    bf16_effect(args.repeat, args.weights)
     print("uptime:", uptime())
     return 0
 

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import require_shared
 
 import poseviewer.estimator as estimator_mod
 from poseviewer.cnn import LiftingCPM, release_personnet, save_cpm, tiny_test
@@ -23,6 +24,7 @@ from poseviewer.estimator import (
     WeightsError,
 )
 from poseviewer.imageio import load_image
+from poseviewer.skeleton import CPM_TO_H36M_SLOTS, CPM_TO_H36M_SOURCES
 
 torch.set_num_threads(1)
 
@@ -329,3 +331,63 @@ def test_release_reading_of_joints():
     with torch.no_grad():
         ref = est.model(torch.from_numpy(crop).permute(2, 0, 1)[None]).final.cnn[0, :14]
     assert np.allclose(p.final.cnn_maps, ref.numpy(), atol=1e-5)
+
+
+# ---- with the real 3D model ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pose_model():
+    from poseviewer.lifting import PoseModel3D
+
+    return PoseModel3D.from_mat(require_shared("reference", "lftd", "prob_model_params.mat"))
+
+
+def _all_visible(cfg: CPMConfig) -> CPMConfig:
+    return CPMConfig.from_dict({**cfg.to_dict(), "visibility_threshold": -1e9})
+
+
+def test_estimate_with_per_stage_lifting_and_fusion(pose_model):
+    torch.manual_seed(3)
+    est = Estimator(LiftingCPM(_all_visible(tiny_test(fusion=True))), pose_model, device="cpu")
+    r = est.estimate(_photo(), boxes=[[10, 20, 70, 110]])
+    p = r.persons[0]
+    m = p.map_to_image
+    assert r.model["fusion_active"] and r.timings["lift"] > 0
+    for s in p.stages:
+        fit = s.fit
+        assert len(fit) == 1 and bool(fit.lifted[0])
+        assert isinstance(fit.joints_2d, np.ndarray)
+        # every component's projection is in image pixels too; the best one is joints_2d
+        k = int(fit.component[0])
+        assert np.allclose(fit.components.joints_2d[0, k], fit.joints_2d[0])
+        # lifting the stage's image-pixel joints directly gives the same fit (the lifting
+        # is invariant to the map -> image similarity)
+        direct = pose_model.lift(torch.from_numpy(s.joints_2d[None]),
+                                 torch.from_numpy(s.visible[None])).numpy()
+        assert np.allclose(direct.pose_3d, fit.pose_3d, atol=1e-6)
+        assert np.allclose(direct.joints_2d, fit.joints_2d, atol=1e-6)
+        # the projected maps peak at the fit's projection (nearest map pixel)
+        proj_img = fit.joints_2d[0, CPM_TO_H36M_SLOTS]  # CPM joints CPM_TO_H36M_SOURCES
+        inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]
+        proj_map = proj_img @ inv[:, :2].T + inv[:, 2]
+        for jj, j in enumerate(CPM_TO_H36M_SOURCES):
+            x, y = proj_map[jj]
+            if 0.5 < x < 14.5 and 0.5 < y < 14.5:
+                yy, xx = np.unravel_index(s.projected_maps[j].argmax(), (16, 16))
+                assert (xx, yy) == (round(x), round(y))
+        # fused = w * cnn + (1 - w) * projected with the initial w = 0.5
+        assert np.allclose(s.fused_maps, 0.5 * s.cnn_maps + 0.5 * s.projected_maps, atol=1e-6)
+
+
+def test_post_hoc_lifting_when_the_network_does_not_fuse(pose_model):
+    torch.manual_seed(4)
+    est = Estimator(LiftingCPM(_all_visible(tiny_test(fusion=False))), pose_model,
+                    device="cpu")
+    r = est.estimate(_photo(), boxes=[[0, 0, 60, 100], [30, 10, 90, 120]])
+    for p in r.persons:
+        for s in p.stages:
+            assert s.projected_maps is None and np.array_equal(s.fused_maps, s.cnn_maps)
+            direct = pose_model.lift(torch.from_numpy(s.joints_2d[None]),
+                                     torch.from_numpy(s.visible[None])).numpy()
+            assert np.allclose(direct.pose_3d, s.fit.pose_3d)
+            assert np.allclose(direct.joints_2d, s.fit.joints_2d)
+    assert np.isfinite(r.persons[1].pose_3d).all()
