@@ -405,6 +405,13 @@ def test_failed_write_keeps_the_old_file_and_no_temp(result, tmp_path, monkeypat
     assert os.listdir(tmp_path) == ["r.json"]
 
 
+def test_written_files_get_normal_permissions(result, tmp_path) -> None:
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert (write_json(result, tmp_path / "r.json").stat().st_mode & 0o777
+            == plain.stat().st_mode & 0o777)
+
+
 def test_export_result_writes_every_format(result, tmp_path) -> None:
     written = export_result(result, tmp_path, "img", export.FORMATS)
     names = sorted(p.name for p in written)
