@@ -420,3 +420,17 @@ def test_export_result_writes_every_format(result, tmp_path) -> None:
     assert sorted(os.listdir(tmp_path)) == names
     with pytest.raises(ValueError, match="unknown export format"):
         export.parse_formats("json,fbx")
+
+
+def test_result_without_people_round_trips(tmp_path) -> None:
+    empty = EstimateResult(image_size=(640, 480), persons=[], timings={"total": 0.1},
+                           model={"name": "m"}, device="cpu", image_path="x.jpg",
+                           messages=["no person found"])
+    written = export_result(empty, tmp_path, "x", export.FORMATS)
+    assert sorted(p.name for p in written) == ["x.coco.json", "x.csv", "x.json", "x.npz"]
+    for back in (read_json(tmp_path / "x.json"), read_npz(tmp_path / "x.npz")):
+        assert back.persons == [] and back.image_size == (640, 480)
+        assert back.messages == ["no person found"]
+    assert (tmp_path / "x.csv").read_text().count("\n") == 1
+    assert json.loads((tmp_path / "x.coco.json").read_text())["annotations"] == []
+    assert read_joints_2d(tmp_path / "x.json")[0].joints_2d.shape == (0, 14, 2)

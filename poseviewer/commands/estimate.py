@@ -5,7 +5,8 @@ Examples:
   poseviewer estimate photos/ more.png --out results/ --format json,csv,npz,bvh,coco
 
 Folders are searched recursively for images (.jpg .jpeg .png .bmp .tif .tiff .webp).
-Per image: <name>.json / .csv / .npz and <name>_person<P>.bvh in --out; COCO keypoints
+Per image: <name>.json / .csv / .npz and <name>_person<P>.bvh in --out (images found in
+sub-folders are named <sub>__<name>; repeated names get _2, _3, ...); the COCO keypoints
 of all images go to keypoints_coco.json. A file that fails is reported and skipped;
 report.json in --out lists every input's outcome. Exit code 0 when every image
 succeeded, 1 when some failed, 2 on a usage or model error.
