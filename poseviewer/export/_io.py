@@ -90,7 +90,8 @@ def fit_arrays(stage: StageResult) -> dict[str, np.ndarray] | None:
 
     Keys: lifted (), component (), pose_3d (17,3), joints_2d (17,2), comp_pose_3d (K,17,3),
     comp_joints_2d (K,17,2), score/residual/scale/yaw (K,), capped (K,) bool, and coeffs
-    (K,28), centre (2,) and norm () (the lifting's step-1 normalisation, image pixels) when the fit has them.
+    (K,28), centre (2,) and norm () (the lifting's step-1 normalisation, image pixels)
+    when the fit has them.
     """
     fit = stage.fit
     if fit is None:
