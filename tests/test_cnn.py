@@ -306,3 +306,20 @@ def test_weights_round_trip_and_bad_files(tmp_path):
         load_cpm(bad)
     with pytest.raises(WeightsError, match="does not match"):
         load_cpm(path, config=tiny_test(fusion=False))
+
+
+def test_min_visible_does_not_modify_the_lift_result():
+    class AlwaysLifted(FakePoseModel):
+        def lift(self, joints, visible):
+            fit = super().lift(joints, visible)
+            fit.lifted = torch.ones(joints.shape[0], dtype=torch.bool)
+            return fit
+
+    net = _tiny()
+    net.config = CPMConfig.from_dict({**net.config.to_dict(), "visibility_threshold": 1e9})
+    net.attach_pose_model(AlwaysLifted())
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, 64, 64))
+    assert not out.final.lifted.any()  # fewer than min_visible visible joints
+    assert out.final.lift.lifted.all()  # the model's own answer is kept as it was
+

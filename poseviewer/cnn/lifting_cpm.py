@@ -169,10 +169,11 @@ class LiftingCPM(nn.Module):
             joints = out.joints.detach().to(device=dev, dtype=torch.float64)
             visible = out.visible.detach().to(dev)
             fit = model.lift(joints, visible)
-            lifted = torch.as_tensor(fit.lifted, device=b.device).bool()
-            lifted &= visible.sum(-1).to(b.device) >= cfg.fusion.min_visible
-            proj17 = torch.as_tensor(fit.joints_2d).to(device=b.device, dtype=b.dtype)
-            proj = torch.empty(b.shape[0], J, 2, dtype=b.dtype, device=b.device)
+            lifted = torch.as_tensor(fit.lifted, device=b.device).bool() & (
+                visible.sum(-1).to(b.device) >= cfg.fusion.min_visible)
+            # maps are drawn in float32 even under bf16 autocast (positions stay exact)
+            proj17 = torch.as_tensor(fit.joints_2d).to(device=b.device, dtype=torch.float32)
+            proj = torch.empty(b.shape[0], J, 2, dtype=torch.float32, device=b.device)
             proj[:, torch.as_tensor(CPM_TO_H36M_SOURCES)] = proj17[
                 :, torch.as_tensor(CPM_TO_H36M_SLOTS)]
         t1 = time.perf_counter()
@@ -182,7 +183,7 @@ class LiftingCPM(nn.Module):
                 bg = b[:, J:].detach()
             else:
                 bg = 1.0 - bhat.amax(dim=1, keepdim=True)
-            bhat = torch.cat([bhat, bg], dim=1).to(b.dtype)
+            bhat = torch.cat([bhat, bg.to(bhat.dtype)], dim=1).to(b.dtype)
             mask = lifted[:, None, None, None]
         w = torch.sigmoid(self.fusion_logit[t]).to(b.dtype)[None, :, None, None]
         fused = torch.where(mask, w * b + (1.0 - w) * bhat, b)
