@@ -363,7 +363,9 @@ def train_pose_model(
     order = np.argsort(-fit.weights, kind="stable")
     params = {k: v[order] for k, v in params.items()}
     info: dict[str, Any] = {
-        "format": "poseviewer mixture-of-PPCA 3D pose model",
+        "name": "poseviewer-h36m-mppca",
+        "source": "trained by poseviewer train-3d on Human3.6M 3D poses",
+        "licence": "learned from Human3.6M (Ionescu et al. 2014): research, non-commercial use",
         "trained_by": "poseviewer.train3d.train_pose_model",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "n_components": int(n_components),
@@ -390,14 +392,7 @@ def to_pose_model(report: TrainingReport):  # -> PoseModel3D
     from poseviewer.lifting import PoseModel3D
 
     p = report.params
-    return PoseModel3D(p["mu"], p["e"], p["sigma"], meta=_flat_meta(report.meta))
-
-
-def _flat_meta(meta: dict[str, Any]) -> dict[str, str]:
-    """Metadata as str -> str (safetensors metadata holds strings only)."""
-    import json
-
-    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+    return PoseModel3D(p["mu"], p["e"], p["sigma"], meta=dict(report.meta))
 
 
 def load_h36m(

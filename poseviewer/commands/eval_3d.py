@@ -1,0 +1,103 @@
+"""Measure 3D lifting accuracy of pose models side by side on held-out Human3.6M subjects.
+
+Projects every test pose (subjects 9 and 11, every 5th row of the 10 Hz file by default)
+to 2D at a random yaw, orthographically and with a perspective camera 4.5 m away, keeps
+the 14 CNN joints, lifts with every model (also with 1, 2, 4 random joints hidden) and
+prints P-MPJPE and scale-aligned MPJPE per action as Markdown tables.
+
+Default models: the released prob_model_params.mat (from ../shared, if present) and our
+bundled resources/models/pose3d_default.safetensors.
+
+Example:
+  poseviewer eval-3d --model released=../shared/reference/lftd/prob_model_params.mat \\
+      --model ours=resources/models/pose3d_default.safetensors --plot eval.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Command-line options of ``poseviewer eval-3d``."""
+    parser.add_argument(
+        "--model", action="append", metavar="NAME=PATH",
+        help="a model to evaluate (.mat = released format, else our safetensors); repeat",
+    )
+    parser.add_argument("--data", help="Human3.6M 3D poses .npz (default: ../shared copy)")
+    parser.add_argument("--subjects", default="9,11", help="test subjects (default 9,11)")
+    parser.add_argument("--stride", type=int, default=5, help="use every N-th row (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for yaws and hidden joints")
+    parser.add_argument("--hidden", default="0,1,2,4", help="numbers of hidden joints")
+    parser.add_argument(
+        "--projections", default="orthographic,perspective", help="orthographic,perspective"
+    )
+    parser.add_argument("--distance", type=float, default=4500.0, help="camera distance, mm")
+    parser.add_argument("--plot", help="save a PNG plot here")
+    parser.add_argument("--markdown", help="also write the tables to this Markdown file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(t) for t in text.split(",") if t.strip())
+
+
+def load_model(path: str | Path):
+    """A PoseModel3D from a released .mat or our safetensors file."""
+    from poseviewer.lifting import PoseModel3D
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model file not found: {path}")
+    return PoseModel3D.from_mat(path) if path.suffix == ".mat" else PoseModel3D.load(path)
+
+
+def default_models() -> dict[str, Path]:
+    """released (if ../shared has it) and ours (bundled)."""
+    from poseviewer.paths import MODELS_DIR, shared_path
+
+    out = {}
+    rel = shared_path("reference", "lftd", "prob_model_params.mat")
+    if rel.exists():
+        out["released"] = rel
+    out["ours"] = MODELS_DIR / "pose3d_default.safetensors"
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate, print tables, optionally save plot and Markdown. Returns an exit code."""
+    from poseviewer import eval3d
+
+    try:
+        if args.model:
+            specs = {}
+            for item in args.model:
+                if "=" not in item:
+                    raise ValueError(f"--model wants NAME=PATH; got {item!r}")
+                name, path = item.split("=", 1)
+                specs[name] = Path(path)
+        else:
+            specs = default_models()
+        models = {name: load_model(p) for name, p in specs.items()}
+        config = eval3d.EvalConfig(
+            subjects=_ints(args.subjects), stride=args.stride, seed=args.seed,
+            hidden=_ints(args.hidden),
+            projections=tuple(p for p in args.projections.split(",") if p),
+            distance=args.distance,
+        )
+        poses, actions, subjects = eval3d.load_test_poses(args.data, config)
+        result = eval3d.evaluate(models, poses, actions, subjects, config,
+                                 progress=not args.quiet)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"eval-3d: error: {exc}", file=sys.stderr)
+        return 2
+    text = eval3d.report_markdown(result, specs)
+    print(text)
+    if args.markdown:
+        eval3d.write_text_atomic(args.markdown, text + "\n")
+    if args.plot:
+        eval3d.plot(result, args.plot)
+        print(f"saved plot {args.plot}")
+    return 0

@@ -1,0 +1,100 @@
+"""Learn a mixture-of-PPCA 3D pose model (the lifting's prior) from 3D motion capture.
+
+Input: an .npz with ``poses`` (N, 17, 3) in mm, H36M-17 joint order, z up (and optionally
+``subject`` (N,) to select subjects), or an .npy holding the (N, 17, 3) array.
+Default: Human3.6M training subjects 1, 5, 6, 7, 8 from ../shared/data/h36m.
+Output: a model file (safetensors + metadata) that ``poseviewer lift --model`` and the
+viewer load.
+
+Example:
+  poseviewer train-3d -o my_model.safetensors --components 3 --basis 25 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Command-line options of ``poseviewer train-3d``."""
+    parser.add_argument("--data", help="poses .npz/.npy (default: ../shared Human3.6M file)")
+    parser.add_argument(
+        "--subjects",
+        default="1,5,6,7,8",
+        help="comma-separated subjects to train on, when the file has 'subject' (default "
+        "1,5,6,7,8; 'all' for every pose)",
+    )
+    parser.add_argument("-o", "--output", required=True, help="model file to write")
+    parser.add_argument("--components", type=int, default=3, help="mixture components K")
+    parser.add_argument("--basis", type=int, default=25, help="basis vectors per component")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation seed")
+    parser.add_argument(
+        "--no-mirror", action="store_true", help="do not add left-right mirrored poses"
+    )
+    parser.add_argument("--max-iter", type=int, default=300, help="maximum EM iterations")
+    parser.add_argument(
+        "--tol", type=float, default=1e-6, help="stop when log-likelihood/pose gains less"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _load(path: str, subjects: str) -> tuple[np.ndarray, list[int] | str, str]:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"pose file not found: {p}")
+    if p.suffix == ".npy":
+        return np.load(p, allow_pickle=False), "all", str(p)
+    with np.load(p, allow_pickle=False) as d:
+        if "poses" not in d:
+            raise ValueError(f"{p}: no 'poses' array (keys: {sorted(d.keys())})")
+        poses = d["poses"]
+        if subjects != "all" and "subject" in d:
+            subj = [int(s) for s in subjects.split(",") if s.strip()]
+            sel = np.isin(d["subject"], subj)
+            if not sel.any():
+                raise ValueError(f"{p}: no poses for subjects {subj}")
+            return poses[sel], subj, str(p)
+    return poses, "all", str(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train and save; prints a summary. Returns a process exit code."""
+    from poseviewer.paths import shared_path
+    from poseviewer.train3d import TrainingError, to_pose_model, train_pose_model
+
+    data = args.data or str(shared_path("data", "h36m", "h36m_3d_17j_10hz.npz"))
+    try:
+        poses, subjects, src = _load(data, args.subjects)
+        report = train_pose_model(
+            poses,
+            n_components=args.components,
+            n_basis=args.basis,
+            seed=args.seed,
+            mirror_augment=not args.no_mirror,
+            max_iter=args.max_iter,
+            tol=args.tol,
+            progress=not args.quiet,
+            meta={"data": Path(src).name, "subjects": subjects},
+        )
+        model = to_pose_model(report)
+    except (TrainingError, FileNotFoundError, ValueError) as exc:
+        print(f"train-3d: error: {exc}", file=sys.stderr)
+        return 2
+    model.save(args.output)  # atomic (temp file + os.replace)
+    fit = report.fit
+    print(f"trained on {len(poses)} poses ({report.meta['n_training_vectors']} with mirrors) "
+          f"from {Path(src).name}, subjects {subjects}")
+    print(f"EM: {fit.n_iter} iterations, converged={fit.converged}, "
+          f"log-likelihood/pose {fit.log_likelihood[0]:.3f} -> {fit.log_likelihood[-1]:.3f}, "
+          f"{report.seconds:.1f} s")
+    sig = report.params["sigma"]
+    for k in range(len(sig)):
+        print(f"  component {k}: weight {report.meta['mixing_weights'][k]:.3f}, "
+              f"basis std {1 / sig[k, 0]:.0f}..{1 / sig[k, -2]:.0f} mm, "
+              f"noise std {1 / sig[k, -1]:.1f} mm")
+    print(f"wrote {args.output}")
+    return 0

@@ -1,0 +1,304 @@
+"""Lifting accuracy of 3D pose models on held-out Human3.6M subjects, side by side.
+
+For every test pose (subjects 9 and 11 by default, every ``stride``-th row of the 10 Hz
+file) and a random yaw (seeded), the pose is placed in the lifting's camera frame
+(x = image right, y = depth away from the camera, z = up; centred on its joint mean) and
+projected to 2D either orthographically or with a pinhole camera ``distance`` mm away.
+The 14 CPM joints (H36M-17 -> CPM-14 through ``poseviewer.skeleton``: the CPM neck is the
+H36M thorax, the head top the H36M head) are lifted with each model, optionally with 1, 2
+or 4 random joints hidden (the same joints for every model). Errors over all 17 joints:
+
+- P-MPJPE: after similarity Procrustes alignment (``poseviewer.metrics.p_mpjpe``);
+- S-MPJPE: after pelvis centring and least-squares scale alignment
+  (``poseviewer.metrics.scaled_mpjpe``); needed because the lifting's output has a fixed
+  total bone size (spec step 5).
+
+Every model sees exactly the same 2D inputs within one run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from poseviewer.metrics import p_mpjpe, scaled_mpjpe
+from poseviewer.skeleton import CPM_TO_H36M_SLOTS, CPM_TO_H36M_SOURCES, H36M17
+
+METRICS = ("P-MPJPE", "S-MPJPE")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate on and how to make the 2D inputs."""
+
+    subjects: tuple[int, ...] = (9, 11)
+    stride: int = 5  #: every stride-th row of the 10 Hz file (5 -> 2 Hz)
+    seed: int = 0
+    hidden: tuple[int, ...] = (0, 1, 2, 4)
+    projections: tuple[str, ...] = ("orthographic", "perspective")
+    distance: float = 4500.0  #: mm from the camera to the pose's joint mean (perspective)
+    focal: float = 1145.0  #: px (perspective), about Human3.6M's cameras
+    ortho_scale: float = 0.3  #: px per mm (orthographic)
+    batch: int = 256
+
+
+@dataclass
+class EvalResult:
+    """Per-pose errors: ``errors[(model, projection, hidden, metric)]`` (N,) in mm."""
+
+    config: EvalConfig
+    actions: np.ndarray  #: (N,) action names without take numbers
+    subjects: np.ndarray  #: (N,)
+    errors: dict[tuple[str, str, int, str], np.ndarray] = field(default_factory=dict)
+    not_lifted: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def models(self) -> list[str]:
+        """Model names in evaluation order."""
+        return list(dict.fromkeys(k[0] for k in self.errors))
+
+    def action_names(self) -> list[str]:
+        """Actions, sorted."""
+        return sorted(set(self.actions.tolist()))
+
+    def per_action(self, model: str, projection: str, hidden: int, metric: str) -> dict:
+        """Mean error per action, plus 'Average' (mean over actions) and 'All poses'."""
+        err = self.errors[(model, projection, hidden, metric)]
+        out = {a: float(err[self.actions == a].mean()) for a in self.action_names()}
+        out["Average"] = float(np.mean([out[a] for a in self.action_names()]))
+        out["All poses"] = float(err.mean())
+        return out
+
+
+def h36m_to_cpm(poses: np.ndarray) -> np.ndarray:
+    """(..., 17, D) H36M-17 -> (..., 14, D) CPM-14 (inverse of ``skeleton.cpm_to_h36m``)."""
+    poses = np.asarray(poses)
+    out = np.empty(poses.shape[:-2] + (14,) + poses.shape[-1:], dtype=poses.dtype)
+    out[..., CPM_TO_H36M_SOURCES, :] = poses[..., CPM_TO_H36M_SLOTS, :]
+    return out
+
+
+def camera_frame(poses: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+    """World poses (N, 17, 3) mm, z up -> the lifting's camera frame: centred on the joint
+    mean and rotated by ``yaw`` (N,) about z. x = image right, y = depth away, z = up."""
+    p = poses - poses.mean(axis=1, keepdims=True)
+    c, s = np.cos(yaw)[:, None], np.sin(yaw)[:, None]
+    out = p.copy()
+    out[..., 0] = c * p[..., 0] - s * p[..., 1]
+    out[..., 1] = s * p[..., 0] + c * p[..., 1]
+    return out
+
+
+def project(cam: np.ndarray, projection: str, config: EvalConfig) -> np.ndarray:
+    """Camera-frame poses (N, J, 3) -> image pixels (N, J, 2) (x right, y down)."""
+    x, depth, z = cam[..., 0], cam[..., 1], cam[..., 2]
+    if projection == "orthographic":
+        u, v = config.ortho_scale * x, -config.ortho_scale * z
+    elif projection == "perspective":
+        d = depth + config.distance
+        if (d <= 100.0).any():
+            raise ValueError("a joint is behind or at the camera; increase the distance")
+        u, v = config.focal * x / d, -config.focal * z / d
+    else:
+        raise ValueError(f"unknown projection {projection!r} (orthographic or perspective)")
+    return np.stack([u + 500.0, v + 500.0], axis=-1)
+
+
+def hidden_masks(n: int, counts: Sequence[int], rng: np.random.Generator) -> dict:
+    """Visibility (n, 14) per count: ``count`` distinct random CPM joints hidden per pose."""
+    order = np.argsort(rng.random((n, 14)), axis=1)
+    out = {}
+    for c in counts:
+        vis = np.ones((n, 14), dtype=bool)
+        np.put_along_axis(vis, order[:, :c], False, axis=1)
+        out[c] = vis
+    return out
+
+
+def load_test_poses(
+    path: str | Path | None, config: EvalConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Test poses (every ``stride``-th row of the chosen subjects), actions, subjects."""
+    from poseviewer.train3d import load_h36m
+
+    poses, subj, act = load_h36m(str(path) if path else None, config.subjects)
+    sl = slice(None, None, config.stride)
+    return poses[sl], act[sl], subj[sl]
+
+
+def _lift(model, joints: np.ndarray, vis: np.ndarray, batch: int) -> tuple[np.ndarray, int]:
+    out = np.empty((len(joints), H36M17.num_joints, 3))
+    lifted = np.ones(len(joints), dtype=bool)
+    for i in range(0, len(joints), batch):
+        fit = model.lift(joints[i : i + batch], vis[i : i + batch])
+        out[i : i + batch] = np.asarray(fit.pose_3d, dtype=np.float64)
+        lifted[i : i + batch] = np.asarray(fit.lifted, dtype=bool)
+    return out, int((~lifted).sum())
+
+
+def evaluate(
+    models: Mapping[str, object],
+    poses: np.ndarray,
+    actions: np.ndarray,
+    subjects: np.ndarray | None = None,
+    config: EvalConfig | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Lift the projected test poses with every model and collect per-pose errors."""
+    from tqdm import tqdm
+
+    config = config or EvalConfig()
+    poses = np.asarray(poses, dtype=np.float64)
+    n = len(poses)
+    if n == 0:
+        raise ValueError("no test poses")
+    rng = np.random.default_rng(config.seed)
+    yaw = rng.uniform(0.0, 2 * np.pi, size=n)
+    gt = camera_frame(poses, yaw)
+    masks = hidden_masks(n, config.hidden, rng)
+    result = EvalResult(
+        config, np.asarray(actions), np.asarray(subjects if subjects is not None else [0] * n)
+    )
+    jobs = [(m, p, h) for m in models for p in config.projections for h in config.hidden]
+    images = {p: h36m_to_cpm(project(gt, p, config)) for p in config.projections}
+    for name, proj, h in tqdm(jobs, desc="eval-3d", disable=not progress, leave=False):
+        t0 = time.perf_counter()
+        pred, bad = _lift(models[name], images[proj], masks[h], config.batch)
+        result.seconds[name] = result.seconds.get(name, 0.0) + time.perf_counter() - t0
+        result.not_lifted[(name, proj, h)] = bad
+        result.errors[(name, proj, h, "P-MPJPE")] = p_mpjpe(pred, gt)
+        result.errors[(name, proj, h, "S-MPJPE")] = scaled_mpjpe(pred, gt, root=0)
+    return result
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def summary_table(result: EvalResult) -> str:
+    """Markdown: mean over actions per projection x hidden joints x metric x model."""
+    models = result.models
+    head = "| projection | hidden joints | " + " | ".join(
+        f"{met} {m}" for met in METRICS for m in models
+    ) + " |"
+    lines = [head, "|" + " --- |" * (2 + len(METRICS) * len(models))]
+    for proj in result.config.projections:
+        for h in result.config.hidden:
+            cells = []
+            for met in METRICS:
+                vals = [result.per_action(m, proj, h, met)["Average"] for m in models]
+                best = min(vals)
+                cells += [f"**{v:.1f}**" if v == best else f"{v:.1f}" for v in vals]
+            lines.append(f"| {proj} | {h} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def action_table(result: EvalResult, projection: str, hidden: int = 0) -> str:
+    """Markdown: per-action errors (mm) for one projection and hidden-joint count."""
+    models = result.models
+    head = "| action | " + " | ".join(f"{met} {m}" for met in METRICS for m in models) + " |"
+    lines = [head, "|" + " --- |" * (1 + len(METRICS) * len(models))]
+    per = {(m, met): result.per_action(m, projection, hidden, met) for m in models
+           for met in METRICS}
+    for a in [*result.action_names(), "Average"]:
+        cells = []
+        for met in METRICS:
+            vals = [per[(m, met)][a] for m in models]
+            best = min(vals)
+            cells += [f"**{v:.1f}**" if v == best else f"{v:.1f}" for v in vals]
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(result: EvalResult, path: str | Path) -> None:
+    """Save a small PNG: per-action P-MPJPE (perspective, all joints visible) and mean
+    errors against the number of hidden joints."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = result.models
+    proj = "perspective" if "perspective" in result.config.projections else \
+        result.config.projections[0]
+    acts = result.action_names()
+    fig, (ax1, ax2) = plt.subplots(
+        1, 2, figsize=(11, 3.8), dpi=80, gridspec_kw={"width_ratios": [2.2, 1]}
+    )
+    width = 0.8 / len(models)
+    x = np.arange(len(acts) + 1)
+    colours = ["#888888", "#1f77b4", "#ff7f0e", "#2ca02c"]
+    for i, m in enumerate(models):
+        per = result.per_action(m, proj, 0, "P-MPJPE")
+        ax1.bar(x + (i - (len(models) - 1) / 2) * width, [per[a] for a in [*acts, "Average"]],
+                width, label=m, color=colours[i % len(colours)])
+    ax1.set_xticks(x, [*acts, "Average"], rotation=45, ha="right", fontsize=8)
+    ax1.set_ylabel("P-MPJPE (mm)")
+    ax1.set_title(f"Per action, {proj}, all joints visible", fontsize=10)
+    ax1.legend(fontsize=8)
+    for i, m in enumerate(models):
+        for met, style in zip(METRICS, ("-", "--"), strict=True):
+            for proj2, marker in zip(result.config.projections, ("o", "s"), strict=False):
+                ys = [result.per_action(m, proj2, h, met)["Average"]
+                      for h in result.config.hidden]
+                ax2.plot(result.config.hidden, ys, style, marker=marker, ms=4,
+                         color=colours[i % len(colours)],
+                         label=f"{m} {met} {proj2[:5]}")
+    ax2.set_xlabel("hidden joints (of 14)")
+    ax2.set_ylabel("mm (mean over actions)")
+    ax2.set_xticks(list(result.config.hidden))
+    ax2.set_title("Robustness to hidden joints", fontsize=10)
+    ax2.legend(fontsize=6, ncol=1)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def report_markdown(result: EvalResult, sources: Mapping[str, object] | None = None) -> str:
+    """The full evaluation report: setup, summary table and per-action tables."""
+    cfg = result.config
+    n = len(result.actions)
+    lines = [
+        f"Test poses: {n} (subjects {', '.join(map(str, cfg.subjects))}, every "
+        f"{cfg.stride}th row of the 10 Hz file), one random yaw each (seed {cfg.seed}); "
+        f"perspective camera {cfg.distance / 1000:.1f} m away, f = {cfg.focal:.0f} px. "
+        "Errors in mm over the 17 H36M joints; 'Average' is the mean over the "
+        f"{len(result.action_names())} actions; best in bold.",
+    ]
+    if sources:
+        lines.append("Models: " + "; ".join(f"{k} = `{Path(str(v)).name}`"
+                                            for k, v in sources.items()) + ".")
+    bad = {k: v for k, v in result.not_lifted.items() if v}
+    if bad:
+        lines.append(f"Not lifted (fewer than 5 visible joints): {bad}.")
+    lines += ["", "Mean over actions, by projection and number of hidden joints:", "",
+              summary_table(result)]
+    for proj in cfg.projections:
+        lines += ["", f"Per action, {proj}, all 14 joints visible:", "",
+                  action_table(result, proj, 0)]
+    secs = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+    lines += ["", f"Lifting time in this run: {secs}."]
+    return "\n".join(lines)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder and os.replace."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
