@@ -214,7 +214,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
             rec["val_pck_fusion"] = [round(float(v), 4) for v in rep_f.mean]
             if model.fusion_logit is not None:
                 rec["fusion_weight_mean"] = [round(float(v), 3) for v in
-                                             model.fusion_weights().mean(1)]
+                                             model.fusion_weights().detach().mean(1)]
         rec["val_seconds"] = round(time.time() - t1, 1)
         save_cpm(model, out / f"epoch{epoch + 1:03d}.safetensors", metadata={"epoch": epoch + 1})
         save_cpm(model, weights_path, metadata={"epoch": epoch + 1, "val_pck": rec["val_pck"]})

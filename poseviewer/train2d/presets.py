@@ -6,7 +6,7 @@ stride 4 (32 x 32 maps), a 9-conv trunk, 4 stages with 3 5x5 convs of width 48 e
 
 from __future__ import annotations
 
-from poseviewer.cnn.config import POOL, CPMConfig, FusionConfig
+from poseviewer.cnn.config import POOL, CPMConfig, FusionConfig, tiny_test
 
 
 def cpm_default(fusion: bool = True) -> CPMConfig:
@@ -30,4 +30,4 @@ def cpm_default(fusion: bool = True) -> CPMConfig:
     ).validate()
 
 
-PRESETS = {"cpm-default": cpm_default}
+PRESETS = {"cpm-default": cpm_default, "tiny-test": tiny_test}
