@@ -1,0 +1,89 @@
+"""Evaluate a 2D network: PCK@0.2 per joint and per stage on the LSP-extended validation
+split, without and with fusion (our 3D model inside the loop), plus the time per crop.
+
+Crops are the training crops without augmentation (a 1.6 x box around the labelled
+joints), so the score measures the network, not a person detector.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from poseviewer.paths import MODELS_DIR, shared_path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Command-line options."""
+    parser.add_argument("--weights", default=str(MODELS_DIR / "cpm_default.safetensors"))
+    parser.add_argument("--pose-model", default=str(MODELS_DIR / "pose3d_default.safetensors"),
+                        help="our 3D model for the fused evaluation ('' to skip fusion)")
+    parser.add_argument("--data", default=str(shared_path("data", "lspet")))
+    parser.add_argument("--cache", default="/work/scratch/train2d/cache192",
+                        help="crop cache folder (built if absent)")
+    parser.add_argument("--n-val", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=2017, help="split seed (as in training)")
+    parser.add_argument("--limit", type=int, default=None, help="first N validation images")
+    parser.add_argument("--alpha", type=float, default=0.2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", default=None, help="write the full report here")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print tables."""
+    import numpy as np
+    import torch
+
+    from poseviewer.cnn import WeightsError, load_cpm
+    from poseviewer.train2d.data import build_cache, load_cache, split_indices
+    from poseviewer.train2d.evaluate import eval_crops, evaluate
+    from poseviewer.train2d.loop import load_pose_model
+
+    torch.set_num_threads(args.threads)
+    try:
+        model = load_cpm(args.weights)
+    except WeightsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cache_dir = Path(args.cache)
+    if not (cache_dir / "cache.json").is_file():
+        if not (Path(args.data) / "annotations.npz").is_file():
+            print(f"error: LSP-extended not found in {args.data}", file=sys.stderr)
+            return 2
+        build_cache(args.data, cache_dir)
+    cache = load_cache(cache_dir)
+    _, val = split_indices(len(cache.images), args.n_val, args.seed)
+    if args.limit:
+        val = val[: args.limit]
+    crops = eval_crops(cache, val, model.config.input_size)
+    report: dict = {"weights": str(args.weights), "config": model.config.name,
+                    "split": {"n_val": args.n_val, "seed": args.seed, "images": len(val)}}
+    runs = [("plain", None)]
+    if args.pose_model and model.config.fusion.enabled:
+        runs.append(("fusion", load_pose_model(args.pose_model)))
+    for name, pm in runs:
+        model.attach_pose_model(pm)
+        rep = evaluate(model, cache, val, alpha=args.alpha, crops=crops)
+        x = torch.from_numpy(np.ascontiguousarray(crops[0][:1].transpose(0, 3, 1, 2))) / 255 - .5
+        with torch.no_grad():
+            model.eval()
+            model(x)
+            t0 = time.perf_counter()
+            for _ in range(10):
+                model(x)
+            per_crop = (time.perf_counter() - t0) / 10
+        d = rep.to_dict()
+        d["seconds_per_crop"] = round(per_crop, 4)
+        if pm is not None and model.fusion_logit is not None:
+            d["fusion_weights"] = model.fusion_weights().detach().numpy().round(3).tolist()
+        report[name] = d
+        print(f"\n## PCK@{args.alpha} per joint and stage, {name} "
+              f"({rep.people} people with a torso size, of {len(val)} images); "
+              f"{per_crop * 1000:.1f} ms per crop (batch 1, {args.threads} thread(s))\n")
+        print(rep.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
