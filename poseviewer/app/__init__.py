@@ -27,6 +27,31 @@ def configure() -> None:
     vispy.use(app="pyside6")
 
 
+def qt_binding_problem() -> str | None:
+    """A description of a known-broken Qt binding, or None when it behaves.
+
+    PySide6 6.12.0's ``SignalInstance.emit()`` returns ``True`` without taking a reference,
+    so every emitted signal drops one reference to ``True`` until Python aborts
+    ("bool_dealloc: deallocating True or False"). Detected by behaviour, not version.
+    """
+    import PySide6
+    from PySide6.QtCore import QObject, Signal
+
+    class _Probe(QObject):
+        ping = Signal()
+
+    probe = _Probe()
+    before = sys.getrefcount(True)
+    for _ in range(64):
+        probe.ping.emit()
+    lost = before - sys.getrefcount(True)
+    if lost >= 32:
+        return (f"PySide6 {PySide6.__version__} loses a reference to True on every signal "
+                "emit; the viewer would crash after a few thousand updates. Install another "
+                "version: pip install 'PySide6-Essentials!=6.12.0'")
+    return None
+
+
 def sample_image() -> Path | None:
     """The bundled sample photo (``resources/sample.*``), or None when absent."""
     for ext in ("jpg", "jpeg", "png", "webp", "bmp"):
@@ -45,10 +70,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.setOrganizationName(ORGANISATION)
     app.setApplicationName(APPLICATION)
     configure()
+    problem = qt_binding_problem()
+    if problem:
+        print(f"poseviewer: {problem}", file=sys.stderr)
     from poseviewer.app.main_window import MainWindow
 
     win = MainWindow()
     win.show()
+    if problem:
+        win.report_error("error", problem)
     if args:
         path = Path(args[0])
         if not path.is_file():

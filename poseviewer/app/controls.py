@@ -62,6 +62,11 @@ class ControlsBar(QWidget):
         lay.addWidget(self.person_label)
         lay.addStretch(1)
 
+        # arrow keys always step stages/components (window shortcuts): these widgets never
+        # take keyboard focus, they are driven by the mouse and the shortcuts
+        for w in (self.stage_slider, self.stage_spin, self.component_combo,
+                  self.overlay_check):
+            w.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.stage_slider.valueChanged.connect(self._on_stage_widget)
         self.stage_spin.valueChanged.connect(self._on_stage_widget)
         self.component_combo.activated.connect(self._on_component_widget)

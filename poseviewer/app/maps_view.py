@@ -61,6 +61,7 @@ class BeliefMapPanel(QWidget):
         self.kind_buttons: dict[str, QRadioButton] = {}
         for kind in MAP_KINDS:
             b = QRadioButton(MAP_KIND_LABELS[kind])
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # arrows stay stage/component keys
             b.setObjectName(f"map_kind_{kind}")
             b.setToolTip({
                 "cnn": "the CNN's own belief maps of this stage",
