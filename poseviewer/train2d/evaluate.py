@@ -127,3 +127,36 @@ def evaluate(model: LiftingCPM, cache: Cache, idx: np.ndarray, alpha: float = 0.
     return PCKReport(per_joint=per_joint, mean=mean, count=evaluated[0].sum(0),
                      people=int(torso_ok.sum()), fusion=model.fusion_active,
                      extra={"alpha": alpha, "images": int(len(gt))})
+
+
+def eval_crops_from_photos(root: str, idx: np.ndarray, input_size: int, box: float = 1.6
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The evaluation crops cut straight from the LSP-extended photos (no cache): a square
+    box of ``box`` x the labelled joints' extent around their centre, resized with one
+    linear warp (mid-grey outside the photo). Returns (crops float32 0..255 RGB, joints in
+    crop pixels, visible)."""
+    import cv2
+
+    from poseviewer.train2d.data import (
+        PAD_VALUE,
+        apply_affine,
+        crop_affine,
+        load_annotations,
+        person_box,
+    )
+
+    ann = load_annotations(root)
+    crops, xy, vis = [], [], []
+    for i in np.asarray(idx):
+        path = f"{root}/images/{ann.names[i]}"
+        bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(f"cannot read image {path}")
+        centre, extent = person_box(ann.joints[i], ann.visible[i])
+        m = crop_affine(centre, box * extent, input_size)
+        crop = cv2.warpAffine(bgr, m, (input_size, input_size), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=(PAD_VALUE,) * 3)
+        crops.append(crop[..., ::-1].astype(np.float32))
+        xy.append(apply_affine(m, ann.joints[i]).astype(np.float32))
+        vis.append(ann.visible[i])
+    return np.stack(crops), np.stack(xy), np.stack(vis)
