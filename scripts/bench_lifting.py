@@ -1,0 +1,169 @@
+#!/usr/bin/env python
+"""Benchmark ``PoseModel3D.lift`` against a straightforward numpy loop (one lstsq per person,
+component and angle, as the release does) and print people/s.
+
+    .venv/bin/python scripts/bench_lifting.py [--model PATH] [--sizes 1 32 256]
+                                              [--loop-people 32] [--threads T]
+
+The 2D inputs are the 21 reference cases of ``../shared/reference/lftd/lift_vectors_dev.npz``
+tiled (with a little noise) to the batch size. The loop is run on up to ``--loop-people``
+people per size; its time per person is independent of N, so larger sizes are
+extrapolated linearly from that measurement (printed as such). The loop's results are also
+compared with ``lift`` (max |difference| of the 3D poses, mm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from poseviewer.lifting import PoseModel3D  # noqa: E402
+from poseviewer.paths import shared_dir  # noqa: E402
+from poseviewer.skeleton import CPM_TO_H36M_SLOTS, CPM_TO_H36M_SOURCES, H36M17  # noqa: E402
+
+_CAM = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
+_BONES = np.array(H36M17.bones)
+
+
+def _u(t: float) -> np.ndarray:
+    s, c = math.sin(t), math.cos(t)
+    return np.array([[s, -c, 0], [c, s, 0], [0, 0, 1.0]])
+
+
+def _fit_loop(w, v, mu, e, sig, cap=None):
+    """Best angle of one component: 100 x np.linalg.lstsq on the spec's 80 x 29 system."""
+    big_e = np.zeros((29, 3, 17))
+    big_e[0] = mu
+    big_e[1, 0] = big_e[3, 0] = 1.0
+    big_e[2, 1] = 1.0
+    big_e[4:] = e
+    reg = np.r_[0.0, 1e-5, 1e-5, 1e-5, 5.2 * sig[:25]]
+    t = np.zeros(29)
+    t[0] = -0.003
+    lam = sig[25]
+    vv = np.r_[v, v]
+    best = None
+    for j in range(100):
+        th = 2 * math.pi * j / 100
+        p = (_CAM @ _u(th).T)[:2]
+        pe = np.einsum("ab,ibj->aji", p, big_e).reshape(34, 29)
+        rhs = w.reshape(-1)
+        if cap is None:
+            a_mat = np.vstack([lam * vv[:, None] * pe, np.diag(reg), np.zeros((17, 29))])
+            b = np.r_[lam * vv * rhs, t, np.zeros(17)]
+        else:
+            rhs = rhs - (p @ (cap * mu)).reshape(-1)
+            a_mat = np.vstack([lam * vv[:, None] * pe[:, 1:], np.diag(reg[1:]),
+                               np.zeros((17, 28))])
+            b = np.r_[lam * vv * rhs, t[:28], np.zeros(17)]
+        a, *_ = np.linalg.lstsq(a_mat, b, rcond=None)
+        r = float(np.sum((a_mat @ a - b) ** 2))
+        if best is None or r < best[0]:
+            best = (r, a, th)
+    return best
+
+
+def lift_loop(xy: np.ndarray, vis: np.ndarray, mu, e, sigma) -> np.ndarray:
+    """The whole lifting, one person at a time, numpy: (N, 17, 3)."""
+    out = np.full((len(xy), 17, 3), np.nan)
+    k_all = mu.shape[0]
+    lgdet = np.sum(-np.log(sigma[:, :25]), 1) + (-np.log(sigma[:, 25])) * (51 - 28)
+    for n in range(len(xy)):
+        w = np.zeros((2, 17))
+        w[:, CPM_TO_H36M_SLOTS] = xy[n, CPM_TO_H36M_SOURCES].T
+        v = np.zeros(17)
+        v[CPM_TO_H36M_SLOTS] = vis[n, CPM_TO_H36M_SOURCES]
+        vb = v > 0
+        if vb.sum() < 5:
+            continue
+        w[:, vb] -= w[:, vb].mean(1, keepdims=True)
+        m = (w[1, vb].min() - w[1, vb].max()) / 2 or 1.0
+        w[:, vb] /= m
+        fits = []
+        for k in range(k_all):
+            r, a, th = _fit_loop(w, v, mu[k], e[k], sigma[k])
+            if a[0] > -0.001:
+                r, a2, th = _fit_loop(w, v, mu[k], e[k], sigma[k], cap=-0.001)
+                a = np.r_[-0.001, a2]
+            fits.append((r / 2 + lgdet[k] * a[0] ** 2, a, th))
+        k = int(np.argmin([f[0] for f in fits]))
+        _, a, th = fits[k]
+        big_e = np.zeros((28, 3, 17))
+        big_e[0, 0] = big_e[2, 0] = 1.0
+        big_e[1, 1] = 1.0
+        big_e[3:] = e[k]
+        x = _u(th).T @ (mu[k] + np.einsum("i,iab->ab", a[1:] / a[0], big_e)) * -abs(a[0])
+        y = _CAM @ x
+        y[:2, vb] = (y[:2, vb] + 1.55 * w[:, vb]) / 2.55
+        x = -(_CAM.T @ y)
+        size = np.sqrt(np.sum((x[:, _BONES[:, 1]] - x[:, _BONES[:, 0]]) ** 2))
+        out[n] = (x / size * 0.97 * 1174.88312988).T
+    return out
+
+
+def _time(fn, repeat: int) -> float:
+    fn()  # warm-up
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=None,
+                    help="model (.mat or .safetensors); default: the release's .mat in ../shared")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 32, 256])
+    ap.add_argument("--loop-people", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lftd = shared_dir() / "reference" / "lftd"
+    path = args.model or lftd / "prob_model_params.mat"
+    model = (PoseModel3D.from_mat(path) if Path(path).suffix == ".mat"
+             else PoseModel3D.load(path))
+    with np.load(lftd / "lift_vectors_dev.npz") as d:
+        base_xy = d["in_pose_2d_yx"][:, :, ::-1].copy()
+        base_vis = d["in_visibility"]
+    mu, e, sigma = (t.cpu().numpy() for t in (model.mu, model.e, model.sigma))
+    rng = np.random.default_rng(0)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"cpus {os.cpu_count()}, load average {os.getloadavg()}")
+    print(f"{'N':>5} {'lift ms':>9} {'people/s':>10} {'loop ms':>10} {'loop people/s':>14}"
+          f" {'speed-up':>9} {'max |diff| mm':>14}")
+    for n in args.sizes:
+        idx = np.arange(n) % len(base_xy)
+        xy = base_xy[idx] + rng.normal(scale=1.0, size=(n, 14, 2)) * (np.arange(n) >= 21)[
+            :, None, None]
+        vis = base_vis[idx]
+        repeat = max(3, min(50, 2000 // max(n, 1)))
+        t_lift = _time(lambda xy=xy, vis=vis: model.lift(xy, vis), repeat)
+        n_loop = min(n, args.loop_people)
+        t0 = time.perf_counter()
+        loop_pose = lift_loop(xy[:n_loop], vis[:n_loop], mu, e, sigma)
+        t_loop = (time.perf_counter() - t0) * n / n_loop
+        diff = np.nanmax(np.abs(model.lift(xy[:n_loop], vis[:n_loop]).pose_3d.numpy()
+                                - loop_pose))
+        note = "" if n_loop == n else f"  (loop timed on {n_loop}, scaled)"
+        print(f"{n:5d} {t_lift * 1e3:9.2f} {n / t_lift:10.0f} {t_loop * 1e3:10.0f} "
+              f"{n / t_loop:14.1f} {t_loop / t_lift:8.0f}x {diff:14.2e}{note}")
+    print(f"load average after: {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
