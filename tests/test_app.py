@@ -1,18 +1,19 @@
 """Drive the real viewer window (pytest-qt; pytest-xvfb provides a real X display).
 
-The estimator is a stand-in with the ``Estimator.estimate`` interface that builds its
-``EstimateResult`` from synthetic stage maps whose joints are lifted by the real lifting
-package when it is importable (a hand-built fit otherwise), so every panel can be checked
-against independently known arrays.
+Most tests use a stand-in with the ``Estimator.estimate`` interface (progress, cancel,
+delays, failures on demand) whose ``EstimateResult`` holds synthetic stage maps and joints
+lifted by the real lifting with the bundled 3D model, so every panel can be checked
+against known arrays; ``test_real_estimator_*`` run the real ``Estimator`` with a tiny
+random-init CNN.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -36,35 +37,23 @@ BASE_JOINTS = np.array(
      [225, 200], [135, 210], [130, 290], [130, 370], [185, 210], [190, 290], [190, 370]],
     dtype=float,
 )
-# A plausible H36M-17 pose (mm, x right, y depth, z up) for the hand-built fit.
-H36M_POSE = np.array(
-    [[0, 0, 900], [-130, 0, 900], [-130, 0, 480], [-130, 30, 60], [130, 0, 900],
-     [130, 0, 480], [130, 30, 60], [0, 0, 1150], [0, 0, 1400], [0, -20, 1500],
-     [0, 0, 1650], [170, 0, 1380], [300, 0, 1130], [420, -50, 900], [-170, 0, 1380],
-     [-300, 0, 1130], [-420, -50, 900]], dtype=float,
-)
 GRID = 46
 
 
-def _fit(joints: np.ndarray, visible: np.ndarray, seed: int):
-    """A LiftResult for one person: the real lifting if it exists, else hand-built."""
-    try:
-        from poseviewer.lifting import lift_default  # type: ignore[attr-defined]
-    except ImportError:
-        lift_default = None
-    if lift_default is not None:
-        return lift_default(joints[None], visible[None])
-    rng = np.random.default_rng(seed)
-    k = 3
-    comps = np.stack([H36M_POSE + rng.normal(0, 40, H36M_POSE.shape) for _ in range(k)])
-    comps[2, :, 1] += 118_000.0  # the capped-scale quirk: far away in depth
-    j2 = np.stack([np.stack([c[:, 0] * 0.2 + 160, -c[:, 2] * 0.2 + 380], 1) for c in comps])
-    score = rng.uniform(1, 10, k)
-    best = int(score.argmin())
-    comp = SimpleNamespace(pose_3d=comps[None], score=score[None], residual=score[None],
-                           scale=-np.ones((1, k)), yaw=np.zeros((1, k)), joints_2d=j2[None])
-    return SimpleNamespace(pose_3d=comps[best][None], component=np.array([best]),
-                           lifted=np.array([True]), joints_2d=j2[best][None], components=comp)
+@functools.cache
+def bundled_pose_model():
+    """The bundled 3D pose model (resources/models; committed, no shared data needed)."""
+    from poseviewer.export import DEFAULT_POSE_MODEL
+    from poseviewer.lifting import PoseModel3D
+
+    if not DEFAULT_POSE_MODEL.is_file():
+        pytest.skip(f"the bundled 3D model {DEFAULT_POSE_MODEL} is missing")
+    return PoseModel3D.load(DEFAULT_POSE_MODEL)
+
+
+def _fit(joints: np.ndarray, visible: np.ndarray):
+    """The real lifting of one person's 2D joints (N = 1, every component), numpy."""
+    return bundled_pose_model().lift(joints[None], visible[None]).numpy()
 
 
 def gaussian_maps(joints_map: np.ndarray, sigma: float) -> np.ndarray:
@@ -89,7 +78,7 @@ def make_person(box, stages: int, seed: int, source: str = "whole-image") -> Per
         cnn = gaussian_maps(jm, 1.5 + 0.5 * (stages - t))
         vis = np.ones(14, dtype=bool)
         vis[4] = t > 0  # the right wrist is hidden at stage 1
-        fit = _fit(j, vis, seed * 100 + t)
+        fit = _fit(j, vis)
         proj = gaussian_maps(jm + 0.7, 1.0)
         out.append(StageResult(index=t, cnn_maps=cnn, projected_maps=proj,
                                fused_maps=0.5 * (cnn + proj), joints_2d=j,
@@ -531,19 +520,190 @@ def test_state_does_not_recompute(qtbot, settings, tmp_path):
     assert len(est.calls) == 1
 
 
-def test_json_menu_export_roundtrip(qtbot, settings, tmp_path, messages):
-    export = pytest.importorskip("poseviewer.export")
-    if not hasattr(export, "write_json"):
-        pytest.skip("poseviewer.export has no write_json yet")
-    win = make_window(qtbot, settings, FakeEstimator(stages=2))
-    # nothing to export yet -> message
-    win.export("json", tmp_path / "none.json")
-    assert messages and messages[-1][0] == "Export failed"
+def test_export_every_format_and_read_back(qtbot, settings, tmp_path, messages):
+    import csv
+
+    from poseviewer import export
+
+    win = make_window(qtbot, settings, FakeEstimator(stages=3))
+    win.export("json", tmp_path / "none.json")  # nothing to export yet -> a message
+    assert messages[-1][0] == "Export failed" and "open an image" in messages[-1][1]
     open_and_wait(qtbot, win, write_image(tmp_path / "p.png"))
-    out = win.export("json", tmp_path / "r.json")
-    assert out is not None
-    doc = json.loads(Path(out).read_text())
-    assert isinstance(doc, dict)
+    st = win.state
+    # the user looks at stage 2 and a non-best component: BVH and COCO follow the screen
+    st.set_stage(1)
+    k = (st.best_component + 1) % st.num_components
+    st.set_component(k)
+    res = st.result
+    s1 = res.persons[0].stages[1]
+    out = {key: win.export(key, tmp_path / f"out{suffix}")
+           for key, suffix in export.EXTENSIONS.items()}
+    assert all(p is not None and p.is_file() for p in out.values()), messages
+
+    back = export.read_json(out["json"])
+    assert back.num_stages == 3
+    for t in range(3):
+        np.testing.assert_allclose(back.persons[0].stages[t].joints_2d,
+                                   res.persons[0].stages[t].joints_2d)
+        np.testing.assert_allclose(back.persons[0].stages[t].fit.components.pose_3d,
+                                   res.persons[0].stages[t].fit.components.pose_3d)
+    nz = export.read_npz(out["npz"])
+    np.testing.assert_allclose(nz.persons[0].stages[2].fused_maps,
+                               res.persons[0].stages[2].fused_maps)  # maps saved too
+    rows = list(csv.DictReader(out["csv"].open()))
+    pose = np.asarray(s1.fit.components.pose_3d[0, k])
+    r3 = [r for r in rows if r["kind"] == "3d" and r["stage"] == "1"
+          and r["component"] == str(k)]
+    assert [r["joint"] for r in r3] == list(H36M17.joints)
+    got = np.array([[float(r[c]) for c in "xyz"] for r in r3])
+    np.testing.assert_allclose(got, pose, rtol=1e-12)
+    assert len([r for r in rows if r["kind"] == "2d"]) == 3 * 14
+    # BVH: the component on screen, faithful values (one frame)
+    text = out["bvh"].read_text()
+    assert text == export.bvh_text(pose)
+    assert text.startswith("HIERARCHY") and "Frames: 1" in text
+    # COCO: the joints of the stage on screen, by joint name
+    doc = json.loads(out["coco"].read_text())
+    kp = np.array(doc["annotations"][0]["keypoints"], dtype=float).reshape(17, 3)
+    from poseviewer.skeleton import COCO17
+
+    for name in ("left_shoulder", "right_knee", "left_ankle"):
+        np.testing.assert_allclose(kp[COCO17.index(name), :2],
+                                   s1.joints_2d[CPM14.index(name)], atol=1e-9)
+    # a failing write reaches the user and leaves nothing behind
+    assert win.export("json", tmp_path / "no-such-dir" / "x.json") is None
+    assert messages[-1][0] == "Export failed"
+
+
+def test_import_joints_and_reopen_result(qtbot, settings, tmp_path, messages, artifacts_dir):
+    from poseviewer import export
+
+    est = FakeEstimator(stages=2)
+    win = make_window(qtbot, settings, est)
+    photo = write_image(tmp_path / "p.png")
+    open_and_wait(qtbot, win, photo)
+    res = win.state.result
+    coco = export.write_coco(res, tmp_path / "people.coco.json")
+    saved = export.write_json(res, tmp_path / "saved.json")
+    # lift the COCO joints without the CNN: the estimator is not called again
+    with qtbot.waitSignal(win.worker.succeeded, timeout=20000):
+        win.import_joints(coco)
+    assert len(est.calls) == 1
+    imp = win.state.result
+    assert imp.persons[0].source == "imported" and imp.num_stages == 1
+    assert win.state.image.shape == (400, 320, 3)  # the photo was found beside the file
+    # COCO-17 has no head top: 13 joints placed, the lifted pose is shown in 3D
+    assert win.state.fit is not None and win.view3d.shown_bones.shape == (32, 3)
+    direct = bundled_pose_model().lift(
+        np.nan_to_num(imp.persons[0].final.joints_2d)[None],
+        imp.persons[0].final.visible[None]).numpy()
+    np.testing.assert_allclose(win.state.fit.pose_3d, direct.pose_3d, atol=1e-6)
+    assert "no belief maps" in win.maps_panel.info.text()
+    win.grab().save(str(artifacts_dir / "app_imported.png"))
+    # a broken file is a message
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"hello": 1}')
+    with qtbot.waitSignal(win.worker.failed, timeout=10000):
+        win.import_joints(bad)
+    assert messages[-1][0] == "Cannot import this file"
+    # reopen the saved result: every stage back, with the photo
+    with qtbot.waitSignal(win.worker.succeeded, timeout=20000):
+        win.open_result(saved)
+    again = win.state.result
+    assert again.num_stages == 2
+    np.testing.assert_allclose(again.persons[0].final.fit.pose_3d,
+                               res.persons[0].final.fit.pose_3d)
+    assert win.state.image.shape == (400, 320, 3)
+
+
+def test_far_component_is_centred_and_noted(qtbot, settings, tmp_path):
+    """The capped-scale quirk can put a component 100 m away: shown centred, with a note."""
+    import dataclasses
+
+    win = make_window(qtbot, settings, FakeEstimator(stages=1))
+    open_and_wait(qtbot, win, write_image(tmp_path / "p.png"))
+    res = win.state.result
+    s = res.persons[0].final
+    comps = s.fit.components
+    poses = np.array(comps.pose_3d, copy=True)
+    other = (int(s.fit.component[0]) + 1) % poses.shape[1]
+    poses[0, other, :, 1] += 118_000.0
+    s.fit = dataclasses.replace(s.fit, components=dataclasses.replace(comps, pose_3d=poses))
+    win.state.set_result(res, win.state.image)
+    win.state.set_component(other)
+    np.testing.assert_allclose(win.view3d.shown_bones, centred_segments(poses[0, other]),
+                               atol=1e-5)
+    assert np.abs(win.view3d.shown_bones).max() < 2.0
+    assert f"#{other + 1} is 118.0 m away" in win.view3d.note.text()
+    assert win.view3d.note.isVisible()
+
+
+# ---- the real Estimator with a tiny random-init CNN ------------------------------------
+def tiny_estimator(fusion: bool = True, stages: int = 3):
+    import torch
+
+    from poseviewer.cnn import LiftingCPM, tiny_test
+    from poseviewer.cnn.config import CPMConfig
+    from poseviewer.estimator import Estimator
+
+    torch.manual_seed(0)
+    cfg = CPMConfig.from_dict({**tiny_test(fusion=fusion, num_stages=stages).to_dict(),
+                               "visibility_threshold": -1e9})  # every joint "visible"
+    return Estimator(LiftingCPM(cfg), bundled_pose_model(), device="cpu")
+
+
+def test_real_estimator_in_the_window(qtbot, settings, tmp_path, artifacts_dir):
+    est = tiny_estimator(fusion=True, stages=3)
+    win = make_window(qtbot, settings, est)
+    stages_seen: list[int] = []
+    win.worker.progress.connect(lambda p, t, n: stages_seen.append(t))
+    open_and_wait(qtbot, win, write_image(tmp_path / "p.png"), timeout=60000)
+    res = win.state.result
+    assert stages_seen == [0, 1, 2]
+    assert res.num_stages == 3 and win.state.stage == 2
+    # every panel shows the estimator's arrays for the selected stage
+    for t in (2, 0):
+        win.state.set_stage(t)
+        s = res.persons[0].stages[t]
+        np.testing.assert_array_equal(win.maps_panel.map_data(4), s.fused_maps[4])
+        got = win.image_panel.skeleton_points()
+        for side, want in expected_skeleton(s.joints_2d, s.visible).items():
+            np.testing.assert_allclose(got[side], want)
+        k = win.state.component
+        assert k == int(s.fit.component[0])
+        np.testing.assert_allclose(
+            win.view3d.shown_bones,
+            centred_segments(np.asarray(s.fit.components.pose_3d[0, k])), atol=1e-5)
+    win.state.set_map_kind("projected")
+    np.testing.assert_array_equal(win.maps_panel.map_data(4),
+                                  res.persons[0].stages[0].projected_maps[4])
+    win.grab().save(str(artifacts_dir / "app_real_estimator.png"))
+
+
+def test_real_estimator_cancel_and_close(qtbot, settings, tmp_path):
+    est = tiny_estimator(fusion=False, stages=6)
+    gate = threading.Event()
+    real = est.estimate
+
+    def slow_estimate(image, boxes=None, on_stage=None, cancel=None):
+        def stage(p, t, n):  # hold every stage until the test lets it go
+            on_stage(p, t, n)
+            gate.wait(0.5)
+        return real(image, boxes=boxes, on_stage=stage, cancel=cancel)
+
+    est.estimate = slow_estimate
+    win = make_window(qtbot, settings, est)
+    with qtbot.waitSignal(win.worker.progress, timeout=60000):
+        win.open_image(write_image(tmp_path / "p.png"))
+    with qtbot.waitSignal(win.worker.cancelled, timeout=10000):
+        win.cancel()
+    assert win.state.result is None and win.state.image is not None
+    with qtbot.waitSignal(win.worker.progress, timeout=60000):
+        win.open_image(write_image(tmp_path / "q.png"))
+    t0 = time.perf_counter()
+    win.close()
+    assert time.perf_counter() - t0 < 3.0
+    assert win.worker._thread.isFinished()
 
 
 def test_qt_binding_keeps_bool_refcounts():

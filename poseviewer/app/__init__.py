@@ -1,6 +1,8 @@
 """The desktop viewer (PySide6 + pyqtgraph + vispy). The only package that imports Qt.
 
 ``main(argv)`` opens the window on ``argv[0]`` (an image) or on the bundled sample photo.
+Settings live in the user's QSettings (organisation/application "poseviewer"), or in the
+ini file named by ``$POSEVIEWER_SETTINGS``.
 Modules: ``state`` (the shared selection every view follows), ``worker`` (estimator in a
 QThread), ``image_view``, ``maps_view``, ``view3d`` (the three panels), ``controls``,
 ``main_window``.
@@ -8,6 +10,7 @@ QThread), ``image_view``, ``maps_view``, ``view3d`` (the three panels), ``contro
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,9 +76,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     problem = qt_binding_problem()
     if problem:
         print(f"poseviewer: {problem}", file=sys.stderr)
+    from PySide6.QtCore import QSettings
+
     from poseviewer.app.main_window import MainWindow
 
-    win = MainWindow()
+    ini = os.environ.get("POSEVIEWER_SETTINGS")  # e.g. tests: never the user's settings
+    settings = QSettings(ini, QSettings.Format.IniFormat) if ini else QSettings()
+    win = MainWindow(settings=settings)
     win.show()
     if problem:
         win.report_error("error", problem)

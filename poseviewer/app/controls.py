@@ -59,6 +59,7 @@ class ControlsBar(QWidget):
         lay.addSpacing(12)
         self.person_label = QLabel("")
         self.person_label.setObjectName("person_label")
+        self.person_label.setMinimumWidth(200)
         lay.addWidget(self.person_label)
         lay.addStretch(1)
 

@@ -243,7 +243,7 @@ class ImagePanel(pg.GraphicsLayoutWidget):
     def _draw_overlay(self) -> None:
         p = self.state.person_result
         maps = self.state.maps()
-        if not self.state.overlay or p is None or maps is None:
+        if not self.state.overlay or p is None or maps is None or np.asarray(maps).size == 0:
             self.overlay_item.hide()
             return
         jt = self.state.joint

@@ -80,7 +80,7 @@ class MainWindow(QMainWindow):
         self,
         estimator_factory: Callable[[], Any] = default_estimator_factory,
         settings: QSettings | None = None,
-        lift_function: Callable[[Any, Any], Any] | None = None,
+        file_functions: dict[str, Callable[[Any, Any], Any]] | None = None,
     ) -> None:
         super().__init__()
         self.setWindowTitle("poseviewer")
@@ -102,13 +102,15 @@ class MainWindow(QMainWindow):
         tb.addWidget(self.controls)
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb)
 
-        self.worker = WorkerController(estimator_factory, lift_function or _default_lift,
-                                       parent=self)
+        if file_functions is None:
+            from poseviewer.app.loaders import FILE_FUNCTIONS as file_functions
+        self.worker = WorkerController(estimator_factory, file_functions, parent=self)
         self.worker.progress.connect(self.on_progress)
         self.worker.succeeded.connect(self.on_succeeded)
         self.worker.failed.connect(self.on_failed)
         self.worker.cancelled.connect(self.on_cancelled)
         self.worker.busy_changed.connect(self.on_busy_changed)
+        self.worker.image_loaded.connect(self.on_image_loaded)
 
         # status bar: message, progress, timings, cancel
         sb = self.statusBar()
@@ -119,6 +121,8 @@ class MainWindow(QMainWindow):
         self.progress_bar.hide()
         self.timing_label = QLabel("")
         self.timing_label.setObjectName("timings")
+        self.timing_label.setMinimumWidth(240)
+        self.timing_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setObjectName("cancel_button")
         self.cancel_button.clicked.connect(self.cancel)
@@ -160,6 +164,8 @@ class MainWindow(QMainWindow):
         fm.addAction(self._action("&Open image...", self.open_dialog, QKeySequence.StandardKey.Open,
                                   "action_open"))
         self.recent_menu = fm.addMenu("Open &recent")
+        fm.addAction(self._action("Open saved &result (JSON/NPZ)...", self.open_result_dialog,
+                                  "Ctrl+Shift+O", "action_open_result"))
         fm.addAction(self._action("&Import 2D joints and lift...", self.import_dialog,
                                   "Ctrl+I", "action_import"))
         fm.addSeparator()
@@ -304,9 +310,22 @@ class MainWindow(QMainWindow):
     def import_joints(self, path: str | os.PathLike[str]) -> int:
         """Lift the 2D joints in ``path`` (COCO keypoints or our JSON) in the worker."""
         self._remember_folder(path)
-        self.image_path = None
         return self._submit("lift", joints=str(path), image=self.state.image,
                             message=f"Lifting joints from {Path(path).name}...")
+
+    def open_result_dialog(self) -> None:
+        """File > Open saved result."""
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open saved result", self.last_folder(),
+            "poseviewer results (*.json *.npz);;All files (*)")
+        if path:
+            self.open_result(path)
+
+    def open_result(self, path: str | os.PathLike[str]) -> int:
+        """Show a result saved as our JSON or NPZ (no CNN run)."""
+        self._remember_folder(path)
+        return self._submit("load", joints=str(path), image=self.state.image,
+                            message=f"Reading {Path(path).name}...")
 
     # ---- recent files -----------------------------------------------------------------------
     def recent_files(self) -> list[str]:
@@ -364,19 +383,30 @@ class MainWindow(QMainWindow):
         who = f"person {person + 1}, " if person else ""
         self.statusBar().showMessage(f"Running: {who}stage {stage + 1}/{num}")
 
+    @Slot(object)
+    def on_image_loaded(self, rgb: Any) -> None:
+        """The photo is read: show it (without overlays) while the CNN runs."""
+        self.state.set_result(None, rgb)
+
     @Slot(object, object, float)
     def on_succeeded(self, result: Any, image: Any, seconds: float) -> None:
         """Show a new result."""
         if image is None:
             image = self.state.image
+        self.image_path = getattr(result, "image_path", None) or self.image_path
         self.last_error = None
         self.state.set_result(result, image)
         if self.first_result_seconds is None:
             self.first_result_seconds = time.perf_counter() - self._t_submit
-        t = getattr(result, "timings", {}) or {}
-        parts = [f"{k} {v * 1000:.0f} ms" if v < 1 else f"{k} {v:.2f} s"
-                 for k, v in t.items() if isinstance(v, (int, float))]
-        self.timing_label.setText(", ".join(parts) if parts else f"total {seconds:.2f} s")
+        t = {k: v for k, v in (getattr(result, "timings", {}) or {}).items()
+             if isinstance(v, (int, float))}
+
+        def fmt(k: str, v: float) -> str:
+            return f"{k} {v * 1000:.0f} ms" if v < 1 else f"{k} {v:.2f} s"
+
+        short = [fmt(k, t[k]) for k in ("cnn", "lift", "total") if k in t]
+        self.timing_label.setText(", ".join(short) if short else fmt("total", seconds))
+        self.timing_label.setToolTip("\n".join(fmt(k, v) for k, v in t.items()))
         msgs = list(getattr(result, "messages", []) or [])
         n = len(result.persons)
         if n == 0:
@@ -407,7 +437,7 @@ class MainWindow(QMainWindow):
     def report_error(self, kind: str, message: str) -> None:
         """Status text + a warning box (never raises)."""
         titles = {"image": "Cannot read the image", "model": "Cannot load the model",
-                  "no person": "No person found", "lift": "Cannot lift these joints",
+                  "no person": "No person found", "import": "Cannot import this file",
                   "export": "Export failed", "screenshot": "Screenshot failed"}
         title = titles.get(kind, "Error")
         self.last_error = (kind, message)
@@ -435,11 +465,19 @@ class MainWindow(QMainWindow):
         if self.state.result is None:
             self.report_error("export", "Nothing to export yet: open an image first.")
             return None
+        st = self.state
         try:
             from poseviewer import export as exporters
 
-            fn = getattr(exporters, f"write_{key}")
-            out = fn(self.state.result, path)
+            if key == "bvh":  # the pose on screen: person, stage, component
+                out = exporters.write_bvh(st.result, path, person=st.person, stage=st.stage,
+                                          component=st.component)
+            elif key == "coco":  # the 2D joints of the stage on screen
+                out = exporters.write_coco(st.result, path, stage=st.stage)
+            elif key == "npz":
+                out = exporters.write_npz(st.result, path, save_maps=True)
+            else:
+                out = getattr(exporters, f"write_{key}")(st.result, path)
         except Exception as exc:
             self.report_error("export", f"{key.upper()} to {path}: {exc}")
             return None
@@ -521,11 +559,4 @@ class MainWindow(QMainWindow):
     def show_message_later(self, text: str) -> None:
         """Status message once the event loop runs (used at start-up)."""
         QTimer.singleShot(0, self, lambda: self.statusBar().showMessage(text))
-
-
-def _default_lift(joints_path: Any, image: Any) -> tuple[Any, Any]:
-    """Worker-side: read 2D joints (COCO or our JSON) and lift them without the CNN."""
-    from poseviewer.app.lift_import import lift_joints_file
-
-    return lift_joints_file(joints_path, image)
 

@@ -73,14 +73,14 @@ class BeliefMapPanel(QWidget):
             row.addWidget(b)
             b.toggled.connect(self._on_kind_toggled)
         row.addStretch(1)
+        lay.addLayout(row)
         self.info = QLabel("")
         self.info.setObjectName("maps_info")
-        row.addWidget(self.info)
-        lay.addLayout(row)
 
         self.glw = pg.GraphicsLayoutWidget()
         self.glw.setBackground((30, 30, 34))
         lay.addWidget(self.glw, 1)
+        lay.addWidget(self.info)
         lut = pg.colormap.get("inferno").getLookupTable(nPts=256)
         self.boxes: list[_MapBox] = []
         self.images: list[pg.ImageItem] = []
@@ -133,13 +133,18 @@ class BeliefMapPanel(QWidget):
 
     def _draw_maps(self) -> None:
         maps = self.state.maps()
-        if maps is None:
+        if maps is None or np.asarray(maps).size == 0:
             for img in self.images:
                 img.clear()
             s = self.state.stage_result
-            self.info.setText("" if s is None else
-                              f"no {MAP_KIND_LABELS[self.state.map_kind].lower()} maps at this "
-                              "stage (not lifted)")
+            kind = MAP_KIND_LABELS[self.state.map_kind].lower()
+            if s is None:
+                text = ""
+            elif maps is None:
+                text = f"no {kind} maps at this stage (not lifted, or fusion off)"
+            else:
+                text = "no belief maps (2D joints imported, not from the CNN)"
+            self.info.setText(text)
             return
         maps = np.asarray(maps, dtype=np.float32)
         hi = float(maps.max()) if maps.size else 1.0
@@ -149,7 +154,9 @@ class BeliefMapPanel(QWidget):
         h, w = maps.shape[1:]
         for vb in self.boxes:
             vb.setRange(xRange=(0, w), yRange=(0, h), padding=0.0)
-        self.info.setText(f"{w}x{h} grid, max {hi:.2f}")
+        self.info.setText(f"{MAP_KIND_LABELS[self.state.map_kind]} maps of stage "
+                          f"{self.state.stage + 1}: {w}x{h} grid, shared colour scale "
+                          f"0..{hi:.2f}; click a map to select its joint")
 
     def _draw_titles(self) -> None:
         s = self.state.stage_result

@@ -62,15 +62,21 @@ class Pose3DPanel(QWidget):
         self.canvas.native.setMinimumSize(200, 200)
         lay.addWidget(self.canvas.native, 1)
         bar = QHBoxLayout()
+        self.reset_button = QPushButton("Reset view")
+        self.reset_button.setObjectName("view3d_reset")
+        self.reset_button.setToolTip("camera back to the front view (R); drag to rotate, "
+                                     "wheel to zoom, shift-drag to pan")
+        self.reset_button.clicked.connect(self.reset_view)
+        bar.addWidget(self.reset_button)
+        self.summary = QLabel("")
+        self.summary.setObjectName("view3d_summary")
+        bar.addWidget(self.summary, 1)
+        lay.addLayout(bar)
         self.note = QLabel("")
         self.note.setObjectName("view3d_note")
         self.note.setWordWrap(True)
-        bar.addWidget(self.note, 1)
-        self.reset_button = QPushButton("Reset view")
-        self.reset_button.setObjectName("view3d_reset")
-        self.reset_button.clicked.connect(self.reset_view)
-        bar.addWidget(self.reset_button)
-        lay.addLayout(bar)
+        self.note.setStyleSheet("color: #c90;")
+        lay.addWidget(self.note)
 
         self.view = self.canvas.central_widget.add_view()
         self.view.camera = scene.TurntableCamera(up="+z", center=(0, 0, 0),
@@ -129,8 +135,10 @@ class Pose3DPanel(QWidget):
         if fit is None or k is None:
             self._clear()
             s = self.state.stage_result
-            self.note.setText("" if s is None else "this stage was not lifted "
-                              "(too few visible joints)")
+            self.summary.setText("" if s is None else "this stage was not lifted "
+                                 "(too few visible joints)")
+            self.note.setText("")
+            self.note.setVisible(False)
             return
         comps = np.asarray(fit.components.pose_3d[0], dtype=np.float64)  # (K, 17, 3)
         scores = np.asarray(fit.components.score[0], dtype=np.float64)
@@ -189,12 +197,15 @@ class Pose3DPanel(QWidget):
             self.selected.visible = True
 
         tag = " (best)" if k == best else ""
-        note = f"component #{k + 1}{tag}: score {scores[k]:.4g}; poses centred for display"
+        self.summary.setText(f"component #{k + 1}{tag}, score {scores[k]:.4g}; "
+                             "each pose centred for display")
+        note = ""
         if far:
             parts = [f"#{c + 1} is {np.linalg.norm(cen):.1f} m away" for c, cen in far]
-            note += (" (" + ", ".join(parts) + ": capped-scale quirk of the 3D model; "
-                     "exports keep the real values)")
+            note = (", ".join(parts) + " in the model's output (capped-scale quirk of the "
+                    "3D model): centred here, exports keep the real values")
         self.note.setText(note)
+        self.note.setVisible(bool(note))
 
     def render_image(self) -> np.ndarray:
         """Render the scene offscreen: (H, W, 4) uint8 RGBA."""

@@ -24,31 +24,14 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 from poseviewer.cnn.cancel import Cancelled, CancelToken
 
 
-class ImageLoadError(ValueError):
-    """The image file could not be read."""
-
-
-def load_rgb(path: str | Path) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 RGB (EXIF orientation applied)."""
-    import cv2
-
-    p = Path(path)
-    if not p.is_file():
-        raise ImageLoadError(f"image not found: {p}")
-    data = np.fromfile(str(p), dtype=np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if bgr is None:
-        raise ImageLoadError(f"not an image (or unsupported format): {p}")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
-
-
 @dataclass
 class Request:
     """One job for the worker."""
 
     id: int
     kind: str
-    """'estimate' (run the CNN on ``image``) or 'lift' (lift ``joints`` without the CNN)."""
+    """'estimate' (run the CNN on ``image``), 'lift' (lift the 2D joints in file ``joints``
+    without the CNN) or 'load' (read a saved result file ``joints``)."""
     image: Any = None
     """A path or an (H, W, 3) uint8 RGB array."""
     boxes: np.ndarray | None = None
@@ -67,15 +50,17 @@ class EstimateWorker(QObject):
     failed = Signal(int, str, str)
     """request id, error kind ('image', 'model', 'no person', 'lift', 'error'), message."""
     cancelled = Signal(int)
+    image_loaded = Signal(int, object)
+    """request id, RGB image: the photo as it will be analysed (shown before the result)."""
 
     def __init__(
         self,
         estimator_factory: Callable[[], Any],
-        lift_function: Callable[[Any, Any], Any] | None = None,
+        file_functions: dict[str, Callable[[Any, Any], Any]] | None = None,
     ) -> None:
         super().__init__()
         self._factory = estimator_factory
-        self._lift = lift_function
+        self._files = dict(file_functions or {})
         self._estimator: Any = None
         self._current: Request | None = None
 
@@ -96,10 +81,8 @@ class EstimateWorker(QObject):
         try:
             if req.kind == "estimate":
                 result, image = self._estimate(req)
-            elif req.kind == "lift":
-                if self._lift is None:
-                    raise RuntimeError("lifting imported joints is not available")
-                result, image = self._lift(req.joints, req.image)
+            elif req.kind in self._files:
+                result, image = self._files[req.kind](req.joints, req.image)
             else:
                 raise ValueError(f"unknown request kind {req.kind!r}")
         except Cancelled:
@@ -115,21 +98,26 @@ class EstimateWorker(QObject):
             self._current = None
 
     def _estimate(self, req: Request) -> tuple[Any, np.ndarray]:
-        path = None
-        image = req.image
-        if isinstance(image, (str, Path)):
-            path = str(image)
-            image = load_rgb(image)
+        from poseviewer.imageio import MAX_PIXELS, load_image
+
+        loaded = load_image(req.image, MAX_PIXELS)  # ImageError: a clear message
+        if loaded.path is not None:  # a new photo: show it while the CNN runs
+            self.image_loaded.emit(req.id, loaded.rgb)
         try:
             est = self.estimator()
         except Exception as exc:
             raise _ModelError(_message(exc)) from exc
-        result = est.estimate(
-            image, boxes=req.boxes, on_stage=self._on_stage, cancel=req.token
-        )
-        if path is not None and getattr(result, "image_path", None) is None:
-            result.image_path = path
-        return result, image
+        max_pixels = int(getattr(est, "max_pixels", MAX_PIXELS))
+        rgb = loaded.rgb
+        if rgb.shape[0] * rgb.shape[1] > max_pixels:  # the estimator's own limit is lower
+            loaded = load_image(req.image, max_pixels)
+            rgb = loaded.rgb
+        result = est.estimate(rgb, boxes=req.boxes, on_stage=self._on_stage, cancel=req.token)
+        if loaded.path is not None:
+            result.image_path = loaded.path
+        result.messages = list(loaded.messages) + [
+            m for m in (result.messages or []) if m not in loaded.messages]
+        return result, rgb
 
     def _on_stage(self, person: int, stage: int, num_stages: int) -> None:
         req = self._current
@@ -143,10 +131,11 @@ class _ModelError(RuntimeError):
 
 def _message(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, (ImageLoadError, _ModelError)):
+    if isinstance(exc, _ModelError):
         return text
     name = type(exc).__name__
-    if name in ("ImageError", "ModelError", "LiftError", "ValueError", "FileNotFoundError"):
+    if name in ("ImageError", "ModelNotFoundError", "WeightsError", "ImportFormatError",
+                "ValueError", "FileNotFoundError", "ModelFileError", "ModelFileNotFoundError"):
         return text
     # unexpected: keep the last frame for the report
     tb = traceback.extract_tb(exc.__traceback__)
@@ -156,14 +145,13 @@ def _message(exc: BaseException) -> str:
 
 def _error_kind(exc: BaseException) -> str:
     name = type(exc).__name__
-    if isinstance(exc, ImageLoadError) or name == "ImageError":
+    if name == "ImageError":
         return "image"
-    if isinstance(exc, _ModelError) or name in ("ModelError", "ModelLoadError"):
+    if isinstance(exc, _ModelError) or name in ("ModelNotFoundError", "WeightsError",
+                                                "ModelFileError", "ModelFileNotFoundError"):
         return "model"
-    if name in ("NoPersonError",):
-        return "no person"
-    if name in ("LiftError", "ImportError_", "JointsError"):
-        return "lift"
+    if name == "ImportFormatError":
+        return "import"
     return "error"
 
 
@@ -178,23 +166,25 @@ class WorkerController(QObject):
     failed = Signal(str, str)
     cancelled = Signal()
     busy_changed = Signal(bool)
+    image_loaded = Signal(object)
 
     def __init__(
         self,
         estimator_factory: Callable[[], Any],
-        lift_function: Callable[[Any, Any], Any] | None = None,
+        file_functions: dict[str, Callable[[Any, Any], Any]] | None = None,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
         self._thread = QThread()
         self._thread.setObjectName("poseviewer-worker")
-        self.worker = EstimateWorker(estimator_factory, lift_function)
+        self.worker = EstimateWorker(estimator_factory, file_functions)
         self.worker.moveToThread(self._thread)
         self.requested.connect(self.worker.run)
         self.worker.progress.connect(self._on_progress)
         self.worker.succeeded.connect(self._on_succeeded)
         self.worker.failed.connect(self._on_failed)
         self.worker.cancelled.connect(self._on_cancelled)
+        self.worker.image_loaded.connect(self._on_image_loaded)
         self._thread.start()
         self._next_id = 0
         self._current: Request | None = None
@@ -238,6 +228,11 @@ class WorkerController(QObject):
     def _on_progress(self, rid: int, person: int, stage: int, num: int) -> None:
         if self._current is not None and rid == self._current.id:
             self.progress.emit(person, stage, num)
+
+    @Slot(int, object)
+    def _on_image_loaded(self, rid: int, rgb: Any) -> None:
+        if self._current is not None and rid == self._current.id:
+            self.image_loaded.emit(rgb)
 
     @Slot(int, object, object, float)
     def _on_succeeded(self, rid: int, result: Any, image: Any, seconds: float) -> None:

@@ -1,0 +1,93 @@
+"""Worker-side file jobs of the viewer (no Qt here): lift imported 2D joints without the
+CNN, and reopen saved results. Each returns ``(EstimateResult, RGB image)``; the image is
+the photo named by the file when it can be found, else the photo on screen when its size
+matches, else a plain grey canvas of the result's size."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from poseviewer.result import EstimateResult
+
+_model_lock = threading.Lock()
+_pose_model: Any = None
+
+
+def pose_model() -> Any:
+    """The bundled 3D pose model, loaded once."""
+    global _pose_model
+    with _model_lock:
+        if _pose_model is None:
+            from poseviewer.export import load_pose_model
+
+            _pose_model = load_pose_model()
+        return _pose_model
+
+
+def _grey(size: tuple[int, int]) -> np.ndarray:
+    w, h = max(int(size[0]), 1), max(int(size[1]), 1)
+    return np.full((h, w, 3), 64, dtype=np.uint8)
+
+
+def backdrop(result: EstimateResult, named: str | None, beside: Path,
+             current: np.ndarray | None) -> tuple[np.ndarray, str | None]:
+    """The photo to show under ``result``: (RGB, note or None)."""
+    from poseviewer.imageio import load_image
+
+    w, h = result.image_size
+    if named:
+        for cand in (Path(named), beside / named, beside / Path(named).name):
+            if cand.is_file():
+                try:
+                    rgb = load_image(cand).rgb
+                except Exception:  # unreadable photo: fall through to the other choices
+                    continue
+                if rgb.shape[1] == w and rgb.shape[0] == h:
+                    return rgb, None
+    if current is not None and current.shape[1] == w and current.shape[0] == h:
+        return current, None
+    note = "photo not found; showing the joints on a blank canvas"
+    return _grey((w, h)), note
+
+
+def lift_joints_file(path: Any, current: np.ndarray | None) -> tuple[EstimateResult, np.ndarray]:
+    """Read 2D joints (COCO keypoints or our JSON) and lift them with the bundled 3D model."""
+    from poseviewer.export import (
+        DEFAULT_POSE_MODEL,
+        ImportFormatError,
+        lift_imported,
+        read_joints_2d,
+    )
+
+    path = Path(path)
+    items = read_joints_2d(path)
+    if not items:
+        raise ImportFormatError(f"{path}: no people found in the file")
+    item = items[0]
+    result = lift_imported(item, pose_model(), model_path=str(DEFAULT_POSE_MODEL))
+    if len(items) > 1:
+        result.messages.append(f"the file holds {len(items)} images; showing the first "
+                               f"({item.image or 'unnamed'})")
+    image, note = backdrop(result, item.image, path.parent, current)
+    if note:
+        result.messages.append(note)
+    return result, image
+
+
+def load_result_file(path: Any, current: np.ndarray | None) -> tuple[EstimateResult, np.ndarray]:
+    """Reopen a saved result (our JSON or NPZ) with its photo when it can be found."""
+    from poseviewer.export import read_json, read_npz
+
+    path = Path(path)
+    result = read_npz(path) if path.suffix.lower() == ".npz" else read_json(path)
+    image, note = backdrop(result, result.image_path, path.parent, current)
+    if note:
+        result.messages = [*result.messages, note]
+    return result, image
+
+
+FILE_FUNCTIONS = {"lift": lift_joints_file, "load": load_result_file}
