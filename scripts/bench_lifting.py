@@ -4,6 +4,7 @@ component and angle, as the release does) and print people/s.
 
     .venv/bin/python scripts/bench_lifting.py [--model PATH] [--sizes 1 32 256]
                                               [--loop-people 32] [--threads T]
+                                              [--lift-threads model|none|T]
 
 The 2D inputs are the 21 reference cases of ``../shared/reference/lftd/lift_vectors_dev.npz``
 tiled (with a little noise) to the batch size. The loop is run on up to ``--loop-people``
@@ -129,6 +130,9 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 32, 256])
     ap.add_argument("--loop-people", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    ap.add_argument("--lift-threads", default="model",
+                    help="PoseModel3D.lift_threads: an int, 'none' (torch's setting) or "
+                         "'model' (the model's default, 1)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -136,12 +140,15 @@ def main() -> int:
     path = args.model or lftd / "prob_model_params.mat"
     model = (PoseModel3D.from_mat(path) if Path(path).suffix == ".mat"
              else PoseModel3D.load(path))
+    if args.lift_threads != "model":
+        model.lift_threads = None if args.lift_threads == "none" else int(args.lift_threads)
     with np.load(lftd / "lift_vectors_dev.npz") as d:
         base_xy = d["in_pose_2d_yx"][:, :, ::-1].copy()
         base_vis = d["in_visibility"]
     mu, e, sigma = (t.cpu().numpy() for t in (model.mu, model.e, model.sigma))
     rng = np.random.default_rng(0)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"lift_threads {model.lift_threads}, "
           f"cpus {os.cpu_count()}, load average {os.getloadavg()}")
     print(f"{'N':>5} {'lift ms':>9} {'people/s':>10} {'loop ms':>10} {'loop people/s':>14}"
           f" {'speed-up':>9} {'max |diff| mm':>14}")

@@ -6,6 +6,8 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,20 @@ def _as_f64(x: Any, name: str) -> Tensor:
         raise ValueError(f"PoseModel3D: {name} is not a numeric array ({exc})") from None
 
 
+@contextmanager
+def _torch_threads(n: int | None, device: torch.device) -> Iterator[None]:
+    """Run the block with ``n`` intra-op CPU threads (None: leave torch's setting)."""
+    old = torch.get_num_threads()
+    if n is None or device.type != "cpu" or n == old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 class PoseModel3D:
     """Mixture of K probabilistic PCA models of H36M-17 3D poses (the paper's 3D model).
 
@@ -87,6 +103,11 @@ class PoseModel3D:
             raise ValueError(
                 f"PoseModel3D: the basis e is not orthonormal (max |e e^T - I| = {err:.2e})")
         self.meta: dict[str, Any] = dict(meta or {})
+        #: CPU threads ``lift`` uses (None: torch's setting). The lifting is many small
+        #: operations; fork/join of a thread pool costs more than it saves, and far more on
+        #: a machine loaded by other work (measured: scripts/bench_lifting.py). Note that
+        #: torch's thread count is process-wide while ``lift`` runs.
+        self.lift_threads: int | None = 1
         self._device = torch.device("cpu")
         self._set(mu_t, e_t, s_t)
 
@@ -274,7 +295,8 @@ class PoseModel3D:
         the spec's intermediate quantities (for tests and inspection).
         """
         j, vis = self._inputs(joints_2d, visible)
-        return self._lift(j, vis, return_intermediates)
+        with _torch_threads(self.lift_threads, self._device):
+            return self._lift(j, vis, return_intermediates)
 
     def _lift(self, j: Tensor, vis: Tensor, inter: bool):
         dev, f64 = self._device, torch.float64

@@ -146,7 +146,9 @@ def fit_pairs(
     for p0 in range(0, P, step):
         sl = slice(p0, min(P, p0 + step))
         n = sl.stop - sl.start
-        aug = torch.zeros(n, n2, n2, A, dtype=dt, device=dev)
+        # Only the upper triangle is ever read: the lower-left block may hold anything.
+        aug = torch.empty(n, n2, n2, A, dtype=dt, device=dev)
+        aug[:, J:, J:] = 0.0
         aug[:, :J, :J] = mats[sl] @ trig
         aug[:, diag, diag] += 1.0
         aug[:, :J, J] = gvec[sl] @ trig_g
