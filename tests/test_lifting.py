@@ -363,3 +363,7 @@ def test_bad_lift_inputs(model, ref):
         model.lift([["a"] * 14], vis[:1])
     fit = model.lift(xy, vis.astype(np.int64))  # 0/1 integers are accepted
     assert fit.lifted.all()
+    empty, extra = model.lift(np.zeros((0, 14, 2)), np.zeros((0, 14), bool),
+                              return_intermediates=True)
+    assert empty.pose_3d.shape == (0, 17, 3) and model.project(empty).shape == (0, 3, 17, 2)
+    assert extra["residuals"].shape == (0, 3, 100)

@@ -341,7 +341,7 @@ class PoseModel3D:
             coeffs[idx], res[idx], ang[idx], residuals[idx] = (
                 cf.coeffs, cf.residual, cf.angle, cf.residuals)
         scale = coeffs[:, 0].view(n_people, k)
-        c = (coeffs[:, 1:] / coeffs[:, :1]).view(n_people, k, -1)
+        c = (coeffs[:, 1:] / coeffs[:, :1]).view(n_people, k, coeffs.shape[1] - 1)
         residual = (res / 2).view(n_people, k)
         ang = ang.view(n_people, k)
         # Step 4.
@@ -390,7 +390,7 @@ class PoseModel3D:
         extra = {
             "transformed_xy": j[:, obs_src, :], "weights": v17 & lifted[:, None],
             "norm_pose": mask(norm_pose), "m": mask(m), "centre": mask(centre),
-            "residuals": mask(residuals.view(n_people, k, -1)), "angle": ang,
+            "residuals": mask(residuals.view(n_people, k, solve.NUM_ANGLES)), "angle": ang,
             "sincos": mask(torch.stack([torch.sin(theta), torch.cos(theta)], -1)),
             "rec_model": mask(rec_model), "rec_blend": mask(rec_blend),
             "rec_renorm": mask(rec_renorm), "pose_3d": mask(pose), "capped": capped.view(
