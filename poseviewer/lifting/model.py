@@ -347,6 +347,7 @@ class PoseModel3D:
         # Step 4.
         score = residual + self._lgdet[None, :] * scale * scale
         best = torch.argmin(score, dim=1)
+        best = torch.where(lifted, best, torch.zeros_like(best))  # 0 where not lifted
         # Step 5 for every component.
         theta = self._theta[ang]
         rec_model = self._model_pose(scale, theta, c)  # (N, K, 3, 17)

@@ -75,7 +75,7 @@ class LiftResult:
     pose_3d: Array
     """(N, 17, 3) best component's 3D pose, H36M-17, x right, y depth, z up, "mm"."""
     component: Array
-    """(N,) int64 best component index."""
+    """(N,) int64 best component index (0 where not lifted)."""
     lifted: Array
     """(N,) bool; False (and NaN outputs) where fewer than 5 joints are visible."""
     joints_2d: Array
