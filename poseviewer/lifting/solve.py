@@ -127,10 +127,18 @@ def fit_pairs(
     wxv = wx * v
     gvec = torch.stack([wxv, -_mv(exv, bg), -_mv(eyv, bg)], dim=-1)  # (P, J, 3)
     hvec = torch.stack([v * mux - _mv(exv, bh), v * muy - _mv(eyv, bh)], dim=-1)  # (P, J, 2)
-    one = torch.ones_like(sin)
-    trig = torch.stack([sin * sin, sin * cos, cos * cos])  # (3, A)
-    trig_g = torch.stack([one, sin, cos])
-    trig_h = torch.stack([sin, cos])
+    # Every entry of the augmented matrix [[S, g, h, t], [., 0]] is a combination of the six
+    # functions (s^2, sc, c^2, 1, s, c) of the angle: one matmul builds it for all angles.
+    n2 = J + 3
+    trig = torch.stack([sin * sin, sin * cos, cos * cos, torch.ones_like(sin), sin, cos])
+    diag = torch.arange(J, device=dev)
+    basis = torch.zeros(P, n2, n2, 6, dtype=dt, device=dev)
+    basis[:, :J, :J, :3] = mats
+    basis[:, diag, diag, 3] = 1.0
+    basis[:, :J, J, 3:] = gvec  # weights 1, s, c
+    basis[:, :J, J + 1, 4:] = hvec  # weights s, c
+    basis[:, :J, J + 2, 3] = v
+    basis = basis.view(P, n2 * n2, 6)
 
     kappa = TRANSLATION_PRIOR / (1.0 + sin * sin)[None, :] / (lam * lam)[:, None]  # (P, A)
     if cap is not None:
@@ -139,21 +147,11 @@ def fit_pairs(
     else:
         tau0 = torch.zeros_like(sin)
 
-    n2 = J + 3
     residuals = torch.empty(P, A, dtype=dt, device=dev)
     step = max(1, CHUNK // A)  # pairs per chunk: (pairs x angles) stays around CHUNK
-    diag = torch.arange(J, device=dev)
     for p0 in range(0, P, step):
         sl = slice(p0, min(P, p0 + step))
-        n = sl.stop - sl.start
-        # Only the upper triangle is ever read: the lower-left block may hold anything.
-        aug = torch.empty(n, n2, n2, A, dtype=dt, device=dev)
-        aug[:, J:, J:] = 0.0
-        aug[:, :J, :J] = mats[sl] @ trig
-        aug[:, diag, diag] += 1.0
-        aug[:, :J, J] = gvec[sl] @ trig_g
-        aug[:, :J, J + 1] = hvec[sl] @ trig_h
-        aug[:, :J, J + 2] = v[sl, :, None]
+        aug = (basis[sl] @ trig).view(-1, n2, n2, A)
         # Symmetric pivot-free elimination using the rows only (S >= I).
         for k in range(J):
             row = aug[:, k, k + 1 :]
@@ -174,11 +172,8 @@ def fit_pairs(
 
     # Coefficients at the chosen angle only: one solve per pair.
     s, c = sin[best], cos[best]  # (P,)
-    trig_b = torch.stack([s * s, s * c, c * c], dim=-1)  # (P, 3)
-    sb = (mats * trig_b[:, None, None, :]).sum(-1) + torch.eye(J, dtype=dt, device=dev)
-    gb = (gvec * torch.stack([torch.ones_like(s), s, c], -1)[:, None]).sum(-1)
-    hb = (hvec * torch.stack([s, c], -1)[:, None]).sum(-1)
-    rhs = torch.stack([gb, hb, v], dim=-1)  # (P, J, 3)
+    augb = (basis * trig[:, best].mT[:, None, :]).sum(-1).view(P, n2, n2)
+    sb, rhs = augb[:, :J, :J], augb[:, :J, J:]  # S and [g h t] at the chosen angle
     sol = torch.linalg.solve(sb, rhs)
     qf = rhs.mT @ sol  # (P, 3, 3)
     kb = kappa.gather(1, best[:, None])[:, 0]
