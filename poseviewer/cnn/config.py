@@ -89,7 +89,9 @@ class CPMConfig:
     centre_sigma: float = 25.0
     """exp(-d^2 / sigma^2), in input pixels."""
     crop_pad: int = 200
-    """Zero padding around the normalised image before cropping (release: 200)."""
+    """Zero padding around the normalised image before cropping (release: 200). Crops are
+    zero-filled outside the image, which equals pad-then-crop whenever the release's crop
+    fits in the padded image and extends it to any centre."""
     visibility_threshold: float = 1e-3
     """A joint is visible when its column-mean confidence exceeds this."""
     fusion: FusionConfig = field(default_factory=FusionConfig)
