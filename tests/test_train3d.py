@@ -124,9 +124,16 @@ def test_train_pose_model_parameters() -> None:
     flat = e.reshape(2, 6, 51)
     for k in range(2):
         np.testing.assert_allclose(flat[k] @ flat[k].T, np.eye(6), atol=1e-10)
-    # sigma: inverse standard deviations, increasing (variances decreasing), noise last
-    assert (np.diff(sigma[:, :6], axis=1) >= 0).all()
-    assert (sigma[:, 6] >= sigma[:, 5]).all()
+    # raw sigma: inverse standard deviations, increasing (variances decreasing), noise last
+    raw = rep.params["sigma_raw"]
+    assert (np.diff(raw[:, :6], axis=1) >= 0).all()
+    assert (raw[:, 6] >= raw[:, 5]).all()
+    np.testing.assert_allclose(1 / raw[:, :6] ** 2, rep.fit.variances[np.argsort(
+        -rep.fit.weights, kind="stable")])
+    # calibrated: basis weights scaled, one pooled data weight for every component
+    np.testing.assert_allclose(sigma[:, :6], T.PRIOR_FACTOR * raw[:, :6])
+    w = np.array(rep.meta["mixing_weights"])
+    np.testing.assert_allclose(sigma[:, 6], T.DATA_FACTOR / np.sqrt((w / raw[:, 6] ** 2).sum()))
     # mirror augmentation makes the mixture's overall mean left-right symmetric
     perm = H36M17.flip_permutation()
     overall = np.einsum("k,kij->ij", rep.meta["mixing_weights"], mu)
@@ -136,6 +143,18 @@ def test_train_pose_model_parameters() -> None:
     assert (mu[:, 2, 10] - mu[:, 2, 3] > 1400).all()
     assert (mu[:, 0, 1] > 0).all()
     assert rep.meta["n_poses"] == 1500 and rep.meta["n_training_vectors"] == 3000
+
+
+def test_calibrate_sigma_by_hand() -> None:
+    raw = np.array([[0.5, 0.1], [0.25, 0.05]])  # noise std 10 and 20
+    w = np.array([0.75, 0.25])
+    # pooled noise variance 0.75 * 100 + 0.25 * 400 = 175
+    out = T.calibrate_sigma(raw, w, prior_factor=2.0, data_factor=3.0)
+    np.testing.assert_allclose(out, [[1.0, 3 / np.sqrt(175)], [0.5, 3 / np.sqrt(175)]])
+    out = T.calibrate_sigma(raw, w, 1.0, 2.0, pooled_noise=False)
+    np.testing.assert_allclose(out, [[0.5, 0.2], [0.25, 0.1]])
+    with pytest.raises(T.TrainingError, match="positive"):
+        T.calibrate_sigma(raw, w, 0.0)
 
 
 def test_degenerate_inputs() -> None:

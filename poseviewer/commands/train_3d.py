@@ -39,6 +39,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tol", type=float, default=1e-6, help="stop when log-likelihood/pose gains less"
     )
+    parser.add_argument(
+        "--prior-factor", type=float, default=None,
+        help="multiply the basis weights 1/sqrt(variance) (default: the calibrated value)",
+    )
+    parser.add_argument(
+        "--data-factor", type=float, default=None,
+        help="multiply the data weight 1/sqrt(noise variance) (default: calibrated value)",
+    )
+    parser.add_argument(
+        "--per-component-noise", action="store_true",
+        help="each component's own noise for the data weight (default: pooled)",
+    )
+    parser.add_argument(
+        "--raw-sigma", action="store_true",
+        help="no calibration: sigma = 1/sqrt(variance) exactly, per-component noise",
+    )
+    parser.add_argument(
+        "--normalise-size", action="store_true",
+        help="scale every pose to the mean total bone size before fitting",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -64,7 +84,19 @@ def _load(path: str, subjects: str) -> tuple[np.ndarray, list[int] | str, str]:
 def run(args: argparse.Namespace) -> int:
     """Train and save; prints a summary. Returns a process exit code."""
     from poseviewer.paths import shared_path
-    from poseviewer.train3d import TrainingError, to_pose_model, train_pose_model
+    from poseviewer.train3d import (
+        DATA_FACTOR,
+        PRIOR_FACTOR,
+        TrainingError,
+        to_pose_model,
+        train_pose_model,
+    )
+
+    pf = args.prior_factor if args.prior_factor is not None else PRIOR_FACTOR
+    df = args.data_factor if args.data_factor is not None else DATA_FACTOR
+    pooled = not args.per_component_noise
+    if args.raw_sigma:
+        pf, df, pooled = 1.0, 1.0, False
 
     data = args.data or str(shared_path("data", "h36m", "h36m_3d_17j_10hz.npz"))
     try:
@@ -79,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
             tol=args.tol,
             progress=not args.quiet,
             meta={"data": Path(src).name, "subjects": subjects},
+            normalise_size=args.normalise_size,
+            prior_factor=pf,
+            data_factor=df,
+            pooled_noise=pooled,
         )
         model = to_pose_model(report)
     except (TrainingError, FileNotFoundError, ValueError) as exc:
@@ -91,10 +127,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"EM: {fit.n_iter} iterations, converged={fit.converged}, "
           f"log-likelihood/pose {fit.log_likelihood[0]:.3f} -> {fit.log_likelihood[-1]:.3f}, "
           f"{report.seconds:.1f} s")
-    sig = report.params["sigma"]
+    sig = report.params["sigma_raw"]
     for k in range(len(sig)):
         print(f"  component {k}: weight {report.meta['mixing_weights'][k]:.3f}, "
               f"basis std {1 / sig[k, 0]:.0f}..{1 / sig[k, -2]:.0f} mm, "
               f"noise std {1 / sig[k, -1]:.1f} mm")
+    print(f"sigma calibration: prior x{pf}, data x{df}, pooled noise {pooled}")
     print(f"wrote {args.output}")
     return 0
