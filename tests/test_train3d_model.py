@@ -1,0 +1,133 @@
+"""The shipped 3D pose model, the train-3d / eval-3d commands, and the evaluation pieces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.io
+
+from poseviewer import eval3d
+from poseviewer.cli import main
+from poseviewer.lifting import PoseModel3D
+from poseviewer.metrics import p_mpjpe
+from poseviewer.paths import MODELS_DIR
+from poseviewer.skeleton import cpm_to_h36m
+from tests.conftest import require_shared
+from tests.test_train3d import _random_poses
+
+SHIPPED = MODELS_DIR / "pose3d_default.safetensors"
+
+
+def test_shipped_model_loads_and_is_well_formed() -> None:
+    assert SHIPPED.stat().st_size < 100_000
+    m = PoseModel3D.load(SHIPPED)
+    mu, e, sigma = m.mu.numpy(), m.e.numpy(), m.sigma.numpy()
+    assert mu.shape == (3, 3, 17) and e.shape == (3, 25, 3, 17) and sigma.shape == (3, 26)
+    np.testing.assert_allclose(mu.sum(axis=-1), 0.0, atol=1e-6)  # zero joint-mean
+    height = mu[:, 2, 10] - mu[:, 2, [3, 6]].min(axis=1)  # head above the lower ankle
+    assert ((height > 800) & (height < 2000)).all(), height
+    assert (mu[:, 0, 1] > 0).all() and (mu[:, 0, 4] < 0).all()  # right hip at +x
+    assert (np.diff(sigma[:, :25], axis=1) >= 0).all()  # variances sorted, decreasing
+    assert m.meta["subjects"] == [1, 5, 6, 7, 8] and m.meta["n_components"] == 3
+    assert "Human3.6M" in m.meta["licence"]
+
+
+def test_shipped_model_magnitudes_match_released() -> None:
+    """sigma = 1/std in mm: each released component has a counterpart of ours with the
+    same mean pose height and sigma entries of the same size (see the model card)."""
+    mat = scipy.io.loadmat(require_shared("reference", "lftd", "prob_model_params.mat"))
+    rel_mu, rel_sigma = mat["mu"].reshape(3, 3, 17), mat["sigma"]
+    m = PoseModel3D.load(SHIPPED)
+    mu = m.mu.numpy()
+    # the raw PPCA values (before calibration) are in the metadata
+    sigma = 1.0 / np.concatenate(
+        [np.array(m.meta["basis_std_mm"]), np.array(m.meta["noise_std_mm"])[:, None]], axis=1)
+    np.testing.assert_allclose(m.sigma.numpy()[:, :25], m.meta["prior_factor"] * sigma[:, :25],
+                               rtol=1e-3)
+    ankle = mu[:, 2, 3]
+    for k in range(3):
+        j = int(np.abs(ankle - rel_mu[k, 2, 3]).argmin())
+        assert abs(ankle[j] - rel_mu[k, 2, 3]) < 120.0  # same kind of mean pose
+        ratio = sigma[j] / rel_sigma[k]
+        assert 0.6 < np.median(ratio) < 1.7, ratio
+        assert ((ratio > 0.3) & (ratio < 3.0)).all(), ratio
+
+
+def test_shipped_model_lifts_held_out_poses() -> None:
+    poses, actions, subjects = eval3d.load_test_poses(
+        require_shared("data", "h36m", "h36m_3d_17j_10hz.npz"), eval3d.EvalConfig(stride=400)
+    )
+    m = PoseModel3D.load(SHIPPED)
+    cfg = eval3d.EvalConfig(stride=400, hidden=(0,), projections=("perspective",))
+    res = eval3d.evaluate({"ours": m}, poses, actions, subjects, cfg, progress=False)
+    err = res.errors[("ours", "perspective", 0, "P-MPJPE")]
+    assert len(err) == len(poses) > 50
+    assert np.median(err) < 80.0  # the released model: about 50 mm on this protocol
+    assert np.mean(res.errors[("ours", "perspective", 0, "S-MPJPE")]) < 120.0
+
+
+def test_projection_and_camera_frame_round_trip() -> None:
+    """The eval's 2D inputs are the lifting camera's view: x right, depth y, image (X, -Z)."""
+    poses = _random_poses(5, seed=1)
+    yaw = np.linspace(0, 3, 5)
+    cam = eval3d.camera_frame(poses, yaw)
+    np.testing.assert_allclose(cam.mean(axis=1), 0.0, atol=1e-9)
+    # rotation about z keeps heights and horizontal distances
+    np.testing.assert_allclose(cam[..., 2], poses[..., 2] - poses[..., 2].mean(1, keepdims=True))
+    cfg = eval3d.EvalConfig()
+    ortho = eval3d.project(cam, "orthographic", cfg)
+    np.testing.assert_allclose(ortho[..., 0] - 500, cfg.ortho_scale * cam[..., 0])
+    np.testing.assert_allclose(ortho[..., 1] - 500, -cfg.ortho_scale * cam[..., 2])
+    persp = eval3d.project(cam, "perspective", cfg)
+    d = cam[..., 1] + cfg.distance
+    np.testing.assert_allclose((persp[..., 0] - 500) * d / cfg.focal, cam[..., 0])
+    # H36M -> CPM -> H36M slots round trip
+    back = cpm_to_h36m(eval3d.h36m_to_cpm(poses))
+    from poseviewer.skeleton import CPM_TO_H36M_SLOTS
+
+    np.testing.assert_array_equal(back[:, CPM_TO_H36M_SLOTS], poses[:, CPM_TO_H36M_SLOTS])
+    # the CPM neck is the thorax, the head top the head
+    cpm = eval3d.h36m_to_cpm(poses)
+    np.testing.assert_array_equal(cpm[:, 1], poses[:, 8])
+    np.testing.assert_array_equal(cpm[:, 0], poses[:, 10])
+    with pytest.raises(ValueError, match="projection"):
+        eval3d.project(cam, "fisheye", cfg)
+
+
+def test_hidden_masks() -> None:
+    masks = eval3d.hidden_masks(100, (0, 1, 2, 4), np.random.default_rng(0))
+    for c, vis in masks.items():
+        assert (vis.sum(axis=1) == 14 - c).all()
+    # nested: the joints hidden for 1 are also hidden for 2 and 4
+    assert (masks[4] <= masks[2]).all() and (masks[2] <= masks[1]).all()
+
+
+def test_train_and_eval_commands(tmp_path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    poses = _random_poses(600, seed=2)
+    data = tmp_path / "poses.npz"
+    np.savez(data, poses=poses, subject=rng.choice([1, 2], 600), action=np.array(["Walk"] * 600))
+    out = tmp_path / "m.safetensors"
+    rc = main(["train-3d", "--data", str(data), "--subjects", "1", "-o", str(out),
+               "--components", "2", "--basis", "5", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    m = PoseModel3D.load(out)
+    assert m.num_components == 2 and m.num_basis == 5
+    assert 200 < m.meta["n_poses"] < 400 and m.meta["subjects"] == [1]
+    # the model lifts its own kind of poses
+    cam = eval3d.camera_frame(poses[:20], np.zeros(20))
+    img = eval3d.h36m_to_cpm(eval3d.project(cam, "orthographic", eval3d.EvalConfig()))
+    fit = m.lift(img, np.ones((20, 14), bool))
+    assert np.median(p_mpjpe(np.asarray(fit.pose_3d), cam)) < 80.0
+    # eval-3d on the synthetic file with both models, writing the Markdown report + plot
+    md, png = tmp_path / "r.md", tmp_path / "r.png"
+    rc = main(["eval-3d", "--data", str(data), "--subjects", "2", "--stride", "20",
+               "--hidden", "0,2", "--model", f"a={out}", "--model", f"b={out}",
+               "--markdown", str(md), "--plot", str(png), "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    text = md.read_text()
+    assert "| Walk |" in text and "P-MPJPE a" in text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # errors: bad data
+    rc = main(["train-3d", "--data", str(tmp_path / "missing.npz"), "-o", str(out)])
+    assert rc == 2 and "not found" in capsys.readouterr().err
