@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.io
+from conftest import require_shared
+from test_train3d import _random_poses
 
 from poseviewer import eval3d
 from poseviewer.cli import main
@@ -12,8 +14,6 @@ from poseviewer.lifting import PoseModel3D
 from poseviewer.metrics import p_mpjpe
 from poseviewer.paths import MODELS_DIR
 from poseviewer.skeleton import cpm_to_h36m
-from tests.conftest import require_shared
-from tests.test_train3d import _random_poses
 
 SHIPPED = MODELS_DIR / "pose3d_default.safetensors"
 
