@@ -25,6 +25,7 @@ import torch
 from poseviewer.cnn.lifting_cpm import LiftingCPM, count_parameters
 from poseviewer.cnn.weights import load_cpm, save_cpm
 from poseviewer.train2d.augment import AugmentConfig, make_batch
+from poseviewer.train2d.bn import add_batchnorm, fold_batchnorm, has_batchnorm
 from poseviewer.train2d.data import Cache, load_cache, split_indices
 from poseviewer.train2d.evaluate import eval_crops, evaluate
 from poseviewer.train2d.presets import PRESETS
@@ -61,6 +62,8 @@ class TrainConfig:
     of ``epochs`` (then a maximum): the learning rate decays with the fraction of the budget
     used, and fusion starts at the first epoch beginning after ``1 - fusion_fraction``."""
     fusion_fraction: float = 0.22
+    batchnorm: bool = True
+    """Train with BatchNorm after every hidden conv (folded into the convs when saving)."""
     pose_wait_min: float = 15.0
     """How long to wait for the 3D model when the fusion epochs start."""
 
@@ -128,13 +131,21 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
 
     state_path, weights_path = out / "last_state.pt", out / "last.safetensors"
     start_epoch, step, trained = 0, 0, 0.0
+    train_path = out / "last_train.safetensors"
     if resume and state_path.is_file() and weights_path.is_file():
         model = load_cpm(weights_path)
+        if cfg.batchnorm:
+            from safetensors.torch import load_file
+
+            model = add_batchnorm(LiftingCPM(model.config))
+            model.load_state_dict(load_file(str(train_path)))
         state = torch.load(state_path, weights_only=True)
         start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
         trained = float(state.get("trained_seconds", 0.0))
     else:
         model = LiftingCPM(PRESETS[cfg.preset]())
+        if cfg.batchnorm:
+            add_batchnorm(model)
         state = None
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -216,8 +227,11 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
                 rec["fusion_weight_mean"] = [round(float(v), 3) for v in
                                              model.fusion_weights().detach().mean(1)]
         rec["val_seconds"] = round(time.time() - t1, 1)
-        save_cpm(model, out / f"epoch{epoch + 1:03d}.safetensors", metadata={"epoch": epoch + 1})
-        save_cpm(model, weights_path, metadata={"epoch": epoch + 1, "val_pck": rec["val_pck"]})
+        plain = fold_batchnorm(model) if has_batchnorm(model) else model
+        if has_batchnorm(model):
+            _save_tensors(train_path, model.state_dict())
+        save_cpm(plain, out / f"epoch{epoch + 1:03d}.safetensors", metadata={"epoch": epoch + 1})
+        save_cpm(plain, weights_path, metadata={"epoch": epoch + 1, "val_pck": rec["val_pck"]})
         _save_state(state_path, {"optimizer": opt.state_dict(), "epoch": epoch, "step": step,
                                 "trained_seconds": trained})
         with open(out / "log.jsonl", "a") as f:
@@ -228,6 +242,15 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
         except ImportError:
             log("matplotlib is not installed: no plot")
     return out
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp)
+    os.replace(tmp, path)
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
