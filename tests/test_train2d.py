@@ -244,3 +244,29 @@ def test_training_step_reduces_the_loss_on_one_batch(tmp_path) -> None:
     losses = [_step(model, opt, cache, idx, np.random.default_rng(0), None, cfg, 3e-3,
                     False).sum() for _ in range(40)]
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_batchnorm_folds_into_an_equal_plain_network() -> None:
+    from poseviewer.cnn import LiftingCPM
+    from poseviewer.cnn.config import tiny_test
+    from poseviewer.train2d.bn import add_batchnorm, fold_batchnorm, has_batchnorm
+
+    torch.manual_seed(0)
+    model = add_batchnorm(LiftingCPM(tiny_test(fusion=True)))
+    assert has_batchnorm(model)
+    x = torch.randn(6, 3, 64, 64)
+    model.train()
+    for _ in range(3):  # move the running statistics away from their initial values
+        model(x * 2 + 0.3, read_joints=False)
+    model.eval()
+    with torch.no_grad():
+        for layer in model.layers.values():
+            if isinstance(layer, torch.nn.Sequential):
+                layer[1].weight.uniform_(0.5, 1.5)
+                layer[1].bias.uniform_(-0.2, 0.2)
+        model.fusion_logit.fill_(0.3)
+        plain = fold_batchnorm(model)
+        assert not has_batchnorm(plain)
+        for a, b in zip(model(x).stages, plain(x).stages, strict=True):
+            torch.testing.assert_close(a.cnn, b.cnn, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(plain.fusion_logit, model.fusion_logit)
