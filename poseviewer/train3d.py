@@ -235,7 +235,7 @@ def _kmeans_pp(y: np.ndarray, K: int, rng: np.random.Generator, iters: int = 20)
     return labels
 
 
-def fit_mppca(
+def _fit_mppca(
     y: np.ndarray,
     n_components: int = 3,
     n_basis: int = 25,
@@ -244,11 +244,6 @@ def fit_mppca(
     tol: float = 1e-6,
     progress: bool = True,
 ) -> MPPCAFit:
-    """Fit a mixture of PPCA to (N, d) data by EM (float64, vectorised over samples).
-
-    Stops when the mean log-likelihood per sample improves by less than ``tol`` (nats).
-    Raises ``TrainingError`` for too few samples, non-finite or constant data.
-    """
     y = np.asarray(y, dtype=np.float64)
     if y.ndim != 2:
         raise TrainingError(f"data must be (N, d); got shape {y.shape}")
@@ -300,6 +295,28 @@ def fit_mppca(
     fit.n_iter = len(history) - 1 if converged else len(history)
     fit.converged = converged
     return fit
+
+
+def fit_mppca(
+    y: np.ndarray,
+    n_components: int = 3,
+    n_basis: int = 25,
+    seed: int = 0,
+    max_iter: int = 300,
+    tol: float = 1e-6,
+    progress: bool = True,
+) -> MPPCAFit:
+    """Fit a mixture of PPCA to (N, d) data by EM (float64, vectorised over samples).
+
+    Stops when the mean log-likelihood per sample improves by less than ``tol`` (nats).
+    Raises ``TrainingError`` for too few samples, non-finite or constant data.
+    BLAS runs single-threaded here: the products are tall and thin (N x 48), and
+    multi-threaded OpenBLAS on a busy machine made single calls 100x slower (measured).
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit_mppca(y, n_components, n_basis, seed, max_iter, tol, progress)
 
 
 # --------------------------------------------------------------------------- model
