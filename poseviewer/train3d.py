@@ -323,11 +323,13 @@ def fit_mppca(
 
 
 def _sign_fix(basis: np.ndarray) -> np.ndarray:
-    """Make each basis vector's largest-magnitude entry positive (deterministic signs)."""
-    idx = np.abs(basis).argmax(axis=-1)
-    s = np.sign(np.take_along_axis(basis, idx[..., None], axis=-1))
+    """Deterministic signs: each basis vector has a positive dot product with a fixed
+    pseudo-random vector. (The largest entry is no good: with mirrored training data the
+    vectors are mirror-(anti)symmetric, so their largest entries tie in magnitude.)"""
+    ref = np.random.default_rng(12345).normal(size=basis.shape[-1])
+    s = np.sign(basis @ ref)
     s[s == 0] = 1
-    return basis * s
+    return basis * s[..., None]
 
 
 def lifting_parameters(fit: MPPCAFit, q_sub: np.ndarray) -> dict[str, np.ndarray]:
