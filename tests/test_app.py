@@ -711,3 +711,59 @@ def test_qt_binding_keeps_bool_refcounts():
     from poseviewer.app import qt_binding_problem
 
     assert qt_binding_problem() is None
+
+
+def _run_main_until(args, done, monkeypatch, tmp_path, estimator):
+    """Run ``poseviewer [args]`` (the CLI) until ``done(window)``; returns the window."""
+    from PySide6.QtCore import QTimer
+
+    import poseviewer.app.main_window as mw
+    from poseviewer import cli
+
+    ini = tmp_path / "main-settings.ini"
+    monkeypatch.setenv("POSEVIEWER_SETTINGS", str(ini))
+    monkeypatch.setattr(mw, "default_estimator_factory", lambda: estimator)
+    seen = {}
+
+    def poll():
+        wins = [w for w in QApplication.topLevelWidgets()
+                if isinstance(w, mw.MainWindow) and w.isVisible()]
+        if wins and done(wins[-1]):
+            seen["win"] = wins[-1]
+            wins[-1].close()
+            QApplication.instance().quit()
+        else:
+            QTimer.singleShot(20, poll)
+
+    QTimer.singleShot(0, poll)
+    QTimer.singleShot(20000, QApplication.instance().quit)  # never hang the suite
+    assert cli.main(args) == 0
+    assert "win" in seen, "the window never reached the expected state"
+    assert ini.is_file()  # settings went to the temp file, not the user's
+    return seen["win"]
+
+
+def test_cli_opens_the_image_argument(qtbot, tmp_path, monkeypatch, messages):
+    path = write_image(tmp_path / "arg.png")
+    win = _run_main_until([str(path)], lambda w: w.state.result is not None, monkeypatch,
+                          tmp_path, FakeEstimator(stages=2))
+    assert win.state.result.image_path == str(path) and win.state.num_stages == 2
+
+
+def test_cli_without_image_uses_sample_or_says_so(qtbot, tmp_path, monkeypatch, messages):
+    from poseviewer.app import sample_image
+
+    sample = sample_image()
+    if sample is None:
+        win = _run_main_until([], lambda w: "No bundled sample" in
+                              w.statusBar().currentMessage(), monkeypatch, tmp_path,
+                              FakeEstimator())
+        assert win.state.result is None
+    else:
+        win = _run_main_until([], lambda w: w.state.result is not None, monkeypatch,
+                              tmp_path, FakeEstimator())
+        assert Path(win.state.result.image_path) == sample
+    # a missing image argument is a message, not a crash
+    _run_main_until([str(tmp_path / "nope.jpg")], lambda w: w.last_error is not None,
+                    monkeypatch, tmp_path, FakeEstimator())
+    assert "not found" in messages[-1][1]

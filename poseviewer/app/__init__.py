@@ -26,7 +26,7 @@ def configure() -> None:
     import pyqtgraph as pg
     import vispy
 
-    pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
+    pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
     vispy.use(app="pyside6")
 
 

@@ -94,21 +94,26 @@ class ControlsBar(QWidget):
             w.setEnabled(n > 1)
             w.blockSignals(False)
         self.stage_total.setText(f"/ {n}")
-        self.component_combo.blockSignals(True)
-        self.component_combo.clear()
         fit = st.fit
         if fit is not None:
             scores = np.asarray(fit.components.score[0], dtype=float)
             best = st.best_component
-            for c, sc in enumerate(scores):
-                star = " \u2605 best" if c == best else ""
-                self.component_combo.addItem(f"#{c + 1}  score {sc:.4g}{star}")
-            self.component_combo.setCurrentIndex(st.component or 0)
-            self.component_combo.setEnabled(True)
+            items = [f"#{c + 1}  score {sc:.4g}" + (" \u2605 best" if c == best else "")
+                     for c, sc in enumerate(scores)]
         else:
-            self.component_combo.addItem("not lifted" if st.stage_result is not None else "-")
-            self.component_combo.setEnabled(False)
-        self.component_combo.blockSignals(False)
+            items = ["not lifted" if st.stage_result is not None else "-"]
+        combo = self.component_combo
+        combo.blockSignals(True)
+        if combo.count() != len(items):  # rebuilding re-lays out the toolbar: only if needed
+            combo.clear()
+            combo.addItems(items)
+        else:
+            for i, text in enumerate(items):
+                if combo.itemText(i) != text:
+                    combo.setItemText(i, text)
+        combo.setCurrentIndex(st.component or 0 if fit is not None else 0)
+        combo.setEnabled(fit is not None)
+        combo.blockSignals(False)
         self.overlay_check.blockSignals(True)
         self.overlay_check.setChecked(st.overlay)
         self.overlay_check.blockSignals(False)

@@ -107,7 +107,7 @@ class ImagePanel(pg.GraphicsLayoutWidget):
         self.overlay_item = pg.ImageItem(axisOrder="row-major")
         self.overlay_item.setZValue(5)
         self.overlay_item.setLookupTable(overlay_lut())
-        self.vb.addItem(self.overlay_item)
+        self.vb.addItem(self.overlay_item, ignoreBounds=True)
 
         self.other_boxes: list[QGraphicsRectItem] = []
         self.box_roi = pg.ROI([0, 0], [1, 1], pen=pg.mkPen((255, 230, 0), width=2),
@@ -118,7 +118,7 @@ class ImagePanel(pg.GraphicsLayoutWidget):
         self.box_roi.setZValue(20)
         self.box_roi.hide()
         self.box_roi.sigRegionChangeFinished.connect(self._on_roi_finished)
-        self.vb.addItem(self.box_roi)
+        self.vb.addItem(self.box_roi, ignoreBounds=True)
         self._roi_updating = False
 
         # skeleton: one curve per side (bones coloured by the child joint's side)
@@ -129,18 +129,18 @@ class ImagePanel(pg.GraphicsLayoutWidget):
         for side, rgb in SIDE_COLOURS.items():
             item = pg.PlotDataItem(connect="pairs", pen=pg.mkPen(_qcolor(rgb), width=3))
             item.setZValue(30)
-            self.vb.addItem(item)
+            self.vb.addItem(item, ignoreBounds=True)
             self.skeleton_items[side] = item
         cols = CPM14.joint_colours()
         self._joint_brushes = [pg.mkBrush(_qcolor(tuple(c))) for c in cols]
         self._joint_pens = [pg.mkPen(_qcolor(tuple(c)), width=2) for c in cols]
         self.joints_item = pg.ScatterPlotItem(size=9, pxMode=True)
         self.joints_item.setZValue(31)
-        self.vb.addItem(self.joints_item)
+        self.vb.addItem(self.joints_item, ignoreBounds=True)
         self.selected_joint_item = pg.ScatterPlotItem(
             size=20, pxMode=True, pen=pg.mkPen("w", width=2), brush=None, symbol="o")
         self.selected_joint_item.setZValue(32)
-        self.vb.addItem(self.selected_joint_item)
+        self.vb.addItem(self.selected_joint_item, ignoreBounds=True)
 
         # the selected component's projected joints (H36M-17), dashed white
         self.component_item = pg.PlotDataItem(
@@ -149,7 +149,7 @@ class ImagePanel(pg.GraphicsLayoutWidget):
             symbol="x", symbolSize=7, symbolPen=pg.mkPen((255, 255, 255, 220)),
             symbolBrush=None)
         self.component_item.setZValue(25)
-        self.vb.addItem(self.component_item)
+        self.vb.addItem(self.component_item, ignoreBounds=True)
         self._h36m_bones = np.array(H36M17.bones)
 
         self.vb.clicked.connect(self._on_clicked)

@@ -74,11 +74,13 @@ def rgba_to_qimage(rgba: np.ndarray) -> QImage:
 
 class MainWindow(QMainWindow):
     """The poseviewer window. ``estimator_factory`` is called (once, in the worker thread)
-    to build the estimator; ``settings`` defaults to the user's QSettings."""
+    to build the estimator (default: the bundled model); ``settings`` defaults to the
+    user's QSettings; ``file_functions`` maps 'lift' / 'load' to the worker-side file jobs
+    (default: ``poseviewer.app.loaders``)."""
 
     def __init__(
         self,
-        estimator_factory: Callable[[], Any] = default_estimator_factory,
+        estimator_factory: Callable[[], Any] | None = None,
         settings: QSettings | None = None,
         file_functions: dict[str, Callable[[Any, Any], Any]] | None = None,
     ) -> None:
@@ -102,6 +104,8 @@ class MainWindow(QMainWindow):
         tb.addWidget(self.controls)
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb)
 
+        if estimator_factory is None:
+            estimator_factory = default_estimator_factory
         if file_functions is None:
             from poseviewer.app.loaders import FILE_FUNCTIONS as file_functions
         self.worker = WorkerController(estimator_factory, file_functions, parent=self)

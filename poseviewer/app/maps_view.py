@@ -85,6 +85,7 @@ class BeliefMapPanel(QWidget):
         self.boxes: list[_MapBox] = []
         self.images: list[pg.ImageItem] = []
         self.titles: list[pg.LabelItem] = []
+        self.values: list[pg.TextItem] = []  # confidence, drawn inside each map
         for j in range(CPM14.num_joints):
             r, c = divmod(j, self.COLUMNS)
             cell = self.glw.addLayout(row=r, col=c)
@@ -94,11 +95,17 @@ class BeliefMapPanel(QWidget):
             img = pg.ImageItem(axisOrder="row-major")
             img.setLookupTable(lut)
             vb.addItem(img)
+            val = pg.TextItem("", color=(230, 230, 230), anchor=(0, 0))
+            val.setZValue(10)
+            vb.addItem(val, ignoreBounds=True)
             vb.clicked.connect(self._on_map_clicked)
+            self.values.append(val)
             self.boxes.append(vb)
             self.images.append(img)
             self.titles.append(title)
         self._levels = (0.0, 1.0)
+        self._title_state: dict[int, tuple[str, str]] = {}
+        self._grid: tuple[int, int] = (0, 0)
         self._selected_pen = pg.mkPen((255, 255, 0), width=3)
         state.changed.connect(self.on_state_changed)
         self._sync_kind_buttons()
@@ -152,22 +159,31 @@ class BeliefMapPanel(QWidget):
         for j, img in enumerate(self.images):
             img.setImage(maps[j], autoLevels=False, levels=self._levels)
         h, w = maps.shape[1:]
-        for vb in self.boxes:
-            vb.setRange(xRange=(0, w), yRange=(0, h), padding=0.0)
+        if (h, w) != self._grid:
+            self._grid = (h, w)
+            for vb in self.boxes:
+                vb.setRange(xRange=(0, w), yRange=(0, h), padding=0.0)
         self.info.setText(f"{MAP_KIND_LABELS[self.state.map_kind]} maps of stage "
                           f"{self.state.stage + 1}: {w}x{h} grid, shared colour scale "
                           f"0..{hi:.2f}; click a map to select its joint")
 
     def _draw_titles(self) -> None:
+        # titles change only with the selection / visibility (a LabelItem text change
+        # re-lays out the whole grid); the confidence is a TextItem inside each map
         s = self.state.stage_result
-        for j, (title, vb) in enumerate(zip(self.titles, self.boxes, strict=True)):
-            text = joint_label(j)
-            if s is not None:
-                conf = float(s.confidence[j])
-                text += f" {conf:.2f}" + ("" if bool(s.visible[j]) else " (hidden)")
+        for j, (title, vb, val) in enumerate(
+                zip(self.titles, self.boxes, self.values, strict=True)):
+            hidden = s is not None and not bool(s.visible[j])
             selected = j == self.state.joint
-            title.setText(text, color="#ff0" if selected else "#ddd", size="8pt")
-            vb.setBorder(self._selected_pen if selected else None)
+            text = joint_label(j) + (" (hidden)" if hidden else "")
+            colour = "#ff0" if selected else ("#888" if hidden else "#ddd")
+            if (text, colour) != self._title_state.get(j):
+                title.setText(text, color=colour, size="8pt")
+                self._title_state[j] = (text, colour)
+                vb.setBorder(self._selected_pen if selected else None)
+            conf = "" if s is None else f"{float(s.confidence[j]):.2f}"
+            if conf != val.textItem.toPlainText():
+                val.setText(conf)
 
     def map_data(self, j: int) -> np.ndarray | None:
         """The array map ``j`` currently shows (for tests)."""

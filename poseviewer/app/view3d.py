@@ -69,6 +69,7 @@ class Pose3DPanel(QWidget):
         self.reset_button.clicked.connect(self.reset_view)
         bar.addWidget(self.reset_button)
         self.summary = QLabel("")
+        self.summary.setWordWrap(True)
         self.summary.setObjectName("view3d_summary")
         bar.addWidget(self.summary, 1)
         lay.addLayout(bar)
@@ -105,6 +106,7 @@ class Pose3DPanel(QWidget):
         self.shown_bones = np.zeros((0, 3))
         self.shown_ghosts = np.zeros((0, 3))
         self.shown_labels: list[str] = []
+        self._tags: list[str] = []
         self._clear()
         state.changed.connect(self.on_state_changed)
 
@@ -170,16 +172,20 @@ class Pose3DPanel(QWidget):
             grgba[:, 3] = 0.22
             self.ghosts.set_data(pos=gseg, color=grgba, connect="segments")
             self.ghosts.visible = True
-            labels = [f"#{c + 1} score {scores[c]:.3g}" + (" (best)" if c == best else "")
-                      for c in others]
+            # in the scene: a short tag at each ghost's head (re-laying out text with
+            # changing digits costs ~20 ms per redraw); the scores go in the legend below
+            tags = [f"#{c + 1}" for c in others]
             head = H36M17.index("head")
-            pos = np.array([centred[c][head] + (0.08, 0.0, 0.10 + 0.09 * i)
+            pos = np.array([centred[c][head] + (0.06, 0.0, 0.08 + 0.08 * i)
                             for i, c in enumerate(others)], dtype=np.float32)
-            self.ghost_labels.text = labels
+            if tags != self._tags:
+                self.ghost_labels.text = tags
+                self._tags = tags
             self.ghost_labels.pos = pos
             self.ghost_labels.visible = True
             self.shown_ghosts = gseg
-            self.shown_labels = labels
+            self.shown_labels = [f"#{c + 1} score {scores[c]:.4g}"
+                                 + (" (best)" if c == best else "") for c in others]
         else:
             self.ghosts.visible = False
             self.ghost_labels.visible = False
@@ -197,8 +203,9 @@ class Pose3DPanel(QWidget):
             self.selected.visible = True
 
         tag = " (best)" if k == best else ""
-        self.summary.setText(f"component #{k + 1}{tag}, score {scores[k]:.4g}; "
-                             "each pose centred for display")
+        ghosts = "; ghosts: " + ", ".join(self.shown_labels) if self.shown_labels else ""
+        self.summary.setText(f"solid: #{k + 1}{tag}, score {scores[k]:.4g}{ghosts} "
+                             "(lower is better; each pose centred for display)")
         note = ""
         if far:
             parts = [f"#{c + 1} is {np.linalg.norm(cen):.1f} m away" for c, cen in far]
