@@ -115,6 +115,6 @@ def load_image(source: str | os.PathLike[str] | np.ndarray, max_pixels: int = MA
         rgb = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
         scale = nw / w
         messages.append(f"image downscaled from {w}x{h} to {nw}x{nh} "
-                        f"(above {max_pixels / 1e6:.0f} megapixels)")
+                        f"(above {max_pixels / 1e6:g} megapixels)")
     return LoadedImage(rgb=rgb, path=path, messages=messages, scale=scale,
                        original_size=(w, h))

@@ -109,6 +109,7 @@ def test_huge_image_is_downscaled_with_a_message():
     h, w = loaded.rgb.shape[:2]
     assert h * w <= 30_000 and abs(w / h - 0.75) < 0.01
     assert "downscaled from 300x400" in loaded.messages[0]
+    assert "above 0.03 megapixels" in loaded.messages[0]
 
 
 # ---- preprocessing -----------------------------------------------------------------------------
