@@ -286,19 +286,3 @@ def report_markdown(result: EvalResult, sources: Mapping[str, object] | None = N
     secs = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
     lines += ["", f"Lifting time in this run: {secs}."]
     return "\n".join(lines)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and os.replace."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from poseviewer.atomic import atomic_write_bytes
 from poseviewer.cnn.config import CPMConfig
 from poseviewer.cnn.lifting_cpm import LiftingCPM
 
@@ -26,7 +26,7 @@ def save_cpm(model: LiftingCPM, path: str | os.PathLike[str],
 
     ``metadata`` values are stored as JSON strings next to 'config' and 'format'.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
@@ -34,15 +34,7 @@ def save_cpm(model: LiftingCPM, path: str | os.PathLike[str],
     meta["format"] = FORMAT
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
 def read_cpm_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -69,6 +69,7 @@ def default_models() -> dict[str, Path]:
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print tables, optionally save plot and Markdown. Returns an exit code."""
     from poseviewer import eval3d
+    from poseviewer.atomic import atomic_write_text
 
     try:
         if args.model:
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     text = eval3d.report_markdown(result, specs)
     print(text)
     if args.markdown:
-        eval3d.write_text_atomic(args.markdown, text + "\n")
+        atomic_write_text(args.markdown, text + "\n")
     if args.plot:
         eval3d.plot(result, args.plot)
         print(f"saved plot {args.plot}")

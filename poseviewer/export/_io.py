@@ -1,16 +1,18 @@
-"""Shared plumbing of the exporters: atomic writes, errors, and the result as plain arrays."""
+"""Shared plumbing of the exporters: errors and the result as plain arrays (the atomic
+writers live in :mod:`poseviewer.atomic` and are re-exported here)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
+from poseviewer.atomic import (  # noqa: F401  (re-exported for the exporters)
+    AtomicWriteError,
+    atomic_open,
+    atomic_write_text,
+    atomic_write_with,
+)
 from poseviewer.result import EstimateResult, StageResult
 
 #: The lifting's scale cap (lifting spec, step 3): a component whose scale sits exactly here
@@ -18,71 +20,12 @@ from poseviewer.result import EstimateResult, StageResult
 SCALE_CAP = -0.001
 
 
-class ExportError(OSError):
-    """A file could not be written (folder missing, not a folder, no permission, disk full)."""
+#: A file could not be written; the message names the path and the reason (an OSError).
+ExportError = AtomicWriteError
 
 
 class ImportFormatError(ValueError):
     """A file to import is not in a format we understand, or its content is inconsistent."""
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return "the folder does not exist"
-    if isinstance(exc, NotADirectoryError):
-        return "a part of the path is a file, not a folder"
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    if isinstance(exc, IsADirectoryError):
-        return "the path is a folder"
-    return exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
-
-
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
-    """Open a temp file beside ``path`` for writing; on success it replaces ``path`` atomically.
-
-    On any error the temp file is removed and ``path`` is left as it was. OS errors come out
-    as :class:`ExportError` naming the path and the reason.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise ExportError(f"cannot write {path}: the path is a folder")
-    binary = "b" in mode
-    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        # 0o666 minus the umask, like any new file (mkstemp would give 0o600)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                     0o666)
-    except OSError as exc:
-        raise ExportError(f"cannot write {path}: {_describe(exc)}") from exc
-    try:
-        kwargs: dict[str, Any] = {} if binary else {"encoding": "utf-8", "newline": ""}
-        with os.fdopen(fd, "wb" if binary else "w", **kwargs) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and not isinstance(exc, ExportError):
-            raise ExportError(f"cannot write {path}: {_describe(exc)}") from exc
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically; returns the path."""
-    with atomic_open(path, "w") as fh:
-        fh.write(text)
-    return Path(path)
-
-
-def atomic_write_with(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(binary_file)`` on a temp file that then atomically replaces ``path``."""
-    with atomic_open(path, "wb") as fh:
-        write(fh)
-    return Path(path)
 
 
 def fit_arrays(stage: StageResult) -> dict[str, np.ndarray] | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from poseviewer.atomic import atomic_write_bytes
 from poseviewer.lifting import solve
 from poseviewer.lifting.result import ComponentFits, LiftResult
 from poseviewer.skeleton import CPM14, CPM_TO_H36M_SLOTS, CPM_TO_H36M_SOURCES, H36M17
@@ -209,15 +209,7 @@ class PoseModel3D:
                     "meta": json.dumps(self.meta, default=str)}
         data = save(tensors, metadata=metadata)
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return p
+        return atomic_write_bytes(p, data)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PoseModel3D:
