@@ -9,7 +9,9 @@ People come from user ``boxes``; else PersonNet (when its weights are loaded); e
 ``poseviewer.detect.find_people`` when that module exists; else the whole image. Each person
 is cropped, all crops run through the CNN as one batch (per-stage lifting and fusion inside
 the network when it has fusion and a 3D model), and everything is copied into an
-``EstimateResult`` (numpy, image pixels). ``on_stage(person_index, stage_index, num_stages)``
+``EstimateResult`` (numpy, original image pixels: an image above ``max_pixels`` is analysed
+as a downscaled copy, user boxes are given in original pixels and every output coordinate
+is mapped back, with a message). ``on_stage(person_index, stage_index, num_stages)``
 is called after every stage for every person; ``cancel`` (a ``CancelToken`` or a callable)
 stops the run between stages with ``Cancelled``.
 """
@@ -117,6 +119,7 @@ class _Person:
         self.crop: np.ndarray | None = None
         self.crop_to_image: np.ndarray | None = None
         self.release_centre: tuple[int, int, float] | None = None  # xc, yc, scale
+        self.given_box: np.ndarray | None = None  # a user box as given (original pixels)
 
 
 class Estimator:
@@ -177,7 +180,9 @@ class Estimator:
         return cls.load(None, None, device=device, **kwargs)
 
     # ---- people ------------------------------------------------------------------------------
-    def _user_people(self, boxes: Any, w: int, h: int) -> list[_Person]:
+    def _user_people(self, boxes: Any, w: int, h: int, scale: float = 1.0) -> list[_Person]:
+        """People from user boxes given in original image pixels (``w`` x ``h``); the
+        returned boxes and centres are in the analysed image (original times ``scale``)."""
         arr = np.asarray(boxes, dtype=np.float64)
         if arr.size == 0:
             return []
@@ -190,7 +195,11 @@ class Estimator:
         for b in arr:
             if b[2] <= b[0] or b[3] <= b[1]:
                 raise ValueError(f"box {b.tolist()} is empty (need x1 > x0 and y1 > y0)")
-            people.append(_Person(b, (b[:2] + b[2:]) / 2, "user"))
+            if b[2] <= 0 or b[3] <= 0 or b[0] >= w or b[1] >= h:
+                raise ValueError(f"box {b.tolist()} lies wholly outside the {w}x{h} image")
+            p = _Person(b * scale, (b[:2] + b[2:]) / 2 * scale, "user")
+            p.given_box = b
+            people.append(p)
         return people
 
     def _personnet_people(self, rgb: np.ndarray) -> list[_Person]:
@@ -266,13 +275,18 @@ class Estimator:
         loaded = load_image(image, self.max_pixels)
         rgb = loaded.rgb
         h, w = rgb.shape[:2]
+        ow, oh = loaded.original_size
+        k = loaded.scale  # analysed / original pixels
         messages = list(loaded.messages)
+        if (w, h) != (ow, oh):
+            messages.append("the analysis ran on the downscaled copy; joints and boxes are "
+                            "reported in original image pixels")
         timings["load"] = time.perf_counter() - t0
         check_cancel(cancel)
 
         t0 = time.perf_counter()
         if boxes is not None:
-            people = self._user_people(boxes, w, h)
+            people = self._user_people(boxes, ow, oh, k)
             if not people:
                 messages.append("no person boxes given")
         elif self.person_model is not None:
@@ -290,7 +304,7 @@ class Estimator:
                 people = [self._whole_image(w, h)]
         timings["detect"] = time.perf_counter() - t0
         cfg = self.model.config
-        result = EstimateResult(image_size=(w, h), persons=[], timings=timings,
+        result = EstimateResult(image_size=(ow, oh), persons=[], timings=timings,
                                 model=self._model_info(), device=str(self.device),
                                 image_path=loaded.path, messages=messages)
         if not people:
@@ -299,6 +313,15 @@ class Estimator:
 
         t0 = time.perf_counter()
         crops = self._prepare(rgb, people)
+        if (w, h) != (ow, oh):  # report in original pixels: analysed -> original
+            for p in people:
+                p.crop_to_image = p.crop_to_image / k
+                p.box, p.centre = p.box / k, p.centre / k
+        for p in people:
+            if p.given_box is not None:
+                p.box, p.centre = p.given_box, (p.given_box[:2] + p.given_box[2:]) / 2
+            elif p.source == "whole-image":
+                p.box, p.centre = np.array([0.0, 0.0, ow, oh]), np.array([ow / 2, oh / 2])
         x = torch.from_numpy(crops).permute(0, 3, 1, 2).to(self.device)
         x = x.contiguous(memory_format=torch.channels_last)
         timings["preprocess"] = time.perf_counter() - t0

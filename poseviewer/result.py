@@ -84,7 +84,8 @@ class EstimateResult:
     """Everything one ``Estimator.estimate`` call produced for one image."""
 
     image_size: tuple[int, int]
-    """(width, height) of the image as analysed (after EXIF rotation)."""
+    """(width, height) of the original image (after EXIF rotation); every coordinate is in
+    these pixels, even when the analysis ran on a downscaled copy (see ``messages``)."""
     persons: list[PersonResult]
     timings: dict[str, float]
     """Seconds per phase: 'preprocess', 'detect', 'cnn', 'lift', 'fusion', 'total', ..."""

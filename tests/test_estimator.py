@@ -218,6 +218,43 @@ def test_user_boxes_are_cropped_at_their_scale():
         est.estimate(_photo(), boxes=[[10, 10, 5, 50]])
 
 
+def test_boxes_wholly_outside_the_image_are_refused():
+    est = _estimator()
+    for box in ([100, 10, 140, 50], [-50, -50, 0, 30], [10, 120, 40, 160]):
+        with pytest.raises(ValueError, match="outside the 90x120 image"):
+            est.estimate(_photo(), boxes=[box])
+    # partly outside is fine
+    assert len(est.estimate(_photo(), boxes=[[-20, -20, 40, 50]]).persons) == 1
+
+
+def test_downscaled_image_results_are_in_original_pixels(monkeypatch):
+    """An image above max_pixels is analysed as a downscaled copy; boxes are given and
+    results reported in original pixels. The expected joints come from running the same
+    network on the downscaled copy (in its pixels) and scaling by the size ratio."""
+    img = _photo(200, 200, seed=2)
+    box = [100.0, 100.0, 200.0, 200.0]
+    est = _estimator(max_pixels=10_000)
+    r = est.estimate(img, boxes=[box])
+    assert r.image_size == (200, 200)
+    assert any("downscaled from 200x200 to 100x100" in m for m in r.messages)
+    assert any("original image pixels" in m for m in r.messages)
+    p = r.persons[0]
+    assert np.array_equal(p.box, box) and np.allclose(p.centre, [150, 150])
+    small = cv2.resize(img, (100, 100), interpolation=cv2.INTER_AREA)
+    ref = _estimator().estimate(small, boxes=[[50, 50, 100, 100]]).persons[0]
+    assert np.allclose(p.map_to_image, 2 * ref.map_to_image)
+    for s, sr in zip(p.stages, ref.stages, strict=True):
+        assert np.allclose(s.cnn_maps, sr.cnn_maps, atol=1e-6)
+        assert np.allclose(s.joints_2d, 2 * sr.joints_2d)
+    # the joints lie inside the box's crop in original pixels
+    crop = p.map_to_image @ np.array([[0, 0, 1], [16, 16, 1]]).T
+    assert (p.final.joints_2d >= crop[:, 0] - 1e-9).all()
+    assert (p.final.joints_2d <= crop[:, 1] + 1e-9).all()
+    monkeypatch.setattr(Estimator, "_detector_people", staticmethod(lambda rgb: None))
+    whole = est.estimate(img).persons[0]
+    assert whole.source == "whole-image" and np.array_equal(whole.box, [0, 0, 200, 200])
+
+
 def test_no_person_found_is_a_result_not_an_error():
     est = _estimator()
     r = est.estimate(_photo(), boxes=[])
