@@ -87,9 +87,10 @@ def _affine_points(m: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return np.asarray(xy, dtype=np.float64) @ m[:, :2].T + m[:, 2]
 
 
-def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """2x3 affine of x -> a(b(x))."""
-    return (np.vstack([a, [0, 0, 1]]) @ np.vstack([b, [0, 0, 1]]))[:2]
+def _affine_batch(m: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """(P, 2, 3) affines applied to (P, K, 2) points, one affine per person."""
+    xy = np.asarray(xy, dtype=np.float64)
+    return np.einsum("pij,pkj->pki", m[:, :, :2], xy) + m[:, None, :, 2]
 
 
 def _fit_to_image(fit: Any, m: np.ndarray | None) -> Any:
@@ -345,8 +346,9 @@ class Estimator:
         t0 = time.perf_counter()
         stride = cfg.stride
         J = cfg.num_joints
-        map_to_image = [_compose(p.crop_to_image, np.diag([stride, stride, 1.0])[:2])
-                        for p in people]
+        crop_to_image = np.stack([p.crop_to_image for p in people])
+        map_to_image = crop_to_image.copy()  # crop_to_image o (map xy -> crop xy = stride xy)
+        map_to_image[:, :, :2] *= stride
         persons = [PersonResult(box=p.box, centre=p.centre, source=p.source,
                                 map_to_image=map_to_image[i], score=p.score)
                    for i, p in enumerate(people)]
@@ -356,12 +358,11 @@ class Estimator:
             if cfg.joint_reading == "release":
                 xy, conf = read_joints_release(cnn, cfg.input_size)
                 xy = xy.cpu().numpy().astype(np.float64)
-                img_xy = np.stack([np.round(_affine_points(p.crop_to_image, xy[i]))
-                                   for i, p in enumerate(people)])
+                img_xy = np.round(_affine_batch(crop_to_image, xy))
             else:
                 xy = s.joints.float().cpu().numpy().astype(np.float64)
                 conf = s.confidence
-                img_xy = np.stack([_affine_points(map_to_image[i], xy[i]) for i in range(n)])
+                img_xy = _affine_batch(map_to_image, xy)
             conf = conf.float().cpu().numpy().astype(np.float64)
             stage_joints.append((img_xy, conf, conf > cfg.visibility_threshold))
         timings["read"] = time.perf_counter() - t0
