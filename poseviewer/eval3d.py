@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from poseviewer.metrics import p_mpjpe, scaled_mpjpe
-from poseviewer.skeleton import CPM_TO_H36M_SLOTS, CPM_TO_H36M_SOURCES, H36M17
+from poseviewer.skeleton import H36M17, h36m_to_cpm
 
 METRICS = ("P-MPJPE", "S-MPJPE")
 
@@ -73,14 +73,6 @@ class EvalResult:
         out["Average"] = float(np.mean([out[a] for a in self.action_names()]))
         out["All poses"] = float(err.mean())
         return out
-
-
-def h36m_to_cpm(poses: np.ndarray) -> np.ndarray:
-    """(..., 17, D) H36M-17 -> (..., 14, D) CPM-14 (inverse of ``skeleton.cpm_to_h36m``)."""
-    poses = np.asarray(poses)
-    out = np.empty(poses.shape[:-2] + (14,) + poses.shape[-1:], dtype=poses.dtype)
-    out[..., CPM_TO_H36M_SOURCES, :] = poses[..., CPM_TO_H36M_SLOTS, :]
-    return out
 
 
 def camera_frame(poses: np.ndarray, yaw: np.ndarray) -> np.ndarray:

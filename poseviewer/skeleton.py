@@ -16,6 +16,7 @@ Joint sets
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -192,6 +193,31 @@ def cpm_to_h36m(x: np.ndarray, fill: float = 0.0) -> np.ndarray:
     out = np.full(x.shape[:-2] + (17,) + x.shape[-1:], fill, dtype=x.dtype)
     out[..., CPM_TO_H36M_SLOTS, :] = x[..., CPM_TO_H36M_SOURCES, :]
     return out
+
+
+#: CPM-14 -> H36M-17 slot of every CPM joint: ``CPM_TO_H36M[c]`` is the H36M joint that CPM
+#: joint ``c`` is observed as (every CPM joint has one), so ``h36m[..., CPM_TO_H36M, :]``
+#: reads the CPM joints back out of H36M-17 poses.
+CPM_TO_H36M = np.empty(14, dtype=np.int64)
+CPM_TO_H36M[CPM_TO_H36M_SOURCES] = CPM_TO_H36M_SLOTS
+
+
+def h36m_to_cpm(x: Any) -> Any:
+    """H36M-17 values (..., 17, D) -> CPM-14 (..., 14, D): the inverse of :func:`cpm_to_h36m`.
+
+    Works on numpy arrays and torch tensors (returns the same kind, on the same device).
+    """
+    if hasattr(x, "index_select"):  # a torch tensor (torch is imported only then)
+        import torch
+
+        if x.dim() < 2 or x.shape[-2] != 17:
+            raise ValueError(f"h36m_to_cpm: expected (..., 17, D), got {tuple(x.shape)}")
+        idx = torch.as_tensor(CPM_TO_H36M, device=x.device)
+        return x.index_select(x.dim() - 2, idx)
+    x = np.asarray(x)
+    if x.ndim < 2 or x.shape[-2] != 17:
+        raise ValueError(f"h36m_to_cpm: expected (..., 17, D), got {x.shape}")
+    return x[..., CPM_TO_H36M, :]
 
 
 SKELETONS: dict[str, Skeleton] = {s.name: s for s in (CPM14, H36M17, LSP14, COCO17)}

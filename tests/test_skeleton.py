@@ -27,6 +27,30 @@ def test_cpm_to_h36m_places_values() -> None:
     np.testing.assert_array_equal(out[0, 16], x[0, 4])  # right wrist
 
 
+def test_h36m_to_cpm_inverts_cpm_to_h36m() -> None:
+    import torch
+
+    # by name: every CPM joint reads the H36M joint of the same name (neck = thorax,
+    # head_top = head)
+    renamed = {"neck": "thorax", "head_top": "head"}
+    h36m = np.arange(17 * 3, dtype=float).reshape(17, 3)
+    cpm = sk.h36m_to_cpm(h36m)
+    assert cpm.shape == (14, 3)
+    for c, name in enumerate(sk.CPM14.joints):
+        np.testing.assert_array_equal(cpm[c], h36m[sk.H36M17.index(renamed.get(name, name))])
+    x = np.random.default_rng(0).normal(size=(4, 2, 14, 2))
+    np.testing.assert_array_equal(sk.h36m_to_cpm(sk.cpm_to_h36m(x)), x)
+    # torch in, torch out (same dtype), same values as numpy
+    t = torch.as_tensor(sk.cpm_to_h36m(x), dtype=torch.float32)
+    out = sk.h36m_to_cpm(t)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+    np.testing.assert_allclose(out.numpy(), x.astype(np.float32))
+    with pytest.raises(ValueError, match="17"):
+        sk.h36m_to_cpm(np.zeros((14, 2)))
+    with pytest.raises(ValueError, match="17"):
+        sk.h36m_to_cpm(torch.zeros(14, 2))
+
+
 def test_lsp_to_cpm_by_name() -> None:
     lsp = np.arange(14)
     cpm = lsp[sk.LSP_TO_CPM]

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from poseviewer.cnn.cancel import check_cancel
 from poseviewer.cnn.config import CPMConfig
 from poseviewer.cnn.ops import avg_pool_same, centre_map, gaussian_maps, logit, read_joints_grid
-from poseviewer.skeleton import CPM_TO_H36M_SLOTS, CPM_TO_H36M_SOURCES
+from poseviewer.skeleton import h36m_to_cpm
 
 StageCallback = Callable[[int, int], None]
 
@@ -173,9 +173,7 @@ class LiftingCPM(nn.Module):
                 visible.sum(-1).to(b.device) >= cfg.fusion.min_visible)
             # maps are drawn in float32 even under bf16 autocast (positions stay exact)
             proj17 = torch.as_tensor(fit.joints_2d).to(device=b.device, dtype=torch.float32)
-            proj = torch.empty(b.shape[0], J, 2, dtype=torch.float32, device=b.device)
-            proj[:, torch.as_tensor(CPM_TO_H36M_SOURCES)] = proj17[
-                :, torch.as_tensor(CPM_TO_H36M_SLOTS)]
+            proj = h36m_to_cpm(proj17)  # (N, 14, 2)
         t1 = time.perf_counter()
         with torch.no_grad():
             bhat = gaussian_maps(proj, b.shape[-2], b.shape[-1], cfg.fusion.sigma)
