@@ -9,6 +9,11 @@ from scipy.linalg import subspace_angles
 from poseviewer import train3d as T
 from poseviewer.skeleton import H36M17
 
+HEAD, R_ANKLE, L_ANKLE = (H36M17.index(n) for n in ("head", "right_ankle", "left_ankle"))
+R_HIP, L_HIP = H36M17.index("right_hip"), H36M17.index("left_hip")
+R_SHOULDER, L_SHOULDER = H36M17.index("right_shoulder"), H36M17.index("left_shoulder")
+L_ELBOW, L_WRIST, R_KNEE = (H36M17.index(n) for n in ("left_elbow", "left_wrist", "right_knee"))
+
 # A hand-made standing skeleton (mm, z up, facing +y, person's right at +x), H36M-17 order.
 _STAND = np.array([
     [0, 0, 1000], [130, 0, 1000], [130, 0, 550], [130, 0, 100],
@@ -23,8 +28,8 @@ def _random_poses(n: int, seed: int = 0, yaw: bool = True) -> np.ndarray:
     """Plausible poses: the skeleton with smooth random limb offsets, yaw and translation."""
     rng = np.random.default_rng(seed)
     p = _STAND[None] + rng.normal(scale=40.0, size=(n, 17, 3))
-    p[:, [12, 13], 1] += rng.normal(scale=200.0, size=(n, 1))  # left arm swings forward
-    p[:, [2, 3], 1] += rng.normal(scale=150.0, size=(n, 1))  # right leg steps
+    p[:, [L_ELBOW, L_WRIST], 1] += rng.normal(scale=200.0, size=(n, 1))  # left arm swings
+    p[:, [R_KNEE, R_ANKLE], 1] += rng.normal(scale=150.0, size=(n, 1))  # right leg steps
     if yaw:
         p = T.rotate_z(p, rng.uniform(0, 2 * np.pi, n))
     return p + np.concatenate([rng.normal(scale=500, size=(n, 1, 2)), np.zeros((n, 1, 1))], 2)
@@ -90,10 +95,10 @@ def test_canonicalise_removes_yaw_and_translation() -> None:
     # zero joint mean, metric scale kept, right side +x, facing +y
     np.testing.assert_allclose(canon.mean(axis=1), 0.0, atol=1e-9)
     np.testing.assert_allclose(
-        np.linalg.norm(canon[:, 10] - canon[:, 3], axis=-1),
-        np.linalg.norm(p[:, 10] - p[:, 3], axis=-1),
+        np.linalg.norm(canon[:, HEAD] - canon[:, R_ANKLE], axis=-1),
+        np.linalg.norm(p[:, HEAD] - p[:, R_ANKLE], axis=-1),
     )
-    right = canon[:, 1] - canon[:, 4] + canon[:, 14] - canon[:, 11]
+    right = canon[:, R_HIP] - canon[:, L_HIP] + canon[:, R_SHOULDER] - canon[:, L_SHOULDER]
     np.testing.assert_allclose(right[:, 1], 0.0, atol=1e-9)
     assert (right[:, 0] > 0).all()
     facing = np.cross([0.0, 0.0, 1.0], right)
@@ -103,7 +108,8 @@ def test_canonicalise_removes_yaw_and_translation() -> None:
 def test_mirror_swaps_sides_and_keeps_canonical() -> None:
     canon = T.canonicalise(_random_poses(10, seed=5))
     m = T.mirror(canon)
-    np.testing.assert_allclose(m[:, 1, 0], -canon[:, 4, 0])  # new right hip = old left hip
+    # new right hip = old left hip
+    np.testing.assert_allclose(m[:, R_HIP, 0], -canon[:, L_HIP, 0])
     np.testing.assert_allclose(T.canonicalise(m), m, atol=1e-9)
     np.testing.assert_allclose(T.mirror(m), canon)
 
@@ -140,8 +146,8 @@ def test_train_pose_model_parameters() -> None:
     mirrored = overall[:, perm] * np.array([-1.0, 1, 1])[:, None]
     np.testing.assert_allclose(mirrored, overall, atol=1e-6)
     # the means stand upright, about the skeleton's height, facing +y (right hip at +x)
-    assert (mu[:, 2, 10] - mu[:, 2, 3] > 1400).all()
-    assert (mu[:, 0, 1] > 0).all()
+    assert (mu[:, 2, HEAD] - mu[:, 2, R_ANKLE] > 1400).all()
+    assert (mu[:, 0, R_HIP] > 0).all()
     assert rep.meta["n_poses"] == 1500 and rep.meta["n_training_vectors"] == 3000
     # basis signs are fixed by a reference direction (mirror-symmetric vectors tie on
     # their largest entries, so "largest entry positive" would be arbitrary)
@@ -165,7 +171,7 @@ def test_degenerate_inputs() -> None:
     with pytest.raises(T.TrainingError, match="too few poses"):
         T.train_pose_model(_random_poses(20), progress=False)
     bad = _random_poses(500)
-    bad[7, 3, 1] = np.nan
+    bad[7, R_ANKLE, 1] = np.nan
     with pytest.raises(T.TrainingError, match="NaN"):
         T.train_pose_model(bad, progress=False)
     const = np.repeat(_STAND[None], 500, axis=0)
@@ -174,7 +180,8 @@ def test_degenerate_inputs() -> None:
     with pytest.raises(T.TrainingError, match="shape"):
         T.train_pose_model(np.zeros((500, 14, 3)), progress=False)
     flat = _random_poses(500)
-    flat[:, [1, 4, 11, 14], :2] = 0.0  # no left-right extent: facing undefined
+    # no left-right extent: facing undefined
+    flat[:, [R_HIP, L_HIP, L_SHOULDER, R_SHOULDER], :2] = 0.0
     with pytest.raises(T.TrainingError, match="facing"):
         T.train_pose_model(flat, progress=False)
     with pytest.raises(T.TrainingError, match="basis"):

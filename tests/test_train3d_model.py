@@ -24,9 +24,11 @@ def test_shipped_model_loads_and_is_well_formed() -> None:
     mu, e, sigma = m.mu.numpy(), m.e.numpy(), m.sigma.numpy()
     assert mu.shape == (3, 3, 17) and e.shape == (3, 25, 3, 17) and sigma.shape == (3, 26)
     np.testing.assert_allclose(mu.sum(axis=-1), 0.0, atol=1e-6)  # zero joint-mean
-    height = mu[:, 2, 10] - mu[:, 2, [3, 6]].min(axis=1)  # head above the lower ankle
+    j = H36M17.index
+    # head above the lower ankle
+    height = mu[:, 2, j("head")] - mu[:, 2, [j("right_ankle"), j("left_ankle")]].min(axis=1)
     assert ((height > 800) & (height < 2000)).all(), height
-    assert (mu[:, 0, 1] > 0).all() and (mu[:, 0, 4] < 0).all()  # right hip at +x
+    assert (mu[:, 0, j("right_hip")] > 0).all() and (mu[:, 0, j("left_hip")] < 0).all()
     assert (np.diff(sigma[:, :25], axis=1) >= 0).all()  # variances sorted, decreasing
     assert m.meta["subjects"] == [1, 5, 6, 7, 8] and m.meta["n_components"] == 3
     assert "Human3.6M" in m.meta["licence"]
