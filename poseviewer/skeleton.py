@@ -44,11 +44,17 @@ class Skeleton:
 
     def __post_init__(self) -> None:
         n = len(self.joints)
-        assert len(set(self.joints)) == n, "joint names must be unique"
-        for a, b in self.bones:
-            assert 0 <= a < n and 0 <= b < n
-        for a, b in self.flip_pairs:
-            assert 0 <= a < n and 0 <= b < n
+        if len(set(self.joints)) != n:
+            dup = sorted({j for j in self.joints if self.joints.count(j) > 1})
+            raise ValueError(f"skeleton {self.name}: joint names must be unique, repeated: {dup}")
+        for what, pairs in (("bone", self.bones), ("flip pair", self.flip_pairs)):
+            for a, b in pairs:
+                if not (0 <= a < n and 0 <= b < n):
+                    raise ValueError(f"skeleton {self.name}: {what} ({a}, {b}) is outside "
+                                     f"the {n} joints")
+        for j in (*self.left, *self.right):
+            if not 0 <= j < n:
+                raise ValueError(f"skeleton {self.name}: side joint {j} is outside the {n} joints")
 
     @property
     def num_joints(self) -> int:

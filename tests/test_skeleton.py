@@ -85,3 +85,17 @@ def test_h36m_bones_form_a_tree_rooted_at_pelvis() -> None:
 def test_coco_mapping_covers_limbs() -> None:
     names = {sk.COCO17.joints[d] for d in sk.CPM_TO_COCO_DST}
     assert len(names) == 12 and "nose" not in names
+
+
+def test_bad_skeleton_raises_value_error() -> None:
+    """Validation is a ValueError (not an assert, which ``python -O`` drops)."""
+    ok = {"joints": ("a", "b"), "bones": ((0, 1),), "left": (), "right": ()}
+    sk.Skeleton("ok", **ok)
+    with pytest.raises(ValueError, match="unique.*'a'"):
+        sk.Skeleton("dup", **{**ok, "joints": ("a", "a")})
+    with pytest.raises(ValueError, match=r"bone \(0, 2\)"):
+        sk.Skeleton("bone", **{**ok, "bones": ((0, 2),)})
+    with pytest.raises(ValueError, match=r"flip pair \(-1, 1\)"):
+        sk.Skeleton("flip", **ok, flip_pairs=((-1, 1),))
+    with pytest.raises(ValueError, match="side joint 5"):
+        sk.Skeleton("side", **{**ok, "left": (5,)})
