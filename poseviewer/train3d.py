@@ -38,11 +38,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from poseviewer.skeleton import H36M17
+
+if TYPE_CHECKING:
+    from poseviewer.lifting import PoseModel3D
 
 J = H36M17.num_joints
 D = 3 * J
@@ -477,7 +480,7 @@ def train_pose_model(
     return TrainingReport(params, fit, info, time.perf_counter() - t0)
 
 
-def to_pose_model(report: TrainingReport):  # -> PoseModel3D
+def to_pose_model(report: TrainingReport) -> PoseModel3D:
     """Build a ``poseviewer.lifting.PoseModel3D`` from a training report."""
     from poseviewer.lifting import PoseModel3D
 

@@ -36,6 +36,7 @@ class CocoCollector:
         self.doc: dict[str, Any] | None = None
 
     def add(self, result: EstimateResult) -> None:
+        """Append the result's image and annotations, renumbering their ids."""
         d = coco_dict(result)
         if self.doc is None:
             self.doc = d
@@ -50,6 +51,7 @@ class CocoCollector:
         self.doc["images"] += d["images"]
 
     def write(self, path: Path) -> Path | None:
+        """Write the document atomically; returns the path, or None when nothing was added."""
         if self.doc is None:
             return None
         return atomic_write_text(path, json.dumps(self.doc, indent=1, allow_nan=False) + "\n")
@@ -67,15 +69,18 @@ class Report:
 
     def success(self, source: str, outputs: list[Path], persons: int,
                 messages: list[str]) -> None:
+        """Record a file that gave ``outputs`` (``persons`` people, the result's messages)."""
         self.ok.append({"input": source, "persons": persons,
                         "outputs": [str(p) for p in outputs], "messages": messages})
 
     def failure(self, source: str, exc: BaseException, write: Any = None) -> None:
+        """Record and print a failed file (``write``: the print function, default stderr)."""
         msg = f"{type(exc).__name__}: {exc}"
         self.failed.append({"input": source, "error": msg})
         (write or (lambda s: print(s, file=sys.stderr)))(f"FAILED {source}: {msg}")
 
     def finish(self, extra_outputs: list[Path] | None = None, interrupted: bool = False) -> Path:
+        """Write ``report.json``, print the summary and the failures; returns the path."""
         n = len(self.ok) + len(self.failed)
         doc = {
             "command": self.command,
