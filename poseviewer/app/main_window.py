@@ -13,6 +13,7 @@ import numpy as np
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QImage, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QDockWidget,
     QFileDialog,
     QLabel,
@@ -136,12 +137,16 @@ class MainWindow(QMainWindow):
         sb.addPermanentWidget(self.cancel_button)
 
         self.image_path: str | None = None
+        self._shut_down = False
         self.last_error: tuple[str, str] | None = None
         self._t_submit = 0.0
         self.first_result_seconds: float | None = None
         self._build_menus()
         self.image_panel.boxes_edited.connect(self.on_boxes_edited)
         self._restore_settings()
+        app = QApplication.instance()
+        if app is not None:  # quitting without closing the window still stops the worker
+            app.aboutToQuit.connect(self.shutdown)
 
     # ---- construction ----------------------------------------------------------------------
     def _dock(self, title: str, name: str, widget: QWidget, area) -> QDockWidget:
@@ -553,11 +558,17 @@ class MainWindow(QMainWindow):
         s.setValue("map_kind", self.state.map_kind)
         s.sync()
 
-    def closeEvent(self, ev) -> None:  # noqa: N802
+    @Slot()
+    def shutdown(self) -> None:
+        """Save the settings, cancel the running request, stop and wait for the worker."""
+        if self._shut_down:
+            return
+        self._shut_down = True
         self.save_settings()
-        ok = self.worker.shutdown()
-        if not ok:  # pragma: no cover (worker stuck in a stage longer than the timeout)
-            self.statusBar().showMessage("Waiting for the running stage to finish...")
+        self.worker.shutdown()
+
+    def closeEvent(self, ev) -> None:  # noqa: N802
+        self.shutdown()
         super().closeEvent(ev)
 
     def show_message_later(self, text: str) -> None:
