@@ -33,7 +33,7 @@ import torch
 
 from poseviewer.cnn.cancel import Cancelled, CancelToken, check_cancel
 from poseviewer.cnn.lifting_cpm import LiftingCPM
-from poseviewer.cnn.ops import legacy_resize, read_joints_release
+from poseviewer.cnn.ops import legacy_resize
 from poseviewer.cnn.preprocess import (
     crop_centred,
     find_person_centres,
@@ -354,16 +354,13 @@ class Estimator:
                    for i, p in enumerate(people)]
         stage_joints = []
         for s in out.stages:
-            cnn = s.cnn[:, :J].float()
-            if cfg.joint_reading == "release":
-                xy, conf = read_joints_release(cnn, cfg.input_size)
-                xy = xy.cpu().numpy().astype(np.float64)
-                img_xy = np.round(_affine_batch(crop_to_image, xy))
-            else:
-                xy = s.joints.float().cpu().numpy().astype(np.float64)
-                conf = s.confidence
-                img_xy = _affine_batch(map_to_image, xy)
-            conf = conf.float().cpu().numpy().astype(np.float64)
+            # the network read the joints (grid argmax, or the release reading / stride);
+            # the in-network lift used the same joints, so joints_2d and fit agree
+            xy = s.joints.float().cpu().numpy().astype(np.float64)
+            img_xy = _affine_batch(map_to_image, xy)
+            if cfg.joint_reading == "release":  # the release rounds image positions
+                img_xy = np.round(img_xy)
+            conf = s.confidence.float().cpu().numpy().astype(np.float64)
             stage_joints.append((img_xy, conf, conf > cfg.visibility_threshold))
         timings["read"] = time.perf_counter() - t0
 

@@ -416,6 +416,41 @@ def test_estimate_with_per_stage_lifting_and_fusion(pose_model):
         assert np.allclose(s.fused_maps, 0.5 * s.cnn_maps + 0.5 * s.projected_maps, atol=1e-6)
 
 
+def test_release_reading_with_fusion_lifts_the_reported_joints(pose_model, monkeypatch):
+    """joint_reading='release' + fusion: the in-network lift (fit, projected maps) uses the
+    joints and visibility the result reports (the release reading: confidence on the maps
+    resized to the crop), not the map-grid reading."""
+    monkeypatch.setattr(Estimator, "_detector_people", staticmethod(lambda rgb: None))
+    base = {**tiny_test(fusion=True).to_dict(), "box_fill": 1.0, "joint_reading": "release"}
+    img = _photo(64, 90, seed=3)  # height 64 = crop: scale 1, integral release centre
+
+    def run(threshold):
+        torch.manual_seed(5)
+        cfg = CPMConfig.from_dict({**base, "visibility_threshold": threshold})
+        return Estimator(LiftingCPM(cfg), pose_model, device="cpu").estimate(img).persons[0]
+
+    # a threshold between a joint's release and grid confidences, with >= 5 joints visible
+    s0 = run(-1e9).stages[0]
+    rel, grid = s0.confidence, s0.cnn_maps.mean(1).max(1)
+    cands = [t for t in (rel + grid) / 2 if (rel > t).sum() >= 5 and (rel > t).sum() < 14
+             and not np.array_equal(rel > t, grid > t)]
+    assert cands
+    thr = float(cands[0])
+    p = run(thr)
+    assert p.source == "whole-image" and bool(p.stages[0].fit.lifted[0])
+    grid_differs = False
+    for s in p.stages:
+        assert np.array_equal(s.visible, s.confidence > thr)
+        grid_conf = s.cnn_maps.mean(1).max(1)  # what the map-grid reading would use
+        grid_differs |= not np.array_equal(grid_conf > thr, s.visible)
+        if bool(s.fit.lifted[0]):
+            direct = pose_model.lift(torch.from_numpy(s.joints_2d[None]),
+                                     torch.from_numpy(s.visible[None])).numpy()
+            assert np.allclose(direct.pose_3d, s.fit.pose_3d, atol=1e-6)
+            assert np.allclose(direct.joints_2d, s.fit.joints_2d, atol=1e-6)
+    assert grid_differs  # the grid reading would have lifted other joints
+
+
 def test_post_hoc_lifting_when_the_network_does_not_fuse(pose_model):
     torch.manual_seed(4)
     est = Estimator(LiftingCPM(_all_visible(tiny_test(fusion=False))), pose_model,

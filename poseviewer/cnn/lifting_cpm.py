@@ -8,7 +8,11 @@ Per stage t (``forward``):
 2. Joints: integer argmax of each joint map of ``b_t`` (no gradient), xy on the map grid
    (map pixel (i, j) = (x=j, y=i); crop pixel p = map coordinate p * stride); confidence =
    max over columns of the mean over rows (the release's formula) on the map grid;
-   visible = confidence > ``visibility_threshold``.
+   visible = confidence > ``visibility_threshold``. With ``joint_reading='release'`` the
+   release's reading instead (maps legacy-resized to the crop, integer argmax there, the
+   same confidence formula on the resized maps), divided by the stride: map units, 1/stride
+   resolution. So the joints the Estimator reports, their visibility and the in-network
+   lift (fit, projected maps) all come from one reading.
 3. If fusion is on and a 3D model is attached: lift all people at once (the lifting is
    invariant to 2D translation and scale, so joints are lifted in map coordinates), take
    the best component's projection (H36M-17 -> CPM-14) and draw Gaussian maps ``bhat_t``
@@ -37,7 +41,14 @@ from torch import Tensor, nn
 
 from poseviewer.cnn.cancel import check_cancel
 from poseviewer.cnn.config import CPMConfig
-from poseviewer.cnn.ops import avg_pool_same, centre_map, gaussian_maps, logit, read_joints_grid
+from poseviewer.cnn.ops import (
+    avg_pool_same,
+    centre_map,
+    gaussian_maps,
+    logit,
+    read_joints_grid,
+    read_joints_release,
+)
 from poseviewer.skeleton import h36m_to_cpm
 
 StageCallback = Callable[[int, int], None]
@@ -54,9 +65,10 @@ class StageOutput:
     projected: Tensor | None = None
     """(B, C, h, w) bhat_t (constant), zeros for people not lifted; None without fusion."""
     joints: Tensor | None = None
-    """(B, J, 2) float xy on the map grid, argmax of b_t's joint maps."""
+    """(B, J, 2) float xy on the map grid: argmax of b_t's joint maps ('grid' reading) or
+    the release reading / stride ('release')."""
     confidence: Tensor | None = None
-    """(B, J) column-mean confidence of b_t's joint maps."""
+    """(B, J) column-mean confidence of b_t's joint maps (of the resized maps: 'release')."""
     visible: Tensor | None = None
     """(B, J) bool, confidence > visibility_threshold."""
     lift: Any = None
@@ -217,6 +229,10 @@ class LiftingCPM(nn.Module):
             raise ValueError(f"LiftingCPM expects (B, 3, H, W) images, got {tuple(images.shape)}")
         B = images.shape[0]
         fuse = self.fusion_active
+        size = images.shape[-1]
+        if cfg.joint_reading == "release" and (fuse or read_joints) and images.shape[-2] != size:
+            raise ValueError("joint_reading='release' needs square crops, got "
+                             f"{tuple(images.shape[-2:])}")
         check_cancel(cancel)
         t0 = time.perf_counter()
         feat = self.trunk(images)
@@ -249,7 +265,11 @@ class LiftingCPM(nn.Module):
             if fuse or read_joints:
                 with torch.no_grad():
                     jmaps = b[:, : cfg.num_joints].detach()
-                    out.joints, out.confidence = read_joints_grid(jmaps)
+                    if cfg.joint_reading == "release":
+                        xy, out.confidence = read_joints_release(jmaps.float(), size)
+                        out.joints = xy.float() / cfg.stride
+                    else:
+                        out.joints, out.confidence = read_joints_grid(jmaps)
                     out.visible = out.confidence > cfg.visibility_threshold
             if fuse:
                 out.fused = self._fuse(t, b, out)
