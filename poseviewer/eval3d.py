@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from poseviewer.atomic import atomic_write_with
 from poseviewer.metrics import p_mpjpe, scaled_mpjpe
 from poseviewer.skeleton import H36M17, h36m_to_cpm
 
@@ -246,11 +247,10 @@ def plot(result: EvalResult, path: str | Path) -> None:
     ax2.set_title("Robustness to hidden joints", fontsize=10)
     ax2.legend(fontsize=6, ncol=1)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        atomic_write_with(path, lambda f: fig.savefig(f, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def report_markdown(result: EvalResult, sources: Mapping[str, object] | None = None) -> str:

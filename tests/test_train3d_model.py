@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import scipy.io
@@ -132,3 +134,40 @@ def test_train_and_eval_commands(tmp_path, capsys) -> None:
     # errors: bad data
     rc = main(["train-3d", "--data", str(tmp_path / "missing.npz"), "-o", str(out)])
     assert rc == 2 and "not found" in capsys.readouterr().err
+
+
+def test_commands_report_unwritable_outputs(tmp_path, capsys) -> None:
+    """An output path that can't be written gives 'error: ...' naming it and exit 2,
+    not a traceback, and leaves no temp files."""
+    poses = _random_poses(300, seed=3)
+    data = tmp_path / "poses.npz"
+    np.savez(data, poses=poses, subject=np.full(300, 1), action=np.array(["Walk"] * 300))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    bad = blocker / "m.safetensors"
+    rc = main(["train-3d", "--data", str(data), "-o", str(bad), "--components", "1",
+               "--basis", "3", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("train-3d: error: cannot write the model") and \
+        str(blocker) in err, err
+    model = tmp_path / "m.safetensors"
+    assert main(["train-3d", "--data", str(data), "-o", str(model), "--components", "1",
+                 "--basis", "3", "--quiet"]) == 0
+    base = ["eval-3d", "--data", str(data), "--subjects", "1", "--stride", "30", "--hidden",
+            "0", "--projections", "orthographic", "--model", f"a={model}", "--quiet"]
+    for opt in ("--markdown", "--plot"):
+        target = tmp_path / "no_such_folder" / "out"
+        rc = main([*base, opt, str(target)])
+        err = capsys.readouterr().err
+        assert rc == 2 and "eval-3d: error: cannot write" in err and str(target) in err, err
+        assert "does not exist" in err
+    rc = main([*base[:-3], "--model", f"r={tmp_path / 'missing.safetensors'}", "--quiet"])
+    assert rc == 2 and "not found" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "m.safetensors",
+                                                          "poses.npz"]
+    # a .MAT suffix in capitals is the released format too (one model loader for all)
+    mat = tmp_path / "released.MAT"
+    shutil.copyfile(require_shared("reference", "lftd", "prob_model_params.mat"), mat)
+    rc = main([*base[:-3], "--model", f"r={mat}", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    assert "P-MPJPE r" in capsys.readouterr().out

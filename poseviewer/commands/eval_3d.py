@@ -44,16 +44,6 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(t) for t in text.split(",") if t.strip())
 
 
-def load_model(path: str | Path):
-    """A PoseModel3D from a released .mat or our safetensors file."""
-    from poseviewer.lifting import PoseModel3D
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"model file not found: {path}")
-    return PoseModel3D.from_mat(path) if path.suffix == ".mat" else PoseModel3D.load(path)
-
-
 def default_models() -> dict[str, Path]:
     """released (if ../shared has it) and ours (bundled)."""
     from poseviewer.paths import MODELS_DIR, shared_path
@@ -70,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate, print tables, optionally save plot and Markdown. Returns an exit code."""
     from poseviewer import eval3d
     from poseviewer.atomic import atomic_write_text
+    from poseviewer.cnn.weights import WeightsError
+    from poseviewer.estimator import load_pose_model
 
     try:
         if args.model:
@@ -81,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
                 specs[name] = Path(path)
         else:
             specs = default_models()
-        models = {name: load_model(p) for name, p in specs.items()}
+        models = {name: load_pose_model(p) for name, p in specs.items()}
         config = eval3d.EvalConfig(
             subjects=_ints(args.subjects), stride=args.stride, seed=args.seed,
             hidden=_ints(args.hidden),
@@ -91,14 +83,18 @@ def run(args: argparse.Namespace) -> int:
         poses, actions, subjects = eval3d.load_test_poses(args.data, config)
         result = eval3d.evaluate(models, poses, actions, subjects, config,
                                  progress=not args.quiet)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, WeightsError) as exc:
         print(f"eval-3d: error: {exc}", file=sys.stderr)
         return 2
     text = eval3d.report_markdown(result, specs)
     print(text)
-    if args.markdown:
-        atomic_write_text(args.markdown, text + "\n")
-    if args.plot:
-        eval3d.plot(result, args.plot)
-        print(f"saved plot {args.plot}")
+    try:
+        if args.markdown:
+            atomic_write_text(args.markdown, text + "\n")
+        if args.plot:
+            eval3d.plot(result, args.plot)
+            print(f"saved plot {args.plot}")
+    except OSError as exc:  # the atomic writer's message names the path and the reason
+        print(f"eval-3d: error: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -120,7 +120,11 @@ def run(args: argparse.Namespace) -> int:
     except (TrainingError, FileNotFoundError, ValueError) as exc:
         print(f"train-3d: error: {exc}", file=sys.stderr)
         return 2
-    model.save(args.output)  # atomic (temp file + os.replace)
+    try:
+        model.save(args.output)  # atomic (temp file + os.replace)
+    except OSError as exc:
+        print(f"train-3d: error: cannot write the model: {exc}", file=sys.stderr)
+        return 2
     fit = report.fit
     print(f"trained on {len(poses)} poses ({report.meta['n_training_vectors']} with mirrors) "
           f"from {Path(src).name}, subjects {subjects}")
