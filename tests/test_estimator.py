@@ -273,22 +273,52 @@ def test_no_person_found_is_a_result_not_an_error():
 
 
 def test_personnet_centres_drive_the_crops():
-    cfg = CPMConfig.from_dict({**release_personnet().to_dict(), "input_size": 32,
-                               "trunk": [["conv1_1", 1, 1], ["pool", 2, 0]],
-                               "stage1": [["c1", 1, 1]], "num_stages": 1})
-    person = LiftingCPM(cfg)
-    with torch.no_grad():  # output = input red channel (normalised) -> peak at the bright dot
-        person.layers["conv1_1"].weight.zero_()
-        person.layers["conv1_1"].weight[0, 0] = 1.0
-        person.layers["conv1_1"].bias.fill_(0.5)
-        person.layers["c1"].weight.fill_(1.0)
-        person.layers["c1"].bias.zero_()
+    person = _dot_personnet()  # output = input red channel -> peak at the bright dot
     img = np.zeros((64, 96, 3), np.uint8)
     img[30:34, 60:64] = 255
     est = _estimator(person_model=person)
     r = est.estimate(img)
     assert len(r.persons) == 1 and r.persons[0].source == "detector"
     assert np.abs(r.persons[0].centre - [61.5, 31.5]).max() <= 2.5
+
+
+def _dot_personnet() -> LiftingCPM:
+    """A tiny PersonNet whose map is the (normalised) red channel: a peak at a bright dot."""
+    cfg = CPMConfig.from_dict({**release_personnet().to_dict(), "input_size": 32,
+                               "trunk": [["conv1_1", 1, 1], ["pool", 2, 0]],
+                               "stage1": [["c1", 1, 1]], "num_stages": 1})
+    person = LiftingCPM(cfg)
+    with torch.no_grad():
+        person.layers["conv1_1"].weight.zero_()
+        person.layers["conv1_1"].weight[0, 0] = 1.0
+        person.layers["conv1_1"].bias.fill_(0.5)
+        person.layers["c1"].weight.fill_(1.0)
+        person.layers["c1"].bias.zero_()
+    return person
+
+
+def test_estimate_command_person_weights_and_bf16(tmp_path):
+    """``poseviewer estimate --person-weights PATH --bf16`` loads PersonNet and runs bf16."""
+    import json
+
+    from poseviewer.cli import main
+
+    torch.manual_seed(0)
+    weights = save_cpm(LiftingCPM(tiny_test(fusion=False)), tmp_path / "tiny.safetensors")
+    person = save_cpm(_dot_personnet(), tmp_path / "person.safetensors")
+    img = np.zeros((64, 96, 3), np.uint8)
+    img[30:34, 60:64] = 255
+    cv2.imwrite(str(tmp_path / "dot.png"), img)
+    mat = require_shared("reference", "lftd", "prob_model_params.mat")
+    code = main(["estimate", str(tmp_path / "dot.png"), "--out", str(tmp_path / "out"),
+                 "--weights", str(weights), "--model", str(mat), "--person-weights",
+                 str(person), "--bf16", "--no-progress"])
+    assert code == 0
+    doc = json.loads((tmp_path / "out" / "dot.json").read_text())
+    assert doc["model"]["bf16"] is True
+    assert doc["model"]["person_weights"] == str(person)
+    assert doc["model"]["person_network"] == "release-personnet"
+    assert [p["source"] for p in doc["persons"]] == ["detector"]
 
 
 def test_stage_callback_sequence_and_cancel():

@@ -40,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "default: the bundled one)")
     parser.add_argument("--weights", type=Path, default=None, metavar="PATH",
                         help="CNN weights (default: the bundled ones)")
+    parser.add_argument("--person-weights", type=Path, default=None, metavar="PATH",
+                        help="PersonNet weights (e.g. release_personnet.safetensors from "
+                        "'poseviewer convert-release'): find people with it")
+    parser.add_argument("--bf16", action="store_true",
+                        help="run the CNN under bfloat16 autocast (faster on some CPUs; "
+                        "slightly different maps)")
     parser.add_argument("--save-maps", action="store_true",
                         help="also store the belief maps in the NPZ files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -69,14 +75,9 @@ def load_estimator(args: argparse.Namespace) -> Any:
     """The Estimator for the command's options."""
     from poseviewer import Estimator
 
-    if args.weights is None and args.pose_model is None:
-        est = Estimator.default() if args.device is None else Estimator.load(device=args.device)
-    else:
-        kwargs: dict[str, Any] = {"weights": args.weights, "pose_model": args.pose_model}
-        if args.device is not None:
-            kwargs["device"] = args.device
-        est = Estimator.load(**kwargs)
-    return est
+    return Estimator.load(weights=args.weights, pose_model=args.pose_model,
+                          device=args.device, person_weights=args.person_weights,
+                          bf16=args.bf16)
 
 
 def run(args: argparse.Namespace) -> int:
