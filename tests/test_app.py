@@ -9,6 +9,7 @@ random-init CNN.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import threading
@@ -767,3 +768,60 @@ def test_cli_without_image_uses_sample_or_says_so(qtbot, tmp_path, monkeypatch, 
     _run_main_until([str(tmp_path / "nope.jpg")], lambda w: w.last_error is not None,
                     monkeypatch, tmp_path, FakeEstimator())
     assert "not found" in messages[-1][1]
+
+
+def test_adjusting_the_box_reruns_with_it(qtbot, settings, tmp_path):
+    est = FakeEstimator(stages=2, persons=2)
+    win = make_window(qtbot, settings, est)
+    open_and_wait(qtbot, win, write_image(tmp_path / "p.png", w=400, h=300))
+    win.state.set_person(1)
+    old = win.state.result.persons[0].box.copy()
+    roi = win.image_panel.box_roi
+    with qtbot.waitSignal(win.worker.succeeded, timeout=10000):
+        roi.setPos(QPointF(220, 30), finish=False)
+        roi.setSize(QPointF(120, 200), finish=True)  # as at the end of a handle drag
+    boxes = est.calls[-1]["boxes"]
+    np.testing.assert_allclose(boxes, [old, [220, 30, 340, 230]])
+    # showing a new result moves the ROI without triggering another run
+    qtbot.wait(100)
+    assert len(est.calls) == 2
+
+
+def test_plain_coco_import_and_unlifted_person(qtbot, settings, tmp_path, messages):
+    """COCO-17 keypoints without our extras (no head top): NaN joints are not drawn."""
+    win = make_window(qtbot, settings, FakeEstimator())
+    from poseviewer.skeleton import COCO17
+
+    kp = np.zeros((17, 3))
+    for name in COCO17.joints:
+        if name in CPM14.joints:
+            kp[COCO17.index(name)] = [*BASE_JOINTS[CPM14.index(name)], 2]
+    doc = {"images": [{"id": 1, "file_name": "elsewhere.jpg", "width": 320, "height": 400}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1,
+                            "keypoints": kp.ravel().tolist(), "num_keypoints": 12}],
+           "categories": [{"id": 1, "name": "person"}]}
+    path = tmp_path / "plain.json"
+    path.write_text(json.dumps(doc))
+    with qtbot.waitSignal(win.worker.succeeded, timeout=20000):
+        win.import_joints(path)
+    s = win.state.stage_result
+    assert not s.visible[CPM14.index("head_top")]
+    assert win.state.image.shape == (400, 320, 3)  # blank canvas of the file's size
+    assert any("blank canvas" in m for m in win.state.result.messages)
+    # the head-top bone is not drawn; the neck (shoulders' midpoint) is
+    centre = win.image_panel.skeleton_points()["centre"]
+    assert np.isfinite(centre).all() and len(centre) == 0
+    assert win.state.fit is not None
+    # a person with too few visible joints is shown in 2D, not lifted in 3D
+    res = win.state.result
+    p = res.persons[0]
+    vis = np.zeros(14, dtype=bool)
+    vis[:3] = True
+    p.stages[0] = dataclasses.replace(p.stages[0], visible=vis,
+                                      fit=_fit(np.nan_to_num(p.stages[0].joints_2d), vis))
+    win.state.set_result(res, win.state.image)
+    assert win.state.fit is None
+    assert win.view3d.shown_bones.shape == (0, 3)
+    assert "not lifted" in win.view3d.summary.text()
+    assert not win.controls.component_combo.isEnabled()
+    win.state.step_component(1)  # nothing to step: no error
