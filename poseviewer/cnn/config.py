@@ -22,7 +22,19 @@ LayerSpec = tuple[str, int, int]
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """How each stage's CNN maps are fused with the maps of the lifted 3D pose."""
+    """How each stage's CNN maps are fused with the maps of the lifted 3D pose.
+
+    The paper leaves the Gaussian width and the form of w_t open; the choices below are
+    ours. sigma = 1 map pixel is the width of the training targets (``train-2d``'s default
+    ``sigma``), so bhat_t looks like the belief maps the next stage is trained on and the
+    fusion mixes like with like; a wider Gaussian would blur the fused peak and move the
+    joint read from it less precisely. One w_t per stage (the default) adds only
+    ``num_stages`` parameters, which cannot over-fit a small 2D set such as LSP and stays
+    readable ("stage t trusts the CNN this much"); 'joint' lets the data choose per joint
+    (the 3D model constrains torso joints better than wrists) at 15 parameters per stage.
+    w_t starts at 0.5 (equal trust) and is learned through a sigmoid, so it stays in
+    (0, 1).
+    """
 
     enabled: bool = False
     """Run the per-stage lifting and fusion (needs a 3D model attached to the network)."""
@@ -31,12 +43,14 @@ class FusionConfig:
     granularity: str = "stage"
     """'stage': one weight w_t per stage; 'joint': one per stage and map channel."""
     init_weight: float = 0.5
-    """Initial w_t = sigmoid(logit) (weight of the CNN's maps)."""
+    """Initial w_t = sigmoid(logit) (weight of the CNN's maps): equal trust at the start."""
     background: str = "cnn"
     """Background channel of the projected maps: 'cnn' (the CNN's own background, so the
-    fused background equals the CNN's) or 'recompute' (1 - max over projected joints)."""
+    fused background equals the CNN's) or 'recompute' (1 - max over projected joints).
+    'cnn' by default: the 3D pose says nothing about where the background is."""
     min_visible: int = 5
-    """People with fewer visible joints are not lifted; their stage passes b_t unchanged."""
+    """People with fewer visible joints are not lifted; their stage passes b_t unchanged
+    (with few joints the scale and the yaw search of the lifting are poorly constrained)."""
 
 
 @dataclass(frozen=True)
