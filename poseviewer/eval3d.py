@@ -68,12 +68,31 @@ class EvalResult:
         return sorted(set(self.actions.tolist()))
 
     def per_action(self, model: str, projection: str, hidden: int, metric: str) -> dict:
-        """Mean error per action, plus 'Average' (mean over actions) and 'All poses'."""
+        """Mean error per action, plus 'Average' (mean over actions) and 'All poses'.
+
+        Poses the model did not lift (NaN errors, counted in ``not_lifted``) are left out
+        of the means; a group with no lifted pose gives NaN.
+        """
         err = self.errors[(model, projection, hidden, metric)]
-        out = {a: float(err[self.actions == a].mean()) for a in self.action_names()}
-        out["Average"] = float(np.mean([out[a] for a in self.action_names()]))
-        out["All poses"] = float(err.mean())
+        out = {a: _nanmean(err[self.actions == a]) for a in self.action_names()}
+        out["Average"] = _nanmean(np.array([out[a] for a in self.action_names()]))
+        out["All poses"] = _nanmean(err)
         return out
+
+
+def _nanmean(x: np.ndarray) -> float:
+    """Mean over the finite entries; NaN when there are none (without numpy's warning)."""
+    x = np.asarray(x, dtype=np.float64)
+    ok = np.isfinite(x)
+    return float(x[ok].mean()) if ok.any() else float("nan")
+
+
+def _bold_best(vals: Sequence[float]) -> list[str]:
+    """Cells with the smallest finite value in bold; NaN (nothing lifted) as 'n/a'."""
+    finite = [v for v in vals if np.isfinite(v)]
+    best = min(finite) if finite else None
+    return ["n/a" if not np.isfinite(v) else f"**{v:.1f}**" if v == best else f"{v:.1f}"
+            for v in vals]
 
 
 def camera_frame(poses: np.ndarray, yaw: np.ndarray) -> np.ndarray:
@@ -184,8 +203,7 @@ def summary_table(result: EvalResult) -> str:
             cells = []
             for met in METRICS:
                 vals = [result.per_action(m, proj, h, met)["Average"] for m in models]
-                best = min(vals)
-                cells += [f"**{v:.1f}**" if v == best else f"{v:.1f}" for v in vals]
+                cells += _bold_best(vals)
             lines.append(f"| {proj} | {h} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -200,9 +218,7 @@ def action_table(result: EvalResult, projection: str, hidden: int = 0) -> str:
     for a in [*result.action_names(), "Average"]:
         cells = []
         for met in METRICS:
-            vals = [per[(m, met)][a] for m in models]
-            best = min(vals)
-            cells += [f"**{v:.1f}**" if v == best else f"{v:.1f}" for v in vals]
+            cells += _bold_best([per[(m, met)][a] for m in models])
         lines.append(f"| {a} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -269,7 +285,9 @@ def report_markdown(result: EvalResult, sources: Mapping[str, object] | None = N
                                             for k, v in sources.items()) + ".")
     bad = {k: v for k, v in result.not_lifted.items() if v}
     if bad:
-        lines.append(f"Not lifted (fewer than 5 visible joints): {bad}.")
+        lines.append("Not lifted (fewer than 5 visible joints or a degenerate 2D pose; "
+                     "left out of the means): " + "; ".join(
+                         f"{m} {p} {h} hidden: {v}" for (m, p, h), v in bad.items()) + ".")
     lines += ["", "Mean over actions, by projection and number of hidden joints:", "",
               summary_table(result)]
     for proj in cfg.projections:

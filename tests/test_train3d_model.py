@@ -171,3 +171,27 @@ def test_commands_report_unwritable_outputs(tmp_path, capsys) -> None:
     rc = main([*base[:-3], "--model", f"r={mat}", "--quiet"])
     assert rc == 0, capsys.readouterr().err
     assert "P-MPJPE r" in capsys.readouterr().out
+
+
+def test_tables_leave_out_poses_that_were_not_lifted() -> None:
+    """A NaN error (pose not lifted) is left out of the means, not spread to the whole
+    action and the Average, and the bold best ignores it."""
+    cfg = eval3d.EvalConfig(hidden=(0,), projections=("orthographic",))
+    res = eval3d.EvalResult(cfg, np.array(["Sit", "Sit", "Walk", "Walk"]), np.zeros(4))
+    nan = np.nan
+    for met in eval3d.METRICS:
+        res.errors[("a", "orthographic", 0, met)] = np.array([10.0, nan, 30.0, 50.0])
+        res.errors[("b", "orthographic", 0, met)] = np.array([nan, nan, 20.0, 30.0])
+    res.not_lifted[("a", "orthographic", 0)] = 1
+    res.not_lifted[("b", "orthographic", 0)] = 2
+    a = res.per_action("a", "orthographic", 0, "P-MPJPE")
+    assert a == {"Sit": 10.0, "Walk": 40.0, "Average": 25.0, "All poses": 30.0}
+    b = res.per_action("b", "orthographic", 0, "P-MPJPE")
+    assert np.isnan(b["Sit"]) and b["Walk"] == 25.0 and b["Average"] == 25.0
+    table = eval3d.action_table(res, "orthographic", 0)
+    assert "| Sit | **10.0** | n/a | **10.0** | n/a |" in table
+    assert "| Walk | 40.0 | **25.0** | 40.0 | **25.0** |" in table
+    summary = eval3d.summary_table(res)
+    assert "| orthographic | 0 | **25.0** | **25.0** | **25.0** | **25.0** |" in summary
+    report = eval3d.report_markdown(res)
+    assert "a orthographic 0 hidden: 1" in report and "b orthographic 0 hidden: 2" in report
