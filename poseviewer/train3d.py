@@ -36,6 +36,7 @@ Pipeline (``train_pose_model``):
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     from poseviewer.lifting import PoseModel3D
 
 J = H36M17.num_joints
+#: A drop of the mean log-likelihood per sample larger than this (nats) stops EM as broken.
+LL_DECREASE_TOL = 1e-9
 D = 3 * J
 _RHIP, _LHIP = H36M17.index("right_hip"), H36M17.index("left_hip")
 _RSHO, _LSHO = H36M17.index("right_shoulder"), H36M17.index("left_shoulder")
@@ -166,6 +169,9 @@ class MPPCAFit:
     log_likelihood: list[float] = field(default_factory=list)  #: mean per sample, per iter
     n_iter: int = 0
     converged: bool = False
+    #: EM stopped because the log-likelihood went down (a broken M-step or numerical
+    #: trouble), not converged
+    decreased: bool = False
 
 
 def _log_gauss(y: np.ndarray, fit: MPPCAFit) -> np.ndarray:
@@ -278,25 +284,35 @@ def _fit_mppca(
 
     history: list[float] = []
     bar = tqdm(total=max_iter, desc="MPPCA EM", unit="it", disable=not progress, leave=False)
-    converged = False
+    converged = decreased = False
     try:
         for _ in range(max_iter):
             resp, ll = _e_step(y, fit)
             history.append(ll)
             bar.update(1)
             bar.set_postfix(loglik=f"{ll:.4f}")
-            if len(history) > 1 and history[-1] - history[-2] < tol:
+            step = history[-1] - history[-2] if len(history) > 1 else math.inf
+            if step < -LL_DECREASE_TOL:  # EM never lowers the likelihood: something broke
+                decreased = True
+                warnings.warn(
+                    f"MPPCA EM: the log-likelihood per sample went down by {-step:.3g} at "
+                    f"iteration {len(history) - 1}; stopped (not converged)",
+                    RuntimeWarning, stacklevel=3,
+                )
+                break
+            if step < tol:
                 converged = True
                 break
             fit = _m_step(y, resp, q, var_floor)
     finally:
         bar.close()
-    if not converged:
+    if not converged and not decreased:
         _, ll = _e_step(y, fit)
         history.append(ll)
     fit.log_likelihood = history
-    fit.n_iter = len(history) - 1 if converged else len(history)
+    fit.n_iter = len(history) - 1 if converged or decreased else len(history)
     fit.converged = converged
+    fit.decreased = decreased
     return fit
 
 
@@ -312,6 +328,9 @@ def fit_mppca(
     """Fit a mixture of PPCA to (N, d) data by EM (float64, vectorised over samples).
 
     Stops when the mean log-likelihood per sample improves by less than ``tol`` (nats).
+    If it goes *down* by more than ``LL_DECREASE_TOL`` (EM never does that: a bug or
+    numerical trouble) it stops with ``converged = False``, ``decreased = True`` and a
+    RuntimeWarning.
     Raises ``TrainingError`` for too few samples, non-finite or constant data.
     BLAS runs single-threaded here: the products are tall and thin (N x 48), and
     multi-threaded OpenBLAS on a busy machine made single calls 100x slower (measured).

@@ -61,6 +61,32 @@ def test_em_log_likelihood_never_decreases() -> None:
     assert ll[-1] > ll[0] + 0.01
 
 
+def test_em_reports_a_likelihood_drop_not_convergence(monkeypatch) -> None:
+    """A broken M-step (here: means pushed away on the 3rd call) makes the log-likelihood
+    drop; that is a warning and converged=False, not 'converged'."""
+    y, *_ = _sample_mppca(2000, sep=0.7)
+    real = T._m_step
+    calls = []
+
+    def broken(*args, **kwargs):
+        fit = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 3:
+            fit.means = fit.means + 5.0
+        return fit
+
+    monkeypatch.setattr(T, "_m_step", broken)
+    with pytest.warns(RuntimeWarning, match="went down"):
+        fit = T.fit_mppca(y, n_components=2, n_basis=2, seed=3, max_iter=60, tol=1e-6,
+                          progress=False)
+    assert not fit.converged and fit.decreased
+    assert np.diff(fit.log_likelihood)[-1] < 0 and len(fit.log_likelihood) == 3
+    # the healthy fit is not flagged
+    monkeypatch.setattr(T, "_m_step", real)
+    ok = T.fit_mppca(y, n_components=2, n_basis=2, seed=3, max_iter=60, progress=False)
+    assert ok.converged and not ok.decreased
+
+
 def test_em_recovers_known_mixture() -> None:
     y, means, bases, variances, noise, weights = _sample_mppca(6000, seed=1)
     fit = T.fit_mppca(y, n_components=2, n_basis=2, seed=0, progress=False)
