@@ -145,8 +145,9 @@ def test_joint_reading_first_maximum_and_column_mean_confidence():
 class FakePoseModel:
     """Projects CPM joints through the H36M slots with a known shift; lifted iff >= 5 visible."""
 
-    def __init__(self, shift=(0.25, -0.5)):
+    def __init__(self, shift=(0.25, -0.5), refuse=()):
         self.shift = torch.tensor(shift, dtype=torch.float64)
+        self.refuse = list(refuse)  # people reported as not lifted whatever is visible
         self.calls = []
 
     def lift(self, joints, visible):
@@ -155,12 +156,16 @@ class FakePoseModel:
         j17 = torch.full((n, 17, 2), float("nan"), dtype=torch.float64)
         j17[:, torch.as_tensor(CPM_TO_H36M_SLOTS)] = joints[:, torch.as_tensor(CPM_TO_H36M_SOURCES)]
         j17 = j17 + self.shift
-        return SimpleNamespace(lifted=visible.sum(-1) >= 5, joints_2d=j17)
+        lifted = visible.sum(-1) >= 5
+        lifted[self.refuse] = False
+        return SimpleNamespace(lifted=lifted, joints_2d=j17)
 
 
-def _tiny(fusion=True, **kw):
+def _tiny(fusion=True, all_visible=False, **kw):
     torch.manual_seed(0)
     cfg = tiny_test(fusion=fusion)
+    if all_visible:  # every joint visible: everyone is lifted whatever the random weights
+        cfg = CPMConfig.from_dict({**cfg.to_dict(), "visibility_threshold": -1e9})
     if kw:
         cfg = cfg.with_fusion(**kw)
     return LiftingCPM(cfg)
@@ -189,21 +194,28 @@ def test_fusion_off_reproduces_the_plain_cpm():
 
 
 def test_fusion_maths_and_projected_maps():
-    net = _tiny(sigma=1.0, init_weight=0.7)
-    model = FakePoseModel(shift=(0.0, 0.0))
+    net = _tiny(all_visible=True, sigma=1.0, init_weight=0.7)
+    model = FakePoseModel(shift=(0.0, 0.0), refuse=[1])  # person 1: the lifting fails
     net.attach_pose_model(model)
     x = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
         out = net(x)
     assert len(model.calls) == 3  # one batched lift per stage
     for t, s in enumerate(out.stages):
-        lifted = s.visible.sum(-1) >= 5
-        assert torch.equal(s.lifted, lifted)
-        # projected maps peak at the (integer) joints they were drawn from
-        for p in torch.nonzero(lifted).flatten().tolist():
+        assert s.lifted.tolist() == [True, False, True]
+        lifted = s.lifted
+        assert s.projected[1].abs().sum() == 0
+        # projected maps peak at the (integer) joints they were drawn from, with the
+        # Gaussian's hand values beside the peak: exp(-1/2) one pixel away (sigma = 1),
+        # exp(-1) one pixel away diagonally
+        for p in (0, 2):
             for j in range(14):
                 xx, yy = s.joints[p, j].long().tolist()
                 assert s.projected[p, j, yy, xx].item() == pytest.approx(1.0)
+                nx = xx + 1 if xx + 1 < 16 else xx - 1
+                ny = yy + 1 if yy + 1 < 16 else yy - 1
+                assert s.projected[p, j, yy, nx].item() == pytest.approx(math.exp(-0.5))
+                assert s.projected[p, j, ny, nx].item() == pytest.approx(math.exp(-1.0))
         w = 0.7
         bhat = gaussian_maps(s.joints, 16, 16, 1.0)
         expected = torch.cat([w * s.cnn[:, :14] + (1 - w) * bhat, s.cnn[:, 14:]], dim=1)
@@ -232,30 +244,37 @@ def test_not_lifted_people_pass_the_cnn_maps():
 
 
 def test_recomputed_background_and_per_joint_weights():
-    net = _tiny(background="recompute", granularity="joint")
+    net = _tiny(all_visible=True, background="recompute", granularity="joint")
     assert net.fusion_logit.shape == (3, 15)
     net.attach_pose_model(FakePoseModel(shift=(0.5, 0.5)))
     with torch.no_grad():
         out = net(torch.randn(1, 3, 64, 64))
     s = out.stages[0]
-    if s.lifted.all():
-        bg = 1 - s.projected[:, :14].amax(1)
-        assert torch.allclose(s.projected[:, 14], bg)
-        # shifted projection: the peak pixel is the one nearest to joint + 0.5
-        xx, yy = (s.joints[0, 0] + 0.5).floor().long().tolist()
-        assert s.projected[0, 0, yy, xx] == s.projected[0, 0].max()
+    assert s.lifted.all()
+    bg = 1 - s.projected[:, :14].amax(1)
+    assert torch.allclose(s.projected[:, 14], bg)
+    # shifted projection: the peak pixel is the one nearest to joint + 0.5
+    xx, yy = (s.joints[0, 0] + 0.5).floor().long().tolist()
+    assert s.projected[0, 0, yy, xx] == s.projected[0, 0].max()
+    # per-joint weights: each channel fused with its own w
+    with torch.no_grad():
+        net.fusion_logit[0] = torch.linspace(-2, 2, 15)
+        out = net(torch.randn(1, 3, 64, 64))
+    s = out.stages[0]
+    w = torch.sigmoid(torch.linspace(-2, 2, 15))[None, :, None, None]
+    assert torch.allclose(s.fused, w * s.cnn + (1 - w) * s.projected, atol=1e-5)
 
 
 def test_gradients_reach_the_network_and_the_fusion_weights():
-    net = _tiny()
+    net = _tiny(all_visible=True)
     net.attach_pose_model(FakePoseModel())
     out = net(torch.randn(2, 3, 64, 64))
+    assert all(s.lifted.all() for s in out.stages)
     loss = sum((s.fused**2).mean() for s in out.stages)
     loss.backward()
     assert net.fusion_logit.grad is not None
     assert net.layers["conv1_1"].weight.grad.abs().sum() > 0
-    if any(s.lifted.any() for s in out.stages):
-        assert net.fusion_logit.grad.abs().sum() > 0
+    assert (net.fusion_logit.grad.abs() > 0).all()  # every stage's w_t gets a gradient
 
 
 def test_stage_callback_and_cancel():
