@@ -136,6 +136,23 @@ def test_train_and_eval_commands(tmp_path, capsys) -> None:
     assert rc == 2 and "not found" in capsys.readouterr().err
 
 
+def test_train_command_notes_ignored_subjects(tmp_path, capsys) -> None:
+    """--subjects on a file without subject ids: a note, and every pose is used."""
+    poses = _random_poses(300, seed=5)
+    out = tmp_path / "m.safetensors"
+    for name, save in (("p.npz", lambda f: np.savez(f, poses=poses)),
+                       ("p.npy", lambda f: np.save(f, poses))):
+        save(tmp_path / name)
+        args = ["train-3d", "--data", str(tmp_path / name), "-o", str(out), "--components",
+                "1", "--basis", "3", "--quiet"]
+        assert main([*args, "--subjects", "1,5"]) == 0
+        err = capsys.readouterr().err
+        assert "--subjects 1,5 ignored" in err and name in err, err
+        assert PoseModel3D.load(out).meta["n_poses"] == 300
+        assert main([*args, "--subjects", "all"]) == 0
+        assert "ignored" not in capsys.readouterr().err
+
+
 def test_commands_report_unwritable_outputs(tmp_path, capsys) -> None:
     """An output path that can't be written gives 'error: ...' naming it and exit 2,
     not a traceback, and leaves no temp files."""

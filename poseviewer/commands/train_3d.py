@@ -67,6 +67,7 @@ def _load(path: str, subjects: str) -> tuple[np.ndarray, list[int] | str, str]:
     if not p.exists():
         raise FileNotFoundError(f"pose file not found: {p}")
     if p.suffix == ".npy":
+        _note_all_subjects(p, subjects, "a .npy file")
         return np.load(p, allow_pickle=False), "all", str(p)
     with np.load(p, allow_pickle=False) as d:
         if "poses" not in d:
@@ -78,7 +79,15 @@ def _load(path: str, subjects: str) -> tuple[np.ndarray, list[int] | str, str]:
             if not sel.any():
                 raise ValueError(f"{p}: no poses for subjects {subj}")
             return poses[sel], subj, str(p)
+        _note_all_subjects(p, subjects, "no 'subject' array")
     return poses, "all", str(p)
+
+
+def _note_all_subjects(path: Path, subjects: str, why: str) -> None:
+    """Say so when --subjects can't be applied (the file has no subject ids)."""
+    if subjects != "all":
+        print(f"train-3d: note: {path.name} has {why}; --subjects {subjects} ignored, "
+              "training on every pose", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
