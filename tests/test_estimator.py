@@ -365,7 +365,9 @@ def test_bf16_autocast_runs_and_stays_close():
     est.bf16 = True
     b = est.estimate(img).persons[0].final.cnn_maps
     assert b.dtype == np.float32
+    assert not np.array_equal(a, b)  # bf16 really ran (it rounds)
     assert np.abs(a - b).max() < 0.05 * max(np.abs(a).max(), 1e-3)
+    assert est.estimate(img).model["bf16"] is True
 
 
 def test_release_reading_of_joints():
