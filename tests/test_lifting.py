@@ -367,3 +367,51 @@ def test_bad_lift_inputs(model, ref):
                               return_intermediates=True)
     assert empty.pose_3d.shape == (0, 17, 3) and model.project(empty).shape == (0, 3, 17, 2)
     assert extra["residuals"].shape == (0, 3, 100)
+
+
+def test_concurrent_lifts_restore_torch_threads(model: PoseModel3D, ref) -> None:
+    """``lift`` changes torch's thread count (not scoped to the thread) while it runs.
+    A lift with other ``lift_threads`` started in another thread during a lift waits for
+    it (module lock), runs with its own count, and torch's setting is restored."""
+    import threading
+
+    a = PoseModel3D(model.mu, model.e, model.sigma)
+    b = PoseModel3D(model.mu, model.e, model.sigma)
+    a.lift_threads, b.lift_threads = 1, 3
+    xy, vis = _xy(ref)[:2], np.ones((2, 14), dtype=bool)
+    seen: dict[str, object] = {}
+    a_returned = threading.Event()
+    t = threading.Thread(target=lambda: b.lift(xy, vis))
+
+    def a_lift(*args):
+        t.start()  # B starts while A is inside its lift
+        t.join(timeout=0.3)
+        seen["a"] = torch.get_num_threads()
+        out = PoseModel3D._lift(a, *args)
+        seen["a done"] = True
+        return out
+
+    def b_lift(*args):
+        seen["b entered after a was done"] = seen.get("a done", False)
+        seen["b"] = torch.get_num_threads()
+        return PoseModel3D._lift(b, *args)
+
+    a._lift, b._lift = a_lift, b_lift
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        try:
+            a.lift(xy, vis)
+        finally:
+            a_returned.set()
+        t.join(timeout=10)
+        assert not t.is_alive()
+        assert seen == {"a": 1, "a done": True, "b": 3, "b entered after a was done": True}
+        assert torch.get_num_threads() == 2
+        new_thread: list[int] = []
+        t2 = threading.Thread(target=lambda: new_thread.append(torch.get_num_threads()))
+        t2.start()
+        t2.join()
+        assert new_thread == [2]
+    finally:
+        torch.set_num_threads(old)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,18 +53,34 @@ def _as_f64(x: Any, name: str) -> Tensor:
         raise ValueError(f"PoseModel3D: {name} is not a numeric array ({exc})") from None
 
 
+#: Serialises the lifts that change torch's thread count (see :func:`_torch_threads`).
+_THREADS_LOCK = threading.RLock()
+
+
 @contextmanager
 def _torch_threads(n: int | None, device: torch.device) -> Iterator[None]:
-    """Run the block with ``n`` intra-op CPU threads (None: leave torch's setting)."""
-    old = torch.get_num_threads()
-    if n is None or device.type != "cpu" or n == old:
+    """Run the block with ``n`` intra-op CPU threads (None: leave torch's setting).
+
+    ``torch.set_num_threads`` is not scoped to the calling thread: it also changes the
+    count that other and new threads get (OpenMP/MKL globals). So the whole block runs
+    under a module-level lock: lifts that change the count never overlap, each restores
+    exactly the value it found, and the change lasts only as long as one lift (about a
+    millisecond for one person). Other torch work running at that moment in another
+    thread may see the changed count; callers that mind set ``lift_threads = None``.
+    """
+    if n is None or device.type != "cpu":
         yield
         return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+    with _THREADS_LOCK:
+        old = torch.get_num_threads()
+        if n == old:
+            yield
+            return
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(old)
 
 
 class PoseModel3D:
@@ -105,8 +122,9 @@ class PoseModel3D:
         self.meta: dict[str, Any] = dict(meta or {})
         #: CPU threads ``lift`` uses (None: torch's setting). The lifting is many small
         #: operations; fork/join of a thread pool costs more than it saves, and far more on
-        #: a machine loaded by other work (measured: scripts/bench_lifting.py). Note that
-        #: torch's thread count is process-wide while ``lift`` runs.
+        #: a machine loaded by other work (measured: scripts/bench_lifting.py). Torch's
+        #: thread count is not per thread: while ``lift`` runs it changes for the process;
+        #: such lifts are serialised by a module lock (see ``_torch_threads``).
         self.lift_threads: int | None = 1
         self._device = torch.device("cpu")
         self._set(mu_t, e_t, s_t)
