@@ -237,6 +237,24 @@ def test_too_few_joints_marks_person_not_lifted(model, ref):
     assert model.lift(xy, vis).lifted.all()
 
 
+def test_visible_joints_on_one_row_mark_person_not_lifted(model, ref):
+    """Zero height: the lifting's scale (half the height) is undefined; no pose at an
+    arbitrary scale, but lifted False like too few joints. Others are unaffected."""
+    xy, vis = _xy(ref)[:3].copy(), ref["in_visibility"][:3].copy()
+    vis[1] = True
+    xy[1, :, 1] = 240.0  # every joint at y = 240 px, x spread out
+    xy[1, 1, 1] = np.nan  # an invisible joint elsewhere does not count
+    vis[1, 1] = False
+    fit = model.lift(xy, vis)
+    assert fit.lifted.tolist() == [True, False, True]
+    assert torch.isnan(fit.pose_3d[1]).all() and fit.component[1].item() == 0
+    for i in (0, 2):
+        one = model.lift(xy[i : i + 1], vis[i : i + 1])
+        _close(fit.pose_3d[i], one.pose_3d[0].numpy(), 1e-9)
+    xy[1, 5, 1] = 241.0  # one pixel of height is a pose again
+    assert model.lift(xy, vis).lifted.all()
+
+
 # ----------------------------------------------------------------------------- result object
 
 

@@ -300,7 +300,8 @@ class PoseModel3D:
              ) -> LiftResult | tuple[LiftResult, dict[str, Tensor]]:
         """Lift CPM-14 2D joints (N, 14, 2) in image pixels (x, y) to H36M-17 3D poses.
 
-        ``visible`` (N, 14) bool. People with fewer than 5 visible joints come back with
+        ``visible`` (N, 14) bool. People with fewer than 5 visible joints, or whose visible
+        joints all lie on one image row (no height: the scale is undefined), come back with
         ``lifted`` False and NaN outputs. With ``return_intermediates`` also returns a dict of
         the spec's intermediate quantities (for tests and inspection).
         """
@@ -315,18 +316,24 @@ class PoseModel3D:
         w = j[:, obs_src, :]  # (N, 14, 2) in observed-slot order
         v = vis[:, obs_src]
         lifted = v.sum(-1) >= solve.MIN_VISIBLE
+        # All visible joints on one image row: the step-1 scale (half the height) is 0 and
+        # the pose size undefined. Not lifted, rather than a pose at an arbitrary scale.
+        big = torch.finfo(f64).max
+        y = w[..., 1]
+        height = (torch.where(v, y, torch.full_like(y, -big)).amax(-1)
+                  - torch.where(v, y, torch.full_like(y, big)).amin(-1))
+        lifted = lifted & (height > 0)
         # People who cannot be lifted: solve a harmless dummy, NaN the outputs afterwards.
         v = torch.where(lifted[:, None], v, torch.ones_like(v))
         vf = v.to(f64)
         w = torch.where(v[..., None] & lifted[:, None, None], w, torch.zeros_like(w))
         nv = vf.sum(-1)
         centre = (w * vf[..., None]).sum(1) / nv[:, None]
-        big = torch.finfo(f64).max
         y = w[..., 1]
         ymin = torch.where(v, y, torch.full_like(y, big)).amin(-1)
         ymax = torch.where(v, y, torch.full_like(y, -big)).amax(-1)
         m = (ymin - ymax) / 2
-        m = torch.where(m == 0, torch.ones_like(m), m)
+        m = torch.where(m == 0, torch.ones_like(m), m)  # only the dummies of unlifted people
         wn = torch.where(v[..., None], (w - centre[:, None, :]) / m[:, None, None],
                          torch.zeros_like(w))  # (N, 14, 2)
 
