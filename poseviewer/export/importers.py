@@ -103,7 +103,9 @@ def _coco_annotation_to_cpm(ann: dict, layout: str | None, what: str
         vis[neck] = bool(cvis[ls] and cvis[rs])
         conf[neck] = min(cconf[ls], cconf[rs])
         notes.append("neck = midpoint of the COCO shoulders")
-    notes.append("COCO-17 has no head top: left unknown (not used by the lifting)")
+    # the head top is one of the lifting's 14 observed joints (H36M 'head'); without it
+    # the person is lifted from the other 13
+    notes.append("COCO-17 has no head top: unknown; lifted without it (13 joints)")
     return xy, vis, conf, notes
 
 
