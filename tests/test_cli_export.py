@@ -156,3 +156,40 @@ def test_lift_command(tmp_path, ref, monkeypatch, capsys) -> None:
     monkeypatch.setattr(importers_mod, "DEFAULT_POSE_MODEL", tmp_path / "pose3d.safetensors")
     assert main(["lift", str(src), "--out", str(out)]) == 2
     assert "bundled 3D model" in capsys.readouterr().err
+
+
+def test_finish_batch_exit_codes_and_coco_failure(tmp_path, capsys) -> None:
+    """The one end-of-batch helper both commands use: COCO file, report, exit code."""
+    from poseviewer.export.batch import CocoCollector, Report, finish_batch
+    from poseviewer.result import EstimateResult
+
+    def report(name: str) -> Report:
+        out = tmp_path / name
+        out.mkdir()
+        return Report("t", out)
+
+    r = report("ok")
+    r.success("a.png", [], 0, [])
+    assert finish_batch(r, CocoCollector(), r.out_dir, interrupted=False) == 0
+    assert not (r.out_dir / "keypoints_coco.json").exists()  # nothing added, no file
+    assert json.loads((r.out_dir / "report.json").read_text())["succeeded"] == 1
+
+    r = report("failed")
+    r.failure("b.png", ValueError("bad"))
+    assert finish_batch(r, CocoCollector(), r.out_dir, interrupted=False) == 1
+
+    r = report("interrupted")
+    assert finish_batch(r, CocoCollector(), r.out_dir, interrupted=True) == 130
+    assert json.loads((r.out_dir / "report.json").read_text())["interrupted"] is True
+
+    # the COCO file can't be written (a folder in its place): a failure in the report
+    r = report("coco")
+    coco = CocoCollector()
+    coco.add(EstimateResult(image_size=(10, 20), persons=[], timings={}, model={},
+                            device="cpu", image_path="x.png"))
+    (r.out_dir / "keypoints_coco.json").mkdir()
+    assert finish_batch(r, coco, r.out_dir, interrupted=False) == 1
+    doc = json.loads((r.out_dir / "report.json").read_text())
+    assert doc["failures"][0]["input"] == "keypoints_coco.json"
+    assert "is a folder" in doc["failures"][0]["error"]
+    capsys.readouterr()

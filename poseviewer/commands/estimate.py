@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from poseviewer.export import ExportError, export_result, parse_formats
-from poseviewer.export.batch import CocoCollector, Report, UniqueStems
+from poseviewer.export import export_result, parse_formats
+from poseviewer.export.batch import CocoCollector, Report, UniqueStems, finish_batch
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
@@ -127,13 +127,4 @@ def run(args: argparse.Namespace) -> int:
         interrupted = True
     finally:
         bar.close()
-    extra: list[Path] = []
-    try:
-        written_coco = coco.write(args.out / "keypoints_coco.json")
-        extra = [written_coco] if written_coco else []
-    except ExportError as exc:
-        report.failure("keypoints_coco.json", exc)
-    report.finish(extra, interrupted)
-    if interrupted:
-        return 130
-    return 1 if report.failed else 0
+    return finish_batch(report, coco, args.out, interrupted)

@@ -18,14 +18,13 @@ from pathlib import Path
 
 from poseviewer.export import (
     DEFAULT_POSE_MODEL,
-    ExportError,
     export_result,
     lift_imported,
     load_pose_model,
     parse_formats,
     read_joints_2d,
 )
-from poseviewer.export.batch import CocoCollector, Report, UniqueStems
+from poseviewer.export.batch import CocoCollector, Report, UniqueStems, finish_batch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,13 +77,4 @@ def run(args: argparse.Namespace) -> int:
                     report.failure(label, exc)
     except KeyboardInterrupt:
         interrupted = True
-    extra: list[Path] = []
-    try:
-        written_coco = coco.write(args.out / "keypoints_coco.json")
-        extra = [written_coco] if written_coco else []
-    except ExportError as exc:
-        report.failure("keypoints_coco.json", exc)
-    report.finish(extra, interrupted)
-    if interrupted:
-        return 130
-    return 1 if report.failed else 0
+    return finish_batch(report, coco, args.out, interrupted)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from poseviewer.export import coco_dict
-from poseviewer.export._io import atomic_write_text
+from poseviewer.export._io import AtomicWriteError, atomic_write_text
 from poseviewer.result import EstimateResult
 
 
@@ -99,3 +99,19 @@ class Report:
         for f in self.failed:
             print(f"  FAILED {f['input']}: {f['error']}", file=sys.stderr)
         return path
+
+
+def finish_batch(report: Report, coco: CocoCollector, out_dir: Path, interrupted: bool) -> int:
+    """End a batch command: write the COCO file (a write error is a failure in the report),
+    write ``report.json`` and print the summary. Returns the exit code: 130 when
+    interrupted, 1 when any file failed, else 0."""
+    extra: list[Path] = []
+    try:
+        written = coco.write(Path(out_dir) / "keypoints_coco.json")
+        extra = [written] if written else []
+    except AtomicWriteError as exc:
+        report.failure("keypoints_coco.json", exc)
+    report.finish(extra, interrupted)
+    if interrupted:
+        return 130
+    return 1 if report.failed else 0
