@@ -28,3 +28,22 @@ def artifacts_dir() -> Path:
     """A folder for screenshots and other files the tests leave to look at."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="module")
+def ref() -> dict:
+    """The release's reference lifting vectors (``reference/lftd/lift_vectors_dev.npz``),
+    as a dict of numpy arrays (one load per test module; copy before changing them)."""
+    import numpy as np
+
+    with np.load(require_shared("reference", "lftd", "lift_vectors_dev.npz")) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="module")
+def model():
+    """The released 3D pose model (``reference/lftd/prob_model_params.mat``) as a
+    ``PoseModel3D`` (one load per test module)."""
+    from poseviewer.lifting import PoseModel3D
+
+    return PoseModel3D.from_mat(require_shared("reference", "lftd", "prob_model_params.mat"))

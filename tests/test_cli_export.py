@@ -114,12 +114,6 @@ def _coco_doc(ref: dict) -> dict:
             "annotations": anns, "categories": [{"id": 1, "name": "person"}]}
 
 
-@pytest.fixture(scope="module")
-def ref() -> dict:
-    with np.load(require_shared("reference", "lftd", "lift_vectors_dev.npz")) as z:
-        return {k: z[k] for k in z.files}
-
-
 def test_lift_command(tmp_path, ref, monkeypatch, capsys) -> None:
     src = tmp_path / "people.json"
     src.write_text(json.dumps(_coco_doc(ref)))

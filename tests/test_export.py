@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_shared
 
 from poseviewer import export
 from poseviewer.export import (
@@ -30,20 +29,6 @@ from poseviewer.result import EstimateResult, PersonResult, StageResult
 from poseviewer.skeleton import COCO17, CPM14, H36M17
 
 CAPPED_CASE, OCCLUDED_CASE = 20, 16  # G_roll45_mu0 (component 0 capped), D_occl_legs_left
-
-
-@pytest.fixture(scope="module")
-def ref() -> dict[str, np.ndarray]:
-    path = require_shared("reference", "lftd", "lift_vectors_dev.npz")
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
-
-
-@pytest.fixture(scope="module")
-def model():
-    from poseviewer.lifting import PoseModel3D
-
-    return PoseModel3D.from_mat(require_shared("reference", "lftd", "prob_model_params.mat"))
 
 
 def _stage(index: int, joints: np.ndarray, visible: np.ndarray, model, lift: bool = True,

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import require_shared
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,23 +16,6 @@ from poseviewer.lifting.model import OBS_SLOTS, OBS_SOURCES
 from poseviewer.skeleton import H36M17
 
 pytestmark = pytest.mark.shared
-
-
-@pytest.fixture(scope="module")
-def ref() -> dict[str, np.ndarray]:
-    path = require_shared("reference", "lftd", "lift_vectors_dev.npz")
-    with np.load(path) as d:
-        return {k: d[k] for k in d.files}
-
-
-@pytest.fixture(scope="module")
-def mat_path():
-    return require_shared("reference", "lftd", "prob_model_params.mat")
-
-
-@pytest.fixture(scope="module")
-def model(mat_path) -> PoseModel3D:
-    return PoseModel3D.from_mat(mat_path)
 
 
 def _xy(ref: dict[str, np.ndarray]) -> np.ndarray:
