@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1 is faster on a busy 2-core machine)")
+                        help="torch threads; 0 = adaptive (tries 1 and 2 as the load changes)")
     parser.add_argument("--max-batches", type=int, default=None, help="per epoch (smoke runs)")
     parser.add_argument("--val-limit", type=int, default=None)
     parser.add_argument("--resume", action="store_true", help="continue from the run folder")

@@ -52,6 +52,8 @@ class TrainConfig:
     n_val: int = 1000
     seed: int = 2017
     threads: int = 2
+    """torch threads; 0 = adaptive: every 100 batches, try 1 and 2 threads for 10 batches
+    each and keep the faster (on a shared machine the better choice changes with load)."""
     max_batches: int | None = None
     """Stop each epoch after this many batches (tests, smoke runs)."""
     val_limit: int | None = None
@@ -116,7 +118,8 @@ def load_pose_model(path: str, wait_minutes: float = 0.0, log=print) -> Any:
 def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
     """Run (or resume) training; returns the run folder. Raises NeedPoseModel when the
     fusion epochs start without a 3D model (resume later with one)."""
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.threads or 1)
+    tuner = _ThreadTuner() if cfg.threads == 0 else None
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cache = load_cache(cfg.cache_dir)
@@ -200,6 +203,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
             loss_val = _step(model, opt, cache, idx, rng, aug, cfg, lr_at(step, progress(), cfg),
                              fusion)
             trained += time.time() - tb
+            if tuner is not None:
+                tuner.after_batch(time.time() - tb)
             sums += loss_val
             step += 1
             done += 1
@@ -242,6 +247,34 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
         except ImportError:
             log("matplotlib is not installed: no plot")
     return out
+
+
+class _ThreadTuner:
+    """Switches torch between 1 and 2 threads, keeping whichever trains faster lately."""
+
+    def __init__(self, period: int = 100, probe: int = 10) -> None:
+        self.period, self.probe = period, probe
+        self.n = 0
+        self.best = 1
+        self.times: dict[int, list[float]] = {1: [], 2: []}
+
+    def after_batch(self, seconds: float) -> None:
+        phase = self.n % self.period
+        current = torch.get_num_threads()
+        if phase >= self.period - 2 * self.probe:
+            self.times.setdefault(current, []).append(seconds)
+        self.n += 1
+        phase = self.n % self.period
+        if phase == self.period - 2 * self.probe:
+            self.times = {1: [], 2: []}
+            torch.set_num_threads(1)
+        elif phase == self.period - self.probe:
+            torch.set_num_threads(2)
+        elif phase == 0:
+            t1, t2 = self.times[1], self.times[2]
+            if t1 and t2:
+                self.best = 1 if np.median(t1) <= np.median(t2) else 2
+            torch.set_num_threads(self.best)
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
