@@ -29,7 +29,7 @@ from poseviewer.app.controls import ControlsBar
 from poseviewer.app.image_view import ImagePanel
 from poseviewer.app.maps_view import BeliefMapPanel
 from poseviewer.app.state import MAP_KIND_LABELS, MAP_KINDS, ViewerState
-from poseviewer.app.view3d import Pose3DPanel
+from poseviewer.app.view3d import Pose3DPanel, can_render
 from poseviewer.app.worker import WorkerController
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp);;All files (*)"
@@ -503,7 +503,7 @@ class MainWindow(QMainWindow):
             img = widget.grab().toImage()
             # the GL canvas may come out blank in a widget grab: paint its render over it
             canvas = self.view3d.canvas.native
-            if canvas.isVisible():
+            if canvas.isVisible() and can_render():
                 from PySide6.QtGui import QPainter
 
                 top_left = canvas.mapTo(self, canvas.rect().topLeft())

@@ -24,6 +24,14 @@ FAR_AWAY_M = 1.0
 BACKGROUND = (0.11, 0.11, 0.13, 1.0)
 
 
+def can_render() -> bool:
+    """False on Qt's headless platforms ('offscreen', 'minimal'), where the GL canvas
+    cannot render (reading it back there blocks)."""
+    from PySide6.QtGui import QGuiApplication
+
+    return QGuiApplication.platformName() not in ("offscreen", "minimal")
+
+
 def centred_pose(pose_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(17, 3) pose in mm -> (pose in metres centred on its joint centroid, centroid in m)."""
     p = np.asarray(pose_mm, dtype=np.float64) / 1000.0
@@ -215,7 +223,10 @@ class Pose3DPanel(QWidget):
         self.note.setVisible(bool(note))
 
     def render_image(self) -> np.ndarray:
-        """Render the scene offscreen: (H, W, 4) uint8 RGBA."""
+        """Render the scene offscreen: (H, W, 4) uint8 RGBA (needs a real display)."""
+        if not can_render():
+            raise RuntimeError("the 3D view can only be rendered on a real display "
+                               "(Qt platform is 'offscreen')")
         return self.canvas.render()
 
 
