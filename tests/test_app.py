@@ -335,6 +335,7 @@ def test_person_click_and_box_drag_rerun(qtbot, settings, tmp_path):
         drag(qtbot, win.image_panel.viewport(), a_pt, b_pt)
     boxes = est.calls[-1]["boxes"]
     assert boxes.shape == (3, 4)
+    assert win.state.result.image_path == win.image_path  # still the photo's file
     np.testing.assert_allclose(boxes[2], [30, 40, 150, 260], atol=3.0)
     assert len(win.state.result.persons) == 3
     assert win.state.result.persons[2].source == "user"

@@ -174,6 +174,10 @@ class ImagePanel(pg.GraphicsLayoutWidget):
         if img is None:
             self.photo.clear()
             return
+        old = self.photo.image
+        if old is img or (old is not None and old.shape == img.shape
+                          and np.array_equal(old, img)):
+            return  # same photo (a re-run with boxes): keep the user's zoom
         self.photo.setImage(img, autoLevels=False, levels=(0, 255))
         h, w = img.shape[:2]
         self.vb.setRange(QRectF(-0.5, -0.5, w, h), padding=0.02)

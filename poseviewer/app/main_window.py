@@ -137,6 +137,7 @@ class MainWindow(QMainWindow):
         sb.addPermanentWidget(self.cancel_button)
 
         self.image_path: str | None = None
+        self._rerun_path: str | None = None
         self._shut_down = False
         self.last_error: tuple[str, str] | None = None
         self._t_submit = 0.0
@@ -280,7 +281,9 @@ class MainWindow(QMainWindow):
         self.image_path = None
         return self._submit("estimate", image=rgb, boxes=boxes, message="Analysing image...")
 
-    def _submit(self, kind: str, message: str, **kwargs: Any) -> int:
+    def _submit(self, kind: str, message: str, rerun_of: str | None = None,
+                **kwargs: Any) -> int:
+        self._rerun_path = rerun_of
         self._t_submit = time.perf_counter()
         self.progress_bar.setRange(0, 0)
         self.progress_bar.show()
@@ -300,7 +303,8 @@ class MainWindow(QMainWindow):
             return
         boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
         self._submit("estimate", image=img, boxes=boxes if len(boxes) else None,
-                     message=f"Re-running with {len(boxes)} box(es)...")
+                     message=f"Re-running with {len(boxes)} box(es)...",
+                     rerun_of=self.image_path)
 
     def cancel(self) -> None:
         """Cancel the running request (it stops at the next stage boundary)."""
@@ -402,6 +406,8 @@ class MainWindow(QMainWindow):
         """Show a new result."""
         if image is None:
             image = self.state.image
+        if getattr(result, "image_path", None) is None and self._rerun_path:
+            result.image_path = self._rerun_path  # a re-run on the photo of that file
         self.image_path = getattr(result, "image_path", None) or self.image_path
         self.last_error = None
         self.state.set_result(result, image)
