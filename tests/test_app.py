@@ -293,14 +293,14 @@ def test_map_kinds_joint_click_and_overlay(qtbot, settings, tmp_path, artifacts_
 
     # click on the map of joint 6 (left elbow): selects it everywhere
     glw = win.maps_panel.glw
-    vb = win.maps_panel.boxes[6]
-    centre = vb.mapToScene(vb.boundingRect().center())
-    pos = glw.mapFromScene(centre)
+    pos = glw.mapFromScene(win.maps_panel.tile_scene_centre(6))
     qtbot.mouseClick(glw.viewport(), Qt.MouseButton.LeftButton, pos=pos)
     assert win.state.joint == 6
     sel = win.image_panel.selected_joint_item.getData()
     np.testing.assert_allclose([sel[0][0], sel[1][0]], s.joints_2d[6])
-    assert "L elbow" in win.maps_panel.titles[6].text
+    assert win.maps_panel.title_text(6) == "L elbow"
+    assert win.maps_panel.selection.isVisible()
+    assert win.maps_panel.selection.rect() == win.maps_panel.tile_rect(6)
     # overlay: the selected joint's map over the photo, placed by map_to_image
     win.controls.overlay_check.setChecked(True)
     ov = win.image_panel.overlay_item

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
+    QGraphicsRectItem,
     QHBoxLayout,
     QLabel,
     QRadioButton,
@@ -18,6 +19,8 @@ from PySide6.QtWidgets import (
 
 from poseviewer.app.state import MAP_KIND_LABELS, MAP_KINDS, ViewerState
 from poseviewer.skeleton import CPM14
+
+BACKGROUND = (30, 30, 34)
 
 
 def joint_label(j: int) -> str:
@@ -29,18 +32,18 @@ def joint_label(j: int) -> str:
     return name.replace("_", " ")
 
 
-class _MapBox(pg.ViewBox):
-    clicked = Signal(int)
+class _MosaicBox(pg.ViewBox):
+    clicked = Signal(float, float)
 
-    def __init__(self, index: int) -> None:
+    def __init__(self) -> None:
         super().__init__(lockAspect=True, invertY=True, enableMouse=False, enableMenu=False,
-                         defaultPadding=0.0)
-        self.index = index
+                         defaultPadding=0.01)
 
     def mouseClickEvent(self, ev) -> None:  # noqa: N802
         if ev.button() == Qt.MouseButton.LeftButton:
             ev.accept()
-            self.clicked.emit(self.index)
+            p = self.mapSceneToView(ev.scenePos())
+            self.clicked.emit(p.x(), p.y())
 
 
 class BeliefMapPanel(QWidget):
@@ -77,41 +80,69 @@ class BeliefMapPanel(QWidget):
         self.info = QLabel("")
         self.info.setObjectName("maps_info")
 
+        # one image holds all 14 maps as tiles (painting one item is much cheaper than
+        # 14 view boxes); names and confidences are text items over it
         self.glw = pg.GraphicsLayoutWidget()
-        self.glw.setBackground((30, 30, 34))
+        self.glw.setBackground(BACKGROUND)
         lay.addWidget(self.glw, 1)
         lay.addWidget(self.info)
-        lut = pg.colormap.get("inferno").getLookupTable(nPts=256)
-        self.boxes: list[_MapBox] = []
-        self.images: list[pg.ImageItem] = []
-        self.titles: list[pg.LabelItem] = []
+        self.box = _MosaicBox()
+        self.glw.addItem(self.box)
+        self.mosaic = pg.ImageItem(axisOrder="row-major")
+        self.box.addItem(self.mosaic)
+        self._lut = pg.colormap.get("inferno").getLookupTable(nPts=256, alpha=True)
+        self.titles: list[pg.TextItem] = []
         self.values: list[pg.TextItem] = []  # confidence, drawn inside each map
         for j in range(CPM14.num_joints):
-            r, c = divmod(j, self.COLUMNS)
-            cell = self.glw.addLayout(row=r, col=c)
-            title = cell.addLabel(joint_label(j), row=0, col=0, size="8pt", color="#ddd")
-            vb = _MapBox(j)
-            cell.addItem(vb, row=1, col=0)
-            img = pg.ImageItem(axisOrder="row-major")
-            img.setLookupTable(lut)
-            vb.addItem(img)
+            title = pg.TextItem(joint_label(j), color="#ddd", anchor=(0.5, 1.0))
             val = pg.TextItem("", color=(230, 230, 230, 150), anchor=(0, 0))
             font = val.textItem.font()
             font.setPointSizeF(6.5)
             val.setFont(font)
-            val.setZValue(10)
-            vb.addItem(val, ignoreBounds=True)
-            vb.clicked.connect(self._on_map_clicked)
-            self.values.append(val)
-            self.boxes.append(vb)
-            self.images.append(img)
+            for item in (title, val):
+                item.setZValue(10)
+                self.box.addItem(item, ignoreBounds=True)
             self.titles.append(title)
-        self._levels = (0.0, 1.0)
+            self.values.append(val)
+        self.selection = QGraphicsRectItem()
+        self.selection.setPen(pg.mkPen((255, 255, 0), width=3, cosmetic=True))
+        self.selection.setZValue(11)
+        self.selection.hide()
+        self.box.addItem(self.selection, ignoreBounds=True)
+        self.box.clicked.connect(self._on_clicked)
+        self._maps: np.ndarray | None = None
+        self._values = np.zeros((0, 0), np.float32)
         self._title_state: dict[int, tuple[str, str]] = {}
         self._grid: tuple[int, int] = (0, 0)
-        self._selected_pen = pg.mkPen((255, 255, 0), width=3)
         state.changed.connect(self.on_state_changed)
         self._sync_kind_buttons()
+
+    # ---- tile geometry (item coordinates = map pixels) -----------------------------------
+    def _cell(self) -> tuple[int, int, int, int]:
+        h, w = self._grid
+        return h, w, max(1, round(0.15 * w)), max(3, round(0.35 * h))
+
+    def tile_rect(self, j: int) -> QRectF:
+        """Where map ``j`` sits in the mosaic (view coordinates)."""
+        h, w, gap, band = self._cell()
+        r, c = divmod(j, self.COLUMNS)
+        return QRectF(c * (w + gap), r * (h + band) + band, w, h)
+
+    def tile_scene_centre(self, j: int) -> QPointF:
+        """Centre of map ``j`` in scene coordinates (for tests)."""
+        return self.box.mapViewToScene(self.tile_rect(j).center())
+
+    def _layout(self, h: int, w: int) -> None:
+        self._grid = (h, w)
+        for j in range(CPM14.num_joints):
+            rect = self.tile_rect(j)
+            self.titles[j].setPos(rect.center().x(), rect.top())
+            self.values[j].setPos(rect.left(), rect.top())
+        rows = -(-CPM14.num_joints // self.COLUMNS)
+        _, _, gap, band = self._cell()
+        self.box.setRange(QRectF(0, 0, self.COLUMNS * (w + gap) - gap, rows * (h + band)),
+                          padding=0.01)
+        self._draw_selection()
 
     def _sync_kind_buttons(self) -> None:
         b = self.kind_buttons[self.state.map_kind]
@@ -127,8 +158,13 @@ class BeliefMapPanel(QWidget):
             if b.isChecked():
                 self.state.set_map_kind(kind)
 
-    def _on_map_clicked(self, j: int) -> None:
-        self.state.set_joint(None if self.state.joint == j else j)
+    def _on_clicked(self, x: float, y: float) -> None:
+        if self._maps is None:
+            return
+        for j in range(CPM14.num_joints):
+            if self.tile_rect(j).contains(QPointF(x, y)):
+                self.state.set_joint(None if self.state.joint == j else j)
+                return
 
     def on_state_changed(self, keys: frozenset) -> None:
         """Redraw maps / titles / selection for the keys that changed."""
@@ -144,8 +180,10 @@ class BeliefMapPanel(QWidget):
     def _draw_maps(self) -> None:
         maps = self.state.maps()
         if maps is None or np.asarray(maps).size == 0:
-            for img in self.images:
-                img.clear()
+            self._maps = None
+            self.mosaic.clear()
+            for v in self.values:
+                v.setText("")
             s = self.state.stage_result
             kind = MAP_KIND_LABELS[self.state.map_kind].lower()
             if s is None:
@@ -157,37 +195,58 @@ class BeliefMapPanel(QWidget):
             self.info.setText(text)
             return
         maps = np.asarray(maps, dtype=np.float32)
-        hi = float(maps.max()) if maps.size else 1.0
-        self._levels = (0.0, max(hi, 1e-6))
-        for j, img in enumerate(self.images):
-            img.setImage(maps[j], autoLevels=False, levels=self._levels)
+        self._maps = maps
         h, w = maps.shape[1:]
         if (h, w) != self._grid:
-            self._grid = (h, w)
-            for vb in self.boxes:
-                vb.setRange(xRange=(0, w), yRange=(0, h), padding=0.0)
+            self._layout(h, w)
+        hi = max(float(maps.max()), 1e-6)
+        _, _, gap, band = self._cell()
+        rows = -(-CPM14.num_joints // self.COLUMNS)
+        values = np.full((rows * (h + band), self.COLUMNS * (w + gap) - gap), np.nan,
+                         dtype=np.float32)
+        for j in range(CPM14.num_joints):
+            r, c = divmod(j, self.COLUMNS)
+            y0, x0 = r * (h + band) + band, c * (w + gap)
+            values[y0:y0 + h, x0:x0 + w] = maps[j]
+        self._values = values
+        idx = np.clip(np.nan_to_num(values, nan=0.0) * (255.0 / hi), 0, 255).astype(np.uint8)
+        rgba = self._lut[idx]
+        rgba[np.isnan(values), 3] = 0  # gaps show the background
+        self.mosaic.setImage(rgba, levels=None, autoLevels=False)
         self.info.setText(f"{MAP_KIND_LABELS[self.state.map_kind]} maps of stage "
                           f"{self.state.stage + 1}: {w}x{h} grid, shared colour scale "
                           f"0..{hi:.2f}; click a map to select its joint")
 
     def _draw_titles(self) -> None:
-        # titles change only with the selection / visibility (a LabelItem text change
-        # re-lays out the whole grid); the confidence is a TextItem inside each map
         s = self.state.stage_result
-        for j, (title, vb, val) in enumerate(
-                zip(self.titles, self.boxes, self.values, strict=True)):
+        for j, (title, val) in enumerate(zip(self.titles, self.values, strict=True)):
             hidden = s is not None and not bool(s.visible[j])
-            selected = j == self.state.joint
             text = joint_label(j) + (" (hidden)" if hidden else "")
-            colour = "#ff0" if selected else ("#888" if hidden else "#ddd")
+            colour = "#ff0" if j == self.state.joint else ("#888" if hidden else "#ddd")
             if (text, colour) != self._title_state.get(j):
-                title.setText(text, color=colour, size="8pt")
+                title.setText(text, color=colour)
                 self._title_state[j] = (text, colour)
-                vb.setBorder(self._selected_pen if selected else None)
-            conf = "" if s is None else f"{float(s.confidence[j]):.2f}"
+            conf = "" if s is None or self._maps is None else f"{float(s.confidence[j]):.2f}"
             if conf != val.textItem.toPlainText():
                 val.setText(conf)
+        self._draw_selection()
+
+    def _draw_selection(self) -> None:
+        j = self.state.joint
+        if j is None or self._grid == (0, 0):
+            self.selection.hide()
+        else:
+            self.selection.setRect(self.tile_rect(j))
+            self.selection.show()
+
+    def title_text(self, j: int) -> str:
+        """The label of map ``j`` as shown."""
+        return self.titles[j].textItem.toPlainText()
 
     def map_data(self, j: int) -> np.ndarray | None:
-        """The array map ``j`` currently shows (for tests)."""
-        return self.images[j].image
+        """The (Hm, Wm) values shown in tile ``j`` of the mosaic (None when no maps)."""
+        if self._maps is None:
+            return None
+        r = self.tile_rect(j)
+        y0, x0 = round(r.top()), round(r.left())
+        return self._values[y0:y0 + round(r.height()), x0:x0 + round(r.width())]
