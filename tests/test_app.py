@@ -831,3 +831,14 @@ def test_plain_coco_import_and_unlifted_person(qtbot, settings, tmp_path, messag
     assert "not lifted" in win.view3d.summary.text()
     assert not win.controls.component_combo.isEnabled()
     win.state.step_component(1)  # nothing to step: no error
+
+
+def test_selected_joint_slot_follows_the_skeleton_mapping():
+    from poseviewer.app.view3d import _cpm_joint_to_h36m
+    from poseviewer.skeleton import CPM14, cpm_to_h36m
+
+    for j in range(CPM14.num_joints):
+        onehot = np.zeros((CPM14.num_joints, 1))
+        onehot[j] = 1.0
+        assert _cpm_joint_to_h36m(j) == int(np.argmax(cpm_to_h36m(onehot)[:, 0]))
+    assert _cpm_joint_to_h36m(None) is None

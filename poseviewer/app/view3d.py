@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWi
 from vispy import scene
 
 from poseviewer.app.state import ViewerState
-from poseviewer.skeleton import CPM_TO_H36M_SLOTS, CPM_TO_H36M_SOURCES, H36M17
+from poseviewer.skeleton import CPM_TO_H36M, H36M17
 
 #: Default camera of the 3D panel (reset view returns here).
 CAMERA_DEFAULTS = {"elevation": 12.0, "azimuth": 0.0, "distance": 3.6, "fov": 35.0}
@@ -231,8 +231,8 @@ class Pose3DPanel(QWidget):
 
 
 def _cpm_joint_to_h36m(j: int | None) -> int | None:
-    if j is None:
+    """The H36M-17 joint that CPM-14 joint ``j`` is observed as (None for no joint)."""
+    if j is None or not 0 <= j < len(CPM_TO_H36M):
         return None
-    hit = np.nonzero(CPM_TO_H36M_SOURCES == j)[0]
-    return int(CPM_TO_H36M_SLOTS[hit[0]]) if len(hit) else None
+    return int(CPM_TO_H36M[j])
 
