@@ -48,7 +48,8 @@ class EstimateWorker(QObject):
     succeeded = Signal(int, object, object, float)
     """request id, EstimateResult, RGB image (or None), seconds."""
     failed = Signal(int, str, str)
-    """request id, error kind ('image', 'model', 'no person', 'lift', 'error'), message."""
+    """request id, error kind ('image', 'model', 'import' or 'error'), message. (A photo
+    with nobody in it is not an error: it succeeds with no persons and the window says so.)"""
     cancelled = Signal(int)
     image_loaded = Signal(int, object)
     """request id, RGB image: the photo as it will be analysed (shown before the result)."""
