@@ -477,7 +477,7 @@ def test_drop_recent_and_settings(qtbot, settings, tmp_path):
     assert win2.image_path == str(path.resolve())
 
 
-def test_screenshots_and_3d_pixels(qtbot, settings, tmp_path, artifacts_dir):
+def test_screenshots_and_3d_pixels(qtbot, settings, tmp_path, artifacts_dir, messages):
     win = make_window(qtbot, settings, FakeEstimator(stages=3))
     open_and_wait(qtbot, win, write_image(tmp_path / "p.png"))
     win.state.set_joint(3)
@@ -490,7 +490,16 @@ def test_screenshots_and_3d_pixels(qtbot, settings, tmp_path, artifacts_dir):
         assert out is not None and out.is_file()
         img = QImage(str(out))
         assert img.width() > 100 and img.height() > 100
-    assert not list(artifacts_dir.glob(".*.tmp.png"))  # atomic: no temp left behind
+    assert not list(artifacts_dir.glob(".app_panel_*"))  # atomic: no temp left behind
+    # a folder that does not exist: a message naming it, nothing written
+    assert win.save_screenshot("image", tmp_path / "no_such_folder" / "x.png") is None
+    assert win.last_error[0] == "screenshot" and "no_such_folder" in win.last_error[1]
+    assert "does not exist" in messages[-1][1]
+    # an existing file is replaced whole
+    old = tmp_path / "old.png"
+    old.write_bytes(b"not a png")
+    assert win.save_screenshot("maps", old) == old
+    assert QImage(str(old)).width() > 100
     if not real_display():
         pytest.skip(f"3D pixels need a real X display (platform {QGuiApplication.platformName()})")
     rgba = win.view3d.render_image()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QImage, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -31,6 +31,7 @@ from poseviewer.app.maps_view import BeliefMapPanel
 from poseviewer.app.state import MAP_KIND_LABELS, MAP_KINDS, ViewerState
 from poseviewer.app.view3d import Pose3DPanel, can_render
 from poseviewer.app.worker import WorkerController
+from poseviewer.atomic import atomic_write_with
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp);;All files (*)"
 MAX_RECENT = 10
@@ -53,17 +54,13 @@ def default_estimator_factory() -> Any:
 
 
 def write_qimage_atomic(image: QImage, path: str | os.PathLike[str]) -> Path:
-    """Save ``image`` as PNG via a temp file in the same folder + os.replace."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    try:
-        if not image.save(str(tmp), "PNG"):
-            raise OSError(f"could not write PNG {path} (folder not writable?)")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    """Save ``image`` as PNG atomically (``poseviewer.atomic``: temp file + os.replace)."""
+    buf = QBuffer()
+    buf.open(QIODevice.OpenModeFlag.WriteOnly)
+    if image.isNull() or not image.save(buf, "PNG"):
+        raise ValueError(f"could not encode the picture for {path} as PNG (empty picture?)")
+    data = bytes(buf.data())
+    return atomic_write_with(path, lambda fh: fh.write(data))
 
 
 def rgba_to_qimage(rgba: np.ndarray) -> QImage:
