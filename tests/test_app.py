@@ -447,6 +447,25 @@ def test_close_while_running(qtbot, settings, tmp_path):
     assert win.worker._thread.isFinished()
 
 
+def test_close_waits_for_a_slow_stage_without_destroying_the_thread(qtbot, settings, tmp_path):
+    """A stage longer than the close wait: the close is refused (window open, message
+    shown first), retried, and the window closes once the thread has finished."""
+    est = FakeEstimator(stages=3, delay=1.2)
+    win = make_window(qtbot, settings, est)
+    win.close_wait_ms = 100
+    shown: list[str] = []
+    win.statusBar().messageChanged.connect(shown.append)
+    win.open_image(write_image(tmp_path / "p.png"))
+    assert est.started.wait(5)
+    assert win.close() is False  # refused: the stage is still running
+    assert win.isVisible() and win.worker.running
+    assert any(m.startswith("Waiting for the model to stop") for m in shown)
+    assert win.open_image(tmp_path / "p.png") == -1  # no new work while closing
+    qtbot.waitUntil(lambda: not win.isVisible(), timeout=5000)
+    assert win.worker._thread.isFinished()
+    assert len(est.calls) == 1
+
+
 def test_drop_recent_and_settings(qtbot, settings, tmp_path):
     win = make_window(qtbot, settings, FakeEstimator())
     path = write_image(tmp_path / "dropped.png")

@@ -144,7 +144,7 @@ class MainWindow(QMainWindow):
         self._restore_settings()
         app = QApplication.instance()
         if app is not None:  # quitting without closing the window still stops the worker
-            app.aboutToQuit.connect(self.shutdown)
+            app.aboutToQuit.connect(self._on_about_to_quit)
 
     # ---- construction ----------------------------------------------------------------------
     def _dock(self, title: str, name: str, widget: QWidget, area) -> QDockWidget:
@@ -280,6 +280,8 @@ class MainWindow(QMainWindow):
 
     def _submit(self, kind: str, message: str, rerun_of: str | None = None,
                 **kwargs: Any) -> int:
+        if self._shut_down:  # closing: keyboard shortcuts may still fire
+            return -1
         self._rerun_path = rerun_of
         self._t_submit = time.perf_counter()
         self.progress_bar.setRange(0, 0)
@@ -561,18 +563,40 @@ class MainWindow(QMainWindow):
         s.setValue("map_kind", self.state.map_kind)
         s.sync()
 
+    #: How long a close waits for the running stage to end before the window stays open
+    #: and retries (ms); retries wait ``close_retry_ms`` each, with the event loop running.
+    close_wait_ms = 1500
+    close_retry_ms = 100
+
+    def shutdown(self, timeout_ms: int | None = None) -> bool:
+        """Save the settings (once), cancel the running request and stop the worker; wait
+        up to ``timeout_ms`` (None: until it ends). True when the worker thread finished."""
+        if not self._shut_down:
+            self._shut_down = True
+            self.save_settings()
+            for w in (self.menuBar(), self.image_panel, self.maps_dock, self.view3d_dock,
+                      self.controls, self.cancel_button):
+                w.setEnabled(False)  # no new work while closing
+        self.worker.stop()
+        if not self.worker.running:
+            return True
+        self.statusBar().showMessage("Waiting for the model to stop (it stops after the "
+                                     "running stage)...")
+        self.statusBar().repaint()  # visible before the blocking wait
+        return self.worker.shutdown(timeout_ms)
+
     @Slot()
-    def shutdown(self) -> None:
-        """Save the settings, cancel the running request, stop and wait for the worker."""
-        if self._shut_down:
-            return
-        self._shut_down = True
-        self.save_settings()
-        self.worker.shutdown()
+    def _on_about_to_quit(self) -> None:
+        self.shutdown(None)  # the application is ending: the thread must be finished
 
     def closeEvent(self, ev) -> None:  # noqa: N802
-        self.shutdown()
-        super().closeEvent(ev)
+        first = not self._shut_down
+        if self.shutdown(self.close_wait_ms if first else self.close_retry_ms):
+            super().closeEvent(ev)
+            return
+        # never destroy a running QThread (Qt aborts): stay open and try again shortly
+        ev.ignore()
+        QTimer.singleShot(self.close_retry_ms, self, self.close)
 
     def show_message_later(self, text: str) -> None:
         """Status message once the event loop runs (used at start-up)."""

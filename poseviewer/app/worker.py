@@ -255,13 +255,25 @@ class WorkerController(QObject):
         if self._settle(rid):
             self.cancelled.emit()
 
-    def shutdown(self, timeout_ms: int = 30000) -> bool:
-        """Cancel, stop the thread's event loop and wait for it. True when it stopped."""
-        if self._shut:
-            return True
-        self._shut = True
-        self.cancel()
-        self._thread.quit()
-        ok = self._thread.wait(timeout_ms)
-        self._current = None
+    @property
+    def running(self) -> bool:
+        """True while the worker thread has not finished."""
+        return self._thread.isRunning()
+
+    def stop(self) -> None:
+        """Cancel the running request and ask the thread to end (returns at once; no new
+        requests are accepted afterwards). The thread ends after the running stage."""
+        if not self._shut:
+            self._shut = True
+            self.cancel()
+            self._thread.quit()
+
+    def shutdown(self, timeout_ms: int | None = 30000) -> bool:
+        """:meth:`stop`, then wait up to ``timeout_ms`` (None: until it ends; a CNN stage
+        always ends) for the thread. True when it has finished; after a timeout the thread
+        is still running and ``shutdown`` may be called again."""
+        self.stop()
+        ok = self._thread.wait() if timeout_ms is None else self._thread.wait(int(timeout_ms))
+        if ok:
+            self._current = None
         return bool(ok)
