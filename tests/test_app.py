@@ -715,6 +715,59 @@ def test_real_estimator_in_the_window(qtbot, settings, tmp_path, artifacts_dir):
     win.grab().save(str(artifacts_dir / "app_real_estimator.png"))
 
 
+@pytest.mark.parametrize("display_limit", [None, 160 * 200])
+def test_downscaled_analysis_is_shown_and_exported_in_file_pixels(
+        qtbot, settings, tmp_path, monkeypatch, messages, display_limit):
+    """The estimator analyses a half-size copy (its max_pixels); the window, the overlay and
+    the exports are in the file's pixels. With ``display_limit`` the shown copy is itself
+    downscaled and stretched over the file's frame."""
+    import json
+
+    import cv2
+
+    from poseviewer import imageio
+
+    if display_limit is not None:
+        monkeypatch.setattr(imageio, "MAX_PIXELS", display_limit)
+    est = tiny_estimator(fusion=True, stages=2)
+    est.max_pixels = 320 * 400 // 4
+    path = write_image(tmp_path / "p.png", w=320, h=400)
+    fh, fw = cv2.imread(str(path)).shape[:2]
+    win = make_window(qtbot, settings, est)
+    open_and_wait(qtbot, win, path, timeout=60000)
+    res = win.state.result
+    assert tuple(res.image_size) == (fw, fh) == (320, 400)
+    assert any("downscaled" in m for m in res.messages)
+    shown = (fh, fw) if display_limit is None else (200, 160)
+    assert win.state.image.shape[:2] == shown
+    # the photo covers the file's frame (pixel centres at integer coordinates), whatever
+    # the size of the shown copy
+    r = win.image_panel.photo.mapRectToParent(win.image_panel.photo.boundingRect())
+    np.testing.assert_allclose([r.x(), r.y(), r.width(), r.height()], [-0.5, -0.5, fw, fh])
+    # the whole-image person spans the file, not the analysed half-size copy
+    box = np.asarray(res.persons[0].box, float)
+    assert box[2] > 0.75 * fw and box[3] > 0.75 * fh
+    # overlay of a map cell lands where map_to_image (file pixels) says
+    win.controls.overlay_check.setChecked(True)
+    ov = win.image_panel.overlay_item
+    a = win.state.person_result.map_to_image
+    p = ov.mapToParent(QPointF(10.5, 20.5))
+    np.testing.assert_allclose([p.x(), p.y()], a @ [10, 20, 1], atol=1e-6)
+    # exports agree with the file
+    out = win.export("json", tmp_path / "r.json")
+    image = json.loads(out.read_text())["image"]
+    assert (image["width"], image["height"]) == (fw, fh)
+    coco = json.loads(win.export("coco", tmp_path / "r.coco.json").read_text())
+    assert (coco["images"][0]["width"], coco["images"][0]["height"]) == (fw, fh)
+    # a re-run with a box in file pixels stays in file pixels
+    with qtbot.waitSignal(win.worker.succeeded, timeout=60000):
+        win.on_boxes_edited(np.array([[100.0, 60.0, 220.0, 360.0]]))
+    again = win.state.result
+    assert tuple(again.image_size) == (fw, fh)
+    np.testing.assert_allclose(again.persons[0].box[:2], [100, 60], atol=30)
+    assert not messages
+
+
 def test_real_estimator_cancel_and_close(qtbot, settings, tmp_path):
     est = tiny_estimator(fusion=False, stages=6)
     gate = threading.Event()

@@ -173,14 +173,24 @@ class ImagePanel(pg.GraphicsLayoutWidget):
         img = self.state.image
         if img is None:
             self.photo.clear()
+            self._photo_frame = None
             return
-        old = self.photo.image
-        if old is img or (old is not None and old.shape == img.shape
-                          and np.array_equal(old, img)):
-            return  # same photo (a re-run with boxes): keep the user's zoom
-        self.photo.setImage(img, autoLevels=False, levels=(0, 255))
         h, w = img.shape[:2]
-        self.vb.setRange(QRectF(-0.5, -0.5, w, h), padding=0.02)
+        res = self.state.result
+        # the view works in the result's pixels (the original image); a display copy that
+        # was downscaled on loading is stretched over that frame
+        fw, fh = ((float(res.image_size[0]), float(res.image_size[1])) if res is not None
+                  else (float(w), float(h)))
+        old = self.photo.image
+        same = old is img or (old is not None and old.shape == img.shape
+                              and np.array_equal(old, img))
+        if same and (fw, fh) == getattr(self, "_photo_frame", None):
+            return  # same photo (a re-run with boxes): keep the user's zoom
+        if not same:
+            self.photo.setImage(img, autoLevels=False, levels=(0, 255))
+        self.photo.setRect(QRectF(0.0, 0.0, fw, fh))  # the item itself sits at (-0.5, -0.5)
+        self._photo_frame = (fw, fh)
+        self.vb.setRange(QRectF(-0.5, -0.5, fw, fh), padding=0.02)
 
     def _draw_boxes(self) -> None:
         for item in self.other_boxes:

@@ -301,6 +301,10 @@ class MainWindow(QMainWindow):
         if img is None:
             return
         boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+        res = self.state.result
+        if (res is not None and self.image_path is not None
+                and tuple(res.image_size) != (img.shape[1], img.shape[0])):
+            img = self.image_path  # the shown copy is downscaled: boxes are in file pixels
         self._submit("estimate", image=img, boxes=boxes if len(boxes) else None,
                      message=f"Re-running with {len(boxes)} box(es)...",
                      rerun_of=self.image_path)

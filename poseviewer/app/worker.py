@@ -108,12 +108,14 @@ class EstimateWorker(QObject):
             est = self.estimator()
         except Exception as exc:
             raise _ModelError(_message(exc)) from exc
-        max_pixels = int(getattr(est, "max_pixels", MAX_PIXELS))
+        # The estimator downscales to its own ``max_pixels`` itself and reports everything
+        # in the pixels of what it is given: the full-resolution array (= the file's pixels),
+        # or the file itself when the photo was too big even for display (then the shown
+        # copy is stretched over the result's original-pixel frame).
+        source = req.image if loaded.scale != 1.0 and loaded.path is not None else loaded.rgb
+        result = est.estimate(source, boxes=req.boxes, on_stage=self._on_stage,
+                              cancel=req.token)
         rgb = loaded.rgb
-        if rgb.shape[0] * rgb.shape[1] > max_pixels:  # the estimator's own limit is lower
-            loaded = load_image(req.image, max_pixels)
-            rgb = loaded.rgb
-        result = est.estimate(rgb, boxes=req.boxes, on_stage=self._on_stage, cancel=req.token)
         if loaded.path is not None:
             result.image_path = loaded.path
         result.messages = list(loaded.messages) + [
