@@ -71,6 +71,9 @@ def main() -> int:
     ap.add_argument("--switches", type=int, default=300)
     ap.add_argument("--inferences", type=int, default=200)
     ap.add_argument("--image", type=Path, default=None)
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="also profile the stage switches (cProfile) and print the top N "
+                         "functions by own time")
     args = ap.parse_args()
 
     from PySide6.QtCore import QEventLoop, QSettings, QTimer
@@ -170,6 +173,17 @@ def main() -> int:
         draw_all()
         times["component"].append(time.perf_counter() - t0)
     per = {k: (painted.counts[k] - before[k]) / (2 * args.switches) for k in before}
+    if args.profile:
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        for _ in range(100):
+            prof.enable()
+            st.set_stage((st.stage + 1) % n_stages)
+            draw_all()
+            prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(args.profile)
     print("paint events per switch: " + ", ".join(f"{k} {v:.2f}" for k, v in per.items()))
     for key, ts in times.items():
         ms = np.array(ts) * 1000
