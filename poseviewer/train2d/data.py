@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from poseviewer.atomic import atomic_write_with
 from poseviewer.skeleton import LSP_TO_CPM
 
 #: Pixel value for areas outside the photo (normalises to 0 with pixel / 255 - 0.5).
@@ -139,14 +139,7 @@ def build_cache(root: str | os.PathLike[str], out_dir: str | os.PathLike[str], s
 
 
 def _atomic_save(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_with(path, write)
 
 
 def load_cache(cache_dir: str | os.PathLike[str], mmap: bool = False) -> Cache:

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from poseviewer.atomic import atomic_write_bytes, atomic_write_text, atomic_write_with
 from poseviewer.cnn.lifting_cpm import LiftingCPM, count_parameters
 from poseviewer.cnn.weights import load_cpm, save_cpm
 from poseviewer.train2d.augment import AugmentConfig, make_batch
@@ -75,10 +75,7 @@ class NeedPoseModel(RuntimeError):
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def lr_at(step: int, progress: float, cfg: TrainConfig) -> float:
@@ -278,19 +275,14 @@ class _ThreadTuner:
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp)
-    os.replace(tmp, path)
+    data = save({k: v.detach().contiguous() for k, v in tensors.items()})
+    atomic_write_bytes(path, data)
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write_with(path, lambda f: torch.save(state, f))
 
 
 def _step(model: LiftingCPM, opt: torch.optim.Optimizer, cache: Cache, idx: np.ndarray,
@@ -356,9 +348,8 @@ def plot_log(log_path: str | os.PathLike[str], png_path: str | os.PathLike[str])
     a2.legend(fontsize=8)
     fig.tight_layout()
     png = Path(png_path)
-    fd, tmp = tempfile.mkstemp(prefix=png.name + ".", suffix=".png", dir=png.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, png)
+    try:
+        atomic_write_with(png, lambda f: fig.savefig(f, format="png", dpi=90))
+    finally:
+        plt.close(fig)
     return png

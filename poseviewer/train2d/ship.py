@@ -6,10 +6,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from poseviewer.atomic import atomic_write_text
 from poseviewer.cnn import LiftingCPM, count_parameters, load_cpm, save_cpm
 from poseviewer.skeleton import CPM14
 from poseviewer.train2d.loop import read_log
@@ -142,9 +142,5 @@ def model_card(report: dict[str, Any], run_dir: str | os.PathLike[str], model: L
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write text via a temp file in the same folder and os.replace."""
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, p)
+    """Write text atomically (``poseviewer.atomic``: temp file in the same folder, replace)."""
+    atomic_write_text(path, text)
