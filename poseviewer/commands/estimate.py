@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from poseviewer.export import export_result, parse_formats
-from poseviewer.export.batch import CocoCollector, Report, UniqueStems, finish_batch
+from poseviewer.export.batch import (
+    CocoCollector,
+    Report,
+    UniqueStems,
+    add_output_arguments,
+    finish_batch,
+)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
@@ -29,10 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``poseviewer estimate``."""
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                         help="image files and folders (searched recursively)")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="output folder (created if missing)")
-    parser.add_argument("--format", default="json", metavar="LIST",
-                        help="comma-separated: json,csv,npz,bvh,coco (default: json)")
+    add_output_arguments(parser)
     parser.add_argument("--device", default=None,
                         help="torch device, e.g. cpu or cuda (default: the estimator's)")
     parser.add_argument("--model", "--pose-model", dest="pose_model", type=Path, default=None,

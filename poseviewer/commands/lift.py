@@ -24,17 +24,20 @@ from poseviewer.export import (
     parse_formats,
     read_joints_2d,
 )
-from poseviewer.export.batch import CocoCollector, Report, UniqueStems, finish_batch
+from poseviewer.export.batch import (
+    CocoCollector,
+    Report,
+    UniqueStems,
+    add_output_arguments,
+    finish_batch,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``poseviewer lift``."""
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
                         help="JSON files: COCO-style keypoints or poseviewer results")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="output folder (created if missing)")
-    parser.add_argument("--format", default="json", metavar="LIST",
-                        help="comma-separated: json,csv,npz,bvh,coco (default: json)")
+    add_output_arguments(parser)
     parser.add_argument("--model", type=Path, default=None, metavar="PATH",
                         help=f"3D pose model: our .safetensors or the released .mat "
                         f"(default: {DEFAULT_POSE_MODEL.name})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -115,3 +116,11 @@ def finish_batch(report: Report, coco: CocoCollector, out_dir: Path, interrupted
     if interrupted:
         return 130
     return 1 if report.failed else 0
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--out DIR`` and ``--format LIST``, shared by the ``estimate`` and ``lift`` commands."""
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="output folder (created if missing)")
+    parser.add_argument("--format", default="json", metavar="LIST",
+                        help="comma-separated: json,csv,npz,bvh,coco (default: json)")
