@@ -153,25 +153,43 @@ def test_warp_crop_geometry_round_trips():
 def test_person_centres_raster_order_thresholds_and_first_four():
     m = np.zeros((40, 60), np.float32)
     peaks = PeakConfig()
-    # five isolated peaks; the bottom-right one is the strongest
+    # five isolated peaks above 0.4; the bottom-right one is the strongest
     spots = [(10, 5), (50, 5), (30, 20), (5, 35), (55, 35)]
     for k, (x, y) in enumerate(spots):
-        m[y, x] = 0.01 + 0.001 * k
-    m[35, 55] = 0.05
+        m[y, x] = 0.5 + 0.01 * k
+    m[35, 55] = 0.9
     centres = find_person_centres(m, peaks)
     assert centres == [(10, 5), (50, 5), (30, 20), (5, 35)]  # raster order, not strongest
     # a 4-connected plateau of 3 x 1 pixels -> one centre in the middle of its box
     m = np.zeros((20, 20), np.float32)
-    m[10, 4:7] = 0.01
+    m[10, 4:7] = 0.6
     assert find_person_centres(m, peaks) == [(5, 10)]
     # diagonal neighbours are separate regions (4-connectivity)
     m = np.zeros((20, 20), np.float32)
-    m[5, 5] = m[6, 6] = 0.01
+    m[5, 5] = m[6, 6] = 0.6
     assert find_person_centres(m, peaks) == [(5, 5), (6, 6)]
-    # too weak: 256 * 0.001 = 0.256 < 0.3 range
+    # too weak to be a peak: 256 * 0.001 = 0.256 < 0.3 range
     m = np.zeros((20, 20), np.float32)
     m[5, 5] = 0.001
     assert find_person_centres(m, peaks) == []
+
+
+def test_person_centres_keep_rule_uses_the_map_value_not_256_times_it():
+    """A centre is kept when the map itself is > 0.4 there: 0.01 peaks (v = 2.56, a peak by
+    the range test) are not people, and they must not push real ones out of the first four."""
+    peaks = PeakConfig()
+    m = np.zeros((40, 60), np.float32)
+    # six weak peaks early in raster order, then two real people lower down
+    for x in (5, 15, 25, 35, 45, 55):
+        m[3, x] = 0.01
+    m[20, 10] = 0.8
+    m[30, 40] = 0.45
+    assert find_person_centres(m, peaks) == [(10, 20), (40, 30)]
+    # just below / just above the threshold on the map's own scale
+    m = np.zeros((20, 20), np.float32)
+    m[5, 5] = 0.39
+    m[12, 12] = 0.41
+    assert find_person_centres(m, peaks) == [(12, 12)]
 
 
 # ---- estimator ------------------------------------------------------------------------

@@ -62,7 +62,7 @@ class PeakConfig:
     min_range: float = 0.3
     """Peak when (3x3 max - 3x3 min) > min_range (on scaled values)."""
     min_value: float = 0.4
-    """Keep a centre when the scaled map at the centre > min_value."""
+    """Keep a centre when the map's own value at the centre (not the scaled v) > min_value."""
     max_people: int = 4
     """The first max_people centres in raster order."""
 

@@ -80,11 +80,12 @@ def find_person_centres(person_map: np.ndarray, peaks: PeakConfig) -> list[tuple
     """PersonNet's centres from its resized map (H, W): v = scale * map; peaks where v equals
     its 3x3 maximum and (3x3 max - 3x3 min) > min_range (outside pixels ignored); peak pixels
     labelled into 4-connected regions in raster order; centre = middle of each region's
-    bounding box (integer, (min + max) // 2); kept when v there > min_value; the first
-    ``max_people`` in raster order. Returns (x, y) in map pixels."""
+    bounding box (integer, (min + max) // 2); kept when the map's own value there (not v)
+    > min_value; the first ``max_people`` in raster order. Returns (x, y) in map pixels."""
     from scipy import ndimage
 
-    v = np.asarray(person_map, dtype=np.float32) * np.float32(peaks.scale)
+    m = np.asarray(person_map, dtype=np.float32)
+    v = m * np.float32(peaks.scale)
     # 'nearest' replicates edge pixels that are already inside each 3x3 window, so max/min
     # equal those over the pixels inside the map
     vmax = ndimage.maximum_filter(v, size=3, mode="nearest")
@@ -97,7 +98,7 @@ def find_person_centres(person_map: np.ndarray, peaks: PeakConfig) -> list[tuple
             continue
         yc = (sl[0].start + sl[0].stop - 1) // 2
         xc = (sl[1].start + sl[1].stop - 1) // 2
-        if v[yc, xc] > peaks.min_value:
+        if m[yc, xc] > peaks.min_value:  # the map itself, not v (weak peaks are not people)
             centres.append((xc, yc))
         if len(centres) == peaks.max_people:
             break
