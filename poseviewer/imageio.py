@@ -13,6 +13,12 @@ import numpy as np
 MAX_PIXELS = 40_000_000
 #: Files whose decoded size would exceed this are refused (OpenCV's own limit is 2^30).
 HARD_MAX_PIXELS = 1 << 30
+#: Images with a side shorter than this are refused: too small to hold a person.
+MIN_SIDE = 16
+#: Transparent pixels are composited on this grey (RGB), the CNN's neutral input (128/255
+#: - 0.5 is about 0 after normalisation).
+NEUTRAL_BACKGROUND = (128, 128, 128)
+ALPHA_NOTE = "transparent pixels composited on a neutral grey background"
 
 
 class ImageError(Exception):
@@ -36,8 +42,8 @@ def to_rgb8(array: np.ndarray, messages: list[str] | None = None, bgr: bool = Fa
             ) -> np.ndarray:
     """Convert gray / RGB / RGBA (uint8, uint16, bool or float in [0, 1]) to RGB uint8.
 
-    Alpha is dropped (the colour channels are kept as they are); 16-bit values are scaled
-    by 255/65535; float images must lie in [0, 1].
+    An alpha channel is composited on ``NEUTRAL_BACKGROUND`` (with a note) unless every
+    pixel is opaque; 16-bit values are scaled by 255/65535; float images must lie in [0, 1].
     """
     notes = messages if messages is not None else []
     a = np.asarray(array)
@@ -49,27 +55,42 @@ def to_rgb8(array: np.ndarray, messages: list[str] | None = None, bgr: bool = Fa
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise ImageError(f"empty image (shape {a.shape})")
     if a.dtype == np.uint8:
-        pass
+        unit = a.astype(np.float32) / 255.0 if a.ndim == 3 and a.shape[2] == 4 else None
     elif a.dtype == np.uint16:
-        a = np.round(a.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
+        unit = a.astype(np.float32) / 65535.0
         notes.append("16-bit image converted to 8 bits")
     elif a.dtype == np.bool_:
-        a = a.astype(np.uint8) * 255
+        unit = a.astype(np.float32)
     elif np.issubdtype(a.dtype, np.floating):
         finite = np.isfinite(a)
         if not finite.all() or a.min() < 0.0 or a.max() > 1.0:
             raise ImageError("float images must hold finite values in [0, 1]")
-        a = np.round(a * 255.0).astype(np.uint8)
+        unit = a
     else:
         raise ImageError(f"unsupported image dtype {a.dtype} (use uint8, uint16 or float)")
+    if a.ndim == 3 and a.shape[2] == 4:
+        alpha = unit[..., 3:]
+        if alpha.min() < 1.0:  # composite: colour * alpha + background * (1 - alpha)
+            bg = np.asarray(NEUTRAL_BACKGROUND, np.float32)[::-1 if bgr else 1] / 255.0
+            unit = unit[..., :3] * alpha + bg * (1.0 - alpha)
+            notes.append(ALPHA_NOTE)
+        else:
+            unit = unit[..., :3]
+        a = a[..., :3]
+    if unit is not None:
+        a = np.round(unit * 255.0).astype(np.uint8)
     if a.ndim == 2:
         return np.ascontiguousarray(np.repeat(a[..., None], 3, axis=2))
-    if a.shape[2] == 4:
-        notes.append("alpha channel ignored")
-        a = a[..., :3]
     if bgr:
         a = a[..., ::-1]
     return np.ascontiguousarray(a)
+
+
+def _may_have_alpha(raw: np.ndarray) -> bool:
+    """PNG, WebP, TIFF and JPEG 2000 files can carry an alpha channel (JPEG cannot)."""
+    head = raw[:12].tobytes()
+    return (head.startswith(b"\x89PNG") or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+            or head[:4] in (b"II*\x00", b"MM\x00*") or head.startswith(b"\x00\x00\x00\x0cjP"))
 
 
 def _decode_file(path: Path) -> np.ndarray:
@@ -90,12 +111,18 @@ def _decode_file(path: Path) -> np.ndarray:
     if img is None:
         raise ImageError(f"cannot decode {path}: not an image OpenCV can read, truncated, "
                          f"or larger than {HARD_MAX_PIXELS} pixels")
+    if _may_have_alpha(raw):  # IMREAD_COLOR drops alpha: read it as stored (BGRA)
+        full = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+        if (full is not None and full.ndim == 3 and full.shape[2] == 4
+                and np.array_equal(full[..., :3], img)):  # same pixels, same orientation
+            return full
     return img
 
 
-def load_image(source: str | os.PathLike[str] | np.ndarray, max_pixels: int = MAX_PIXELS
-               ) -> LoadedImage:
-    """Load a path or an RGB(A)/gray array as RGB uint8; downscale above ``max_pixels``."""
+def load_image(source: str | os.PathLike[str] | np.ndarray, max_pixels: int = MAX_PIXELS,
+               min_side: int = MIN_SIDE) -> LoadedImage:
+    """Load a path or an RGB(A)/gray array as RGB uint8; downscale above ``max_pixels``;
+    refuse images with a side below ``min_side`` (``ImageError``)."""
     import cv2
 
     messages: list[str] = []
@@ -108,6 +135,10 @@ def load_image(source: str | os.PathLike[str] | np.ndarray, max_pixels: int = MA
     else:
         raise ImageError(f"expected an image path or a numpy array, got {type(source).__name__}")
     h, w = rgb.shape[:2]
+    if min(h, w) < min_side:
+        where = f"{path}: " if path else ""
+        raise ImageError(f"{where}the image is {w}x{h} pixels, too small to find a person in "
+                         f"(at least {min_side} x {min_side})")
     scale = 1.0
     if h * w > max_pixels:
         scale = float(np.sqrt(max_pixels / (h * w)))

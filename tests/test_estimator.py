@@ -65,12 +65,26 @@ def test_gray_rgba_and_16_bit_files_and_arrays(tmp_path):
     g = load_image(tmp_path / "g.png").rgb
     assert g.shape == (30, 20, 3) and np.array_equal(g[..., 1], gray)
 
-    rgba = np.zeros((10, 12, 4), np.uint8)
+    # RGBA: composited on the neutral grey (128): c * a + 128 * (1 - a), with a note
+    rgba = np.zeros((20, 24, 4), np.uint8)
     rgba[..., 0] = 200  # red
-    rgba[..., 3] = 128
+    rgba[..., 3] = 128  # half transparent ...
+    rgba[:5, :, 3] = 0  # ... fully transparent (black stored) ...
+    rgba[-5:, :, 3] = 255  # ... and opaque rows
     cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
     a = load_image(tmp_path / "a.png")
-    assert a.rgb.shape == (10, 12, 3) and (a.rgb[..., 0] == 200).all() and a.rgb[..., 2].max() == 0
+    assert a.rgb.shape == (20, 24, 3)
+    half = round(200 * 128 / 255 + 128 * 127 / 255), round(128 * 127 / 255)  # 164, 64
+    assert (a.rgb[8] == [half[0], half[1], half[1]]).all()
+    assert (a.rgb[:5] == 128).all()  # transparent: the background, not the stored black
+    assert (a.rgb[-5:] == [200, 0, 0]).all()
+    assert any("transparent pixels composited" in m for m in a.messages)
+    opaque = rgba.copy()
+    opaque[..., 3] = 255
+    b = load_image(opaque)  # arrays too; fully opaque: unchanged, no note
+    assert (b.rgb == opaque[..., :3]).all() and not b.messages
+    c = load_image(rgba)
+    assert np.array_equal(c.rgb, a.rgb) and c.messages == a.messages
 
     deep = (np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 257)
     cv2.imwrite(str(tmp_path / "d.png"), deep)
@@ -80,8 +94,8 @@ def test_gray_rgba_and_16_bit_files_and_arrays(tmp_path):
 
     arr = load_image(np.stack([deep] * 3, -1)).rgb
     assert arr[1, 1, 0] == 17
-    assert load_image(np.full((5, 6, 4), 9, np.uint8)).rgb.shape == (5, 6, 3)
-    assert load_image(np.full((5, 6), 0.5)).rgb[0, 0, 0] == 128
+    assert load_image(np.full((16, 17, 4), 9, np.uint8)).rgb.shape == (16, 17, 3)
+    assert load_image(np.full((16, 17), 0.5)).rgb[0, 0, 0] == 128
 
 
 def test_bad_images_give_clear_errors(tmp_path):
@@ -102,6 +116,13 @@ def test_bad_images_give_clear_errors(tmp_path):
         load_image(np.zeros((4, 4, 2), np.uint8))
     with pytest.raises(ImageError, match="empty"):
         load_image(np.zeros((0, 4, 3), np.uint8))
+    # too small to hold a person: refused with the size (files and arrays)
+    cv2.imwrite(str(tmp_path / "dot.png"), np.zeros((1, 1, 3), np.uint8))
+    with pytest.raises(ImageError, match=r"dot.png: the image is 1x1 pixels, too small"):
+        load_image(tmp_path / "dot.png")
+    with pytest.raises(ImageError, match="15x40 pixels, too small"):
+        load_image(np.zeros((40, 15, 3), np.uint8))
+    assert load_image(np.zeros((16, 16, 3), np.uint8)).rgb.shape == (16, 16, 3)
 
 
 def test_huge_image_is_downscaled_with_a_message():
