@@ -370,9 +370,9 @@ def test_errors_reach_the_user(qtbot, settings, tmp_path, messages):
     bad.write_text("this is not an image")
     with qtbot.waitSignal(win.worker.failed, timeout=10000):
         win.open_image(bad)
-    assert messages and messages[-1][0] == "Cannot read the image"
+    assert messages and messages[-1][0] == "Cannot use this image"
     assert "not an image" in messages[-1][1]
-    assert "Cannot read the image" in win.statusBar().currentMessage()
+    assert "Cannot use this image" in win.statusBar().currentMessage()
     with qtbot.waitSignal(win.worker.failed, timeout=10000):
         win.open_image(tmp_path / "missing.jpg")
     assert "not found" in messages[-1][1]

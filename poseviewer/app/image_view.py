@@ -17,6 +17,10 @@ from PySide6.QtWidgets import QGraphicsRectItem
 from poseviewer.app.state import ViewerState
 from poseviewer.skeleton import CPM14, H36M17, SIDE_COLOURS
 
+#: A photo is fitted into the panel at most this many screen pixels per image pixel (a tiny
+#: photo stays small and centred instead of a few pixels stretched over the panel).
+MAX_FIT_ZOOM = 8.0
+
 
 def _qcolor(rgb: tuple[float, float, float], alpha: float = 1.0) -> QColor:
     return QColor.fromRgbF(rgb[0], rgb[1], rgb[2], alpha)
@@ -190,7 +194,17 @@ class ImagePanel(pg.GraphicsLayoutWidget):
             self.photo.setImage(img, autoLevels=False, levels=(0, 255))
         self.photo.setRect(QRectF(0.0, 0.0, fw, fh))  # the item itself sits at (-0.5, -0.5)
         self._photo_frame = (fw, fh)
-        self.vb.setRange(QRectF(-0.5, -0.5, fw, fh), padding=0.02)
+        self.vb.setRange(self._fit_rect(fw, fh), padding=0.02)
+
+    def _fit_rect(self, fw: float, fh: float) -> QRectF:
+        """The view range that fits a (fw, fh) photo, zoomed in at most MAX_FIT_ZOOM."""
+        rect = QRectF(-0.5, -0.5, fw, fh)
+        vw, vh = self.vb.width(), self.vb.height()
+        if vw > 1 and vh > 1 and min(vw / fw, vh / fh) > MAX_FIT_ZOOM:
+            c = rect.center()
+            w, h = max(fw, vw / MAX_FIT_ZOOM), max(fh, vh / MAX_FIT_ZOOM)
+            rect = QRectF(c.x() - w / 2, c.y() - h / 2, w, h)
+        return rect
 
     def _draw_boxes(self) -> None:
         for item in self.other_boxes:

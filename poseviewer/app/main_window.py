@@ -135,6 +135,7 @@ class MainWindow(QMainWindow):
 
         self.image_path: str | None = None
         self._rerun_path: str | None = None
+        self._opening: str | None = None  # a photo file being opened, not yet read
         self._shut_down = False
         self.last_error: tuple[str, str] | None = None
         self._t_submit = 0.0
@@ -264,14 +265,25 @@ class MainWindow(QMainWindow):
             self.open_image(path)
 
     def open_image(self, path: str | os.PathLike[str], boxes: np.ndarray | None = None) -> int:
-        """Run the estimator on ``path`` in the worker (cancelling a running one)."""
+        """Run the estimator on ``path`` in the worker (cancelling a running one). The
+        window takes the file as its current one (title, recent files, export names) only
+        once the photo has been read: a file that cannot be opened changes nothing but
+        shows the message."""
         path = str(path)
+        rid = self._submit("estimate", image=path, boxes=boxes,
+                           message=f"Analysing {Path(path).name}...")
+        self._opening = path if rid >= 0 else None
+        return rid
+
+    def _take_opened_file(self) -> None:
+        """The photo being opened was read: make it the window's current file."""
+        path, self._opening = self._opening, None
+        if path is None:
+            return
         self.image_path = path
         self._remember_folder(path)
         self.add_recent(path)
         self.setWindowTitle(f"poseviewer - {Path(path).name}")
-        return self._submit("estimate", image=path, boxes=boxes,
-                            message=f"Analysing {Path(path).name}...")
 
     def open_array(self, rgb: np.ndarray, boxes: np.ndarray | None = None) -> int:
         """Run the estimator on an RGB array (no file)."""
@@ -283,6 +295,7 @@ class MainWindow(QMainWindow):
         if self._shut_down:  # closing: keyboard shortcuts may still fire
             return -1
         self._rerun_path = rerun_of
+        self._opening = None
         self._t_submit = time.perf_counter()
         self.progress_bar.setRange(0, 0)
         self.progress_bar.show()
@@ -402,6 +415,7 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def on_image_loaded(self, rgb: Any) -> None:
         """The photo is read: show it (without overlays) while the CNN runs."""
+        self._take_opened_file()
         self.state.set_result(None, rgb)
 
     @Slot(object, object, float)
@@ -409,6 +423,7 @@ class MainWindow(QMainWindow):
         """Show a new result."""
         if image is None:
             image = self.state.image
+        self._take_opened_file()
         if getattr(result, "image_path", None) is None and self._rerun_path:
             result.image_path = self._rerun_path  # a re-run on the photo of that file
         self.image_path = getattr(result, "image_path", None) or self.image_path
@@ -438,12 +453,14 @@ class MainWindow(QMainWindow):
 
     @Slot(str, str)
     def on_failed(self, kind: str, message: str) -> None:
-        """Show a worker error."""
+        """Show a worker error (a file that could not be opened changes nothing)."""
+        self._opening = None
         self.report_error(kind, message)
 
     @Slot()
     def on_cancelled(self) -> None:
         """The running request stopped."""
+        self._opening = None
         self.statusBar().showMessage("Cancelled.")
 
     @Slot(bool)
@@ -454,10 +471,10 @@ class MainWindow(QMainWindow):
 
     def report_error(self, kind: str, message: str) -> None:
         """Status text + a warning box (never raises)."""
-        titles = {"image": "Cannot read the image", "model": "Cannot load the model",
+        titles = {"image": "Cannot use this image", "model": "Cannot load the model",
                   "no person": "No person found", "import": "Cannot import this file",
                   "export": "Export failed", "screenshot": "Screenshot failed"}
-        title = titles.get(kind, "Error")
+        title = titles.get(kind, "Unexpected error")
         self.last_error = (kind, message)
         self.statusBar().showMessage(f"{title}: {message}")
         QMessageBox.warning(self, title, message)

@@ -1,0 +1,136 @@
+"""The viewer's rough edges a new user hit (issue 11): failed opens, tiny and transparent
+photos, overlapping labels, the label of a reopened result. Drives the real window
+(pytest-qt under pytest-xvfb) with the stand-in estimator of ``test_app``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+
+from PySide6.QtCore import QRectF, QSettings  # noqa: E402
+from PySide6.QtWidgets import QMessageBox  # noqa: E402
+from test_app import FakeEstimator, make_window, open_and_wait, write_image  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def settings(tmp_path) -> QSettings:
+    """Settings in a temp ini file: tests never touch the user's settings."""
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture
+def messages(monkeypatch) -> list[tuple[str, str]]:
+    """Captured QMessageBox.warning calls (title, text)."""
+    got: list[tuple[str, str]] = []
+
+    def fake_warning(parent, title, text, *a, **k):
+        got.append((title, text))
+        return QMessageBox.StandardButton.Ok
+
+    monkeypatch.setattr(QMessageBox, "warning", staticmethod(fake_warning))
+    return got
+
+
+def _overlaps(rects: list[QRectF]) -> list[tuple[int, int]]:
+    """Index pairs of rectangles that overlap (by more than a hair)."""
+    out = []
+    for i in range(len(rects)):
+        for j in range(i + 1, len(rects)):
+            inter = rects[i].intersected(rects[j])
+            if inter.width() > 0.5 and inter.height() > 0.5:
+                out.append((i, j))
+    return out
+
+
+# ---- a failed open changes nothing ---------------------------------------------------------
+def test_failed_open_changes_nothing_but_shows_the_message(qtbot, settings, tmp_path,
+                                                           messages):
+    win = make_window(qtbot, settings, FakeEstimator(stages=2))
+    good = write_image(tmp_path / "good.png")
+    open_and_wait(qtbot, win, good)
+    before = {"title": win.windowTitle(), "path": win.image_path,
+              "recent": win.recent_files(), "folder": win.last_folder(),
+              "result": win.state.result, "image": win.state.image,
+              "export_name": win._default_name(".json")}
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    broken = other / "broken.png"
+    broken.write_text("not a picture")
+    for bad in (broken, other / "missing.jpg"):
+        with qtbot.waitSignal(win.worker.failed, timeout=10000):
+            win.open_image(bad)
+        assert messages[-1][0] == "Cannot use this image"
+        assert bad.name in messages[-1][1]
+        assert win.windowTitle() == before["title"] == "poseviewer - good.png"
+        assert win.image_path == before["path"] == str(good)
+        assert win.recent_files() == before["recent"] == [str(good.resolve())]
+        assert [a.data() for a in win.recent_menu.actions()] == before["recent"]
+        assert win.last_folder() == before["folder"]
+        assert win._default_name(".json") == before["export_name"]
+        assert win.state.result is before["result"] and win.state.image is before["image"]
+    # a re-run (F5) and an export still belong to the good photo
+    with qtbot.waitSignal(win.worker.succeeded, timeout=10000):
+        win.rerun()
+    assert win.state.result.image_path == str(good)
+    out = win.export("json", tmp_path / "after.json")
+    named = Path(json.loads(Path(out).read_text())["image"]["path"])
+    assert (out.parent / named).resolve() == good.resolve()  # absolute, or from the JSON
+
+
+def test_tiny_image_is_refused_with_a_titled_message(qtbot, settings, tmp_path, messages):
+    import cv2
+
+    win = make_window(qtbot, settings, FakeEstimator())
+    dot = tmp_path / "dot.png"
+    cv2.imwrite(str(dot), np.full((1, 1, 3), 200, np.uint8))
+    with qtbot.waitSignal(win.worker.failed, timeout=10000):
+        win.open_image(dot)
+    title, text = messages[-1]
+    assert title == "Cannot use this image" and "1x1 pixels, too small" in text
+    assert win.state.image is None and win.image_path is None  # nothing shown or taken
+    assert win.recent_files() == []
+
+
+def test_small_photo_is_not_blown_up_over_the_panel(qtbot, settings, tmp_path):
+    from poseviewer.app.image_view import MAX_FIT_ZOOM
+
+    win = make_window(qtbot, settings, FakeEstimator())
+    open_and_wait(qtbot, win, write_image(tmp_path / "small.png", w=20, h=24))
+    vb = win.image_panel.vb
+    shown = vb.mapViewToScene(QRectF(0, 0, 20, 24)).boundingRect()
+    assert shown.width() <= 20 * MAX_FIT_ZOOM + 1 and shown.height() <= 24 * MAX_FIT_ZOOM + 1
+    # still centred in the panel
+    centre = vb.mapViewToScene(QRectF(-0.5, -0.5, 20, 24)).boundingRect().center()
+    panel = vb.sceneBoundingRect().center()
+    assert abs(centre.x() - panel.x()) < 2 and abs(centre.y() - panel.y()) < 2
+    # a photo of normal size still fills the panel
+    open_and_wait(qtbot, win, write_image(tmp_path / "big.png", w=320, h=400))
+    shown = vb.mapViewToScene(QRectF(-0.5, -0.5, 320, 400)).boundingRect()
+    panel = vb.sceneBoundingRect()
+    assert max(shown.width() / panel.width(), shown.height() / panel.height()) > 0.9
+
+
+def test_rgba_photo_is_composited_and_the_user_told(qtbot, settings, tmp_path):
+    import cv2
+
+    from poseviewer.imageio import NEUTRAL_BACKGROUND
+
+    est = FakeEstimator()
+    win = make_window(qtbot, settings, est)
+    rgba = np.zeros((400, 320, 4), np.uint8)
+    rgba[..., :3] = (10, 200, 30)
+    rgba[100:300, 100:220, 3] = 255  # an opaque figure on a transparent (black) ground
+    path = tmp_path / "cutout.png"
+    cv2.imwrite(str(path), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+    open_and_wait(qtbot, win, path)
+    img = win.state.image
+    assert (img[0, 0] == NEUTRAL_BACKGROUND).all() and (img[200, 150] == (10, 200, 30)).all()
+    np.testing.assert_array_equal(win.image_panel.photo.image, img)
+    assert "transparent pixels composited" in win.statusBar().currentMessage()
