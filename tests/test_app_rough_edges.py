@@ -134,3 +134,50 @@ def test_rgba_photo_is_composited_and_the_user_told(qtbot, settings, tmp_path):
     assert (img[0, 0] == NEUTRAL_BACKGROUND).all() and (img[200, 150] == (10, 200, 30)).all()
     np.testing.assert_array_equal(win.image_panel.photo.image, img)
     assert "transparent pixels composited" in win.statusBar().currentMessage()
+
+
+# ---- labels that overlapped or misled --------------------------------------------------------
+def _label_rects(panel) -> list[QRectF]:
+    """Scene rectangles of the map titles and confidences on screen."""
+    return [item.sceneBoundingRect() for item in (*panel.titles, *panel.values)
+            if item.isVisible()]
+
+
+def test_map_titles_never_drawn_on_top_of_each_other(qtbot, settings, tmp_path):
+    win = make_window(qtbot, settings, FakeEstimator(stages=2))
+    panel = win.maps_panel
+    qtbot.wait(50)
+    # before the first result: no tiles, so no titles piled up at one spot
+    assert _overlaps(_label_rects(panel)) == []
+    assert not any(t.isVisible() for t in panel.titles)
+    open_and_wait(qtbot, win, write_image(tmp_path / "p.png"))
+    qtbot.wait(50)
+    rects = _label_rects(panel)
+    assert len(rects) == 28 and _overlaps(rects) == []  # 14 titles + 14 confidences
+    for j in range(14):  # each title sits just above its own tile
+        title = panel.titles[j].mapRectToView(panel.titles[j].boundingRect())
+        tile = panel.tile_rect(j)
+        assert tile.left() - 1 <= title.center().x() <= tile.right() + 1
+        assert title.bottom() <= tile.top() + 0.5
+    win.state.set_stage(0)  # "R wrist (hidden)": longer, still apart
+    assert _overlaps(_label_rects(panel)) == []
+
+
+def test_reopened_saved_result_is_not_called_imported(qtbot, settings, tmp_path):
+    from poseviewer import export
+
+    win = make_window(qtbot, settings, FakeEstimator(stages=2))
+    open_and_wait(qtbot, win, write_image(tmp_path / "p.png"))
+    saved = export.write_json(win.state.result, tmp_path / "saved.json")
+    with qtbot.waitSignal(win.worker.succeeded, timeout=20000):
+        win.open_result(saved)
+    for kind in ("fused", "cnn", "projected"):
+        win.state.set_map_kind(kind)
+        text = win.maps_panel.info.text()
+        assert "imported" not in text and "saved without them" in text, (kind, text)
+    assert not any(t.isVisible() for t in win.maps_panel.titles)
+    # joints that really were imported still say so
+    coco = export.write_coco(win.state.result, tmp_path / "people.coco.json")
+    with qtbot.waitSignal(win.worker.succeeded, timeout=20000):
+        win.import_joints(coco)
+    assert "2D joints imported" in win.maps_panel.info.text()

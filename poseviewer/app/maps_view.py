@@ -101,6 +101,7 @@ class BeliefMapPanel(QWidget):
             val.setFont(font)
             for item in (title, val):
                 item.setZValue(10)
+                item.hide()  # shown once there are maps to label (laid out as tiles)
                 self.box.addItem(item, ignoreBounds=True)
             self.titles.append(title)
             self.values.append(val)
@@ -182,23 +183,15 @@ class BeliefMapPanel(QWidget):
         if maps is None or np.asarray(maps).size == 0:
             self._maps = None
             self.mosaic.clear()
-            for v in self.values:
-                v.setText("")
-            s = self.state.stage_result
-            kind = MAP_KIND_LABELS[self.state.map_kind].lower()
-            if s is None:
-                text = ""
-            elif maps is None:
-                text = f"no {kind} maps at this stage (not lifted, or fusion off)"
-            else:
-                text = "no belief maps (2D joints imported, not from the CNN)"
-            self.info.setText(text)
+            self._show_labels(False)
+            self.info.setText(self._no_maps_text(maps))
             return
         maps = np.asarray(maps, dtype=np.float32)
         self._maps = maps
         h, w = maps.shape[1:]
         if (h, w) != self._grid:
             self._layout(h, w)
+        self._show_labels(True)
         hi = max(float(maps.max()), 1e-6)
         _, _, gap, band = self._cell()
         rows = -(-CPM14.num_joints // self.COLUMNS)
@@ -216,6 +209,25 @@ class BeliefMapPanel(QWidget):
         self.info.setText(f"{MAP_KIND_LABELS[self.state.map_kind]} maps of stage "
                           f"{self.state.stage + 1}: {w}x{h} grid, shared colour scale "
                           f"0..{hi:.2f}; click a map to select its joint")
+
+    def _no_maps_text(self, maps: np.ndarray | None) -> str:
+        """Why no maps are shown (empty before the first result)."""
+        s, p = self.state.stage_result, self.state.person_result
+        if s is None or p is None:
+            return ""
+        if s.cnn_maps is None or np.asarray(s.cnn_maps).size == 0:  # none at all
+            if p.source == "imported":
+                return "no belief maps (2D joints imported, not from the CNN)"
+            return ("no belief maps in this result: it was saved without them (JSON never "
+                    "keeps maps; NPZ exports do)")
+        kind = MAP_KIND_LABELS[self.state.map_kind].lower()
+        return f"no {kind} maps at this stage (not lifted, or fusion off)"
+
+    def _show_labels(self, on: bool) -> None:
+        """Titles and confidences only over tiles: hidden while there are no maps."""
+        for item in (*self.titles, *self.values):
+            if item.isVisible() != on:
+                item.setVisible(on)
 
     def _draw_titles(self) -> None:
         s = self.state.stage_result
