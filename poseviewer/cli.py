@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "estimate": "estimate",
     "lift": "lift",
     "convert-release": "convert_release",
+    "convert-tfjs": "convert_tfjs",
     "train-3d": "train_3d",
     "eval-3d": "eval_3d",
     "train-2d": "train_2d",

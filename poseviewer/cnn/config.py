@@ -107,7 +107,19 @@ class CPMConfig:
     zero-filled outside the image, which equals pad-then-crop whenever the release's crop
     fits in the padded image and extends it to any centre."""
     visibility_threshold: float = 1e-3
-    """A joint is visible when its column-mean confidence exceeds this."""
+    """A joint is visible when its confidence exceeds this ('grid' / 'release': the
+    column-mean confidence; 'softmax': the map's mass around its peak)."""
+    graph_trunk: dict[str, Any] | None = None
+    """A trunk converted from a TF.js graph model (:mod:`poseviewer.tfjs`): its op list,
+    output, stride and channels. When set, ``trunk`` must be empty."""
+    map_activation: str = "linear"
+    """'linear': the stage convs output the belief maps (joints + background) directly.
+    'softmax': they output one logit map per joint; belief map b = exp(z - max z) (peak 1,
+    a spatial softmax up to its normaliser), background = 1 - max over joints; trained with
+    a spatial cross-entropy."""
+    report_joints: str = "fused"
+    """Which maps a stage's reported joints are read from: 'fused' (the stage's output
+    maps, as in the paper; equal to the CNN's when fusion is off) or 'cnn'."""
     fusion: FusionConfig = field(default_factory=FusionConfig)
     peaks: PeakConfig | None = None
     """Person-centre detection settings (PersonNet only)."""
@@ -119,8 +131,15 @@ class CPMConfig:
         return self.num_joints + (1 if self.background else 0)
 
     @property
+    def head_channels(self) -> int:
+        """Channels each stage's output conv produces (joints only with 'softmax')."""
+        return self.num_joints if self.map_activation == "softmax" else self.num_maps
+
+    @property
     def stride(self) -> int:
-        """Input pixels per map pixel (2 ** number of pools)."""
+        """Input pixels per map pixel (2 ** number of pools, or the graph trunk's)."""
+        if self.graph_trunk is not None:
+            return int(self.graph_trunk["stride"])
         return 2 ** sum(1 for s in self.trunk if s[0] == "pool")
 
     @property
@@ -131,6 +150,8 @@ class CPMConfig:
     @property
     def feature_channels(self) -> int:
         """Channels of the trunk's output."""
+        if self.graph_trunk is not None:
+            return int(self.graph_trunk["out_channels"])
         convs = [s for s in self.trunk if s[0] != "pool"]
         return convs[-1][2]
 
@@ -143,6 +164,8 @@ class CPMConfig:
             if name != "pool":
                 out.append((name, k, cin, cout, 0))
                 cin = cout
+        if self.graph_trunk is not None:
+            cin = self.feature_channels
         feat = cin
         for name, k, cout in self.stage1:
             out.append((name, k, cin, cout, 1))
@@ -155,7 +178,8 @@ class CPMConfig:
                 cin = self.stage_width
             d = self.stage_depth
             out.append((f"Mconv{d + 1}_stage{t}", 1, cin, self.stage_hidden, t))
-            out.append((f"Mconv{d + 2}_stage{t}", 1, self.stage_hidden, self.num_maps, t))
+            out.append((f"Mconv{d + 2}_stage{t}", 1, self.stage_hidden, self.head_channels,
+                        t))
         return out
 
     def tf_variables(self, scope: str) -> dict[str, tuple[int, ...]]:
@@ -169,21 +193,35 @@ class CPMConfig:
 
     def validate(self) -> CPMConfig:
         """Raise ValueError naming the problem if the config is inconsistent."""
-        if not self.trunk or self.trunk[0][0] == "pool":
+        if self.graph_trunk is not None:
+            if self.trunk:
+                raise ValueError("CPMConfig: give either trunk layers or a graph_trunk")
+            missing = {"ops", "output", "stride", "out_channels"} - set(self.graph_trunk)
+            if missing:
+                raise ValueError(f"CPMConfig.graph_trunk lacks {sorted(missing)}")
+        elif not self.trunk or self.trunk[0][0] == "pool":
             raise ValueError("CPMConfig.trunk must start with a conv layer")
         if not self.stage1:
             raise ValueError("CPMConfig.stage1 must hold at least the output layer")
-        if self.stage1[-1][2] != self.num_maps:
+        if self.stage1[-1][2] != self.head_channels:
             raise ValueError(
                 f"CPMConfig.stage1's last layer outputs {self.stage1[-1][2]} channels, "
-                f"expected num_maps = {self.num_maps}")
+                f"expected {self.head_channels} (num_maps = {self.num_maps}"
+                f"{', joints only: softmax maps' if self.map_activation == 'softmax' else ''})")
+        if self.map_activation not in ("linear", "softmax"):
+            raise ValueError("CPMConfig.map_activation must be 'linear' or 'softmax'")
+        if self.map_activation == "softmax" and not self.background:
+            raise ValueError("map_activation='softmax' derives a background channel: "
+                             "set background=True")
+        if self.report_joints not in ("fused", "cnn"):
+            raise ValueError("CPMConfig.report_joints must be 'fused' or 'cnn'")
         if self.num_stages < 1:
             raise ValueError("CPMConfig.num_stages must be >= 1")
         if self.channel_order not in ("RGB", "BGR"):
             raise ValueError(f"CPMConfig.channel_order must be RGB or BGR, not "
                              f"{self.channel_order!r}")
-        if self.joint_reading not in ("grid", "release"):
-            raise ValueError("CPMConfig.joint_reading must be 'grid' or 'release'")
+        if self.joint_reading not in ("grid", "release", "softmax"):
+            raise ValueError("CPMConfig.joint_reading must be 'grid', 'release' or 'softmax'")
         if self.fusion.granularity not in ("stage", "joint"):
             raise ValueError("FusionConfig.granularity must be 'stage' or 'joint'")
         if self.fusion.background not in ("cnn", "recompute"):

@@ -23,6 +23,17 @@ Per stage t (``forward``):
    or C per stage: ``fusion.granularity``). People with < ``fusion.min_visible`` visible
    joints are not lifted and pass ``f_t = b_t``. ``f_t`` feeds stage t + 1.
 
+5. The joints the stage reports are read from its output maps ``f_t`` (the paper's
+   definition; ``report_joints='fused'``, the default); the CNN's own joints (read from
+   ``b_t``, the ones that were lifted) are kept in ``cnn_joints``. Without fusion both are
+   the same.
+
+Trunk: conv + max-pool layers (``CPMConfig.trunk``) or a converted pretrained graph
+(``CPMConfig.graph_trunk``, :class:`poseviewer.tfjs.trunk.GraphTrunk`). Maps: the stage
+convs output the maps themselves (``map_activation='linear'``) or one logit map per joint
+(``'softmax'``: ``b = exp(z - max z)``, background ``1 - max_j b_j``), read with
+``joint_reading='softmax'`` (sub-grid peak, confidence = mass around the peak).
+
 The argmax/lift path is a constant for autograd: gradients reach the network through
 ``b_t`` and the fusion weights through ``w_t``. With fusion off (or no 3D model attached)
 the network is the plain CPM (the release's behaviour: ``f_t = b_t``).
@@ -48,6 +59,7 @@ from poseviewer.cnn.ops import (
     logit,
     read_joints_grid,
     read_joints_release,
+    read_joints_softmax,
 )
 from poseviewer.skeleton import h36m_to_cpm
 
@@ -71,6 +83,12 @@ class StageOutput:
     """(B, J) column-mean confidence of b_t's joint maps (of the resized maps: 'release')."""
     visible: Tensor | None = None
     """(B, J) bool, confidence > visibility_threshold."""
+    cnn_joints: Tensor | None = None
+    """(B, J, 2) joints read from b_t (the ones lifted); ``joints`` when not fused."""
+    cnn_confidence: Tensor | None = None
+    """(B, J) confidence read from b_t."""
+    logits: Tensor | None = None
+    """(B, J, h, w) the joint logits z (``map_activation='softmax'`` only, with gradient)."""
     lift: Any = None
     """The ``LiftResult`` (N = B, map-grid coordinates) or None."""
     lifted: Tensor | None = None
@@ -122,6 +140,11 @@ class LiftingCPM(nn.Module):
             self.fusion_logit = nn.Parameter(torch.full((cfg.num_stages, width), init))
         else:
             self.fusion_logit = None
+        self.graph = None
+        if cfg.graph_trunk is not None:
+            from poseviewer.tfjs.trunk import GraphTrunk
+
+            self.graph = GraphTrunk(cfg.graph_trunk)
         self._pose_model: Any = None
         if pose_model is not None:
             self.attach_pose_model(pose_model)
@@ -158,6 +181,8 @@ class LiftingCPM(nn.Module):
 
     def trunk(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) normalised images -> (B, F, h, w) features."""
+        if self.graph is not None:
+            return self.graph(images)
         x = images
         for name in self._trunk:
             x = F.max_pool2d(x, 2, 2) if name == "pool" else F.relu(self.layers[name](x))
@@ -169,6 +194,26 @@ class LiftingCPM(nn.Module):
             if i < len(names) - 1:
                 x = F.relu(x)
         return x
+
+    def _activate(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Stage conv output -> (belief maps b, joint logits or None)."""
+        if self.config.map_activation != "softmax":
+            return z, None
+        b = torch.exp(z - z.amax(dim=(-2, -1), keepdim=True))
+        bg = 1.0 - b.detach().amax(dim=1, keepdim=True)
+        return torch.cat([b, bg], dim=1), z
+
+    def read(self, maps: Tensor, size: int) -> tuple[Tensor, Tensor]:
+        """Joints (B, J, 2) in map units and confidence (B, J) from maps (B, C, h, w), by
+        the config's ``joint_reading``; ``size`` is the crop side (release reading)."""
+        cfg = self.config
+        jmaps = maps[:, : cfg.num_joints].detach()
+        if cfg.joint_reading == "release":
+            xy, conf = read_joints_release(jmaps.float(), size)
+            return xy.float() / cfg.stride, conf
+        if cfg.joint_reading == "softmax":
+            return read_joints_softmax(jmaps)
+        return read_joints_grid(jmaps)
 
     def _fuse(self, t: int, b: Tensor, out: StageOutput) -> Tensor:
         """Lift, draw bhat_t and fuse (fills ``out``); returns f_t."""
@@ -256,23 +301,24 @@ class LiftingCPM(nn.Module):
                 check_cancel(cancel)
                 t0 = time.perf_counter()
             if t == 0:
-                b = self._head(self._stage1, feat)
+                z = self._head(self._stage1, feat)
             else:
                 parts = [prev, feat] + ([pooled] if pooled is not None else [])
-                b = self._head(self._stages[t - 1], torch.cat(parts, dim=1))
-            out = StageOutput(cnn=b, fused=b)
+                z = self._head(self._stages[t - 1], torch.cat(parts, dim=1))
+            b, logits = self._activate(z)
+            out = StageOutput(cnn=b, fused=b, logits=logits)
             out.seconds["cnn"] = time.perf_counter() - t0
             if fuse or read_joints:
                 with torch.no_grad():
-                    jmaps = b[:, : cfg.num_joints].detach()
-                    if cfg.joint_reading == "release":
-                        xy, out.confidence = read_joints_release(jmaps.float(), size)
-                        out.joints = xy.float() / cfg.stride
-                    else:
-                        out.joints, out.confidence = read_joints_grid(jmaps)
+                    out.joints, out.confidence = self.read(b, size)
                     out.visible = out.confidence > cfg.visibility_threshold
+                    out.cnn_joints, out.cnn_confidence = out.joints, out.confidence
             if fuse:
                 out.fused = self._fuse(t, b, out)
+                if cfg.report_joints == "fused":
+                    with torch.no_grad():
+                        out.joints, out.confidence = self.read(out.fused, size)
+                        out.visible = out.confidence > cfg.visibility_threshold
             stages.append(out)
             prev = out.fused
             if on_stage is not None:

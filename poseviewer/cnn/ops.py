@@ -125,3 +125,40 @@ def logit(p: float) -> float:
     if not 0.0 < p < 1.0:
         raise ValueError(f"fusion initial weight must be in (0, 1), got {p}")
     return math.log(p / (1.0 - p))
+
+
+def read_joints_softmax(maps: Tensor, window: int = 1) -> tuple[Tensor, Tensor]:
+    """Sub-grid joints and peak mass from positive belief maps (B, J, h, w).
+
+    Position: the argmax refined by a parabola through the log values of its two
+    neighbours along x and along y (exact for a sampled Gaussian peak), clamped to half a
+    map pixel; no refinement on the map border. Confidence: the fraction of the map's total
+    (the map normalised to sum 1) inside the (2 window + 1)^2 square around the argmax,
+    i.e. how much of the belief sits at the reported joint. Returns map-grid xy (B, J, 2)
+    and confidence (B, J).
+    """
+    B, J, h, w = maps.shape
+    m = (maps if maps.dtype == torch.float64 else maps.float()).clamp_min(0)
+    total = m.sum((-2, -1)).clamp_min(1e-30)
+    idx = m.flatten(2).argmax(-1)
+    iy, ix = idx // w, idx % w
+    logm = m.clamp_min(1e-30).log()
+    pad = F.pad(logm, (1, 1, 1, 1), value=float("nan"))  # (B, J, h + 2, w + 2)
+    flat = pad.flatten(2)
+    W2 = w + 2
+
+    def at(dy: int, dx: int) -> Tensor:
+        return flat.gather(-1, ((iy + 1 + dy) * W2 + ix + 1 + dx).unsqueeze(-1)).squeeze(-1)
+
+    c = at(0, 0)
+    out = []
+    for lo, hi in ((at(0, -1), at(0, 1)), (at(-1, 0), at(1, 0))):
+        den = lo - 2 * c + hi
+        off = 0.5 * (lo - hi) / den
+        ok = torch.isfinite(off) & (den < 0)
+        out.append(torch.where(ok, off, torch.zeros_like(off)).clamp(-0.5, 0.5))
+    xy = torch.stack([ix.to(m.dtype) + out[0], iy.to(m.dtype) + out[1]], dim=-1)
+    k = 2 * window + 1
+    box = F.avg_pool2d(F.pad(m, (window,) * 4), k, stride=1) * (k * k)
+    mass = box.flatten(2).gather(-1, idx.unsqueeze(-1)).squeeze(-1)
+    return xy.to(maps.dtype), (mass / total).to(maps.dtype)

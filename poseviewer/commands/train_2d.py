@@ -38,6 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batches", type=int, default=None, help="per epoch (smoke runs)")
     parser.add_argument("--val-limit", type=int, default=None)
     parser.add_argument("--resume", action="store_true", help="continue from the run folder")
+    parser.add_argument("--init", default=None, metavar="WEIGHTS",
+                        help="start from this CPM weights file (e.g. convert-tfjs output) "
+                             "instead of --preset")
+    parser.add_argument("--trunk-lr", type=float, default=None,
+                        help="peak learning rate of a pretrained trunk (default: --lr)")
+    parser.add_argument("--fusion-lr", type=float, default=1e-2)
+    parser.add_argument("--no-batchnorm", action="store_true",
+                        help="train without BatchNorm (pretrained trunks, softmax maps)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -60,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, threads=args.threads,
         max_batches=args.max_batches, val_limit=args.val_limit,
         progress=not args.no_progress, time_budget_min=args.time_budget,
-        fusion_fraction=args.fusion_fraction)
+        fusion_fraction=args.fusion_fraction, init=args.init, trunk_lr=args.trunk_lr,
+        fusion_lr=args.fusion_lr, batchnorm=not args.no_batchnorm)
     try:
         out = train(cfg, resume=args.resume)
     except NeedPoseModel as exc:

@@ -5,8 +5,8 @@ joints' extent around their centre), so the score measures the network, not a de
 A joint is correct when its prediction lies within ``alpha`` x torso size of the label; the
 torso size is the distance between the left shoulder and the right hip. Unlabelled joints
 (v = 0) and people whose torso size is undefined (either joint unlabelled) are excluded.
-Joints are read as in the release: each stage's joint maps are resized to the crop with the
-legacy bilinear resize and the integer argmax is taken.
+Joints are the ones each stage reports (``LiftingCPM.read`` on the stage's output maps, the
+fused maps when fusion is active), as in the Estimator, the viewer and the exports.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from poseviewer.cnn.lifting_cpm import LiftingCPM
-from poseviewer.cnn.ops import read_joints_release
 from poseviewer.skeleton import CPM14
 from poseviewer.train2d.augment import make_batch
 from poseviewer.train2d.data import Cache
@@ -86,7 +85,8 @@ class PCKReport:
 @torch.no_grad()
 def predict_stages(model: LiftingCPM, crops: np.ndarray, batch_size: int = 50) -> np.ndarray:
     """(N, S, S, 3) float 0..255 RGB crops -> (T, N, J, 2) joints in crop pixels per stage,
-    read from each stage's output maps (the fused maps when fusion is active)."""
+    as each stage reports them (read from its output maps: the fused maps when fusion is
+    active; the same reading as the Estimator's)."""
     cfg = model.config
     outs = []
     was_training = model.training
@@ -95,11 +95,8 @@ def predict_stages(model: LiftingCPM, crops: np.ndarray, batch_size: int = 50) -
         for k in range(0, len(crops), batch_size):
             x = normalise(crops[k:k + batch_size], cfg.norm_scale, cfg.norm_offset,
                           cfg.channel_order)
-            res = model(x)
-            per_stage = []
-            for st in res.stages:
-                xy, _ = read_joints_release(st.fused[:, : cfg.num_joints], x.shape[-1])
-                per_stage.append(xy.float().numpy())
+            res = model(x, read_joints=True)
+            per_stage = [(st.joints.float() * cfg.stride).numpy() for st in res.stages]
             outs.append(np.stack(per_stage))
     finally:
         model.train(was_training)

@@ -29,7 +29,12 @@ from poseviewer.train2d.bn import add_batchnorm, fold_batchnorm, has_batchnorm
 from poseviewer.train2d.data import Cache, load_cache, split_indices
 from poseviewer.train2d.evaluate import eval_crops, evaluate
 from poseviewer.train2d.presets import PRESETS
-from poseviewer.train2d.targets import belief_targets, normalise, stage_losses
+from poseviewer.train2d.targets import (
+    belief_targets,
+    normalise,
+    softmax_stage_losses,
+    stage_losses,
+)
 
 
 @dataclass
@@ -68,6 +73,14 @@ class TrainConfig:
     """Train with BatchNorm after every hidden conv (folded into the convs when saving)."""
     pose_wait_min: float = 15.0
     """How long to wait for the 3D model when the fusion epochs start."""
+    init: str | None = None
+    """Start from this CPM weights file (e.g. ``poseviewer convert-tfjs`` output) instead of
+    a fresh ``preset``."""
+    trunk_lr: float | None = None
+    """Peak learning rate of a pretrained graph trunk (None: ``lr``); it follows the same
+    warm-up and decay as ``lr``."""
+    fusion_lr: float = 1e-2
+    """Peak learning rate of the fusion weights."""
 
 
 class NeedPoseModel(RuntimeError):
@@ -143,12 +156,12 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
         start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
         trained = float(state.get("trained_seconds", 0.0))
     else:
-        model = LiftingCPM(PRESETS[cfg.preset]())
+        model = load_cpm(cfg.init) if cfg.init else LiftingCPM(PRESETS[cfg.preset]())
         if cfg.batchnorm:
             add_batchnorm(model)
         state = None
     model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(param_groups(model, cfg))
     if state is not None:
         opt.load_state_dict(state["optimizer"])
     mcfg = model.config
@@ -274,6 +287,22 @@ class _ThreadTuner:
             torch.set_num_threads(self.best)
 
 
+def param_groups(model: LiftingCPM, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Adam groups: the pretrained graph trunk (``trunk_lr``), the fusion weights
+    (``fusion_lr``) and the rest (``lr``); ``base_lr`` is each group's peak rate."""
+    trunk, fusion, rest = [], [], []
+    for name, p in model.named_parameters():
+        (trunk if name.startswith("graph.") else fusion if name == "fusion_logit"
+         else rest).append(p)
+    groups = [{"params": rest, "base_lr": cfg.lr, "lr": cfg.lr}]
+    if trunk:
+        lr = cfg.trunk_lr if cfg.trunk_lr is not None else cfg.lr
+        groups.append({"params": trunk, "base_lr": lr, "lr": lr})
+    if fusion:
+        groups.append({"params": fusion, "base_lr": cfg.fusion_lr, "lr": cfg.fusion_lr})
+    return groups
+
+
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save
 
@@ -296,10 +325,14 @@ def _step(model: LiftingCPM, opt: torch.optim.Optimizer, cache: Cache, idx: np.n
     target, mask = belief_targets(torch.from_numpy(xy), torch.from_numpy(vis), mcfg.map_size,
                                   mcfg.stride, cfg.sigma)
     out = model(x, read_joints=fusion)
-    preds = [s.fused if fusion else s.cnn for s in out.stages]
-    losses = stage_losses(preds, target, mask)
+    if mcfg.map_activation == "softmax":
+        losses = softmax_stage_losses(out.stages, target[:, : mcfg.num_joints],
+                                      mask[:, : mcfg.num_joints], fusion)
+    else:
+        preds = [s.fused if fusion else s.cnn for s in out.stages]
+        losses = stage_losses(preds, target, mask)
     for g in opt.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("base_lr", cfg.lr) / cfg.lr
     opt.zero_grad(set_to_none=True)
     losses.sum().backward()
     opt.step()

@@ -38,3 +38,29 @@ def stage_losses(preds: list[Tensor], target: Tensor, mask: Tensor) -> Tensor:
     """(T,) per-stage loss: masked squared error summed over maps, averaged over the batch."""
     m = mask[:, :, None, None]
     return torch.stack([(((p - target) ** 2) * m).sum() / p.shape[0] for p in preds])
+
+
+def softmax_stage_losses(stages: list, target: Tensor, mask: Tensor, fused: bool) -> Tensor:
+    """(T,) per-stage spatial cross-entropy for ``map_activation='softmax'`` networks.
+
+    Each labelled joint's target Gaussian (B, J, h, w) is normalised to sum 1 (joints whose
+    Gaussian lies outside the map are masked); the prediction is the stage's logit map
+    under a spatial softmax, or with ``fused`` the stage's fused map normalised to sum 1
+    (``f / sum f``; equal to the softmax where nothing was fused). Summed over joints,
+    averaged over the batch.
+    """
+    total = target.sum((-2, -1))
+    m = mask * (total > 1e-3).to(mask.dtype)
+    q = target / total.clamp_min(1e-12)[..., None, None]
+    out = []
+    J = target.shape[1]
+    for st in stages:
+        if fused and st.lifted is not None and bool(st.lifted.any()):
+            f = st.fused[:, :J].float()
+            logp = f.clamp_min(1e-30).log() - f.sum((-2, -1), keepdim=True).log()
+        else:
+            z = st.logits.float()
+            logp = z.flatten(2).log_softmax(-1).view_as(z)
+        ce = -(q * logp).sum((-2, -1))
+        out.append((ce * m).sum() / target.shape[0])
+    return torch.stack(out)

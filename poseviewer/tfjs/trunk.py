@@ -1,0 +1,293 @@
+"""A TF.js graph's convolutional part as named torch modules.
+
+:func:`extract_trunk` walks the graph from an input node to an output node and turns
+every op on the way into a small, JSON-serialisable op list (the *trunk spec*) plus torch
+parameters named after the Keras layers (``block_1_expand.weight``, ``conv2d_3.bias``...).
+:class:`GraphTrunk` runs such a spec. Supported ops: ``_FusedConv2D`` (BiasAdd with optional
+Relu / Relu6), ``FusedDepthwiseConv2dNative``, ``DepthwiseConv2dNative``, ``Conv2D``,
+``AddV2`` of two tensors, ``ResizeBilinear`` by an integer factor, ``Relu``, ``Relu6``.
+
+TensorFlow's 'SAME' padding puts the odd pixel at the right / bottom (it matters at stride
+2): convolutions pad explicitly, never symmetric when TF would not.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from poseviewer.tfjs.graph_model import GraphModel, GraphModelError, Node
+
+_SUFFIX = re.compile(r"^(ReadVariableOp(_\d+)?|Conv2D|BiasAdd|depthwise|\w*_weights|"
+                     r"\w*_bn_offset|StatefulPartitionedCall)$")
+_ACTS = {"Relu": "relu", "Relu6": "relu6"}
+
+
+def layer_name(weight_name: str) -> str:
+    """The Keras layer a weight constant belongs to, e.g. ``.../model/block_1_expand/
+    Conv2D_weights`` -> ``block_1_expand``, ``.../separable_conv2d_1/separable_conv2d/
+    ReadVariableOp`` -> ``separable_conv2d_1``."""
+    parts = [p for p in weight_name.split("/") if p]
+    while len(parts) > 1 and _SUFFIX.match(parts[-1]):
+        parts.pop()
+    if len(parts) > 1 and parts[-2].startswith(parts[-1]):
+        parts.pop()
+    return re.sub(r"[^0-9A-Za-z_]", "_", parts[-1])
+
+
+def _base(name: str) -> str:
+    return name.split(":")[0]
+
+
+def _ancestors(graph: GraphModel, output: str, stop: str) -> list[str]:
+    """Nodes needed to compute ``output`` from ``stop`` (exclusive), topologically ordered."""
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(name: str) -> None:
+        if name == stop or graph.nodes[name].op == "Const" or state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            raise GraphModelError(f"cycle at {name}")
+        state[name] = 1
+        node = graph.nodes.get(name)
+        if node is None:
+            raise GraphModelError(f"node {name} is not in the graph")
+        if node.op == "Placeholder":
+            raise GraphModelError(f"{output} depends on the graph input other than through "
+                                  f"{stop}")
+        for i in node.inputs:
+            if not i.startswith("^"):
+                visit(_base(i))
+        state[name] = 2
+        order.append(name)
+
+    if output not in graph.nodes:
+        raise GraphModelError(f"output node {output} is not in the graph")
+    if stop not in graph.nodes:
+        raise GraphModelError(f"input node {stop} is not in the graph")
+    visit(output)
+    return order
+
+
+def _const(graph: GraphModel, name: str) -> np.ndarray:
+    name = _base(name)
+    if name not in graph.weights:
+        raise GraphModelError(f"{name} is not a constant with stored weights")
+    return graph.weights[name]
+
+
+def extract_trunk(graph: GraphModel, input_node: str, output_node: str,
+                  native_size: int) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The ops between ``input_node`` and ``output_node`` as (spec, state dict).
+
+    ``native_size``: the graph's input side; it fixes the integer factor of each resize
+    and the trunk's stride. The spec: ``{"ops": [...], "stride", "out_channels"}`` where an
+    op is ``{"name", "op": conv|dwconv|add|resize|act, "inputs", ...}``.
+    """
+    names = _ancestors(graph, output_node, input_node)
+    ops: list[dict[str, Any]] = []
+    state: dict[str, Tensor] = {}
+    alias: dict[str, str] = {input_node: "input"}
+    used: set[str] = set()
+    size: dict[str, tuple[int, int | None]] = {"input": (native_size, None)}  # (side, chans)
+
+    def unique(base: str) -> str:
+        n, k = base, 2
+        while n in used:
+            n, k = f"{base}_{k}", k + 1
+        used.add(n)
+        return n
+
+    def src(i: str) -> str:
+        b = _base(i)
+        if b not in alias:
+            raise GraphModelError(f"input {i} of the trunk is not computed inside it")
+        return alias[b]
+
+    for name in names:
+        node: Node = graph.nodes[name]
+        a = node.attr
+        if a.get("data_format", "NHWC") != "NHWC":
+            raise GraphModelError(f"{name}: only NHWC graphs are supported")
+        if node.op in ("_FusedConv2D", "Conv2D", "FusedDepthwiseConv2dNative",
+                       "DepthwiseConv2dNative"):
+            depthwise = "Depthwise" in node.op
+            w = _const(graph, node.inputs[1])
+            fused = a.get("fused_ops", []) if node.op.startswith(("_Fused", "Fused")) else []
+            if fused and fused[0] != "BiasAdd":
+                raise GraphModelError(f"{name}: unsupported fused ops {fused}")
+            bias = _const(graph, node.inputs[2]) if fused else None
+            act = _ACTS.get(fused[1]) if len(fused) > 1 else None
+            if len(fused) > 1 and act is None:
+                raise GraphModelError(f"{name}: unsupported activation {fused[1]}")
+            strides = a.get("strides", [1, 1, 1, 1])
+            dil = a.get("dilations", [1, 1, 1, 1])
+            if strides[1] != strides[2] or dil[1] != dil[2]:
+                raise GraphModelError(f"{name}: non-square strides or dilations")
+            kh, kw = int(w.shape[0]), int(w.shape[1])
+            if kh != kw:
+                raise GraphModelError(f"{name}: non-square kernel {w.shape}")
+            base = layer_name(node.inputs[1])
+            if depthwise and "depthwise" not in base:
+                base += "_depthwise"
+            mod = unique(base)
+            if depthwise:
+                c, m = int(w.shape[2]), int(w.shape[3])
+                weight = torch.from_numpy(np.ascontiguousarray(
+                    w.transpose(2, 3, 0, 1).reshape(c * m, 1, kh, kw)))
+                cin, cout, groups = c, c * m, c
+            else:
+                cin, cout, groups = int(w.shape[2]), int(w.shape[3]), 1
+                weight = torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1)))
+            state[f"layers.{mod}.weight"] = weight.float()
+            if bias is not None:
+                state[f"layers.{mod}.bias"] = torch.from_numpy(
+                    np.asarray(bias, np.float32)).reshape(-1)
+            side_in, ch_in = size[src(node.inputs[0])]
+            if ch_in is not None and ch_in != cin:
+                raise GraphModelError(f"{name}: expects {cin} channels, gets {ch_in}")
+            s = int(strides[1])
+            pad = a.get("padding", "SAME")
+            side = math.ceil(side_in / s) if pad == "SAME" else (side_in - kh) // s + 1
+            ops.append({"name": mod, "op": "dwconv" if depthwise else "conv",
+                        "inputs": [src(node.inputs[0])], "kernel": kh, "stride": s,
+                        "dilation": int(dil[1]), "padding": pad.lower(), "in": cin,
+                        "out": cout, "groups": groups, "bias": bias is not None, "act": act})
+            alias[name] = mod
+            size[mod] = (side, cout)
+        elif node.op in ("AddV2", "Add"):
+            ins = [src(i) for i in node.inputs]
+            if size[ins[0]] != size[ins[1]]:
+                raise GraphModelError(f"{name}: adds {size[ins[0]]} and {size[ins[1]]}")
+            mod = unique(f"add{len(ops)}")
+            ops.append({"name": mod, "op": "add", "inputs": ins})
+            alias[name] = mod
+            size[mod] = size[ins[0]]
+        elif node.op == "ResizeBilinear":
+            x = src(node.inputs[0])
+            target = _const(graph, node.inputs[1]).reshape(-1)
+            side, ch = size[x]
+            if target[0] != target[1] or target[0] % side:
+                raise GraphModelError(f"{name}: resize {side} -> {target.tolist()} is not an "
+                                      "integer factor")
+            if not a.get("half_pixel_centers", False) or a.get("align_corners", False):
+                raise GraphModelError(f"{name}: only half_pixel_centers resizing is supported")
+            mod = unique(f"resize{len(ops)}")
+            ops.append({"name": mod, "op": "resize", "inputs": [x],
+                        "factor": int(target[0] // side)})
+            alias[name] = mod
+            size[mod] = (int(target[0]), ch)
+        elif node.op in _ACTS:
+            x = src(node.inputs[0])
+            mod = unique(f"act{len(ops)}")
+            ops.append({"name": mod, "op": "act", "inputs": [x], "act": _ACTS[node.op]})
+            alias[name] = mod
+            size[mod] = size[x]
+        elif node.op == "Identity":
+            alias[name] = src(node.inputs[0])
+        else:
+            raise GraphModelError(f"{name}: op {node.op} is not supported in a trunk")
+    out = alias[output_node]
+    side, ch = size[out]
+    if native_size % side:
+        raise GraphModelError(f"output side {side} does not divide the input {native_size}")
+    spec = {"ops": ops, "output": out, "stride": native_size // side, "out_channels": ch,
+            "native_size": native_size}
+    return spec, state
+
+
+def _same_pad(x: Tensor, k: int, s: int, d: int) -> Tensor:
+    ih, iw = x.shape[-2:]
+    eff = (k - 1) * d + 1
+    ph = max((math.ceil(ih / s) - 1) * s + eff - ih, 0)
+    pw = max((math.ceil(iw / s) - 1) * s + eff - iw, 0)
+    if ph == 0 and pw == 0:
+        return x
+    return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+
+
+class GraphTrunk(nn.Module):
+    """Runs a trunk spec from :func:`extract_trunk`; parameters are ``<layer>.weight/bias``."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__()
+        self.spec = spec
+        self.layers = nn.ModuleDict()
+        self._plan: list[tuple[str, str, list[str], dict[str, Any]]] = []
+        for op in spec["ops"]:
+            if op["op"] in ("conv", "dwconv"):
+                k, s, d = op["kernel"], op["stride"], op["dilation"]
+                symmetric = op["padding"] == "same" and s == 1 and (k - 1) * d % 2 == 0
+                conv = nn.Conv2d(op["in"], op["out"], k, stride=s, dilation=d,
+                                 groups=op["groups"], bias=op["bias"],
+                                 padding=(k - 1) * d // 2 if symmetric else 0)
+                self.layers[op["name"]] = conv
+                extra = {"explicit_pad": op["padding"] == "same" and not symmetric}
+            else:
+                extra = {}
+            self._plan.append((op["name"], op["op"], list(op["inputs"]), {**op, **extra}))
+        self.stride = int(spec["stride"])
+        self.out_channels = int(spec["out_channels"])
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, out_channels, H / stride, W / stride); H, W multiples of the
+        largest internal stride (32 for MobileNet)."""
+        values: dict[str, Tensor] = {"input": x}
+        for name, kind, inputs, op in self._plan:
+            a = values[inputs[0]]
+            if kind in ("conv", "dwconv"):
+                if op["explicit_pad"]:
+                    a = _same_pad(a, op["kernel"], op["stride"], op["dilation"])
+                y = self.layers[name](a)
+                act = op.get("act")
+                if act == "relu":
+                    y = F.relu(y)
+                elif act == "relu6":
+                    y = F.relu6(y)
+            elif kind == "add":
+                y = a + values[inputs[1]]
+            elif kind == "resize":
+                y = F.interpolate(a, scale_factor=op["factor"], mode="bilinear",
+                                  align_corners=False)
+            else:  # act
+                y = F.relu(a) if op["act"] == "relu" else F.relu6(a)
+            values[name] = y
+        return values[self.spec["output"]]
+
+
+def input_affine(graph: GraphModel, placeholder: str, input_node: str) -> tuple[float, float]:
+    """(scale, offset) with ``value at input_node = scale * pixel + offset`` for the chain of
+    Cast / Sub / Mul / RealDiv / AddV2 by scalar or per-channel-equal constants."""
+    chain = _ancestors(graph, input_node, placeholder)
+    scale, offset = 1.0, 0.0
+    for name in chain:
+        node = graph.nodes[name]
+        if node.op in ("Cast", "Identity", "Unpack", "Squeeze", "ExpandDims", "Pack"):
+            continue
+        consts = [i for i in node.inputs if _base(i) in graph.weights]
+        if len(consts) != 1:
+            raise GraphModelError(f"{name}: cannot fold op {node.op} into an input affine")
+        c = np.unique(_const(graph, consts[0]).astype(np.float64))
+        if c.size != 1:
+            raise GraphModelError(f"{name}: per-channel constants are not supported")
+        v = float(c[0])
+        if node.op == "Sub":
+            if _base(node.inputs[1]) != _base(consts[0]):
+                raise GraphModelError(f"{name}: constant minus tensor is not supported")
+            offset -= v
+        elif node.op in ("AddV2", "Add"):
+            offset += v
+        elif node.op == "Mul":
+            scale, offset = scale * v, offset * v
+        elif node.op == "RealDiv":
+            scale, offset = scale / v, offset / v
+        else:
+            raise GraphModelError(f"{name}: cannot fold op {node.op} into an input affine")
+    return scale, offset
