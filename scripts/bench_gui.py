@@ -127,7 +127,7 @@ def main() -> int:
             self.counts = {"image": 0, "maps": 0, "3d": 0}
             self.widgets = {win.image_panel.viewport(): "image",
                             win.maps_panel.glw.viewport(): "maps",
-                            win.view3d.canvas.native: "3d"}
+                            win.view3d.scene_view: "3d"}
             for w in self.widgets:
                 w.installEventFilter(self)
 
@@ -139,10 +139,10 @@ def main() -> int:
     painted = PaintCounter()
 
     def draw_all() -> None:
-        """Deliver the pending updates (Qt paints every dirty panel once) and wait for the
-        GL work of the 3D panel to finish."""
+        """Deliver the pending updates: Qt paints every dirty panel once (the 3D panel
+        renders offscreen and reads the pixels back while painting, so its GL work is done
+        when this returns)."""
         app.processEvents()
-        win.view3d.canvas.context.finish()
 
     # 1. launch -> first drawn result
     win.open_image(image)

@@ -181,3 +181,97 @@ def test_reopened_saved_result_is_not_called_imported(qtbot, settings, tmp_path)
     with qtbot.waitSignal(win.worker.succeeded, timeout=20000):
         win.import_joints(coco)
     assert "2D joints imported" in win.maps_panel.info.text()
+
+
+# ---- the 3D panel: offscreen rendering, tags apart, only what changed is redrawn -----------
+def test_ghost_tag_layout_keeps_labels_apart():
+    from poseviewer.app.view3d import layout_tags
+
+    bounds = QRectF(0, 0, 300, 200)
+    anchors = np.array([[100.0, 100.0]] * 4 + [[102.0, 98.0], [290.0, 5.0]])
+    sizes = np.array([[20.0, 12.0]] * 6)
+    rects = layout_tags(anchors, sizes, bounds)
+    assert len(rects) == 6 and _overlaps(rects) == []
+    for r, (w, h) in zip(rects, sizes, strict=True):
+        assert (r.width(), r.height()) == (w, h)
+        assert bounds.contains(r)
+    # a lone label sits just above-right of its anchor
+    (r,) = layout_tags(np.array([[50.0, 60.0]]), np.array([[20.0, 12.0]]), bounds)
+    assert (r.left(), r.bottom()) == (54.0, 56.0)
+
+
+def test_3d_panel_tags_apart_and_no_gl_widget_in_the_window(qtbot, settings, tmp_path):
+    from PySide6.QtOpenGLWidgets import QOpenGLWidget
+
+    from poseviewer.app.view3d import can_render
+
+    win = make_window(qtbot, settings, FakeEstimator(stages=2))
+    open_and_wait(qtbot, win, write_image(tmp_path / "p.png"))
+    # a QOpenGLWidget anywhere in the window makes Qt composite every repaint through GL
+    assert win.findChildren(QOpenGLWidget) == []
+    v = win.view3d
+    n = win.state.num_components
+    placed = v.tag_rects()
+    others = [c for c in range(n) if c != win.state.component]
+    assert [t for t, _ in placed] == [f"#{c + 1}" for c in others] and n >= 3
+    assert _overlaps([r for _, r in placed]) == []
+    # each tag names the head of its own ghost: anchored at that head's projection
+    head = v.project(np.array([a for _, a in v.tags]))
+    for (_, r), (hx, hy) in zip(placed, head, strict=True):
+        assert r.bottom() <= hy and abs(r.left() - hx) < 40
+    if not can_render():
+        pytest.skip("rendering needs a real X display")
+    # what the widget shows is the offscreen render; the camera follows the mouse
+    qtbot.wait(50)
+    shown = v.scene_view.grab().toImage()
+    assert shown.width() == v.scene_view.width()
+    cam = v.view.camera
+    az0, renders0 = cam.azimuth, v.scene_view.renders
+    from PySide6.QtCore import QPoint, Qt
+
+    sv = v.scene_view
+    c = sv.rect().center()
+    qtbot.mousePress(sv, Qt.MouseButton.LeftButton, pos=c)
+    for dx in (10, 30, 60):
+        qtbot.mouseMove(sv, QPoint(c.x() + dx, c.y()))
+    qtbot.mouseRelease(sv, Qt.MouseButton.LeftButton, pos=QPoint(c.x() + 60, c.y()))
+    qtbot.waitUntil(lambda: sv.renders > renders0, timeout=3000)
+    assert cam.azimuth != az0
+
+
+def test_switches_redraw_only_what_changed(qtbot, settings, tmp_path):
+    win = make_window(qtbot, settings, FakeEstimator(stages=3))
+    open_and_wait(qtbot, win, write_image(tmp_path / "p.png"))
+    qtbot.wait(50)
+    calls: dict[str, int] = {}
+    panel = win.image_panel
+    def counting(name: str):
+        original = getattr(panel, name)
+
+        def counted(*a, **k):
+            calls[name] = calls.get(name, 0) + 1
+            return original(*a, **k)
+        return counted
+
+    for name in ("_draw_photo", "_draw_boxes", "_draw_skeleton", "_draw_component",
+                 "_draw_overlay"):
+        setattr(panel, name, counting(name))
+    st = win.state
+    other = (st.component + 1) % st.num_components
+    st.set_component(other)
+    assert calls == {"_draw_component": 1}  # a component switch: one curve
+    calls.clear()
+    st.set_joint(3)
+    assert calls == {"_draw_skeleton": 1, "_draw_overlay": 1}
+    calls.clear()
+    st.set_stage(0)
+    assert "_draw_photo" not in calls and "_draw_boxes" not in calls
+    # the 3D scene renders once per change it shows, not for changes it does not show
+    sv = win.view3d.scene_view
+    qtbot.wait(20)
+    n0 = sv.renders
+    st.set_map_kind("cnn")
+    qtbot.wait(20)
+    assert sv.renders == n0
+    st.set_component((st.component + 1) % st.num_components)
+    qtbot.waitUntil(lambda: sv.renders == n0 + 1, timeout=2000)

@@ -169,9 +169,13 @@ class ImagePanel(pg.GraphicsLayoutWidget):
             self._draw_photo()
         if keys & {"result", "person"}:
             self._draw_boxes()
-        self._draw_skeleton()
-        self._draw_component()
-        self._draw_overlay()
+        # only what the changed keys touch (a component switch redraws one curve)
+        if keys & {"result", "person", "stage", "joint"}:
+            self._draw_skeleton()
+        if keys & {"result", "person", "stage", "component"}:
+            self._draw_component()
+        if keys & {"result", "person", "stage", "joint", "overlay", "map_kind"}:
+            self._draw_overlay()
 
     def _draw_photo(self) -> None:
         img = self.state.image

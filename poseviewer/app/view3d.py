@@ -1,6 +1,12 @@
-"""3D panel (vispy SceneCanvas in Qt, turntable camera): the chosen mixture component's
-pose solid (bones coloured left/right, joints), the other components as faint ghosts with
-their scores, and a ground grid.
+"""3D panel (vispy SceneCanvas, turntable camera): the chosen mixture component's pose
+solid (bones coloured left/right, joints), the other components as faint ghosts tagged #k,
+and a ground grid.
+
+The vispy canvas is never put in the window: it renders offscreen into an image that a plain
+widget shows (mouse events are passed on to vispy's camera). A ``QOpenGLWidget`` inside the
+window would make Qt composite the whole window through OpenGL on every repaint of any
+panel, which under software OpenGL (Mesa llvmpipe, Xvfb, VMs) cost ~20 ms per redraw.
+The ghost tags are painted over the image in 2D and laid out so that they never overlap.
 
 Display frame: x = image right, y = depth away from the camera, z = up, metres. Every
 pose is centred on its own joint centroid for display: the lifting's capped-scale quirk can
@@ -10,7 +16,11 @@ says so when it happens.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QColor, QFont, QFontMetricsF, QImage, QPainter, QPen
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 from vispy import scene
 
@@ -53,6 +63,154 @@ def grid_lines(z: float, half: float = 1.0, step: float = 0.25) -> np.ndarray:
     return np.array(pts, dtype=np.float32)
 
 
+class OffscreenCanvas(scene.SceneCanvas):
+    """A SceneCanvas that is never shown: ``render()`` draws it offscreen. Every change of
+    the scene (data, camera) calls ``on_change`` so that the widget showing it repaints."""
+
+    def __init__(self, on_change: Callable[[], None], **kwargs) -> None:
+        self._on_change: Callable[[], None] | None = None
+        super().__init__(show=False, **kwargs)
+        self._on_change = on_change
+
+    def update(self, node=None) -> None:  # noqa: D102 (vispy API)
+        super().update(node)
+        if self._on_change is not None:
+            self._on_change()
+
+    def set_logical_size(self, w: int, h: int, ratio: float) -> None:
+        """Size the offscreen scene like the widget that shows it (``ratio``: device
+        pixels per logical pixel)."""
+        w, h = max(int(w), 1), max(int(h), 1)
+        pw, ph = max(round(w * ratio), 1), max(round(h * ratio), 1)
+        native = self.native
+        if (w, h) == tuple(self.size) and (pw, ph) == tuple(self.physical_size or ()):
+            return
+        native.resize(w, h)  # hidden: Qt sends no resize event, so tell vispy directly
+        native._vispy_set_physical_size(pw, ph)
+        self.events.resize(size=(w, h), physical_size=(pw, ph))
+
+    def make_current(self) -> None:
+        """Make this canvas's own GL context current (the hidden widget's is never valid;
+        vispy keeps a context with an offscreen surface for it)."""
+        native = self.native
+        ctx, surface = getattr(native, "_secondary_context", None), getattr(native, "_surface",
+                                                                              None)
+        if ctx is not None and surface is not None:
+            ctx.makeCurrent(surface)
+        else:  # other vispy backends: their own way
+            self.set_current()
+
+    def render_rgba(self) -> np.ndarray:
+        """(H, W, 4) uint8 RGBA of the scene at the physical size."""
+        self.make_current()
+        return self.render(size=tuple(self.physical_size), alpha=True)
+
+
+class SceneView(QWidget):
+    """Shows the offscreen canvas's picture and the ghost tags; passes the mouse to vispy."""
+
+    def __init__(self, panel: Pose3DPanel) -> None:
+        super().__init__(panel)
+        self.setObjectName("view3d_canvas")
+        self.panel = panel
+        self.setMinimumSize(200, 200)
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
+        self.frame: QImage | None = None
+        self.dirty = True
+        self.renders = 0  # how many times the scene was rendered (for tests and benchmarks)
+
+    def sizeHint(self):  # noqa: N802
+        from PySide6.QtCore import QSize
+
+        return QSize(400, 400)
+
+    def mark_dirty(self) -> None:
+        """The scene changed: render it again on the next paint."""
+        self.dirty = True
+        self.update()
+
+    def resizeEvent(self, ev) -> None:  # noqa: N802
+        self.panel.canvas.set_logical_size(self.width(), self.height(),
+                                           self.devicePixelRatioF())
+        self.mark_dirty()
+        super().resizeEvent(ev)
+
+    def current_frame(self) -> QImage | None:
+        """The scene's picture, rendered now if it changed (None where GL cannot render)."""
+        if not can_render():
+            return None
+        if self.dirty or self.frame is None:
+            self.panel.canvas.set_logical_size(self.width(), self.height(),
+                                               self.devicePixelRatioF())
+            rgba = np.ascontiguousarray(self.panel.canvas.render_rgba())
+            h, w = rgba.shape[:2]
+            img = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+            img.setDevicePixelRatio(self.devicePixelRatioF())
+            self.frame = img
+            self.dirty = False
+            self.renders += 1
+        return self.frame
+
+    def paintEvent(self, ev) -> None:  # noqa: N802
+        painter = QPainter(self)
+        try:
+            frame = None
+            try:
+                frame = self.current_frame()
+            except Exception as exc:  # a GL failure is a message in the panel, not a crash
+                self.panel.render_error = f"{type(exc).__name__}: {exc}"
+            if frame is None:
+                painter.fillRect(self.rect(), QColor.fromRgbF(*BACKGROUND))
+                painter.setPen(QColor(200, 200, 200))
+                why = self.panel.render_error or "needs OpenGL on a real display"
+                painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter,
+                                 f"3D view unavailable: {why}")
+            else:
+                painter.drawImage(QPointF(0, 0), frame)
+            self.panel.paint_tags(painter)
+        finally:
+            painter.end()
+
+    # the camera is vispy's: hand it the mouse (positions are the same: same size)
+    def mousePressEvent(self, ev) -> None:  # noqa: N802
+        self.panel.canvas.native.mousePressEvent(ev)
+
+    def mouseMoveEvent(self, ev) -> None:  # noqa: N802
+        self.panel.canvas.native.mouseMoveEvent(ev)
+
+    def mouseReleaseEvent(self, ev) -> None:  # noqa: N802
+        self.panel.canvas.native.mouseReleaseEvent(ev)
+
+    def mouseDoubleClickEvent(self, ev) -> None:  # noqa: N802
+        self.panel.canvas.native.mouseDoubleClickEvent(ev)
+
+    def wheelEvent(self, ev) -> None:  # noqa: N802
+        self.panel.canvas.native.wheelEvent(ev)
+
+
+def layout_tags(anchors: np.ndarray, sizes: np.ndarray, bounds: QRectF,
+                gap: float = 2.0) -> list[QRectF]:
+    """Place one label per anchor (x, y), just above-right of it, moving labels up (then
+    down) until none overlaps another; kept inside ``bounds`` where possible."""
+    placed: list[QRectF] = []
+    order = np.argsort(-np.asarray(anchors, float).reshape(-1, 2)[:, 1], kind="stable")
+    out: list[QRectF | None] = [None] * len(anchors)
+    for i in order:  # lowest anchor first: the others stack upwards above it
+        (x, y), (w, h) = anchors[i], sizes[i]
+        x = float(min(max(x + 4.0, bounds.left()), bounds.right() - w))
+        rect = QRectF(x, float(y) - h - 4.0, float(w), float(h))
+        for _ in range(len(placed) + 1):
+            hit = [r for r in placed if r.adjusted(-gap, -gap, gap, gap).intersects(rect)]
+            if not hit:
+                break
+            rect.moveBottom(min(r.top() for r in hit) - gap)
+        if rect.top() < bounds.top():  # no room above: stack below the lowest instead
+            rect.moveTop(max([bounds.top()] + [r.bottom() + gap for r in placed]))
+        placed.append(rect)
+        out[i] = rect
+    return [r for r in out if r is not None]
+
+
 class Pose3DPanel(QWidget):
     """Rotatable 3D view of the selected stage's fit."""
 
@@ -64,11 +222,11 @@ class Pose3DPanel(QWidget):
         self.state = state
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
-        self.canvas = scene.SceneCanvas(keys=None, show=False, bgcolor=BACKGROUND,
-                                        size=(400, 400))
-        self.canvas.native.setObjectName("view3d_canvas")
-        self.canvas.native.setMinimumSize(200, 200)
-        lay.addWidget(self.canvas.native, 1)
+        self.render_error: str | None = None
+        self.scene_view = SceneView(self)
+        self.canvas = OffscreenCanvas(self.scene_view.mark_dirty, keys=None,
+                                      bgcolor=BACKGROUND, size=(400, 400))
+        lay.addWidget(self.scene_view, 1)
         bar = QHBoxLayout()
         self.reset_button = QPushButton("Reset view")
         self.reset_button.setObjectName("view3d_reset")
@@ -95,9 +253,6 @@ class Pose3DPanel(QWidget):
                                        parent=self.view.scene)
         self.ghosts = scene.visuals.Line(pos=np.zeros((2, 3), np.float32), connect="segments",
                                          width=2, parent=self.view.scene)
-        self.ghost_labels = scene.visuals.Text("", color=(0.85, 0.85, 0.85, 0.8),
-                                               font_size=7, anchor_x="left",
-                                               parent=self.view.scene)
         self.bones = scene.visuals.Line(pos=np.zeros((2, 3), np.float32), connect="segments",
                                         width=5, parent=self.view.scene)
         self.joints = scene.visuals.Markers(parent=self.view.scene)
@@ -114,7 +269,11 @@ class Pose3DPanel(QWidget):
         self.shown_bones = np.zeros((0, 3))
         self.shown_ghosts = np.zeros((0, 3))
         self.shown_labels: list[str] = []
-        self._tags: list[str] = []
+        self._solid: np.ndarray | None = None  # the solid pose as drawn (17, 3)
+        #: ghost tags painted over the scene: (text, 3D anchor in the display frame)
+        self.tags: list[tuple[str, np.ndarray]] = []
+        self._tag_font = QFont()
+        self._tag_font.setPointSizeF(7.5)
         self._clear()
         state.changed.connect(self.on_state_changed)
 
@@ -126,18 +285,54 @@ class Pose3DPanel(QWidget):
         cam.center = (0.0, 0.0, 0.0)
         self.canvas.update()
 
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """(N, 3) display-frame points -> (N, 2) widget pixels (logical), as the camera
+        shows them now."""
+        tr = self.view.scene.node_transform(self.canvas.scene)
+        p = np.asarray(tr.map(np.asarray(points, dtype=np.float64).reshape(-1, 3)))
+        return p[:, :2] / p[:, 3:4]
+
+    def tag_rects(self) -> list[tuple[str, QRectF]]:
+        """Where the ghost tags are painted (widget pixels), laid out without overlaps."""
+        if not self.tags:
+            return []
+        fm = QFontMetricsF(self._tag_font)
+        anchors = self.project(np.array([a for _, a in self.tags]))
+        sizes = np.array([(fm.horizontalAdvance(t) + 4.0, fm.height()) for t, _ in self.tags])
+        rects = layout_tags(anchors, sizes, QRectF(self.scene_view.rect()))
+        return [(t, r) for (t, _), r in zip(self.tags, rects, strict=True)]
+
+    def paint_tags(self, painter: QPainter) -> None:
+        """Paint the ghost tags (and a hairline to the head they name when moved away)."""
+        placed = self.tag_rects()
+        if not placed:
+            return
+        anchors = self.project(np.array([a for _, a in self.tags]))
+        painter.setFont(self._tag_font)
+        for (text, rect), (ax, ay) in zip(placed, anchors, strict=True):
+            if rect.bottom() < ay - 12 or rect.top() > ay:
+                painter.setPen(QPen(QColor(200, 200, 200, 110), 1))
+                painter.drawLine(QPointF(ax, ay), QPointF(rect.left(), rect.center().y()))
+            painter.setPen(QColor(220, 220, 220, 220))
+            painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
+
     def _clear(self) -> None:
-        for v in (self.bones, self.ghosts, self.joints, self.selected, self.ghost_labels):
+        for v in (self.bones, self.ghosts, self.joints, self.selected):
             v.visible = False
         self.shown_bones = np.zeros((0, 3))
         self.shown_ghosts = np.zeros((0, 3))
         self.shown_labels = []
+        self.tags = []
+        self._solid = None
 
     def on_state_changed(self, keys: frozenset) -> None:
         """Redraw the 3D scene when the shown fit, component or joint changes."""
         if not keys & self.KEYS:
             return
-        self._draw()
+        if keys == {"joint"}:  # only the ring moves
+            self._draw_selected()
+        else:
+            self._draw()
         self.canvas.update()
 
     def _draw(self) -> None:
@@ -180,35 +375,21 @@ class Pose3DPanel(QWidget):
             grgba[:, 3] = 0.22
             self.ghosts.set_data(pos=gseg, color=grgba, connect="segments")
             self.ghosts.visible = True
-            # in the scene: a short tag at each ghost's head (re-laying out text with
-            # changing digits costs ~20 ms per redraw); the scores go in the legend below
-            tags = [f"#{c + 1}" for c in others]
+            # a short tag at each ghost's head, painted over the scene without overlaps
+            # (paint_tags); the scores go in the legend below
             head = H36M17.index("head")
-            pos = np.array([centred[c][head] + (0.06, 0.0, 0.08 + 0.08 * i)
-                            for i, c in enumerate(others)], dtype=np.float32)
-            if tags != self._tags:
-                self.ghost_labels.text = tags
-                self._tags = tags
-            self.ghost_labels.pos = pos
-            self.ghost_labels.visible = True
+            self.tags = [(f"#{c + 1}", centred[c][head]) for c in others]
             self.shown_ghosts = gseg
             self.shown_labels = [f"#{c + 1} score {scores[c]:.4g}"
                                  + (" (best)" if c == best else "") for c in others]
         else:
             self.ghosts.visible = False
-            self.ghost_labels.visible = False
             self.shown_ghosts = np.zeros((0, 3))
             self.shown_labels = []
+            self.tags = []
 
-        jt = self.state.joint
-        h36 = _cpm_joint_to_h36m(jt)
-        if h36 is None:
-            self.selected.visible = False
-        else:
-            self.selected.set_data(centred[k][h36:h36 + 1].astype(np.float32),
-                                   face_color=(0, 0, 0, 0), edge_color=(1, 1, 0, 1),
-                                   edge_width=2, size=20)
-            self.selected.visible = True
+        self._solid = centred[k]
+        self._draw_selected()
 
         tag = " (best)" if k == best else ""
         ghosts = "; ghosts: " + ", ".join(self.shown_labels) if self.shown_labels else ""
@@ -222,12 +403,32 @@ class Pose3DPanel(QWidget):
         self.note.setText(note)
         self.note.setVisible(bool(note))
 
+    def _draw_selected(self) -> None:
+        """The ring on the selected joint of the solid pose."""
+        h36 = _cpm_joint_to_h36m(self.state.joint)
+        if h36 is None or self._solid is None:
+            self.selected.visible = False
+            return
+        self.selected.set_data(self._solid[h36:h36 + 1].astype(np.float32),
+                               face_color=(0, 0, 0, 0), edge_color=(1, 1, 0, 1),
+                               edge_width=2, size=20)
+        self.selected.visible = True
+
     def render_image(self) -> np.ndarray:
-        """Render the scene offscreen: (H, W, 4) uint8 RGBA (needs a real display)."""
+        """The panel's picture as shown, tags included: (H, W, 4) uint8 RGBA at device
+        pixels (needs a real display)."""
         if not can_render():
             raise RuntimeError("the 3D view can only be rendered on a real display "
                                "(Qt platform is 'offscreen')")
-        return self.canvas.render()
+        self.scene_view.dirty = True  # e.g. the camera was set directly
+        img = QImage(self.scene_view.current_frame())
+        painter = QPainter(img)
+        self.paint_tags(painter)
+        painter.end()
+        img = img.convertToFormat(QImage.Format.Format_RGBA8888)
+        w, h = img.width(), img.height()
+        return np.array(img.constBits(), dtype=np.uint8).reshape(h, img.bytesPerLine())[
+            :, :4 * w].reshape(h, w, 4).copy()
 
 
 def _cpm_joint_to_h36m(j: int | None) -> int | None:
