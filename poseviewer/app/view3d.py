@@ -398,8 +398,8 @@ class Pose3DPanel(QWidget):
         note = ""
         if far:
             parts = [f"#{c + 1} is {np.linalg.norm(cen):.1f} m away" for c, cen in far]
-            note = (", ".join(parts) + " in the model's output (capped-scale quirk of the "
-                    "3D model): centred here, exports keep the real values")
+            note = (", ".join(parts) + " in the model's output (release-exact mode: the "
+                    "release's capped refit): centred here, exports keep the real values")
         self.note.setText(note)
         self.note.setVisible(bool(note))
 

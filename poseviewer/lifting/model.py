@@ -90,6 +90,14 @@ class PoseModel3D:
     orthonormal bases, ``sigma`` (K, B + 1): basis regulariser weights then the data
     weight. ``meta`` is free-form JSON-able information (name, source, training options)
     saved with the model.
+
+    ``release_exact`` (default False) chooses the capped refit of spec step 3: False (what
+    the app, the CLI and the exports use) solves it with every translation prior targeting
+    0, so capped components sit near the origin like the others; True keeps the release's
+    stale right-hand side (-0.003 on the row that then belongs to E_1), which shifts capped
+    components tens of metres in depth and reproduces the release's output exactly (the
+    reference vectors). Only capped components differ between the two modes. ``lift`` can
+    override it per call.
     """
 
     def __init__(self, mu: Any, e: Any, sigma: Any, meta: dict[str, Any] | None = None) -> None:
@@ -126,6 +134,8 @@ class PoseModel3D:
         #: thread count is not per thread: while ``lift`` runs it changes for the process;
         #: such lifts are serialised by a module lock (see ``_torch_threads``).
         self.lift_threads: int | None = 1
+        #: Reproduce the release's capped refit exactly (see the class docstring).
+        self.release_exact: bool = False
         self._device = torch.device("cpu")
         self._set(mu_t, e_t, s_t)
 
@@ -296,20 +306,24 @@ class PoseModel3D:
                 f"({bad.sum().item()} such joint(s)); mark such joints invisible")
         return j, vis
 
-    def lift(self, joints_2d: Any, visible: Any, return_intermediates: bool = False
+    def lift(self, joints_2d: Any, visible: Any, return_intermediates: bool = False,
+             release_exact: bool | None = None,
              ) -> LiftResult | tuple[LiftResult, dict[str, Tensor]]:
         """Lift CPM-14 2D joints (N, 14, 2) in image pixels (x, y) to H36M-17 3D poses.
 
         ``visible`` (N, 14) bool. People with fewer than 5 visible joints, or whose visible
         joints all lie on one image row (no height: the scale is undefined), come back with
         ``lifted`` False and NaN outputs. With ``return_intermediates`` also returns a dict of
-        the spec's intermediate quantities (for tests and inspection).
+        the spec's intermediate quantities (for tests and inspection). ``release_exact``
+        (None: the model's ``release_exact``) True reproduces the release's capped refit
+        with its depth shift; False (the default) centres capped components properly.
         """
         j, vis = self._inputs(joints_2d, visible)
+        exact = self.release_exact if release_exact is None else bool(release_exact)
         with _torch_threads(self.lift_threads, self._device):
-            return self._lift(j, vis, return_intermediates)
+            return self._lift(j, vis, return_intermediates, exact)
 
-    def _lift(self, j: Tensor, vis: Tensor, inter: bool):
+    def _lift(self, j: Tensor, vis: Tensor, inter: bool, release_exact: bool = False):
         dev, f64 = self._device, torch.float64
         n_people, k = j.shape[0], self.num_components
         obs_src = torch.as_tensor(OBS_SOURCES, device=dev)
@@ -352,7 +366,7 @@ class PoseModel3D:
         if capped.any():
             idx = capped.nonzero()[:, 0]
             cf = solve.fit_pairs(*gather(pn[idx], pk[idx]), self._sin, self._cos,
-                                 cap=solve.SCALE_CAP)
+                                 cap=solve.SCALE_CAP, release_exact=release_exact)
             coeffs, res, ang = coeffs.clone(), res.clone(), ang.clone()
             residuals = residuals.clone()
             coeffs[idx], res[idx], ang[idx], residuals[idx] = (

@@ -64,7 +64,8 @@ class ComponentFits:
 
     @property
     def capped(self) -> Array:
-        """(N, K) bool: the scale was capped (the pose carries the depth quirk of step 3)."""
+        """(N, K) bool: the scale was capped and the component refitted (step 3); only in
+        the release-exact mode does such a pose carry the release's depth shift."""
         return self.scale == SCALE_CAP
 
 

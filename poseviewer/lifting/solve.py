@@ -96,6 +96,7 @@ def fit_pairs(
     sin: Tensor,
     cos: Tensor,
     cap: float | None = None,
+    release_exact: bool = False,
 ) -> PairFit:
     """Fit P (person, component) pairs at every angle and keep the best angle of each.
 
@@ -103,7 +104,9 @@ def fit_pairs(
     visibility as 0/1 float64; ``ex, ey, ez`` (P, J, B) basis rows at the observed joints;
     ``mux, muy, muz`` (P, J) mean pose rows; ``rho`` (P, B) = (5.2 sigma_i / lambda_d)^2;
     ``lam`` (P,) = lambda_d. ``sin, cos`` (A,). ``cap``: None for step 2, or the fixed
-    scale of the refit of step 3 (with the release's right-hand-side quirk).
+    scale of the refit of step 3. In that refit ``release_exact`` keeps the release's
+    stale prior right-hand side (-0.003 on the row that now belongs to E_1: the pose is
+    shifted in depth by tens of metres); otherwise every translation prior targets 0.
     """
     P, J, _ = ex.shape
     A = sin.shape[0]
@@ -141,7 +144,8 @@ def fit_pairs(
     basis = basis.view(P, n2 * n2, 6)
 
     kappa = TRANSLATION_PRIOR / (1.0 + sin * sin)[None, :] / (lam * lam)[:, None]  # (P, A)
-    if cap is not None:
+    quirk = cap is not None and release_exact
+    if quirk:
         # The first prior row keeps -0.003 while it now belongs to E_1: tau0 = -300 sin t.
         tau0 = (SCALE_PRIOR / math.sqrt(TRANSLATION_PRIOR)) * sin  # (A,)
     else:
@@ -188,7 +192,7 @@ def fit_pairs(
     a1 = taup * s / den
     a2 = taup * c / den
     a3 = a1.clone()
-    if cap is not None:
+    if quirk:
         a1 = a1 + SCALE_PRIOR / math.sqrt(TRANSLATION_PRIOR)
     coeffs = torch.cat([a0[:, None], a1[:, None], a2[:, None], a3[:, None], coef_b], dim=1)
     return PairFit(residuals, best, res_best, coeffs)
