@@ -5,7 +5,10 @@ every op on the way into a small, JSON-serialisable op list (the *trunk spec*) p
 parameters named after the Keras layers (``block_1_expand.weight``, ``conv2d_3.bias``...).
 :class:`GraphTrunk` runs such a spec. Supported ops: ``_FusedConv2D`` (BiasAdd with optional
 Relu / Relu6), ``FusedDepthwiseConv2dNative``, ``DepthwiseConv2dNative``, ``Conv2D``,
-``AddV2`` of two tensors, ``ResizeBilinear`` by an integer factor, ``Relu``, ``Relu6``.
+``AddV2`` of two tensors, ``ResizeBilinear`` by an integer factor (a constant size, or the
+Keras ``UpSampling2D`` pattern ``Shape(x)[1:3] * factor`` of graphs with a dynamic input
+size), ``Pad`` (spatial, zeros), ``DepthToSpace`` (NHWC's DCR order), ``Relu``, ``Relu6``.
+A trunk may end in several nodes (e.g. a detector's heads at three scales).
 
 TensorFlow's 'SAME' padding puts the odd pixel at the right / bottom (it matters at stride
 2): convolutions pad explicitly, never symmetric when TF would not.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -45,8 +49,9 @@ def _base(name: str) -> str:
     return name.split(":")[0]
 
 
-def _ancestors(graph: GraphModel, output: str, stop: str) -> list[str]:
-    """Nodes needed to compute ``output`` from ``stop`` (exclusive), topologically ordered."""
+def _ancestors(graph: GraphModel, output: str | Sequence[str], stop: str) -> list[str]:
+    """Nodes needed to compute ``output`` (one name or several) from ``stop`` (exclusive),
+    topologically ordered."""
     order: list[str] = []
     state: dict[str, int] = {}
 
@@ -68,11 +73,14 @@ def _ancestors(graph: GraphModel, output: str, stop: str) -> list[str]:
         state[name] = 2
         order.append(name)
 
-    if output not in graph.nodes:
-        raise GraphModelError(f"output node {output} is not in the graph")
+    outputs = [output] if isinstance(output, str) else list(output)
+    for o in outputs:
+        if o not in graph.nodes:
+            raise GraphModelError(f"output node {o} is not in the graph")
     if stop not in graph.nodes:
         raise GraphModelError(f"input node {stop} is not in the graph")
-    visit(output)
+    for o in outputs:
+        visit(o)
     return order
 
 
@@ -83,13 +91,16 @@ def _const(graph: GraphModel, name: str) -> np.ndarray:
     return graph.weights[name]
 
 
-def extract_trunk(graph: GraphModel, input_node: str, output_node: str,
+def extract_trunk(graph: GraphModel, input_node: str, output_node: str | Sequence[str],
                   native_size: int) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """The ops between ``input_node`` and ``output_node`` as (spec, state dict).
 
     ``native_size``: the graph's input side; it fixes the integer factor of each resize
     and the trunk's stride. The spec: ``{"ops": [...], "stride", "out_channels"}`` where an
-    op is ``{"name", "op": conv|dwconv|add|resize|act, "inputs", ...}``.
+    op is ``{"name", "op": conv|dwconv|add|resize|pad|depth_to_space|act, "inputs", ...}``.
+    With several output nodes, ``"outputs"`` and ``"strides"`` list them all (``"output"``,
+    ``"stride"`` and ``"out_channels"`` describe the first); :meth:`GraphTrunk.forward_all`
+    returns them all.
     """
     names = _ancestors(graph, output_node, input_node)
     ops: list[dict[str, Any]] = []
@@ -97,6 +108,7 @@ def extract_trunk(graph: GraphModel, input_node: str, output_node: str,
     alias: dict[str, str] = {input_node: "input"}
     used: set[str] = set()
     size: dict[str, tuple[int, int | None]] = {"input": (native_size, None)}  # (side, chans)
+    shapes: dict[str, tuple[Any, ...]] = {}  # int shape tensors feeding a resize
 
     def unique(base: str) -> str:
         n, k = base, 2
@@ -170,10 +182,35 @@ def extract_trunk(graph: GraphModel, input_node: str, output_node: str,
             ops.append({"name": mod, "op": "add", "inputs": ins})
             alias[name] = mod
             size[mod] = size[ins[0]]
+        elif node.op == "Shape":
+            shapes[name] = ("shape", src(node.inputs[0]))
+        elif node.op == "StridedSlice" and _base(node.inputs[0]) in shapes:
+            kind, of = shapes[_base(node.inputs[0])][:2]
+            begin, end, step = (_const(graph, i).reshape(-1).tolist() for i in node.inputs[1:4])
+            masks = [a.get(m, 0) for m in ("begin_mask", "end_mask", "ellipsis_mask",
+                                           "new_axis_mask", "shrink_axis_mask")]
+            if kind != "shape" or (begin, end, step) != ([1], [3], [1]) or any(masks):
+                raise GraphModelError(f"{name}: only the (height, width) slice of a shape is "
+                                      "supported")
+            shapes[name] = ("hw", of)
+        elif node.op == "Mul" and _base(node.inputs[0]) in shapes:
+            kind, of = shapes[_base(node.inputs[0])][:2]
+            factor = np.unique(_const(graph, node.inputs[1]).reshape(-1))
+            if kind != "hw" or factor.size != 1 or factor[0] < 1:
+                raise GraphModelError(f"{name}: only (height, width) times one integer is "
+                                      "supported as a resize size")
+            shapes[name] = ("scaled", of, int(factor[0]))
         elif node.op == "ResizeBilinear":
             x = src(node.inputs[0])
-            target = _const(graph, node.inputs[1]).reshape(-1)
             side, ch = size[x]
+            if _base(node.inputs[1]) in shapes:
+                expr = shapes[_base(node.inputs[1])]
+                if expr[0] != "scaled" or expr[1] != x:
+                    raise GraphModelError(f"{name}: the resize size is not a multiple of the "
+                                          "resized tensor's own size")
+                target = np.array([side * expr[2]] * 2)
+            else:
+                target = _const(graph, node.inputs[1]).reshape(-1)
             if target[0] != target[1] or target[0] % side:
                 raise GraphModelError(f"{name}: resize {side} -> {target.tolist()} is not an "
                                       "integer factor")
@@ -184,6 +221,29 @@ def extract_trunk(graph: GraphModel, input_node: str, output_node: str,
                         "factor": int(target[0] // side)})
             alias[name] = mod
             size[mod] = (int(target[0]), ch)
+        elif node.op == "Pad":
+            x = src(node.inputs[0])
+            pads = _const(graph, node.inputs[1]).astype(np.int64).reshape(-1, 2).tolist()
+            if len(pads) != 4 or pads[0] != [0, 0] or pads[3] != [0, 0] or \
+                    sum(pads[1]) != sum(pads[2]) or min(min(p) for p in pads) < 0:
+                raise GraphModelError(f"{name}: only equal spatial zero padding is supported, "
+                                      f"got {pads}")
+            mod = unique(f"pad{len(ops)}")
+            ops.append({"name": mod, "op": "pad", "inputs": [x],
+                        "pads": [pads[1][0], pads[1][1], pads[2][0], pads[2][1]]})
+            alias[name] = mod
+            side, ch = size[x]
+            size[mod] = (side + sum(pads[1]), ch)
+        elif node.op == "DepthToSpace":
+            x = src(node.inputs[0])
+            block = int(a.get("block_size", 0))
+            side, ch = size[x]
+            if block < 2 or (ch is not None and ch % (block * block)):
+                raise GraphModelError(f"{name}: depth to space by {block} of {ch} channels")
+            mod = unique(f"d2s{len(ops)}")
+            ops.append({"name": mod, "op": "depth_to_space", "inputs": [x], "block": block})
+            alias[name] = mod
+            size[mod] = (side * block, None if ch is None else ch // (block * block))
         elif node.op in _ACTS:
             x = src(node.inputs[0])
             mod = unique(f"act{len(ops)}")
@@ -194,12 +254,17 @@ def extract_trunk(graph: GraphModel, input_node: str, output_node: str,
             alias[name] = src(node.inputs[0])
         else:
             raise GraphModelError(f"{name}: op {node.op} is not supported in a trunk")
-    out = alias[output_node]
-    side, ch = size[out]
-    if native_size % side:
-        raise GraphModelError(f"output side {side} does not divide the input {native_size}")
-    spec = {"ops": ops, "output": out, "stride": native_size // side, "out_channels": ch,
-            "native_size": native_size}
+    outs = [alias[o] for o in ([output_node] if isinstance(output_node, str) else output_node)]
+    strides = []
+    for out in outs:
+        side = size[out][0]
+        if native_size % side:
+            raise GraphModelError(f"output side {side} does not divide the input {native_size}")
+        strides.append(native_size // side)
+    spec = {"ops": ops, "output": outs[0], "stride": strides[0],
+            "out_channels": size[outs[0]][1], "native_size": native_size}
+    if not isinstance(output_node, str):
+        spec["outputs"], spec["strides"] = outs, strides
     return spec, state
 
 
@@ -239,6 +304,14 @@ class GraphTrunk(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, out_channels, H / stride, W / stride); H, W multiples of the
         largest internal stride (32 for MobileNet)."""
+        return self._run(x)[self.spec["output"]]
+
+    def forward_all(self, x: Tensor) -> list[Tensor]:
+        """Every output node's tensor (``spec["outputs"]``, else the one output)."""
+        values = self._run(x)
+        return [values[o] for o in self.spec.get("outputs", [self.spec["output"]])]
+
+    def _run(self, x: Tensor) -> dict[str, Tensor]:
         values: dict[str, Tensor] = {"input": x}
         for name, kind, inputs, op in self._plan:
             a = values[inputs[0]]
@@ -256,10 +329,18 @@ class GraphTrunk(nn.Module):
             elif kind == "resize":
                 y = F.interpolate(a, scale_factor=op["factor"], mode="bilinear",
                                   align_corners=False)
+            elif kind == "pad":
+                t, b, le, r = op["pads"]
+                y = F.pad(a, (le, r, t, b))
+            elif kind == "depth_to_space":  # TF DCR: channel (i * block + j) * C + c
+                n, c, h, w = a.shape
+                k = op["block"]
+                y = a.reshape(n, k, k, c // (k * k), h, w).permute(0, 3, 4, 1, 5, 2) \
+                    .reshape(n, c // (k * k), h * k, w * k)
             else:  # act
                 y = F.relu(a) if op["act"] == "relu" else F.relu6(a)
             values[name] = y
-        return values[self.spec["output"]]
+        return values
 
 
 def input_affine(graph: GraphModel, placeholder: str, input_node: str) -> tuple[float, float]:
