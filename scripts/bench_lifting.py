@@ -1,16 +1,25 @@
 #!/usr/bin/env python
 """Benchmark ``PoseModel3D.lift`` against a straightforward numpy loop (one lstsq per person,
-component and angle, as the release does) and print people/s.
+component and angle, as the release does) and print times, people/s and ratios.
 
-    .venv/bin/python scripts/bench_lifting.py [--model PATH] [--sizes 1 32 256]
+    .venv/bin/python scripts/bench_lifting.py [--model PATH] [--sizes 1 32 256 4096]
                                               [--loop-people 32] [--threads T]
                                               [--lift-threads model|none|T]
 
-The 2D inputs are the 21 reference cases of ``../shared/reference/lftd/lift_vectors_dev.npz``
-tiled (with a little noise) to the batch size. The loop is run on up to ``--loop-people``
-people per size; its time per person is independent of N, so larger sizes are
-extrapolated linearly from that measurement (printed as such). The loop's results are also
-compared with ``lift`` (max |difference| of the 3D poses, mm).
+Per batch size N, in one run:
+- warm: ``lift`` with the visibility patterns' operators already cached (the steady state
+  of the viewer and of batch runs);
+- cold: the pattern cache cleared before every call (a first call: patterns with fewer
+  than ``model.build_min`` people are solved directly, larger ones are prepared);
+- direct: ``lift_method = "direct"``, the batched solver every call used before the
+  operators (what "cold no slower than today" compares with);
+- loop: the numpy loop, run on up to ``--loop-people`` people; its time per person does not
+  depend on N, so larger sizes are extrapolated linearly (marked).
+Goals (issue 13): N = 32 warm >= 1000x the loop; one person warm <= 0.1 ms; cold no slower
+than direct. The 2D inputs are the 21 reference cases of
+``../shared/reference/lftd/lift_vectors_dev.npz`` (5 visibility patterns) tiled, with a
+little noise, to the batch size. The loop's and the direct solver's results are compared
+with ``lift`` (max |difference| of the 3D poses, mm).
 """
 
 from __future__ import annotations
@@ -114,7 +123,8 @@ def lift_loop(xy: np.ndarray, vis: np.ndarray, mu, e, sigma) -> np.ndarray:
 
 
 def _time(fn, repeat: int) -> float:
-    fn()  # warm-up
+    fn()  # warm-up (and, for the warm timings, prepares the patterns)
+    fn()
     ts = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -127,7 +137,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=None,
                     help="model (.mat or .safetensors); default: the release's .mat in ../shared")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 32, 256])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 32, 256, 4096])
     ap.add_argument("--loop-people", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--lift-threads", default="model",
@@ -147,27 +157,41 @@ def main() -> int:
         base_vis = d["in_visibility"]
     mu, e, sigma = (t.cpu().numpy() for t in (model.mu, model.e, model.sigma))
     rng = np.random.default_rng(0)
+    direct = (PoseModel3D.from_mat(path) if Path(path).suffix == ".mat"
+              else PoseModel3D.load(path))
+    direct.lift_method = "direct"
+    direct.lift_threads = model.lift_threads
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"lift_threads {model.lift_threads}, "
+          f"lift_threads {model.lift_threads}, build_min {model.build_min}, "
           f"cpus {os.cpu_count()}, load average {os.getloadavg()}")
-    print(f"{'N':>5} {'lift ms':>9} {'people/s':>10} {'loop ms':>10} {'loop people/s':>14}"
-          f" {'speed-up':>9} {'max |diff| mm':>14}")
+    print(f"{'N':>5} {'warm ms':>9} {'warm/person':>12} {'cold ms':>9} {'direct ms':>10} "
+          f"{'loop ms':>10} {'warm vs loop':>13} {'cold/direct':>12} {'|diff| loop':>12} "
+          f"{'|diff| direct':>13}")
     for n in args.sizes:
         idx = np.arange(n) % len(base_xy)
         xy = base_xy[idx] + rng.normal(scale=1.0, size=(n, 14, 2)) * (np.arange(n) >= 21)[
             :, None, None]
         vis = base_vis[idx]
-        repeat = max(3, min(50, 2000 // max(n, 1)))
-        t_lift = _time(lambda xy=xy, vis=vis: model.lift(xy, vis), repeat)
+        repeat = max(3, min(200, 4000 // max(n, 1)))
+        t_warm = _time(lambda xy=xy, vis=vis: model.lift(xy, vis), repeat)
+
+        def cold(xy=xy, vis=vis) -> None:
+            model.pattern_cache.clear()
+            model.lift(xy, vis)
+
+        t_cold = _time(cold, max(3, repeat // 10))
+        t_direct = _time(lambda xy=xy, vis=vis: direct.lift(xy, vis), max(3, repeat // 10))
         n_loop = min(n, args.loop_people)
         t0 = time.perf_counter()
         loop_pose = lift_loop(xy[:n_loop], vis[:n_loop], mu, e, sigma)
         t_loop = (time.perf_counter() - t0) * n / n_loop
-        diff = np.nanmax(np.abs(model.lift(xy[:n_loop], vis[:n_loop]).pose_3d.numpy()
-                                - loop_pose))
+        mine = model.lift(xy, vis).pose_3d.numpy()
+        diff = np.nanmax(np.abs(mine[:n_loop] - loop_pose))
+        diff_d = np.nanmax(np.abs(mine - direct.lift(xy, vis).pose_3d.numpy()))
         note = "" if n_loop == n else f"  (loop timed on {n_loop}, scaled)"
-        print(f"{n:5d} {t_lift * 1e3:9.2f} {n / t_lift:10.0f} {t_loop * 1e3:10.0f} "
-              f"{n / t_loop:14.1f} {t_loop / t_lift:8.0f}x {diff:14.2e}{note}")
+        print(f"{n:5d} {t_warm * 1e3:9.3f} {t_warm / n * 1e3:10.4f}ms {t_cold * 1e3:9.2f} "
+              f"{t_direct * 1e3:10.2f} {t_loop * 1e3:10.0f} {t_loop / t_warm:12.0f}x "
+              f"{t_cold / t_direct:12.2f} {diff:12.2e} {diff_d:13.2e}{note}")
     print(f"load average after: {os.getloadavg()}")
     return 0
 

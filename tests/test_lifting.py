@@ -23,12 +23,26 @@ def _xy(ref: dict[str, np.ndarray]) -> np.ndarray:
     return np.ascontiguousarray(ref["in_pose_2d_yx"][:, :, ::-1])
 
 
+#: ``lift_method`` values: every reference test runs with the per-pattern operators and
+#: with the direct solver.
+METHODS = ["operators", "direct"]
+
+
+@pytest.fixture(scope="module", params=METHODS)
+def lifter(request, model):
+    """The released model, lifting with one method (operators: always prepared)."""
+    m = PoseModel3D(model.mu, model.e, model.sigma)
+    m.lift_method = request.param
+    m.build_min = 0
+    return m
+
+
 @pytest.fixture(scope="module")
-def batch(model, ref):
+def batch(lifter, ref):
     """One batched call over all 21 reference cases, with intermediates, in the
     release-exact mode (the reference vectors carry the release's capped-refit quirk)."""
-    return model.lift(_xy(ref), ref["in_visibility"], return_intermediates=True,
-                      release_exact=True)
+    return lifter.lift(_xy(ref), ref["in_visibility"], return_intermediates=True,
+                       release_exact=True)
 
 
 def _close(actual, expected, atol: float, rtol: float = 1e-6) -> None:
@@ -106,11 +120,11 @@ def _refit_problem(w, v, mu, e, sigma, theta, target):
 
 
 @pytest.mark.parametrize("exact", [True, False])
-def test_capped_refit_matches_plain_lstsq(model, ref, exact):
+def test_capped_refit_matches_plain_lstsq(lifter, ref, exact):
     """Case G caps component 0. Its refit, at every angle checked, equals numpy lstsq on
     the hand-built refit system: with the release's -0.003 target (exact) or 0 (default)."""
     g = list(ref["case_names"]).index("G_roll45_mu0")
-    fit, it = model.lift(_xy(ref)[g : g + 1], ref["in_visibility"][g : g + 1],
+    fit, it = lifter.lift(_xy(ref)[g : g + 1], ref["in_visibility"][g : g + 1],
                          return_intermediates=True, release_exact=exact)
     assert it["capped"][0].tolist() == [True, False, False]
     w, v = it["norm_pose"][0].numpy(), it["weights"][0].numpy().astype(float)
@@ -129,15 +143,15 @@ def test_capped_refit_matches_plain_lstsq(model, ref, exact):
     assert j_best == int(np.argmin(got))
 
 
-def test_default_capped_component_sits_near_the_origin(model, ref):
+def test_default_capped_component_sits_near_the_origin(lifter, ref):
     """Default mode: the capped component of case G is centred like the uncapped ones
     (spec step 5: within about 55 mm of the joint centroid), not 118 m away in depth; the
     release-exact mode keeps the release's output. Both modes differ only in the depth
     translation of that component, by tens of metres (spec step 3)."""
     g = list(ref["case_names"]).index("G_roll45_mu0")
     xy, vis = _xy(ref)[g : g + 1], ref["in_visibility"][g : g + 1]
-    default = model.lift(xy, vis).components
-    exact = model.lift(xy, vis, release_exact=True).components
+    default = lifter.lift(xy, vis).components
+    exact = lifter.lift(xy, vis, release_exact=True).components
     assert default.capped[0].tolist() == [True, False, False]
     centroid = default.pose_3d[0, 0].numpy().mean(0)
     assert np.abs(centroid).max() < 55.0
@@ -152,38 +166,38 @@ def test_default_capped_component_sits_near_the_origin(model, ref):
     for name in ("pose_3d", "score", "residual", "yaw", "coeffs"):
         assert torch.equal(getattr(default, name)[0, 1:], getattr(exact, name)[0, 1:])
     # Attribute and argument agree.
-    model.release_exact = True
+    lifter.release_exact = True
     try:
-        assert torch.equal(model.lift(xy, vis).pose_3d, model.lift(xy, vis,
+        assert torch.equal(lifter.lift(xy, vis).pose_3d, lifter.lift(xy, vis,
                                                                    release_exact=True).pose_3d)
-        assert torch.equal(model.lift(xy, vis, release_exact=False).components.pose_3d,
+        assert torch.equal(lifter.lift(xy, vis, release_exact=False).components.pose_3d,
                            default.pose_3d)
     finally:
-        model.release_exact = False
+        lifter.release_exact = False
 
 
-def test_batch_equals_one_by_one_and_release_batches(model, ref, batch):
+def test_batch_equals_one_by_one_and_release_batches(lifter, ref, batch):
     fit, _ = batch
     xy, vis = _xy(ref), ref["in_visibility"]
     for i in range(len(xy)):
-        one = model.lift(xy[i : i + 1], vis[i : i + 1], release_exact=True)
+        one = lifter.lift(xy[i : i + 1], vis[i : i + 1], release_exact=True)
         _close(one.pose_3d[0], fit.pose_3d[i].numpy(), 1e-9)
         _close(one.components.score[0], fit.components.score[i].numpy(), 1e-15)
     bi = ref["batch_idx"]
-    sub = model.lift(xy[bi], vis[bi], release_exact=True)
+    sub = lifter.lift(xy[bi], vis[bi], release_exact=True)
     _close(sub.pose_3d, ref["batch_out_pose_3d"].transpose(0, 2, 1), 1e-6)
     # Different masks in one batch: per person, not the release's person-0-mask bug.
     qi = ref["quirk_idx"]
-    q = model.lift(xy[qi], vis[qi], release_exact=True).pose_3d.numpy()
+    q = lifter.lift(xy[qi], vis[qi], release_exact=True).pose_3d.numpy()
     _close(q, ref["out_pose_3d"][qi].transpose(0, 2, 1), 1e-6)
     # (Both quirk cases of the file are fully visible, so its quirk batch does not differ;
     # mix masks ourselves: occluded people first, so a person-0 mask would break the rest.)
     mixed = np.array([16, 0, 18, 20, 19, 4])
-    model.release_exact = True  # the model's attribute does the same as the argument
+    lifter.release_exact = True  # the lifter's attribute does the same as the argument
     try:
-        got = model.lift(xy[mixed], vis[mixed]).pose_3d.numpy()
+        got = lifter.lift(xy[mixed], vis[mixed]).pose_3d.numpy()
     finally:
-        model.release_exact = False
+        lifter.release_exact = False
     _close(got, ref["out_pose_3d"][mixed].transpose(0, 2, 1), 1e-6)
 
 
@@ -207,7 +221,7 @@ def _release_problem(w, v, mu, e, sigma, theta):
     return a_mat, b
 
 
-def test_every_angle_residual_matches_plain_lstsq(model, ref, batch):
+def test_every_angle_residual_matches_plain_lstsq(lifter, ref, batch):
     """All 100 angle residuals of every component equal numpy lstsq on the spec's system."""
     _, it = batch
     i = 16  # occluded joints: exercises the masks
@@ -225,12 +239,12 @@ def test_every_angle_residual_matches_plain_lstsq(model, ref, batch):
 
 
 @pytest.mark.parametrize("exact", [True, False])
-def test_projection_reproduces_residual(model, batch, ref, exact):
+def test_projection_reproduces_residual(lifter, batch, ref, exact):
     """Spec: the projected 2D pose reproduces the fit's residual (data + prior terms), in
     both modes of the capped refit (release: E_1's prior row targets -0.003; default: 0)."""
-    fit, it = batch if exact else model.lift(_xy(ref), ref["in_visibility"],
+    fit, it = batch if exact else lifter.lift(_xy(ref), ref["in_visibility"],
                                              return_intermediates=True)
-    proj = model.project(fit).numpy()
+    proj = lifter.project(fit).numpy()
     _close(proj, fit.components.joints_2d.numpy(), 1e-9)
     sigma = ref["model_sigma"]
     comps = fit.numpy().components
@@ -266,44 +280,44 @@ def test_projection_reproduces_residual(model, batch, ref, exact):
     tx=st.floats(-2000, 2000), ty=st.floats(-2000, 2000),
     scale=st.floats(0.05, 20.0), case=st.integers(0, 20),
 )
-def test_translation_and_uniform_scale_leave_3d_unchanged(model, ref, tx, ty, scale, case):
+def test_translation_and_uniform_scale_leave_3d_unchanged(lifter, ref, tx, ty, scale, case):
     """Step 1 removes the visible mean and divides by m, which scales with the input: the
     normalised w, hence every fit and the 3D pose, are unchanged; the 2D projection moves
     with the input."""
     xy = _xy(ref)[case : case + 1]
     vis = ref["in_visibility"][case : case + 1]
-    base = model.lift(xy, vis)
-    moved = model.lift(xy * scale + np.array([tx, ty]), vis)
+    base = lifter.lift(xy, vis)
+    moved = lifter.lift(xy * scale + np.array([tx, ty]), vis)
     _close(moved.pose_3d, base.pose_3d.numpy(), 1e-6)
     assert moved.component.tolist() == base.component.tolist()
     _close(moved.joints_2d, base.joints_2d.numpy() * scale + np.array([tx, ty]), 1e-6)
 
 
-def test_invisible_joints_may_hold_anything(model, ref):
+def test_invisible_joints_may_hold_anything(lifter, ref):
     xy, vis = _xy(ref)[16:20].copy(), ref["in_visibility"][16:20]
-    base = model.lift(xy, vis)
+    base = lifter.lift(xy, vis)
     xy[~vis] = np.nan
-    _close(model.lift(xy, vis).pose_3d, base.pose_3d.numpy(), 0)
+    _close(lifter.lift(xy, vis).pose_3d, base.pose_3d.numpy(), 0)
     xy[~vis] = 1e9
-    _close(model.lift(xy, vis).pose_3d, base.pose_3d.numpy(), 0)
+    _close(lifter.lift(xy, vis).pose_3d, base.pose_3d.numpy(), 0)
 
 
-def test_too_few_joints_marks_person_not_lifted(model, ref):
+def test_too_few_joints_marks_person_not_lifted(lifter, ref):
     xy, vis = _xy(ref)[:3], ref["in_visibility"][:3].copy()
     vis[1] = False
     vis[1, :4] = True  # 4 visible joints: one short
-    fit = model.lift(xy, vis)
+    fit = lifter.lift(xy, vis)
     assert fit.lifted.tolist() == [True, False, True]
     assert torch.isnan(fit.pose_3d[1]).all() and torch.isnan(fit.joints_2d[1]).all()
     assert torch.isnan(fit.components.score[1]).all() and fit.component[1].item() == 0
     for i in (0, 2):
-        one = model.lift(xy[i : i + 1], vis[i : i + 1])
+        one = lifter.lift(xy[i : i + 1], vis[i : i + 1])
         _close(fit.pose_3d[i], one.pose_3d[0].numpy(), 1e-9)
     vis[1, 4] = True  # five is enough
-    assert model.lift(xy, vis).lifted.all()
+    assert lifter.lift(xy, vis).lifted.all()
 
 
-def test_visible_joints_on_one_row_mark_person_not_lifted(model, ref):
+def test_visible_joints_on_one_row_mark_person_not_lifted(lifter, ref):
     """Zero height: the lifting's scale (half the height) is undefined; no pose at an
     arbitrary scale, but lifted False like too few joints. Others are unaffected."""
     xy, vis = _xy(ref)[:3].copy(), ref["in_visibility"][:3].copy()
@@ -311,20 +325,20 @@ def test_visible_joints_on_one_row_mark_person_not_lifted(model, ref):
     xy[1, :, 1] = 240.0  # every joint at y = 240 px, x spread out
     xy[1, 1, 1] = np.nan  # an invisible joint elsewhere does not count
     vis[1, 1] = False
-    fit = model.lift(xy, vis)
+    fit = lifter.lift(xy, vis)
     assert fit.lifted.tolist() == [True, False, True]
     assert torch.isnan(fit.pose_3d[1]).all() and fit.component[1].item() == 0
     for i in (0, 2):
-        one = model.lift(xy[i : i + 1], vis[i : i + 1])
+        one = lifter.lift(xy[i : i + 1], vis[i : i + 1])
         _close(fit.pose_3d[i], one.pose_3d[0].numpy(), 1e-9)
     xy[1, 5, 1] = 241.0  # one pixel of height is a pose again
-    assert model.lift(xy, vis).lifted.all()
+    assert lifter.lift(xy, vis).lifted.all()
 
 
 # ----------------------------------------------------------------------------- result object
 
 
-def test_result_select_numpy_and_torch_inputs(model, ref, batch):
+def test_result_select_numpy_and_torch_inputs(lifter, ref, batch):
     fit, _ = batch
     assert isinstance(fit, LiftResult) and isinstance(fit.components, ComponentFits)
     assert fit.pose_3d.dtype == torch.float64 and fit.component.dtype == torch.int64
@@ -339,8 +353,8 @@ def test_result_select_numpy_and_torch_inputs(model, ref, batch):
     sub = fit.select([2, 5]).numpy()
     assert isinstance(sub.pose_3d, np.ndarray) and sub.components.score.shape == (2, 3)
     _close(sub.components.score, fit.components.score[[2, 5]].numpy(), 0)
-    _close(model.project(sub), fit.components.joints_2d[[2, 5]].numpy(), 1e-9)
-    t = model.lift(torch.as_tensor(_xy(ref)[:2]), torch.as_tensor(ref["in_visibility"][:2]))
+    _close(lifter.project(sub), fit.components.joints_2d[[2, 5]].numpy(), 1e-9)
+    t = lifter.lift(torch.as_tensor(_xy(ref)[:2]), torch.as_tensor(ref["in_visibility"][:2]))
     _close(t.pose_3d, fit.pose_3d[:2].numpy(), 1e-9)
     # Best component's pose is the component entry of the full table.
     _close(fit.pose_3d, fit.components.pose_3d[torch.arange(n), fit.component].numpy(), 0)
@@ -363,6 +377,12 @@ def test_save_load_round_trip_and_mat_equivalence(model, ref, tmp_path):
     assert again.meta == model.meta
     xy, vis = _xy(ref), ref["in_visibility"]
     a, b = model.lift(xy, vis), again.lift(xy, vis)
+    _close(a.pose_3d, b.pose_3d.numpy(), 1e-9)
+    model.lift_method = again.lift_method = "direct"
+    try:
+        a, b = model.lift(xy, vis), again.lift(xy, vis)
+    finally:
+        model.lift_method = "auto"
     assert torch.equal(a.pose_3d, b.pose_3d) and torch.equal(a.components.score,
                                                              b.components.score)
     assert not list(tmp_path.glob("*.tmp"))
@@ -426,30 +446,30 @@ def test_constructor_validation(model):
                       np.ones((2, 14), bool)).components.coeffs.shape == (2, 1, 13)
 
 
-def test_bad_lift_inputs(model, ref):
+def test_bad_lift_inputs(lifter, ref):
     xy, vis = _xy(ref)[:2].copy(), ref["in_visibility"][:2]
     with pytest.raises(ValueError, match=r"joints_2d must have shape \(N, 14, 2\)"):
-        model.lift(xy[:, :13], vis)
+        lifter.lift(xy[:, :13], vis)
     with pytest.raises(ValueError, match=r"joints_2d must have shape"):
-        model.lift(xy[0], vis[0])
+        lifter.lift(xy[0], vis[0])
     with pytest.raises(ValueError, match=r"visible must have shape \(2, 14\)"):
-        model.lift(xy, vis[:1])
+        lifter.lift(xy, vis[:1])
     with pytest.raises(ValueError, match="visible must be bool"):
-        model.lift(xy, vis.astype(float))
+        lifter.lift(xy, vis.astype(float))
     bad = xy.copy()
     bad[1, 3, 0] = np.inf
     with pytest.raises(ValueError, match="right_elbow of person 1 is NaN or infinite"):
-        model.lift(bad, vis)
+        lifter.lift(bad, vis)
     bad[1, 3, 0] = np.nan
     with pytest.raises(ValueError, match="NaN or infinite"):
-        model.lift(bad, vis)
+        lifter.lift(bad, vis)
     with pytest.raises(ValueError, match="not a numeric array"):
-        model.lift([["a"] * 14], vis[:1])
-    fit = model.lift(xy, vis.astype(np.int64))  # 0/1 integers are accepted
+        lifter.lift([["a"] * 14], vis[:1])
+    fit = lifter.lift(xy, vis.astype(np.int64))  # 0/1 integers are accepted
     assert fit.lifted.all()
-    empty, extra = model.lift(np.zeros((0, 14, 2)), np.zeros((0, 14), bool),
+    empty, extra = lifter.lift(np.zeros((0, 14, 2)), np.zeros((0, 14), bool),
                               return_intermediates=True)
-    assert empty.pose_3d.shape == (0, 17, 3) and model.project(empty).shape == (0, 3, 17, 2)
+    assert empty.pose_3d.shape == (0, 17, 3) and lifter.project(empty).shape == (0, 3, 17, 2)
     assert extra["residuals"].shape == (0, 3, 100)
 
 
@@ -499,3 +519,38 @@ def test_concurrent_lifts_restore_torch_threads(model: PoseModel3D, ref) -> None
         assert new_thread == [2]
     finally:
         torch.set_num_threads(old)
+
+
+def test_pattern_operators_cold_warm_and_direct_agree(model, ref):
+    """The per-pattern operators: a first call solves small unprepared patterns directly,
+    a pattern met again is prepared and cached (LRU), big groups are prepared at once;
+    every route gives the direct solver's numbers, in both modes."""
+    xy, vis = _xy(ref), ref["in_visibility"]
+    patterns = {tuple(r) for r in vis[:, OBS_SOURCES]}
+    direct = PoseModel3D(model.mu, model.e, model.sigma)
+    direct.lift_method = "direct"
+    m = PoseModel3D(model.mu, model.e, model.sigma)
+    m.build_min = 1000
+    for exact in (True, False):
+        want = direct.lift(xy, vis, release_exact=exact)
+        m.pattern_cache.clear()
+        first = m.lift(xy, vis, release_exact=exact)
+        assert len(m.pattern_cache) == 0  # nothing prepared on first sight
+        second = m.lift(xy, vis, release_exact=exact)
+        assert len(m.pattern_cache) == len(patterns) == 5
+        third = m.lift(xy[::-1], vis[::-1], release_exact=exact)
+        for got in (first, second, third.select(np.arange(len(xy))[::-1])):
+            _close(got.components.pose_3d, want.components.pose_3d.numpy(), 1e-9)
+            _close(got.components.score, want.components.score.numpy(), 1e-15, rtol=1e-9)
+            assert torch.equal(got.component, want.component)
+    m.pattern_cache.clear()
+    m.build_min = 3  # a group of 3 people is prepared at once, single people are not
+    m.lift(xy[[0, 1, 2, 16]], vis[[0, 1, 2, 16]])
+    assert len(m.pattern_cache) == 1
+    m.pattern_cache.max_patterns = 2
+    m.lift(xy, vis)
+    m.lift(xy, vis)
+    assert len(m.pattern_cache) == 2 and m.pattern_cache.nbytes > 0
+    with pytest.raises(ValueError, match="lift_method"):
+        m.lift_method = "fastest"
+        m.lift(xy[:1], vis[:1])

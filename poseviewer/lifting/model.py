@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from poseviewer.atomic import atomic_write_bytes
-from poseviewer.lifting import solve
+from poseviewer.lifting import fast, operators, solve
 from poseviewer.lifting.result import ComponentFits, LiftResult
 from poseviewer.skeleton import CPM14, CPM_TO_H36M_SLOTS, CPM_TO_H36M_SOURCES, H36M17
 
@@ -136,6 +136,16 @@ class PoseModel3D:
         self.lift_threads: int | None = 1
         #: Reproduce the release's capped refit exactly (see the class docstring).
         self.release_exact: bool = False
+        #: How ``lift`` solves: "auto" (the cached per-pattern operators of
+        #: ``operators`` on the CPU, ``direct`` elsewhere), "operators" (CPU only) or
+        #: "direct" (``solve.fit_pairs`` for every call, torch on the model's device).
+        #: Both give the same results (to ~1e-12 relative).
+        self.lift_method: str = "auto"
+        #: Visibility patterns whose operators are kept (LRU; ~8 MB each for K = 3).
+        self.pattern_cache = operators.PatternCache(16)
+        #: An uncached pattern is prepared (~10-30 ms) when this many people share it in
+        #: one call or when it was met before; else it is solved directly (as fast as before).
+        self.build_min: int = 16
         self._device = torch.device("cpu")
         self._set(mu_t, e_t, s_t)
 
@@ -162,6 +172,12 @@ class PoseModel3D:
         self._theta, self._sin, self._cos = solve.angles(mu.device)
         self._obs = obs
         self._bones = torch.as_tensor(_BONES, device=mu.device)
+        self._np = {
+            "mu": mu.cpu().numpy(), "ext": ext.reshape(k, 3 + b, -1).cpu().numpy(),
+            "lgdet": self._lgdet.cpu().numpy(), "theta": self._theta.cpu().numpy(),
+            "bone_parent": _BONES[:, 0].copy(), "bone_child": _BONES[:, 1].copy()}
+        if hasattr(self, "pattern_cache"):
+            self.pattern_cache.clear()
 
     @property
     def num_components(self) -> int:
@@ -306,6 +322,48 @@ class PoseModel3D:
                 f"({bad.sum().item()} such joint(s)); mark such joints invisible")
         return j, vis
 
+    def _inputs_np(self, joints_2d: Any, visible: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``_inputs`` for the CPU fast path: the same checks and messages, numpy out."""
+        if isinstance(joints_2d, torch.Tensor):
+            joints_2d = joints_2d.detach().cpu().numpy()
+        try:
+            j = np.asarray(joints_2d, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"lift: joints_2d is not a numeric array ({exc})") from None
+        if j.ndim != 3 or j.shape[1:] != (NUM_JOINTS_2D, 2):
+            raise ValueError(
+                f"lift: joints_2d must have shape (N, 14, 2) (CPM-14, x y), got {j.shape}")
+        if isinstance(visible, torch.Tensor):
+            visible = visible.detach().cpu().numpy()
+        vis = np.asarray(visible)
+        if vis.shape != (j.shape[0], NUM_JOINTS_2D):
+            raise ValueError(
+                f"lift: visible must have shape ({j.shape[0]}, 14), got {vis.shape}")
+        if vis.dtype != np.bool_:
+            if vis.dtype.kind not in "iu":
+                raise ValueError(f"lift: visible must be bool (or 0/1 integers), got {vis.dtype}")
+            if not ((vis == 0) | (vis == 1)).all():
+                raise ValueError("lift: visible holds integers other than 0 and 1")
+            vis = vis != 0
+        fin = np.isfinite(j).all(-1)
+        if not fin.all():
+            bad = vis & ~fin
+            if bad.any():
+                n, k = (int(x) for x in np.argwhere(bad)[0])
+                raise ValueError(
+                    f"lift: visible joint {CPM14.joints[k]} of person {n} is NaN or infinite "
+                    f"({int(bad.sum())} such joint(s)); mark such joints invisible")
+        return j, vis
+
+    def _use_operators(self) -> bool:
+        method = self.lift_method
+        if method not in ("auto", "operators", "direct"):
+            raise ValueError(f"lift_method must be 'auto', 'operators' or 'direct', "
+                             f"not {method!r}")
+        if method == "operators" and self._device.type != "cpu":
+            raise ValueError("lift_method 'operators' needs the model on the CPU")
+        return method == "operators" or (method == "auto" and self._device.type == "cpu")
+
     def lift(self, joints_2d: Any, visible: Any, return_intermediates: bool = False,
              release_exact: bool | None = None,
              ) -> LiftResult | tuple[LiftResult, dict[str, Tensor]]:
@@ -318,12 +376,21 @@ class PoseModel3D:
         (None: the model's ``release_exact``) True reproduces the release's capped refit
         with its depth shift; False (the default) centres capped components properly.
         """
-        j, vis = self._inputs(joints_2d, visible)
         exact = self.release_exact if release_exact is None else bool(release_exact)
+        if self._use_operators():
+            j, vis = self._inputs_np(joints_2d, visible)
+        else:
+            j, vis = self._inputs(joints_2d, visible)
         with _torch_threads(self.lift_threads, self._device):
             return self._lift(j, vis, return_intermediates, exact)
 
-    def _lift(self, j: Tensor, vis: Tensor, inter: bool, release_exact: bool = False):
+    def _lift(self, j: Any, vis: Any, inter: bool, release_exact: bool = False):
+        """numpy inputs: the operators' fast path (``fast``); torch: the direct solver."""
+        if isinstance(j, np.ndarray):
+            return fast.lift(self, j, vis, inter, release_exact)
+        return self._lift_direct(j, vis, inter, release_exact)
+
+    def _lift_direct(self, j: Tensor, vis: Tensor, inter: bool, release_exact: bool = False):
         dev, f64 = self._device, torch.float64
         n_people, k = j.shape[0], self.num_components
         obs_src = torch.as_tensor(OBS_SOURCES, device=dev)

@@ -1,0 +1,244 @@
+"""The CPU fast path of ``PoseModel3D.lift``: cached per-pattern operators + numpy.
+
+People are grouped by visibility pattern. A pattern whose operators are cached
+(``operators.PatternOps``) is lifted with a few matrix products; an uncached pattern is
+prepared (and cached) when it has ``model.build_min`` people or more or was met before,
+otherwise solved directly with ``solve.fit_pairs`` (today's batched solver, so a first,
+one-off pattern costs what it did). Steps 4 and 5 (component choice, reconstruction,
+blend, size normalisation, projection) then run in numpy for the whole batch: for one
+person the whole lift is a few dozen small numpy operations.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from poseviewer.lifting import operators, solve
+from poseviewer.lifting.result import ComponentFits, LiftResult
+
+if TYPE_CHECKING:
+    from poseviewer.lifting.model import PoseModel3D
+
+_BITS = 1 << np.arange(14, dtype=np.int64)
+
+
+def pattern_key(mask: np.ndarray) -> np.ndarray:
+    """Integer key of each visibility row (..., 14) bool (observed-slot order)."""
+    return mask.astype(np.int64) @ _BITS[: mask.shape[-1]]
+
+
+def fit_groups(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact: bool,
+               keep_all: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                        np.ndarray | None, list[Any]]:
+    """Steps 2 and 3 for every person and component.
+
+    ``wn`` (N, 14, 2) normalised joints (zero where invisible), ``v`` (N, 14) bool.
+    Returns coefficients a (N, K, 4 + B) (a_0 = scale, not divided), the residual at the
+    chosen angle (N, K) (not halved), the angle index (N, K), capped (N, K), all residuals
+    (N, K, A) when ``keep_all``, and per person the ``PatternOps`` used (None if solved
+    directly).
+    """
+    n, J = v.shape
+    K, nb, A = model.num_components, model.num_basis + 4, solve.NUM_ANGLES
+    u = np.empty((n, 2 * J + 1))
+    u[:, :J] = wn[..., 0]
+    u[:, J : 2 * J] = wn[..., 1]
+    u[:, 2 * J] = 1.0
+    coeffs = np.empty((n, K, nb))
+    res = np.empty((n, K))
+    ang = np.empty((n, K), dtype=np.int64)
+    capped = np.zeros((n, K), dtype=bool)
+    allres = np.empty((n, K, A)) if keep_all else None
+    used: list[Any] = [None] * n
+    keys = pattern_key(v)
+    if n == 1:
+        groups = [(int(keys[0]), np.zeros(1, dtype=np.int64))]
+    else:
+        uniq, inv = np.unique(keys, return_inverse=True)
+        groups = [(int(k), np.flatnonzero(inv == g)) for g, k in enumerate(uniq)]
+    cache = model.pattern_cache
+    kr = np.arange(K)
+    direct: list[np.ndarray] = []
+    for key, idx in groups:
+        ops = cache.get(key)
+        if ops is None and (len(idx) >= model.build_min or cache.seen_before(key)):
+            ops = operators.build(model._ex, model._ey, model._ez, model._mux, model._muy,
+                                  model._muz, model._rho, model._lam, model._sin, model._cos,
+                                  v[idx[0]])
+            cache.put(key, ops)
+        if ops is None:
+            direct.append(idx)
+            continue
+        ug = u[idx]
+        ua = ug[:, ops.active]
+        feats = ua[:, ops.pair_i] * ua[:, ops.pair_j]
+        # torch's GEMM: runs on lift's thread count (numpy's BLAS would use its own pool)
+        r = torch.from_numpy(feats).mm(ops.res_packed_t).numpy().reshape(len(idx), K, A)
+        best = r.argmin(-1)  # (n_g, K), first minimum on ties
+        rb = np.take_along_axis(r, best[..., None], -1)[..., 0]
+        a = (ops.coef[kr, best] @ ug[:, None, :, None])[..., 0]  # (n_g, K, nb)
+        cp = a[..., 0] > solve.SCALE_CAP
+        if cp.any():
+            rc, cc = operators.capped_ops(ops, model._lam, model._sin, model._cos,
+                                          release_exact)
+            for i, k in zip(*np.nonzero(cp), strict=True):
+                uu = ug[i]
+                rr = (rc[k] @ uu) @ uu  # (A,)
+                j = int(rr.argmin())
+                r[i, k] = rr
+                best[i, k] = j
+                rb[i, k] = rr[j]
+                a[i, k] = cc[k, j] @ uu
+        coeffs[idx], res[idx], ang[idx], capped[idx] = a, rb, best, cp
+        if allres is not None:
+            allres[idx] = r
+        for i in idx:
+            used[i] = ops
+    if direct:  # every unprepared pattern in one batched direct solve
+        idx = np.concatenate(direct)
+        _direct(model, wn[idx], v[idx], release_exact, idx, coeffs, res, ang, capped, allres)
+    return coeffs, res, ang, capped, allres, used
+
+
+def _direct(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact: bool,
+            idx: np.ndarray, coeffs: np.ndarray, res: np.ndarray, ang: np.ndarray,
+            capped: np.ndarray, allres: np.ndarray | None) -> None:
+    """Steps 2-3 for one group with ``solve.fit_pairs`` (no operators), into the arrays."""
+    n = len(idx)
+    K = model.num_components
+    wt = torch.from_numpy(np.ascontiguousarray(wn))
+    vf = torch.from_numpy(v.astype(np.float64))
+    pn = torch.arange(n).repeat_interleave(K)
+    pk = torch.arange(K).repeat(n)
+
+    def gather(pn: torch.Tensor, pk: torch.Tensor) -> list[torch.Tensor]:
+        return [wt[pn, :, 0], wt[pn, :, 1], vf[pn], model._ex[pk], model._ey[pk],
+                model._ez[pk], model._mux[pk], model._muy[pk], model._muz[pk],
+                model._rho[pk], model._lam[pk]]
+
+    fit = solve.fit_pairs(*gather(pn, pk), model._sin, model._cos)
+    c, r, a, rs = (x.numpy().copy() for x in (fit.coeffs, fit.residual, fit.angle,
+                                               fit.residuals))
+    cp = c[:, 0] > solve.SCALE_CAP
+    if cp.any():
+        sel = np.flatnonzero(cp)
+        st = torch.from_numpy(sel)
+        cf = solve.fit_pairs(*gather(pn[st], pk[st]), model._sin, model._cos,
+                             cap=solve.SCALE_CAP, release_exact=release_exact)
+        c[sel], r[sel], a[sel], rs[sel] = (x.numpy() for x in (cf.coeffs, cf.residual,
+                                                               cf.angle, cf.residuals))
+    coeffs[idx] = c.reshape(n, K, -1)
+    res[idx] = r.reshape(n, K)
+    ang[idx] = a.reshape(n, K)
+    capped[idx] = cp.reshape(n, K)
+    if allres is not None:
+        allres[idx] = rs.reshape(n, K, -1)
+
+
+def normalise(j: np.ndarray, vis: np.ndarray, obs_src: np.ndarray, min_visible: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                         np.ndarray]:
+    """Step 1 per person: (wn (N,14,2), v (N,14), lifted (N,), centre (N,2), m (N,), w)."""
+    w = j[:, obs_src, :]
+    v = vis[:, obs_src]
+    lifted = v.sum(-1) >= min_visible
+    y = w[..., 1]
+    with np.errstate(invalid="ignore"):
+        height = np.where(v, y, -np.inf).max(-1) - np.where(v, y, np.inf).min(-1)
+    lifted &= height > 0
+    v = np.where(lifted[:, None], v, True)
+    w = np.where(v[..., None] & lifted[:, None, None], w, 0.0)
+    vf = v.astype(np.float64)
+    centre = (w * vf[..., None]).sum(1) / vf.sum(-1)[:, None]
+    y = w[..., 1]
+    m = (np.where(v, y, np.inf).min(-1) - np.where(v, y, -np.inf).max(-1)) / 2
+    m = np.where(m == 0, 1.0, m)
+    wn = np.where(v[..., None], (w - centre[:, None, :]) / m[:, None, None], 0.0)
+    return wn, v, lifted, centre, m, w
+
+
+def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
+         release_exact: bool) -> LiftResult | tuple[LiftResult, dict[str, torch.Tensor]]:
+    """The whole lifting on the CPU (see the module docstring); same results as
+    ``PoseModel3D._lift``."""
+    from poseviewer.lifting.model import OBS_SLOTS, OBS_SOURCES
+
+    n_people = j.shape[0]
+    wn, v, lifted, centre, m, _ = normalise(j, vis, OBS_SOURCES, solve.MIN_VISIBLE)
+    coeffs, res, ang, capped, allres, _used = fit_groups(model, wn, v, release_exact, inter)
+    np_ = model._np
+    # Step 3 (end) and 4.
+    scale = coeffs[..., 0]
+    c = coeffs[..., 1:] / coeffs[..., :1]
+    residual = res / 2
+    score = residual + np_["lgdet"][None, :] * scale * scale
+    best = np.where(lifted, score.argmin(1), 0)
+    theta = np_["theta"][ang]
+    # Step 5 for every component.
+    rec_model = model_pose(np_, scale, theta, c)  # (N, K, 3, 17)
+    proj_n = np.stack([rec_model[:, :, 0], -rec_model[:, :, 2]], axis=-1)  # (N, K, 17, 2)
+    joints_img = proj_n * m[:, None, None, None] + centre[:, None, None, :]
+    w17 = np.zeros((n_people, 17, 2))
+    w17[:, OBS_SLOTS] = wn
+    v17 = np.zeros((n_people, 17), dtype=bool)
+    v17[:, OBS_SLOTS] = v
+    blend = (proj_n + solve.BLEND_WEIGHT * w17[:, None]) / (1.0 + solve.BLEND_WEIGHT)
+    yb = np.where(v17[:, None, :, None], blend, proj_n)
+    rec_blend = np.stack([-yb[..., 0], -rec_model[:, :, 1], yb[..., 1]], axis=2)
+    bones = rec_blend[..., np_["bone_child"]] - rec_blend[..., np_["bone_parent"]]
+    size = np.sqrt((bones * bones).sum((-1, -2)))[..., None, None]
+    rec_renorm = rec_blend / size * 0.97
+    pose = rec_renorm * (solve.OUTPUT_SIZE / 0.97)
+    pose_3d = pose.swapaxes(-1, -2)
+
+    if not lifted.all():
+        bad = ~lifted
+
+        def mask(x: np.ndarray) -> np.ndarray:
+            x = x.astype(np.float64, copy=True)
+            x[bad] = math.nan
+            return x
+    else:
+        def mask(x: np.ndarray) -> np.ndarray:
+            return x
+
+    t = torch.from_numpy
+    comps = ComponentFits(
+        pose_3d=t(mask(pose_3d)), score=t(mask(score)), residual=t(mask(residual)),
+        scale=t(mask(scale)), yaw=t(mask(theta)), coeffs=t(mask(c)),
+        joints_2d=t(mask(joints_img)))
+    ar = np.arange(n_people)
+    result = LiftResult(
+        pose_3d=comps.pose_3d[ar, best], component=t(best), lifted=t(lifted),
+        joints_2d=comps.joints_2d[ar, best], components=comps,
+        centre=t(mask(centre)), norm=t(mask(m)))
+    if not inter:
+        return result
+    norm_pose = np.zeros((n_people, 2, 17))
+    norm_pose[:, :, OBS_SLOTS] = wn.swapaxes(1, 2)
+    extra = {
+        "transformed_xy": t(j[:, OBS_SOURCES, :]), "weights": t(v17 & lifted[:, None]),
+        "norm_pose": t(mask(norm_pose)), "m": t(mask(m)), "centre": t(mask(centre)),
+        "residuals": t(mask(allres)), "angle": t(ang),
+        "sincos": t(mask(np.stack([np.sin(theta), np.cos(theta)], -1))),
+        "rec_model": t(mask(rec_model)), "rec_blend": t(mask(rec_blend)),
+        "rec_renorm": t(mask(rec_renorm)), "pose_3d": t(mask(pose)), "capped": t(capped),
+    }
+    return result, extra
+
+
+def model_pose(np_: dict[str, np.ndarray], scale: np.ndarray, theta: np.ndarray,
+               c: np.ndarray) -> np.ndarray:
+    """Step 5.1 in numpy: X = U(theta)^T (mu + sum c_i E_i) (-|s|), (N, K, 3, 17)."""
+    n, k = scale.shape
+    ext = np_["ext"]  # (K, 3 + B, 51)
+    x0 = np_["mu"][None] + (c[:, :, None, :] @ ext[None])[:, :, 0].reshape(n, k, 3, 17)
+    s, co = np.sin(theta)[..., None], np.cos(theta)[..., None]
+    a = -np.abs(scale)[..., None]
+    xx = (s * x0[:, :, 0] + co * x0[:, :, 1]) * a
+    xy = (-co * x0[:, :, 0] + s * x0[:, :, 1]) * a
+    return np.stack([xx, xy, x0[:, :, 2] * a], axis=2)

@@ -1,0 +1,269 @@
+"""Per-visibility-pattern solution operators of the lifting (the fast path of ``lift``).
+
+For one visibility pattern (which of the 14 observed joints are visible), the least-squares
+problem of spec step 2 depends only on the model, the component, the angle and the
+pattern; the normalised 2D joints enter only its right-hand side. So for a pattern we
+prepare, once, for every component k and angle j (K x 100 of them), as functions of
+
+    u = [w_x (14), w_y (14), 1]    (observed slots, zero where invisible)
+
+- the residual ``r_kj(u) = u^T R_kj u`` (a 29 x 29 quadratic form; the full release
+  residual, the constant 0.003^2 included) and
+- the solution ``a_kj(u) = C_kj u`` (a_0 .. a_{3+B}, a (4 + B) x 29 matrix),
+
+and, on first need, the same two for the capped refit of step 3 (both modes). Lifting a
+batch is then: one matrix product for all residuals, an argmin over the angles, one
+small matrix-vector product per person and component. The operators are derived with
+exactly the maths of ``solve`` (the translation directions eliminated analytically, the
+basis coefficients in the dual, the image-y block once per component, a 14 x 14 SPD
+system per angle), now with the 29 columns of u as right-hand sides.
+
+The posterior covariance of the basis coefficients given the angle and the scale does
+not depend on the 2D joints either; ``joint_cov`` of a pattern gives, per component and
+angle, the 3 x 3 covariance of every joint of the (blended, centred) pose in the
+lifting's normalised units; ``lift`` scales it to mm^2.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from poseviewer.lifting import solve
+
+
+@dataclass
+class PatternOps:
+    """The operators of one visibility pattern (all components, all angles)."""
+
+    mask: np.ndarray  #: (J,) bool, observed-slot order
+    active: np.ndarray  #: indices of u that can be non-zero (visible x, visible y, 1)
+    pair_i: np.ndarray  #: (P,) with pair_j: the upper triangle over ``active``
+    pair_j: np.ndarray
+    res_packed: np.ndarray  #: (P, K * A): r = (u_i u_j over the pairs) @ res_packed
+    res_packed_t: Tensor  #: the same memory as a torch tensor
+    coef: np.ndarray  #: (K, A, 4 + B, 29) a_0 .. a_{3+B} as linear maps of u
+    # what the capped refit and the covariance are derived from (torch, float64)
+    q: Tensor  #: (K, A, 31, 31) quadratic form over [u, -a_0, -tau] (divided by lam^2)
+    w: Tensor  #: (K, A, B, 31) R~ Dx^T S^-1 [G h t]
+    bg: Tensor  #: (K, B, 29) posterior mean of the basis given image y, as a map of u
+    bh: Tensor  #: (K, B)
+    kappa: Tensor  #: (K, A)
+    dxrt: Tensor  #: (K, A, J, B) Dx R~
+    s_inv: Tensor  #: (K, A, J, J) S^-1
+    rt: Tensor  #: (K, B, B) posterior covariance of the basis given image y
+    capped: dict[bool, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    cov: np.ndarray | None = None  #: (K, A, 17, 3, 3) see ``joint_cov``
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held (bytes)."""
+        n = self.res_packed.nbytes + self.coef.nbytes
+        n += sum(t.numel() * 8 for t in (self.q, self.w, self.dxrt, self.s_inv))
+        n += sum(a.nbytes + b.nbytes for a, b in self.capped.values())
+        return n + (0 if self.cov is None else self.cov.nbytes)
+
+
+def build(ex: Tensor, ey: Tensor, ez: Tensor, mux: Tensor, muy: Tensor, muz: Tensor,
+          rho: Tensor, lam: Tensor, sin: Tensor, cos: Tensor, mask: np.ndarray) -> PatternOps:
+    """Prepare the operators of visibility ``mask`` (J,) for every component and angle.
+
+    ``ex, ey, ez`` (K, J, B) basis rows at the observed joints, ``mux, muy, muz`` (K, J),
+    ``rho`` (K, B), ``lam`` (K,), ``sin, cos`` (A,) as in ``solve.fit_pairs``.
+    """
+    K, J, B = ex.shape
+    A = sin.shape[0]
+    dt, dev = ex.dtype, ex.device
+    nu = 2 * J + 1
+    v = torch.as_tensor(mask, dtype=dt, device=dev)
+    exv, eyv, ezv = ex * v[:, None], ey * v[:, None], ez * v[:, None]
+    # image-y block, once per component (as in solve.fit_pairs, right-hand sides = u)
+    rt = torch.cholesky_inverse(torch.linalg.cholesky(torch.diag_embed(rho) + ezv.mT @ ezv))
+    dg = torch.zeros(K, B, nu, dtype=dt, device=dev)
+    dg[:, :, J : 2 * J] = -ezv.mT  # D_y^T g_y, g_y = v w_y
+    bg = rt @ dg
+    hy = -muz * v
+    dh = -(ezv.mT @ hy[..., None])[..., 0]
+    bh = (rt @ dh[..., None])[..., 0]
+    ygg = torch.zeros(K, nu, nu, dtype=dt, device=dev)
+    ygg[:, J : 2 * J, J : 2 * J] = torch.diag(v)
+    ygg = ygg - dg.mT @ bg
+    ygh = torch.zeros(K, nu, dtype=dt, device=dev)
+    ygh[:, J : 2 * J] = hy
+    ygh = ygh - (dg.mT @ bh[..., None])[..., 0]
+    yhh = (hy * hy).sum(-1) - (dh * bh).sum(-1)
+    # per angle: x block
+    s = sin[None, :, None, None]
+    c = cos[None, :, None, None]
+    # Dx = s Ex + c Ey: every product with Dx is a trig combination of two per-component ones
+    exrt, eyrt = exv @ rt, eyv @ rt
+    dxrt = s * exrt[:, None] + c * eyrt[:, None]  # (K, A, J, B)
+    mxx, myy = exrt @ exv.mT, eyrt @ eyv.mT
+    mxy = exrt @ eyv.mT
+    smat = (s * s) * mxx[:, None] + (s * c) * (mxy + mxy.mT)[:, None] + (c * c) * myy[:, None]
+    smat.diagonal(dim1=-2, dim2=-1).add_(1.0)  # S = I + Dx R~ Dx^T >= I
+    f = torch.zeros(K, A, J, nu + 2, dtype=dt, device=dev)
+    f[..., :nu] = -(s * (exv @ bg)[:, None] + c * (eyv @ bg)[:, None])
+    ar = torch.arange(J, device=dev)
+    f[..., ar, ar] += v
+    hx = (s[..., 0] * (v * mux - (exv @ bh[..., None])[..., 0])[:, None]
+          + c[..., 0] * (v * muy - (eyv @ bh[..., None])[..., 0])[:, None])
+    f[..., nu] = hx
+    f[..., nu + 1] = v
+    s_inv = torch.cholesky_inverse(torch.linalg.cholesky(smat))
+    z = s_inv @ f
+    q = f.mT @ z  # (K, A, nu + 2, nu + 2)
+    q[..., :nu, :nu] += ygg[:, None]
+    q[..., :nu, nu] += ygh[:, None]
+    q[..., nu, :nu] += ygh[:, None]
+    q[..., nu, nu] += yhh[:, None]
+    w = dxrt.mT @ z  # (K, A, B, nu + 2)
+    kappa = solve.TRANSLATION_PRIOR / (1.0 + sin * sin)[None, :] / (lam * lam)[:, None]
+
+    # uncapped: minimise over p = (a_0, tau): [[thh, tht], [tht, ttt + kappa]] p = q_pu u
+    thh, tht, ttt = q[..., nu, nu], q[..., nu, nu + 1], q[..., nu + 1, nu + 1]
+    d = ttt + kappa
+    det = thh * d - tht * tht
+    qh, qt = q[..., :nu, nu], q[..., :nu, nu + 1]  # (K, A, nu)
+    a0 = (qh * d[..., None] - qt * tht[..., None]) / det[..., None]
+    tau = (thh[..., None] * qt - tht[..., None] * qh) / det[..., None]
+    pmap = torch.stack([a0, tau], dim=-2)  # (K, A, 2, nu)
+    res = torch.baddbmm(q[..., :nu, :nu].reshape(K * A, nu, nu),
+                        q[..., :nu, nu:].reshape(K * A, nu, 2), pmap.reshape(K * A, 2, nu),
+                        beta=1.0, alpha=-1.0).view(K, A, nu, nu)
+    res.mul_((lam * lam)[:, None, None, None])
+    res[..., nu - 1, nu - 1] += solve.SCALE_PRIOR**2
+    coef = _coefficients(a0, tau, torch.zeros_like(sin), sin, cos, bg, bh, w, None)
+    mask = np.asarray(mask, dtype=bool).copy()
+    active = np.flatnonzero(np.r_[mask, mask, True])
+    pi, pj = np.triu_indices(len(active))
+    ti, tj = torch.as_tensor(active[pi], device=dev), torch.as_tensor(active[pj], device=dev)
+    # u^T R u = sum_i R_ii u_i^2 + sum_{i<j} (R_ij + R_ji) u_i u_j
+    packed = res[..., ti, tj] + torch.where(ti == tj, 0.0, res[..., tj, ti])  # (K, A, P)
+    return PatternOps(
+        mask=mask, active=active, pair_i=pi, pair_j=pj,
+        res_packed=(rp := np.ascontiguousarray(packed.reshape(K * A, -1).T.cpu().numpy())),
+        res_packed_t=torch.from_numpy(rp),
+        coef=np.ascontiguousarray(coef.cpu().numpy()), q=q, w=w, bg=bg, bh=bh,
+        kappa=kappa, dxrt=dxrt, s_inv=s_inv, rt=rt)
+
+
+def _coefficients(a0: Tensor, tau: Tensor, tau0: Tensor, sin: Tensor, cos: Tensor,
+                  bg: Tensor, bh: Tensor, w: Tensor, quirk_offset: float | None) -> Tensor:
+    """(K, A, 4 + B, nu): a_0, a_1, a_2, a_3, basis as maps of u, given the maps of a_0 and
+    tau (K, A, nu) and tau0 (A,) (the constant column of u is the last)."""
+    K, A, nu = a0.shape
+    s, c = sin[None, :, None], cos[None, :, None]
+    one = torch.zeros(nu, dtype=a0.dtype, device=a0.device)
+    one[-1] = 1.0
+    taup = tau - tau0[None, :, None] * one
+    den = 1.0 + s * s
+    a1 = taup * s / den
+    a2 = taup * c / den
+    a3 = a1.clone()
+    if quirk_offset is not None:
+        a1 = a1 + quirk_offset * one
+    B = w.shape[2]
+    lhs = w[..., nu:].clone()  # (K, A, B, 2): a_0 and tau columns
+    lhs[..., 0] += bh[:, None]
+    basis = torch.baddbmm((w[..., :nu] + bg[:, None]).reshape(K * A, B, nu),
+                          lhs.reshape(K * A, B, 2),
+                          torch.stack([a0, tau], dim=-2).reshape(K * A, 2, nu),
+                          beta=1.0, alpha=-1.0).view(K, A, B, nu)
+    return torch.cat([a0[:, :, None], a1[:, :, None], a2[:, :, None], a3[:, :, None], basis],
+                     dim=2)
+
+
+def capped_ops(ops: PatternOps, lam: Tensor, sin: Tensor, cos: Tensor, release_exact: bool
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(residual forms (K, A, 29, 29), coefficient maps (K, A, 4 + B, 29)) of the capped
+    refit of step 3 (scale fixed at the cap), in the given mode; cached on ``ops``."""
+    got = ops.capped.get(release_exact)
+    if got is not None:
+        return got
+    q, kappa = ops.q, ops.kappa
+    nu = q.shape[-1] - 2
+    cap = solve.SCALE_CAP
+    if release_exact:
+        tau0 = (solve.SCALE_PRIOR / math.sqrt(solve.TRANSLATION_PRIOR)) * sin
+    else:
+        tau0 = torch.zeros_like(sin)
+    one = torch.zeros(nu, dtype=q.dtype, device=q.device)
+    one[-1] = 1.0
+    # z = [u, -cap * u_last, -tau]: fold a_0 = cap into the constant column
+    lmat = torch.zeros(nu + 1, nu, dtype=q.dtype, device=q.device)
+    lmat[:nu] = torch.eye(nu, dtype=q.dtype, device=q.device)
+    lmat[nu, nu - 1] = -cap
+    quu = lmat.T @ q[..., : nu + 1, : nu + 1] @ lmat
+    qtu = (lmat.T @ q[..., : nu + 1, nu + 1 : nu + 2])[..., 0]  # (K, A, nu)
+    lin = qtu + (kappa * tau0[None, :])[..., None] * one
+    d = q[..., nu + 1, nu + 1] + kappa
+    tau = lin / d[..., None]
+    res = quu + (kappa * tau0[None, :] ** 2)[..., None, None] * (one[:, None] * one[None, :])
+    res = res - lin[..., :, None] * tau[..., None, :]
+    res = res * (lam * lam)[:, None, None, None]
+    a0 = (cap * one).expand_as(tau)
+    offset = solve.SCALE_PRIOR / math.sqrt(solve.TRANSLATION_PRIOR) if release_exact else None
+    coef = _coefficients(a0, tau, tau0, sin, cos, ops.bg, ops.bh, ops.w, offset)
+    out = (np.ascontiguousarray(res.cpu().numpy()), np.ascontiguousarray(coef.cpu().numpy()))
+    ops.capped[release_exact] = out
+    return out
+
+
+class PatternCache:
+    """A small LRU cache of ``PatternOps`` keyed by the visibility pattern (thread-safe)."""
+
+    def __init__(self, max_patterns: int = 16) -> None:
+        self.max_patterns = max_patterns
+        self._d: OrderedDict[int, PatternOps] = OrderedDict()
+        self._seen: OrderedDict[int, None] = OrderedDict()
+        self.lock = threading.RLock()
+
+    def get(self, key: int) -> PatternOps | None:
+        """The operators of pattern ``key`` (marks it recently used), or None."""
+        with self.lock:
+            ops = self._d.get(key)
+            if ops is not None:
+                self._d.move_to_end(key)
+            return ops
+
+    def seen_before(self, key: int) -> bool:
+        """Whether ``key`` was looked up before (remembers it for next time)."""
+        with self.lock:
+            was = key in self._seen
+            self._seen[key] = None
+            self._seen.move_to_end(key)
+            while len(self._seen) > 4096:
+                self._seen.popitem(last=False)
+            return was
+
+    def put(self, key: int, ops: PatternOps) -> None:
+        """Keep ``ops`` (dropping the least recently used beyond ``max_patterns``)."""
+        with self.lock:
+            if self.max_patterns <= 0:
+                return
+            self._d[key] = ops
+            self._d.move_to_end(key)
+            while len(self._d) > self.max_patterns:
+                self._d.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every pattern."""
+        with self.lock:
+            self._d.clear()
+            self._seen.clear()
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the cached operators (bytes)."""
+        with self.lock:
+            return sum(o.nbytes for o in self._d.values())
