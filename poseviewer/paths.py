@@ -5,10 +5,29 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-#: The project root (the folder holding ``pyproject.toml``).
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-#: Bundled resources: default models, sample image.
-RESOURCES = PROJECT_ROOT / "resources"
+#: The package folder (``poseviewer/``).
+PACKAGE_DIR = Path(__file__).resolve().parent
+#: The project root in a checkout (the folder holding ``pyproject.toml``); for an installed
+#: wheel, the folder the package was installed into.
+PROJECT_ROOT = PACKAGE_DIR.parent
+
+
+def resources_dir() -> Path:
+    """The bundled resources (default models, their cards, the sample photo).
+
+    In a checkout (also with an editable install) they are the repository's top-level
+    ``resources/``; a built wheel carries the same files as package data inside the
+    package, ``poseviewer/resources/`` (pyproject.toml maps one to the other).
+    """
+    checkout = PROJECT_ROOT / "resources"
+    if (PROJECT_ROOT / "pyproject.toml").is_file() and checkout.is_dir():
+        return checkout
+    installed = PACKAGE_DIR / "resources"
+    return installed if installed.is_dir() else checkout
+
+
+#: Bundled resources: default models, sample image (see ``resources_dir``).
+RESOURCES = resources_dir()
 MODELS_DIR = RESOURCES / "models"
 
 

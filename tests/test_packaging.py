@@ -1,0 +1,93 @@
+"""Packaging: the built wheel carries resources/ (models, cards, sample photo) as package
+data, and ``poseviewer.paths`` finds the resources in a checkout and when installed.
+(``.ci/run`` goes further: it installs the wheel in a fresh venv and runs
+``poseviewer estimate`` on the bundled photo.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from poseviewer import paths
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_paths_copy(package_dir: Path):
+    """Import a copy of poseviewer/paths.py placed in ``package_dir`` (as if installed)."""
+    package_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(paths.__file__), package_dir / "paths.py")
+    spec = importlib.util.spec_from_file_location(f"paths_copy_{id(package_dir)}",
+                                                  package_dir / "paths.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_resources_of_the_checkout():
+    assert paths.RESOURCES == paths.resources_dir() == ROOT / "resources"
+    assert paths.MODELS_DIR == ROOT / "resources" / "models"
+    assert (paths.RESOURCES / "sample.jpg").is_file()
+
+
+def test_resources_inside_an_installed_package(tmp_path):
+    site = tmp_path / "site-packages"
+    (site / "poseviewer" / "resources" / "models").mkdir(parents=True)
+    mod = _load_paths_copy(site / "poseviewer")
+    assert mod.RESOURCES == site / "poseviewer" / "resources"
+    assert mod.MODELS_DIR == site / "poseviewer" / "resources" / "models"
+    # a checkout (pyproject.toml beside the package) uses its top-level resources/
+    repo = tmp_path / "repo"
+    (repo / "resources").mkdir(parents=True)
+    (repo / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    mod = _load_paths_copy(repo / "poseviewer")
+    assert mod.RESOURCES == repo / "resources"
+
+
+def _build_wheel(src: Path, out: Path) -> Path:
+    """Build the project's wheel from a copy of its files (the checkout is left alone)."""
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
+        if (ROOT / name).is_file():
+            shutil.copyfile(ROOT / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "poseviewer", src / "poseviewer", ignore=ignore)
+    shutil.copytree(ROOT / "resources", src / "resources", ignore=ignore)
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)]
+    if importlib.util.find_spec("setuptools") is not None:
+        cmd.insert(4, "--no-build-isolation")  # offline and quicker when setuptools is here
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (wheel,) = out.glob("poseviewer-*.whl")
+    return wheel
+
+
+@pytest.mark.slow
+def test_wheel_ships_every_resource_as_package_data(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "dist"
+    src.mkdir()
+    wheel = _build_wheel(src, out)
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        expected = {f"poseviewer/resources/{p.relative_to(ROOT / 'resources').as_posix()}"
+                    for p in (ROOT / "resources").rglob("*")
+                    if p.is_file() and "__pycache__" not in p.parts}
+        assert expected and expected <= names, sorted(expected - names)
+        assert "poseviewer/resources/sample.jpg" in names
+        assert any(n.startswith("poseviewer/resources/models/") and n.endswith(".safetensors")
+                   for n in names)
+        # the same bytes, and nothing at the top level besides the package and its metadata
+        for n in ("poseviewer/resources/sample.jpg",):
+            assert z.read(n) == (ROOT / "resources" / "sample.jpg").read_bytes()
+        tops = {n.split("/")[0] for n in names}
+        assert tops == {"poseviewer", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1]
+                        + ".dist-info"}
+        # every module of the package is in it (subpackages found automatically)
+        modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "poseviewer").rglob("*.py")
+                   if "__pycache__" not in p.parts}
+        assert modules <= names, sorted(modules - names)
