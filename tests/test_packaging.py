@@ -6,6 +6,7 @@ data, and ``poseviewer.paths`` finds the resources in a checkout and when instal
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -91,3 +92,63 @@ def test_wheel_ships_every_resource_as_package_data(tmp_path):
         modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "poseviewer").rglob("*.py")
                    if "__pycache__" not in p.parts}
         assert modules <= names, sorted(modules - names)
+
+
+def _fake_checkout(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the bootstrap script beside pyproject.toml/setup.py, with a .venv whose
+    pip only records its calls, whose python is this test's interpreter (torch present) and
+    whose poseviewer only says it ran."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy2(ROOT / "scripts" / "bootstrap", repo / "scripts" / "bootstrap")
+    for name in ("pyproject.toml", "setup.py"):
+        shutil.copyfile(ROOT / name, repo / name)
+    bin_ = repo / ".venv" / "bin"
+    bin_.mkdir(parents=True)
+    log = tmp_path / "pip_calls.log"
+    scripts = {
+        "pip": f'#!/bin/sh\necho "pip $*" >> "{log}"\n',
+        "python": f'#!/bin/sh\nexec "{sys.executable}" "$@"\n',
+        "poseviewer": '#!/bin/sh\necho "poseviewer ran $*"\n',
+    }
+    for name, text in scripts.items():
+        (bin_ / name).write_text(text)
+        (bin_ / name).chmod(0o755)
+    return repo, log
+
+
+def _bootstrap(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "BOOTSTRAP_SKIP_DEBS": "1"}
+    return subprocess.run(["bash", str(repo / "scripts" / "bootstrap"), *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or importlib.util.find_spec("torch") is None,
+                    reason="needs bash and torch in this interpreter")
+def test_bootstrap_run_reinstalls_only_when_the_dependencies_change(tmp_path):
+    repo, log = _fake_checkout(tmp_path)
+
+    def pip_calls() -> list[str]:
+        return log.read_text().splitlines() if log.exists() else []
+
+    first = _bootstrap(repo, "run", "photo.jpg")
+    assert first.returncode == 0, first.stderr
+    assert "poseviewer ran photo.jpg" in first.stdout
+    assert pip_calls() == ["pip install -q -e ."]
+    for _ in range(2):  # later launches: straight to the app
+        again = _bootstrap(repo, "run")
+        assert again.returncode == 0 and "poseviewer ran" in again.stdout
+    assert pip_calls() == ["pip install -q -e ."]
+    (repo / "pyproject.toml").touch()  # a new time stamp alone changes nothing
+    _bootstrap(repo, "run")
+    assert len(pip_calls()) == 1
+    # a changed dependency list: installed again, once
+    text = (repo / "pyproject.toml").read_text()
+    (repo / "pyproject.toml").write_text(text.replace('"tqdm>=4.60",', '"tqdm>=4.61",'))
+    _bootstrap(repo, "run")
+    _bootstrap(repo, "run")
+    assert pip_calls() == ["pip install -q -e ."] * 2
+    # the tests need the dev extra: installed once; 'run' is happy with that install
+    assert _bootstrap(repo, "test", "--version").returncode == 0
+    _bootstrap(repo, "run")
+    assert pip_calls() == ["pip install -q -e ."] * 2 + ["pip install -q -e .[dev]"]
