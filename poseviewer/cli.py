@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "lift": "lift",
     "convert-release": "convert_release",
     "convert-tfjs": "convert_tfjs",
+    "convert-detector": "convert_detector",
     "train-3d": "train_3d",
     "eval-3d": "eval_3d",
     "train-2d": "train_2d",
