@@ -554,3 +554,60 @@ def test_pattern_operators_cold_warm_and_direct_agree(model, ref):
     with pytest.raises(ValueError, match="lift_method"):
         m.lift_method = "fastest"
         m.lift(xy[:1], vis[:1])
+
+
+# ----------------------------------------------------------------------------- uncertainty
+
+
+def _dense_joint_cov(w, v, mu, e, sigma, theta, pose, rec_blend, scale):
+    """The documented posterior joint covariance, built densely from the spec's 80 x 29
+    system (scale column removed: the scale is given), QR-inverted (the covariance of
+    c = a / s in model mm), propagated through U^T, the blend and the centring, plus the
+    noise 1 / lambda_d^2 per coordinate, times (scale x size factor)^2."""
+    a_mat, _ = _release_problem(w, v, mu, e, sigma, theta)
+    _, r = np.linalg.qr(a_mat[:, 1:])
+    rinv = np.linalg.inv(r)
+    cov_a = rinv @ rinv.T  # (28, 28): a_1 .. a_28
+    big_e = np.zeros((28, 3, 17))
+    big_e[0, 0] = big_e[2, 0] = 1.0
+    big_e[1, 1] = 1.0
+    big_e[3:] = e
+    s, c = math.sin(theta), math.cos(theta)
+    ut = np.array([[s, c, 0], [-c, s, 0], [0, 0, 1.0]])
+    d = np.ones((3, 17))
+    d[[0, 2]] = np.where(v > 0, 1 / 2.55, 1.0)
+    cen = np.eye(17) - 1 / 17
+    g = np.stack([((ut @ big_e[i]) * d) @ cen for i in range(28)], -1).reshape(51, 28)
+    noise = np.diag((d * d).reshape(-1)) / sigma[25] ** 2
+    cen51 = np.kron(np.eye(3), cen)
+    full = g @ cov_a @ g.T + cen51 @ noise @ cen51.T
+    f = np.median(pose / rec_blend) * scale  # model mm -> normalised -> output mm
+    blocks = full.reshape(3, 17, 3, 17).transpose(1, 3, 0, 2)[np.arange(17), np.arange(17)]
+    return blocks * f * f
+
+
+def test_joint_cov_matches_dense_posterior(lifter, ref):
+    """fit.components.joint_cov equals the posterior built densely from the release's
+    least-squares system at the chosen angle (occluded case and capped case)."""
+    names = list(ref["case_names"])
+    for case in ("D_occl_legs_left", "G_roll45_mu0"):
+        i = names.index(case)
+        fit, it = lifter.lift(_xy(ref)[i : i + 1], ref["in_visibility"][i : i + 1],
+                              return_intermediates=True)
+        cov = fit.components.joint_cov.numpy()
+        assert cov.shape == (1, 3, 17, 3, 3)
+        w = it["norm_pose"][0].numpy()
+        v = it["weights"][0].numpy().astype(float)
+        for k in range(3):
+            want = _dense_joint_cov(w, v, ref["model_mu"][k], ref["model_e"][k],
+                                    ref["model_sigma"][k], float(fit.components.yaw[0, k]),
+                                    it["pose_3d"][0, k].numpy(), it["rec_blend"][0, k].numpy(),
+                                    float(fit.components.scale[0, k]))
+            _close(cov[0, k], want, 1e-9, rtol=1e-6)
+        _close(fit.joint_cov[0], cov[0, int(fit.component[0])], 0)
+        # symmetric positive definite, mm^2: occluded joints are the least certain
+        ev = np.linalg.eigvalsh(cov)
+        assert (ev > 0).all()
+    occluded = ~it["weights"][0].numpy()
+    tr = np.trace(fit.joint_cov[0].numpy(), axis1=-2, axis2=-1)
+    assert occluded.any() and tr[occluded].mean() > tr[~occluded].mean()

@@ -12,7 +12,7 @@ person the whole lift is a few dozen small numpy operations.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,14 +33,14 @@ def pattern_key(mask: np.ndarray) -> np.ndarray:
 
 def fit_groups(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact: bool,
                keep_all: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                        np.ndarray | None, list[Any]]:
+                                        np.ndarray | None, np.ndarray]:
     """Steps 2 and 3 for every person and component.
 
     ``wn`` (N, 14, 2) normalised joints (zero where invisible), ``v`` (N, 14) bool.
     Returns coefficients a (N, K, 4 + B) (a_0 = scale, not divided), the residual at the
     chosen angle (N, K) (not halved), the angle index (N, K), capped (N, K), all residuals
-    (N, K, A) when ``keep_all``, and per person the ``PatternOps`` used (None if solved
-    directly).
+    (N, K, A) when ``keep_all``, and the joint covariances (N, K, 17, 3, 3) in normalised
+    units (``operators.joint_cov``).
     """
     n, J = v.shape
     K, nb, A = model.num_components, model.num_basis + 4, solve.NUM_ANGLES
@@ -53,7 +53,7 @@ def fit_groups(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact:
     ang = np.empty((n, K), dtype=np.int64)
     capped = np.zeros((n, K), dtype=bool)
     allres = np.empty((n, K, A)) if keep_all else None
-    used: list[Any] = [None] * n
+    cov = np.empty((n, K, 17, 3, 3))
     keys = pattern_key(v)
     if n == 1:
         groups = [(int(keys[0]), np.zeros(1, dtype=np.int64))]
@@ -96,12 +96,17 @@ def fit_groups(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact:
         coeffs[idx], res[idx], ang[idx], capped[idx] = a, rb, best, cp
         if allres is not None:
             allres[idx] = r
-        for i in idx:
-            used[i] = ops
+        cov[idx] = ops.joint_cov(model, np.broadcast_to(kr, best.shape), best)
     if direct:  # every unprepared pattern in one batched direct solve
         idx = np.concatenate(direct)
         _direct(model, wn[idx], v[idx], release_exact, idx, coeffs, res, ang, capped, allres)
-    return coeffs, res, ang, capped, allres, used
+        pk = np.tile(kr, len(idx))
+        vis = torch.from_numpy(np.repeat(v[idx], K, axis=0))
+        cov[idx] = operators.joint_cov(
+            model._ex, model._ey, model._ez, model.e, model._rho, model._lam, model._sin,
+            model._cos, vis, model._obs, torch.from_numpy(pk),
+            torch.from_numpy(ang[idx].reshape(-1))).numpy().reshape(len(idx), K, 17, 3, 3)
+    return coeffs, res, ang, capped, allres, cov
 
 
 def _direct(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact: bool,
@@ -169,7 +174,7 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
 
     n_people = j.shape[0]
     wn, v, lifted, centre, m, _ = normalise(j, vis, OBS_SOURCES, solve.MIN_VISIBLE)
-    coeffs, res, ang, capped, allres, _used = fit_groups(model, wn, v, release_exact, inter)
+    coeffs, res, ang, capped, allres, cov = fit_groups(model, wn, v, release_exact, inter)
     np_ = model._np
     # Step 3 (end) and 4.
     scale = coeffs[..., 0]
@@ -194,6 +199,9 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
     rec_renorm = rec_blend / size * 0.97
     pose = rec_renorm * (solve.OUTPUT_SIZE / 0.97)
     pose_3d = pose.swapaxes(-1, -2)
+    # model millimetres -> output millimetres: x scale (mm -> normalised) x size factor
+    f = solve.OUTPUT_SIZE / size[..., 0, 0] * scale  # (N, K)
+    jcov = cov * (model.cov_scale * f * f)[..., None, None, None]
 
     if not lifted.all():
         bad = ~lifted
@@ -210,12 +218,12 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
     comps = ComponentFits(
         pose_3d=t(mask(pose_3d)), score=t(mask(score)), residual=t(mask(residual)),
         scale=t(mask(scale)), yaw=t(mask(theta)), coeffs=t(mask(c)),
-        joints_2d=t(mask(joints_img)))
+        joints_2d=t(mask(joints_img)), joint_cov=t(mask(jcov)))
     ar = np.arange(n_people)
     result = LiftResult(
         pose_3d=comps.pose_3d[ar, best], component=t(best), lifted=t(lifted),
         joints_2d=comps.joints_2d[ar, best], components=comps,
-        centre=t(mask(centre)), norm=t(mask(m)))
+        centre=t(mask(centre)), norm=t(mask(m)), joint_cov=comps.joint_cov[ar, best])
     if not inter:
         return result
     norm_pose = np.zeros((n_people, 2, 17))

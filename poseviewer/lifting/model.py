@@ -146,6 +146,10 @@ class PoseModel3D:
         #: An uncached pattern is prepared (~10-30 ms) when this many people share it in
         #: one call or when it was met before; else it is solved directly (as fast as before).
         self.build_min: int = 16
+        #: Factor on the posterior joint covariances (``fit.joint_cov``); 1 = the raw
+        #: posterior. A calibration factor fitted on held-out data can be kept in the
+        #: model's ``meta["joint_cov_scale"]`` (read here).
+        self.cov_scale: float = float(self.meta.get("joint_cov_scale", 1.0))
         self._device = torch.device("cpu")
         self._set(mu_t, e_t, s_t)
 
@@ -474,14 +478,21 @@ class PoseModel3D:
         def mask(x: Tensor) -> Tensor:
             return torch.where(keep.view(-1, *([1] * (x.ndim - 1))), x, nan)
 
+        # Posterior joint covariances: model mm -> output mm (scale x size factor).
+        cov = operators.joint_cov(self._ex, self._ey, self._ez, self.e, self._rho, self._lam,
+                                  self._sin, self._cos, v.repeat_interleave(k, 0), self._obs,
+                                  pk, ang.reshape(-1)).view(n_people, k, NUM_JOINTS_3D, 3, 3)
+        f = solve.OUTPUT_SIZE / size[..., 0, 0] * scale
+        jcov = cov * (self.cov_scale * f * f)[..., None, None, None]
         comps = ComponentFits(
             pose_3d=mask(pose_3d), score=mask(score), residual=mask(residual),
-            scale=mask(scale), yaw=mask(theta), coeffs=mask(c), joints_2d=mask(joints_img))
+            scale=mask(scale), yaw=mask(theta), coeffs=mask(c), joints_2d=mask(joints_img),
+            joint_cov=mask(jcov))
         ar = torch.arange(n_people, device=dev)
         result = LiftResult(
             pose_3d=comps.pose_3d[ar, best], component=best, lifted=lifted,
             joints_2d=comps.joints_2d[ar, best], components=comps,
-            centre=mask(centre), norm=mask(m))
+            centre=mask(centre), norm=mask(m), joint_cov=comps.joint_cov[ar, best])
         if not inter:
             return result
         norm_pose = torch.zeros(n_people, 2, NUM_JOINTS_3D, dtype=f64, device=dev)

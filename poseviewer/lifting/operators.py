@@ -30,6 +30,7 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,7 +60,8 @@ class PatternOps:
     s_inv: Tensor  #: (K, A, J, J) S^-1
     rt: Tensor  #: (K, B, B) posterior covariance of the basis given image y
     capped: dict[bool, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    cov: np.ndarray | None = None  #: (K, A, 17, 3, 3) see ``joint_cov``
+    cov: np.ndarray | None = None  #: (K, A, 17, 3, 3) ``joint_cov``, filled on first need
+    cov_have: np.ndarray | None = None  #: (K, A) bool: which entries of ``cov`` are filled
 
     @property
     def nbytes(self) -> int:
@@ -68,6 +70,25 @@ class PatternOps:
         n += sum(t.numel() * 8 for t in (self.q, self.w, self.dxrt, self.s_inv))
         n += sum(a.nbytes + b.nbytes for a, b in self.capped.values())
         return n + (0 if self.cov is None else self.cov.nbytes)
+
+    def joint_cov(self, model: Any, comp: np.ndarray, angle: np.ndarray) -> np.ndarray:
+        """``joint_cov`` (normalised units) for component/angle pairs (any shape), computed
+        on first need and kept."""
+        if self.cov is None:
+            K, A = self.kappa.shape
+            self.cov = np.zeros((K, A, 17, 3, 3))
+            self.cov_have = np.zeros((K, A), dtype=bool)
+        assert self.cov_have is not None
+        miss = ~self.cov_have[comp, angle]
+        if miss.any():
+            pairs = np.unique(np.stack([comp[miss], angle[miss]], -1), axis=0)
+            pk, pa = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
+            vis = torch.from_numpy(np.repeat(self.mask[None], len(pairs), axis=0))
+            cov = joint_cov(model._ex, model._ey, model._ez, model.e, model._rho, model._lam,
+                            model._sin, model._cos, vis, model._obs, pk, pa)
+            self.cov[pairs[:, 0], pairs[:, 1]] = cov.numpy()
+            self.cov_have[pairs[:, 0], pairs[:, 1]] = True
+        return self.cov[comp, angle]
 
 
 def build(ex: Tensor, ey: Tensor, ez: Tensor, mux: Tensor, muy: Tensor, muz: Tensor,
@@ -267,3 +288,74 @@ class PatternCache:
         """Memory held by the cached operators (bytes)."""
         with self.lock:
             return sum(o.nbytes for o in self._d.values())
+
+
+def joint_cov(ex: Tensor, ey: Tensor, ez: Tensor, e: Tensor, rho: Tensor, lam: Tensor,
+              sin: Tensor, cos: Tensor, vis: Tensor, obs: Tensor, comp: Tensor,
+              angle: Tensor) -> Tensor:
+    """Posterior 3 x 3 covariance of every joint, (P, 17, 3, 3), for P triples (visibility
+    ``vis`` (P, J) of the observed slots ``obs`` (J,), component ``comp`` (P,), angle index
+    ``angle`` (P,)), in the model's millimetres (before the scale and the size
+    normalisation, which ``lift`` applies: times (scale x size factor)^2), of the blended
+    pose relative to its joint centroid.
+
+    Given the angle and the scale s, the release's objective of step 2 is s^2 times the
+    PPCA negative log posterior in the model's millimetres: coefficients c = a / s with
+    prior precision (5.2 sigma_i)^2, pose noise of precision lambda_d^2 per coordinate
+    (sigma_k[25]: 1 / lambda_d ~ 12-20 mm), the 2D joints divided by s. So the covariance
+    of the basis coefficients c and the image-x translation tau is
+    [[D^T D + diag(rho), D^T t], [t^T D, t^T t + kappa]]^-1 / lambda_d^2 (the
+    normal-equation matrix of step 2 inverted; D the masked data rows, t the translation
+    column; the two other translation
+    directions either do not move the pose or move it in depth as a whole, which the
+    centring removes). It is propagated through the rotation U(theta)^T, the blend
+    (visible joints' image rows scaled by 1 / 2.55, the observation taken as exact: so
+    tau moves visible and hidden joints differently) and the centring; the
+    model's noise term, an isotropic 1 / lambda_d^2 per coordinate (the variance the
+    data weight and the log-det of step 4 give the unexplained directions), is propagated
+    the same way and added.
+    """
+    dt, dev = ex.dtype, ex.device
+    P = comp.shape[0]
+    nj = e.shape[-1]
+    v = vis.to(dt)
+    s, c = sin[angle], cos[angle]  # (P,)
+    exv, eyv, ezv = ex[comp] * v[..., None], ey[comp] * v[..., None], ez[comp] * v[..., None]
+    dx = s[:, None, None] * exv + c[:, None, None] * eyv  # (P, J, B)
+    lam_p = lam[comp]
+    kappa = solve.TRANSLATION_PRIOR / (1.0 + s * s) / (lam_p * lam_p)
+    B = ex.shape[-1]
+    # precision of (b, tau) (divided by lambda_d^2): tau moves image x of visible joints
+    prec = torch.zeros(P, B + 1, B + 1, dtype=dt, device=dev)
+    prec[:, :B, :B] = torch.diag_embed(rho[comp]) + ezv.mT @ ezv + dx.mT @ dx
+    dtv = (dx * v[..., None]).sum(1)  # D^T t (P, B)
+    prec[:, :B, B] = dtv
+    prec[:, B, :B] = dtv
+    prec[:, B, B] = v.sum(-1) + kappa
+    sig = torch.cholesky_inverse(torch.linalg.cholesky(prec)) / (lam_p * lam_p)[:, None, None]
+    # the basis in the output frame: rows (x, y, z) = U^T e (sign of the output irrelevant)
+    eb = e[comp]  # (P, B, 3, 17)
+    sb, cb = s[:, None, None], c[:, None, None]
+    rx = sb * eb[:, :, 0] + cb * eb[:, :, 1]
+    ry = -cb * eb[:, :, 0] + sb * eb[:, :, 1]
+    g = torch.zeros(P, B + 1, 3, nj, dtype=dt, device=dev)
+    g[:, :B] = torch.stack([rx, ry, eb[:, :, 2]], dim=2)
+    # tau: output x translation (the depth translation is constant over the joints and
+    # leaves the centred pose; the other translation direction does not move the pose)
+    g[:, B, 0] = 1.0
+    d = torch.ones(P, 3, nj, dtype=dt, device=dev)  # blend factors per output coordinate
+    v17 = torch.zeros(P, nj, dtype=dt, device=dev)
+    v17[:, obs] = v
+    shrink = 1.0 - v17 * (1.0 - 1.0 / (1.0 + solve.BLEND_WEIGHT))
+    d[:, 0] = shrink
+    d[:, 2] = shrink
+    g = g * d[:, None]
+    g = g - g.mean(-1, keepdim=True)  # centring
+    gj = g.permute(0, 3, 2, 1)  # (P, 17, 3, B + 1)
+    cov = gj @ sig[:, None] @ gj.mT  # (P, 17, 3, 3)
+    # noise: sigma^2 Cen D^2 Cen^T, per joint diagonal
+    d2 = d * d
+    noise = d2 * (1.0 - 2.0 / nj) + d2.sum(-1, keepdim=True) / (nj * nj)  # (P, 3, 17)
+    noise = noise / (lam_p * lam_p)[:, None, None]
+    cov = cov + torch.diag_embed(noise.mT)
+    return 0.5 * (cov + cov.mT)

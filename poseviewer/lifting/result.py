@@ -61,6 +61,10 @@ class ComponentFits:
     """(N, K, 3 + B) c_1 .. c_{3+B} (translations then basis), divided by the scale."""
     joints_2d: Array
     """(N, K, 17, 2) each component's fit projected back into the image, (x, y) pixels."""
+    joint_cov: Array
+    """(N, K, 17, 3, 3) posterior covariance of every joint (mm^2, the output frame) of the
+    pose relative to its joint centroid, given the component's angle and scale
+    (``operators.joint_cov``; times ``PoseModel3D.cov_scale``)."""
 
     @property
     def capped(self) -> Array:
@@ -87,6 +91,8 @@ class LiftResult:
     """(N, 2) mean of the visible input joints (x, y) pixels (normalisation, step 1)."""
     norm: Array
     """(N,) the normalisation m = (min y - max y) / 2 of step 1 (pixels, negative)."""
+    joint_cov: Array
+    """(N, 17, 3, 3) the best component's ``components.joint_cov`` (mm^2)."""
 
     def __len__(self) -> int:
         return int(self.lifted.shape[0])
