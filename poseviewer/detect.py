@@ -41,7 +41,7 @@ DETECTOR_FORMAT = "poseviewer-person-detector-1"
 METHODS = ("movenet", "hog")
 #: Default minimum score per method (MoveNet: centre x mean confident keypoint score;
 #: HOG: the linear SVM's margin).
-MIN_SCORE = {"movenet": 0.15, "hog": 0.75}
+MIN_SCORE = {"movenet": 0.1, "hog": 0.75}
 
 
 class DetectorError(WeightsError):
@@ -217,6 +217,8 @@ class PersonDetector:
             self.net.load_state_dict(state)
         for p in self.net.parameters():
             p.requires_grad_(False)
+        # channels_last: ~25 % faster for this MobileNet on the CPU (measured here)
+        self.net = self.net.to(memory_format=torch.channels_last)
         self._torch = torch
 
     @classmethod
@@ -251,7 +253,7 @@ class PersonDetector:
         """Head outputs (logits, (C, H/4, W/4) numpy) for one letterboxed (S, S, 3) uint8."""
         torch = self._torch
         x = torch.from_numpy(np.ascontiguousarray(square)).permute(2, 0, 1)[None].float()
-        x = x / 255.0 - 0.5
+        x = (x / 255.0 - 0.5).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             out = self.net(x)
         return {k: v[0].numpy() for k, v in out.items()}
