@@ -522,33 +522,38 @@ def test_concurrent_lifts_restore_torch_threads(model: PoseModel3D, ref) -> None
 
 
 def test_pattern_operators_cold_warm_and_direct_agree(model, ref):
-    """The per-pattern operators: a first call solves small unprepared patterns directly,
-    a pattern met again is prepared and cached (LRU), big groups are prepared at once;
-    every route gives the direct solver's numbers, in both modes."""
+    """The per-pattern operators: a pattern is prepared (and cached, LRU) once
+    ``build_min`` people with it have been met, in one call or over several; until then it
+    is solved directly; every route gives the direct solver's numbers, in both modes."""
     xy, vis = _xy(ref), ref["in_visibility"]
-    patterns = {tuple(r) for r in vis[:, OBS_SOURCES]}
+    keys = [tuple(r) for r in vis[:, OBS_SOURCES]]
+    assert len(set(keys)) == 5 and max(keys.count(k) for k in keys) == 17
     direct = PoseModel3D(model.mu, model.e, model.sigma)
     direct.lift_method = "direct"
     m = PoseModel3D(model.mu, model.e, model.sigma)
-    m.build_min = 1000
+    m.build_min = 2
     for exact in (True, False):
         want = direct.lift(xy, vis, release_exact=exact)
         m.pattern_cache.clear()
         first = m.lift(xy, vis, release_exact=exact)
-        assert len(m.pattern_cache) == 0  # nothing prepared on first sight
+        assert len(m.pattern_cache) == 1  # the 17 fully visible people; 4 single ones not
         second = m.lift(xy, vis, release_exact=exact)
-        assert len(m.pattern_cache) == len(patterns) == 5
+        assert len(m.pattern_cache) == 5  # met twice now
         third = m.lift(xy[::-1], vis[::-1], release_exact=exact)
         for got in (first, second, third.select(np.arange(len(xy))[::-1])):
             _close(got.components.pose_3d, want.components.pose_3d.numpy(), 1e-9)
             _close(got.components.score, want.components.score.numpy(), 1e-15, rtol=1e-9)
+            _close(got.components.joint_cov, want.components.joint_cov.numpy(), 1e-9,
+                   rtol=1e-9)
             assert torch.equal(got.component, want.component)
     m.pattern_cache.clear()
-    m.build_min = 3  # a group of 3 people is prepared at once, single people are not
-    m.lift(xy[[0, 1, 2, 16]], vis[[0, 1, 2, 16]])
+    m.build_min = 18
+    m.lift(xy, vis)
+    assert len(m.pattern_cache) == 0
+    m.lift(xy[:1], vis[:1])  # 17 + 1 people with that pattern now
     assert len(m.pattern_cache) == 1
     m.pattern_cache.max_patterns = 2
-    m.lift(xy, vis)
+    m.build_min = 1
     m.lift(xy, vis)
     assert len(m.pattern_cache) == 2 and m.pattern_cache.nbytes > 0
     with pytest.raises(ValueError, match="lift_method"):

@@ -2,11 +2,13 @@
 
 People are grouped by visibility pattern. A pattern whose operators are cached
 (``operators.PatternOps``) is lifted with a few matrix products; an uncached pattern is
-prepared (and cached) when it has ``model.build_min`` people or more or was met before,
-otherwise solved directly with ``solve.fit_pairs`` (today's batched solver, so a first,
-one-off pattern costs what it did). Steps 4 and 5 (component choice, reconstruction,
-blend, size normalisation, projection) then run in numpy for the whole batch: for one
-person the whole lift is a few dozen small numpy operations.
+prepared (and cached) once ``model.build_min`` people with it have been met (in this call
+and earlier ones since it was last dropped from the cache), otherwise solved directly with
+``solve.fit_pairs`` (the batched solver used before, so rare patterns cost what they did:
+preparing one costs about as much as solving ~16 people directly). Steps 4 and 5
+(component choice, reconstruction, blend, size normalisation, projection) then run in
+numpy for the whole batch: for one person the whole lift is a few dozen small numpy
+operations.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def fit_groups(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact:
     direct: list[np.ndarray] = []
     for key, idx in groups:
         ops = cache.get(key)
-        if ops is None and (len(idx) >= model.build_min or cache.seen_before(key)):
+        if ops is None and cache.count(key, len(idx)) >= model.build_min:
             ops = operators.build(model._ex, model._ey, model._ez, model._mux, model._muy,
                                   model._muz, model._rho, model._lam, model._sin, model._cos,
                                   v[idx[0]])

@@ -143,8 +143,8 @@ class PoseModel3D:
         self.lift_method: str = "auto"
         #: Visibility patterns whose operators are kept (LRU; ~8 MB each for K = 3).
         self.pattern_cache = operators.PatternCache(16)
-        #: An uncached pattern is prepared (~10-30 ms) when this many people share it in
-        #: one call or when it was met before; else it is solved directly (as fast as before).
+        #: An uncached pattern is prepared (~10-30 ms) once this many people with it have
+        #: been met (this call and earlier ones); until then it is solved directly.
         self.build_min: int = 16
         #: Factor on the posterior joint covariances (``fit.joint_cov``); 1 = the raw
         #: posterior. A calibration factor fitted on held-out data can be kept in the

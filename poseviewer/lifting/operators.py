@@ -243,7 +243,7 @@ class PatternCache:
     def __init__(self, max_patterns: int = 16) -> None:
         self.max_patterns = max_patterns
         self._d: OrderedDict[int, PatternOps] = OrderedDict()
-        self._seen: OrderedDict[int, None] = OrderedDict()
+        self._seen: OrderedDict[int, int] = OrderedDict()
         self.lock = threading.RLock()
 
     def get(self, key: int) -> PatternOps | None:
@@ -254,15 +254,15 @@ class PatternCache:
                 self._d.move_to_end(key)
             return ops
 
-    def seen_before(self, key: int) -> bool:
-        """Whether ``key`` was looked up before (remembers it for next time)."""
+    def count(self, key: int, people: int) -> int:
+        """Add ``people`` to the number of people met with pattern ``key`` since it was
+        last dropped from the cache; returns the new total."""
         with self.lock:
-            was = key in self._seen
-            self._seen[key] = None
-            self._seen.move_to_end(key)
+            total = self._seen.pop(key, 0) + people
+            self._seen[key] = total
             while len(self._seen) > 4096:
                 self._seen.popitem(last=False)
-            return was
+            return total
 
     def put(self, key: int, ops: PatternOps) -> None:
         """Keep ``ops`` (dropping the least recently used beyond ``max_patterns``)."""
@@ -272,7 +272,8 @@ class PatternCache:
             self._d[key] = ops
             self._d.move_to_end(key)
             while len(self._d) > self.max_patterns:
-                self._d.popitem(last=False)
+                dropped, _ = self._d.popitem(last=False)
+                self._seen.pop(dropped, None)  # must earn its place again
 
     def clear(self) -> None:
         """Forget every pattern."""
