@@ -13,6 +13,15 @@ or 4 random joints hidden (the same joints for every model). Errors over all 17 
   (``poseviewer.metrics.scaled_mpjpe``); needed because the lifting's output has a fixed
   total bone size (spec step 5).
 
+Calibration of the posterior joint covariances (``fit.joint_cov``): the truth is put in
+the output's own convention (centred on its joint mean, scaled to the output's total bone
+size), the prediction centred on its joint mean, and for every joint the squared
+Mahalanobis distance d^2 = r^T Sigma^-1 r is compared with the chi-square (3 degrees of
+freedom) quantiles: the fraction of joints inside the 50%, 90% and 95% ellipsoids. One
+scale factor per model can be fitted on other subjects (S8 by default: ``fit_cov_scale``,
+the factor that puts exactly 90% of those joints inside the 90% ellipsoids); coverage is
+reported before (raw posterior, ``PoseModel3D.cov_scale`` = 1) and after.
+
 Every model sees exactly the same 2D inputs within one run.
 """
 
@@ -30,6 +39,10 @@ from poseviewer.metrics import p_mpjpe, scaled_mpjpe
 from poseviewer.skeleton import H36M17, h36m_to_cpm
 
 METRICS = ("P-MPJPE", "S-MPJPE")
+#: Nominal levels of the coverage table.
+LEVELS = (0.5, 0.9, 0.95)
+#: Level at which the calibration factor is fitted.
+FIT_LEVEL = 0.9
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,25 @@ class EvalResult:
     errors: dict[tuple[str, str, int, str], np.ndarray] = field(default_factory=dict)
     not_lifted: dict[tuple[str, str, int], int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    #: squared Mahalanobis distances (N, 17) of the truth under the raw posterior
+    d2: dict[tuple[str, str, int], np.ndarray] = field(default_factory=dict)
+    #: calibration factor per model (fitted on ``calibration_subjects``; absent: none)
+    cov_scale: dict[str, float] = field(default_factory=dict)
+    calibration_subjects: tuple[int, ...] = ()
+
+    def coverage(self, model: str, scaled: bool = False, projection: str | None = None,
+                 hidden: int | None = None, levels: Sequence[float] = LEVELS
+                 ) -> dict[float, float]:
+        """Fraction of true joints inside the nominal ellipsoids (pooled over the chosen
+        projection / hidden count, all when None); ``scaled`` with the fitted factor."""
+        d2 = [v for (m, p, h), v in self.d2.items() if m == model
+              and (projection is None or p == projection) and (hidden is None or h == hidden)]
+        if not d2:
+            return {lv: float("nan") for lv in levels}
+        x = np.concatenate([v.reshape(-1) for v in d2])
+        if scaled:
+            x = x / self.cov_scale.get(model, 1.0)
+        return coverage(x, levels)
 
     @property
     def models(self) -> list[str]:
@@ -143,14 +175,61 @@ def load_test_poses(
     return poses[sl], act[sl], subj[sl]
 
 
-def _lift(model, joints: np.ndarray, vis: np.ndarray, batch: int) -> tuple[np.ndarray, int]:
+def _lift(model, joints: np.ndarray, vis: np.ndarray, batch: int
+          ) -> tuple[np.ndarray, int, np.ndarray]:
     out = np.empty((len(joints), H36M17.num_joints, 3))
+    cov = np.full((len(joints), H36M17.num_joints, 3, 3), np.nan)
     lifted = np.ones(len(joints), dtype=bool)
     for i in range(0, len(joints), batch):
         fit = model.lift(joints[i : i + batch], vis[i : i + batch])
         out[i : i + batch] = np.asarray(fit.pose_3d, dtype=np.float64)
         lifted[i : i + batch] = np.asarray(fit.lifted, dtype=bool)
-    return out, int((~lifted).sum())
+        jc = getattr(fit, "joint_cov", None)
+        if jc is not None:
+            cov[i : i + batch] = np.asarray(jc, dtype=np.float64)
+    return out, int((~lifted).sum()), cov
+
+
+def _bone_size(p: np.ndarray) -> np.ndarray:
+    b = np.asarray(H36M17.bones)
+    return np.sqrt(((p[:, b[:, 1]] - p[:, b[:, 0]]) ** 2).sum((1, 2)))
+
+
+def mahalanobis_sq(pred: np.ndarray, cov: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(N, 17) squared Mahalanobis distances of the true joints under the predicted
+    covariances (N, 17, 3, 3), both poses centred on their joint means and the truth
+    scaled to the prediction's total bone size (NaN where not lifted)."""
+    p = pred - pred.mean(1, keepdims=True)
+    g = gt - gt.mean(1, keepdims=True)
+    g = g * (_bone_size(p) / _bone_size(g))[:, None, None]
+    r = g - p
+    ok = np.isfinite(cov).all((1, 2, 3)) & np.isfinite(r).all((1, 2))
+    out = np.full(r.shape[:2], np.nan)
+    out[ok] = np.einsum("nji,nji->nj", r[ok], np.linalg.solve(cov[ok], r[ok][..., None])[..., 0])
+    return out
+
+
+def coverage(d2: np.ndarray, levels: Sequence[float] = LEVELS) -> dict[float, float]:
+    """Fraction of the finite ``d2`` within the chi-square(3) quantile of each level."""
+    from scipy.stats import chi2
+
+    x = np.asarray(d2, dtype=np.float64).reshape(-1)
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return {lv: float("nan") for lv in levels}
+    return {lv: float((x <= chi2.ppf(lv, 3)).mean()) for lv in levels}
+
+
+def fit_cov_scale(d2: np.ndarray, level: float = FIT_LEVEL) -> float:
+    """The factor on the covariances that puts exactly ``level`` of the joints inside the
+    ``level`` ellipsoids: quantile(d^2, level) / chi2_3(level)."""
+    from scipy.stats import chi2
+
+    x = np.asarray(d2, dtype=np.float64).reshape(-1)
+    x = x[np.isfinite(x)]
+    if not len(x):
+        raise ValueError("no finite distances to calibrate on")
+    return float(np.quantile(x, level) / chi2.ppf(level, 3))
 
 
 def evaluate(
@@ -160,8 +239,11 @@ def evaluate(
     subjects: np.ndarray | None = None,
     config: EvalConfig | None = None,
     progress: bool = True,
+    calibration: tuple[np.ndarray, tuple[int, ...]] | None = None,
 ) -> EvalResult:
-    """Lift the projected test poses with every model and collect per-pose errors."""
+    """Lift the projected test poses with every model and collect per-pose errors and the
+    calibration distances. ``calibration`` = (poses, subjects): other poses on which one
+    covariance factor per model is fitted (same projections and hidden joints, pooled)."""
     from tqdm import tqdm
 
     config = config or EvalConfig()
@@ -180,11 +262,29 @@ def evaluate(
     images = {p: h36m_to_cpm(project(gt, p, config)) for p in config.projections}
     for name, proj, h in tqdm(jobs, desc="eval-3d", disable=not progress, leave=False):
         t0 = time.perf_counter()
-        pred, bad = _lift(models[name], images[proj], masks[h], config.batch)
+        pred, bad, cov = _lift(models[name], images[proj], masks[h], config.batch)
         result.seconds[name] = result.seconds.get(name, 0.0) + time.perf_counter() - t0
         result.not_lifted[(name, proj, h)] = bad
         result.errors[(name, proj, h, "P-MPJPE")] = p_mpjpe(pred, gt)
         result.errors[(name, proj, h, "S-MPJPE")] = scaled_mpjpe(pred, gt, root=0)
+        raw = getattr(models[name], "cov_scale", 1.0)  # d^2 under the raw posterior
+        result.d2[(name, proj, h)] = mahalanobis_sq(pred, cov, gt) * raw
+    if calibration is not None:
+        cal_poses, cal_subjects = calibration
+        cal_poses = np.asarray(cal_poses, dtype=np.float64)
+        crng = np.random.default_rng(config.seed + 1)
+        cgt = camera_frame(cal_poses, crng.uniform(0.0, 2 * np.pi, size=len(cal_poses)))
+        cmasks = hidden_masks(len(cal_poses), config.hidden, crng)
+        cimages = {p: h36m_to_cpm(project(cgt, p, config)) for p in config.projections}
+        result.calibration_subjects = tuple(cal_subjects)
+        for name in tqdm(list(models), desc="calibration", disable=not progress, leave=False):
+            d2 = []
+            for proj in config.projections:
+                for h in config.hidden:
+                    pred, _, cov = _lift(models[name], cimages[proj], cmasks[h], config.batch)
+                    raw = getattr(models[name], "cov_scale", 1.0)
+                    d2.append(mahalanobis_sq(pred, cov, cgt) * raw)
+            result.cov_scale[name] = fit_cov_scale(np.concatenate(d2))
     return result
 
 
@@ -293,6 +393,80 @@ def report_markdown(result: EvalResult, sources: Mapping[str, object] | None = N
     for proj in cfg.projections:
         lines += ["", f"Per action, {proj}, all 14 joints visible:", "",
                   action_table(result, proj, 0)]
+    if result.d2:
+        lines += ["", calibration_text(result)]
     secs = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
     lines += ["", f"Lifting time in this run: {secs}."]
     return "\n".join(lines)
+
+
+def calibration_table(result: EvalResult) -> str:
+    """Markdown: coverage of the nominal ellipsoids per model, projection and hidden
+    joints, raw posterior and with the fitted factor."""
+    models = result.models
+    lv = " / ".join(f"{round(x * 100)}%" for x in LEVELS)
+    head = "| projection | hidden joints | " + " | ".join(
+        f"{m} raw | {m} scaled" for m in models) + " |"
+    lines = [head, "|" + " --- |" * (2 + 2 * len(models))]
+    rows = [(p, h) for p in result.config.projections for h in result.config.hidden]
+    rows.append((None, None))
+    for p, h in rows:
+        cells = []
+        for m in models:
+            for scaled in (False, True):
+                cov = result.coverage(m, scaled, p, h)
+                cells.append(" / ".join(f"{100 * cov[x]:.1f}" for x in LEVELS))
+        lines.append(f"| {p or 'all'} | {'all' if h is None else h} | " + " | ".join(cells)
+                     + " |")
+    return f"Coverage (% of true joints inside the {lv} ellipsoids):\n\n" + "\n".join(lines)
+
+
+def calibration_text(result: EvalResult) -> str:
+    """The calibration paragraph and table of the report."""
+    subj = ", ".join(f"S{s}" for s in result.calibration_subjects) or "none"
+    factors = "; ".join(f"{m}: x{f:.3g}" for m, f in result.cov_scale.items()) or \
+        "not fitted"
+    return (
+        "Uncertainty calibration (``fit.joint_cov``): truth centred and scaled to the "
+        "output's total bone size, prediction centred; squared Mahalanobis distance per "
+        "joint against the chi-square(3) quantiles. 'raw' = the posterior as computed; "
+        f"'scaled' = covariances times one factor per model fitted on {subj} (the factor "
+        f"that puts 90% of those joints inside the 90% ellipsoids): {factors}.\n\n"
+        + calibration_table(result))
+
+
+def plot_calibration(result: EvalResult, path: str | Path) -> None:
+    """Save a PNG: coverage against nominal level per model, raw and scaled (all
+    projections and hidden counts pooled)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = np.linspace(0.05, 0.99, 40)
+    fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=90)
+    ax.plot([0, 1], [0, 1], color="#999999", lw=1, label="ideal")
+    colours = ["#888888", "#1f77b4", "#ff7f0e", "#2ca02c"]
+    for i, m in enumerate(result.models):
+        for scaled, style in ((False, "--"), (True, "-")):
+            if scaled and m not in result.cov_scale:
+                continue
+            cov = result.coverage(m, scaled, levels=levels)
+            label = f"{m} " + (f"x{result.cov_scale[m]:.3g} (fitted on "
+                               + ", ".join(f"S{s}" for s in result.calibration_subjects)
+                               + ")" if scaled else "raw posterior")
+            ax.plot(levels, [cov[x] for x in levels], style, color=colours[i % len(colours)],
+                    label=label)
+    ax.set_xlabel("nominal level")
+    ax.set_ylabel("fraction of true joints inside")
+    subj = ", ".join(f"S{s}" for s in result.config.subjects)
+    ax.set_title(f"Joint covariance calibration ({subj})", fontsize=10)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    try:
+        atomic_write_with(path, lambda f: fig.savefig(f, format="png"))
+    finally:
+        plt.close(fig)

@@ -3,7 +3,9 @@
 Projects every test pose (subjects 9 and 11, every 5th row of the 10 Hz file by default)
 to 2D at a random yaw, orthographically and with a perspective camera 4.5 m away, keeps
 the 14 CNN joints, lifts with every model (also with 1, 2, 4 random joints hidden) and
-prints P-MPJPE and scale-aligned MPJPE per action as Markdown tables.
+prints P-MPJPE and scale-aligned MPJPE per action as Markdown tables, and the calibration
+of the lifting's joint covariances (coverage of the 50/90/95% ellipsoids, raw and with
+one factor per model fitted on S8).
 
 Default models: the released prob_model_params.mat (from ../shared, if present) and our
 bundled resources/models/pose3d_default.safetensors.
@@ -36,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--distance", type=float, default=4500.0, help="camera distance, mm")
     parser.add_argument("--plot", help="save a PNG plot here")
+    parser.add_argument(
+        "--calibration-subjects", default="8",
+        help="subjects on which one covariance factor per model is fitted (default 8; "
+             "'' to skip)")
+    parser.add_argument("--calibration-plot",
+                        help="save a PNG of coverage against nominal level here")
     parser.add_argument("--markdown", help="also write the tables to this Markdown file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -81,8 +89,15 @@ def run(args: argparse.Namespace) -> int:
             distance=args.distance,
         )
         poses, actions, subjects = eval3d.load_test_poses(args.data, config)
+        calibration = None
+        cal_subjects = _ints(args.calibration_subjects)
+        if cal_subjects:
+            if set(cal_subjects) & set(config.subjects):
+                raise ValueError("--calibration-subjects must not overlap --subjects")
+            cal_cfg = eval3d.EvalConfig(subjects=cal_subjects, stride=args.stride)
+            calibration = (eval3d.load_test_poses(args.data, cal_cfg)[0], cal_subjects)
         result = eval3d.evaluate(models, poses, actions, subjects, config,
-                                 progress=not args.quiet)
+                                 progress=not args.quiet, calibration=calibration)
     except (FileNotFoundError, ValueError, WeightsError) as exc:
         print(f"eval-3d: error: {exc}", file=sys.stderr)
         return 2
@@ -94,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
         if args.plot:
             eval3d.plot(result, args.plot)
             print(f"saved plot {args.plot}")
+        if args.calibration_plot:
+            eval3d.plot_calibration(result, args.calibration_plot)
+            print(f"saved plot {args.calibration_plot}")
     except OSError as exc:  # the atomic writer's message names the path and the reason
         print(f"eval-3d: error: {exc}", file=sys.stderr)
         return 2

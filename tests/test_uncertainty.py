@@ -1,0 +1,82 @@
+"""Calibration of the lifting's joint covariances (``poseviewer.eval3d``): Mahalanobis
+distances, coverage and the fitted factor against hand-made and sampled cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import require_shared
+
+from poseviewer import eval3d
+from poseviewer.skeleton import H36M17
+
+
+def _pose(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.normal(scale=300.0, size=(n, 17, 3))
+
+
+def test_mahalanobis_hand_case() -> None:
+    """Identity covariance: d^2 is the squared distance after centring; the truth is first
+    scaled to the prediction's total bone size (a truth twice as big is the same pose)."""
+    rng = np.random.default_rng(0)
+    pred = _pose(rng, 1)
+    gt = pred.copy()
+    gt[0, 3] += [3.0, 0.0, 0.0]  # one joint moved by 3 mm along x
+    bones = np.array(H36M17.bones)
+    cov = np.broadcast_to(np.eye(3), (1, 17, 3, 3)).copy()
+    d2 = eval3d.mahalanobis_sq(pred, cov, gt * 2.0 + 50.0)
+    size = lambda p: np.sqrt(((p[:, bones[:, 1]] - p[:, bones[:, 0]]) ** 2).sum())  # noqa: E731
+    g = gt - gt.mean(1, keepdims=True)
+    g = g * size(pred) / size(gt)
+    r = g - (pred - pred.mean(1, keepdims=True))
+    np.testing.assert_allclose(d2, (r**2).sum(-1), rtol=1e-10)
+    assert d2[0, 3] > 1.0 and d2[0, 3] == d2.max()
+    # a covariance 4x larger quarters d^2
+    np.testing.assert_allclose(eval3d.mahalanobis_sq(pred, cov * 4, gt * 2.0 + 50.0), d2 / 4)
+    # not lifted (NaN covariance) -> NaN
+    assert np.isnan(eval3d.mahalanobis_sq(pred, cov * np.nan, gt)).all()
+
+
+def test_coverage_of_gaussian_samples_is_nominal_and_factor_is_recovered() -> None:
+    """Residuals drawn from N(0, 4 C): under C the 90% ellipsoid holds far fewer than 90%;
+    the fitted factor is ~4 and with it the coverage is nominal at every level."""
+    rng = np.random.default_rng(1)
+    n = 20000
+    a = rng.normal(size=(3, 3))
+    c = a @ a.T + np.eye(3)
+    r = rng.multivariate_normal(np.zeros(3), 4 * c, size=n)
+    d2 = np.einsum("ni,ij,nj->n", r, np.linalg.inv(c), r)
+    raw = eval3d.coverage(d2)
+    assert raw[0.9] < 0.6
+    f = eval3d.fit_cov_scale(d2)
+    assert f == pytest.approx(4.0, rel=0.05)
+    scaled = eval3d.coverage(d2 / f, levels=(0.5, 0.9, 0.95, 0.99))
+    for level, got in scaled.items():
+        assert got == pytest.approx(level, abs=0.015)
+    assert np.isnan(eval3d.coverage(np.full(5, np.nan))[0.9])
+    with pytest.raises(ValueError, match="no finite"):
+        eval3d.fit_cov_scale(np.full(3, np.nan))
+
+
+def test_evaluate_reports_calibration(model, tmp_path) -> None:
+    """A small eval-3d run with calibration: d^2 for every job, one factor per model fitted
+    on the calibration subject; with it that subject's own 90% coverage is 90%."""
+    data = require_shared("data", "h36m", "h36m_3d_17j_10hz.npz")
+    cfg = eval3d.EvalConfig(stride=600, hidden=(0, 2), projections=("perspective",))
+    poses, actions, subjects = eval3d.load_test_poses(data, cfg)
+    cal = eval3d.load_test_poses(data, eval3d.EvalConfig(subjects=(8,), stride=300))[0]
+    res = eval3d.evaluate({"released": model}, poses, actions, subjects, cfg, progress=False,
+                          calibration=(cal, (8,)))
+    assert set(res.d2) == {("released", "perspective", 0), ("released", "perspective", 2)}
+    assert res.d2[("released", "perspective", 0)].shape == (len(poses), 17)
+    assert res.cov_scale["released"] > 1.0  # the raw posterior is over-confident
+    raw, scaled = res.coverage("released"), res.coverage("released", scaled=True)
+    assert scaled[0.9] > raw[0.9]
+    text = eval3d.report_markdown(res)
+    assert "Coverage (% of true joints inside the 50% / 90% / 95% ellipsoids)" in text
+    assert "fitted on S8" in text
+    eval3d.plot_calibration(res, tmp_path / "cal.png")
+    assert (tmp_path / "cal.png").read_bytes()[:4] == b"\x89PNG"
+    # the factor fitted on the test subjects themselves gives them exactly 90%
+    d2 = np.concatenate([v.reshape(-1) for v in res.d2.values()])
+    assert eval3d.coverage(d2 / eval3d.fit_cov_scale(d2))[0.9] == pytest.approx(0.9, abs=0.01)
