@@ -21,7 +21,14 @@ from collections.abc import Callable
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetricsF, QImage, QPainter, QPen
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 from vispy import scene
 
 from poseviewer.app.state import ViewerState
@@ -31,6 +38,9 @@ from poseviewer.skeleton import CPM_TO_H36M, H36M17
 CAMERA_DEFAULTS = {"elevation": 12.0, "azimuth": 0.0, "distance": 3.6, "fov": 35.0}
 #: A component whose centroid is farther than this (metres) from the origin gets a note.
 FAR_AWAY_M = 1.0
+#: Nominal level of the uncertainty ellipsoids and chi-square(3) quantile for it.
+ELLIPSOID_LEVEL = 0.9
+_CHI2_3_90 = 6.251388631170325
 BACKGROUND = (0.11, 0.11, 0.13, 1.0)
 
 
@@ -52,6 +62,24 @@ def centred_pose(pose_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def segments(pose: np.ndarray) -> np.ndarray:
     """(2 * 16, 3) bone end points of an H36M-17 pose."""
     return pose[np.asarray(H36M17.bones).reshape(-1)]
+
+
+def ellipsoid_segments(centres: np.ndarray, covs_mm2: np.ndarray, n: int = 24,
+                       chi2: float = _CHI2_3_90) -> np.ndarray:
+    """Wire-frame ellipsoids {x: (x - c)^T S^-1 (x - c) <= chi2} (the 90% ones by default):
+    the three principal ellipses of each joint, as segment end points (J * 3 * n * 2, 3) in
+    metres; ``centres`` (J, 3) m, ``covs_mm2`` (J, 3, 3) mm^2."""
+    w, v = np.linalg.eigh(np.asarray(covs_mm2, dtype=np.float64) / 1e6)
+    axes = v * np.sqrt(np.clip(w, 0.0, None) * chi2)[:, None, :]  # (J, 3, 3) columns
+    t = np.linspace(0.0, 2 * np.pi, n + 1)
+    cos, sin = np.cos(t), np.sin(t)
+    rings = []
+    for a, b in ((0, 1), (1, 2), (0, 2)):
+        ring = (axes[:, None, :, a] * cos[None, :, None] + axes[:, None, :, b] * sin[None, :,
+                                                                                     None])
+        ring = ring + np.asarray(centres, dtype=np.float64)[:, None, :]  # (J, n + 1, 3)
+        rings.append(np.stack([ring[:, :-1], ring[:, 1:]], axis=2).reshape(-1, 3))
+    return np.concatenate(rings).astype(np.float32)
 
 
 def grid_lines(z: float, half: float = 1.0, step: float = 0.25) -> np.ndarray:
@@ -234,6 +262,13 @@ class Pose3DPanel(QWidget):
                                      "wheel to zoom, shift-drag to pan")
         self.reset_button.clicked.connect(self.reset_view)
         bar.addWidget(self.reset_button)
+        self.cov_check = QCheckBox("Uncertainty")
+        self.cov_check.setObjectName("view3d_uncertainty")
+        self.cov_check.setToolTip(
+            f"draw each joint's {round(100 * ELLIPSOID_LEVEL)}% posterior ellipsoid of the "
+            "solid component (the pose relative to its joint centroid)")
+        self.cov_check.toggled.connect(self._on_cov_toggled)
+        bar.addWidget(self.cov_check)
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         self.summary.setObjectName("view3d_summary")
@@ -257,6 +292,12 @@ class Pose3DPanel(QWidget):
                                         width=5, parent=self.view.scene)
         self.joints = scene.visuals.Markers(parent=self.view.scene)
         self.selected = scene.visuals.Markers(parent=self.view.scene)
+        self.ellipsoids = scene.visuals.Line(pos=np.zeros((2, 3), np.float32),
+                                             connect="segments", width=1,
+                                             color=(0.95, 0.85, 0.3, 0.35),
+                                             parent=self.view.scene)
+        #: the ellipsoid segments drawn (for tests), empty when hidden
+        self.shown_ellipsoids = np.zeros((0, 3))
         self.ghosts.order = 1
         self.bones.order = 2
         self.joints.order = 3
@@ -316,9 +357,36 @@ class Pose3DPanel(QWidget):
             painter.setPen(QColor(220, 220, 220, 220))
             painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
 
+    def _on_cov_toggled(self, _on: bool) -> None:
+        self._draw_ellipsoids()
+        self.canvas.update()
+
+    def _draw_ellipsoids(self) -> None:
+        """The solid component's joint ellipsoids when the toggle is on and the fit has
+        covariances (``components.joint_cov``)."""
+        fit, k = self.state.fit, self.state.component
+        jc = None if fit is None else getattr(fit.components, "joint_cov", None)
+        self.cov_check.setEnabled(jc is not None or fit is None)
+        if jc is None:
+            self.cov_check.setToolTip("this result carries no joint covariances")
+        if not self.cov_check.isChecked() or jc is None or k is None or self._solid is None:
+            self.ellipsoids.visible = False
+            self.shown_ellipsoids = np.zeros((0, 3))
+            return
+        cov = np.asarray(jc[0, k], dtype=np.float64)
+        if not np.isfinite(cov).all():
+            self.ellipsoids.visible = False
+            self.shown_ellipsoids = np.zeros((0, 3))
+            return
+        seg = ellipsoid_segments(self._solid, cov)
+        self.ellipsoids.set_data(pos=seg, connect="segments")
+        self.ellipsoids.visible = True
+        self.shown_ellipsoids = seg
+
     def _clear(self) -> None:
-        for v in (self.bones, self.ghosts, self.joints, self.selected):
+        for v in (self.bones, self.ghosts, self.joints, self.selected, self.ellipsoids):
             v.visible = False
+        self.shown_ellipsoids = np.zeros((0, 3))
         self.shown_bones = np.zeros((0, 3))
         self.shown_ghosts = np.zeros((0, 3))
         self.shown_labels = []
@@ -390,6 +458,7 @@ class Pose3DPanel(QWidget):
 
         self._solid = centred[k]
         self._draw_selected()
+        self._draw_ellipsoids()
 
         tag = " (best)" if k == best else ""
         ghosts = "; ghosts: " + ", ".join(self.shown_labels) if self.shown_labels else ""
