@@ -5,86 +5,68 @@
     est = Estimator.load(weights="...", pose_model="...mat or .safetensors")
     result = est.estimate("photo.jpg", boxes=None, on_stage=cb, cancel=token)
 
-People come from user ``boxes``; else PersonNet (when its weights are loaded); else
-``poseviewer.detect.find_people`` when that module exists; else the whole image. Each person
-is cropped, all crops run through the CNN as one batch (per-stage lifting and fusion inside
-the network when it has fusion and a 3D model), and everything is copied into an
-``EstimateResult`` (numpy, original image pixels: an image above ``max_pixels`` is analysed
-as a downscaled copy, user boxes are given in original pixels and every output coordinate
-is mapped back, with a message). ``on_stage(person_index, stage_index, num_stages)``
-is called after every stage for every person; ``cancel`` (a ``CancelToken`` or a callable)
-stops the run between stages with ``Cancelled``.
+``estimate`` is a pipeline of named phases, each a method with typed input and output, each
+value in one named coordinate frame:
+
+1. ``load``    -> :class:`~poseviewer.imageio.LoadedImage` (an image above ``max_pixels`` is
+   analysed as a downscaled copy: the *analysed* frame; the file is the *original* frame).
+2. ``people``  -> :class:`People` in analysed pixels: user ``boxes`` (given in original
+   pixels), else PersonNet (when loaded), else the person detector
+   (``poseviewer.detect.find_people``), else the whole image.
+3. ``crops``   -> :class:`Crops`: one ``input_size`` square per person and its
+   crop -> original-image affine.
+4. ``forward`` -> one :class:`~poseviewer.cnn.backend.StageMaps` per stage from the
+   :class:`~poseviewer.cnn.backend.PoseBackend`, for all people at once (``on_stage(stage,
+   num_stages)`` once per stage; ``cancel``, a ``CancelToken`` or a callable, stops between
+   stages with ``Cancelled``).
+5. ``joints``  -> per stage (P, J, 2) joints in original-image pixels (map grid ->
+   ``map_to_image``).
+6. ``lift``    -> per stage a :class:`~poseviewer.result.Fit` for all people, in image pixels
+   (the network's own per-stage lifting mapped from the map grid, or one post-hoc lifting
+   of every stage and person at once).
+7. ``package`` -> the :class:`~poseviewer.result.EstimateResult` (numpy, original pixels).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
-import importlib.util
 import os
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from poseviewer.cnn.backend import (
+    CPMBackend,
+    PersonNetFinder,
+    PoseBackend,
+    StageMaps,
+    native_bf16,
+    resolve_device,
+)
 from poseviewer.cnn.cancel import Cancelled, CancelToken, check_cancel
 from poseviewer.cnn.lifting_cpm import LiftingCPM
-from poseviewer.cnn.ops import legacy_resize
-from poseviewer.cnn.preprocess import (
-    crop_centred,
-    find_person_centres,
-    normalise,
-    release_resize,
-    warp_crop,
-)
+from poseviewer.cnn.preprocess import crop_centred, normalise, release_resize, warp_crop
 from poseviewer.cnn.weights import WeightsError, load_cpm
-from poseviewer.imageio import MAX_PIXELS, ImageError, load_image
-from poseviewer.paths import MODELS_DIR
-from poseviewer.result import EstimateResult, PersonResult, StageResult
+from poseviewer.detect import find_people
+from poseviewer.imageio import MAX_PIXELS, ImageError, LoadedImage, load_image
+from poseviewer.lifting import ModelFileError, ModelFileNotFoundError, PoseModel3D, load_pose_model
+from poseviewer.paths import DEFAULT_CNN, DEFAULT_POSE_MODEL
+from poseviewer.result import EstimateResult, Fit, PersonResult, StageResult
 
-__all__ = ["Cancelled", "CancelToken", "Estimator", "ImageError", "ModelNotFoundError",
-           "WeightsError", "DEFAULT_CNN", "DEFAULT_POSE_MODEL"]
+__all__ = ["Cancelled", "CancelToken", "Crops", "Estimator", "ImageError",
+           "ModelNotFoundError", "People", "WeightsError", "DEFAULT_CNN", "DEFAULT_POSE_MODEL"]
 
-DEFAULT_CNN = MODELS_DIR / "cpm_default.safetensors"
-DEFAULT_POSE_MODEL = MODELS_DIR / "pose3d_default.safetensors"
-
-StageCallback = Callable[[int, int, int], None]
+#: on_stage(stage_index, num_stages): once per stage, for every person at once
+StageCallback = Callable[[int, int], None]
+#: image_rgb -> (boxes (N, 4) x0 y0 x1 y1, scores (N,)) or a list of (box, score)
+PeopleFinder = Callable[[np.ndarray], Any]
 
 
 class ModelNotFoundError(WeightsError, FileNotFoundError):
     """A default or requested model file does not exist."""
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """CUDA when available (and not asked otherwise), else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def load_pose_model(source: Any) -> Any:
-    """A ``PoseModel3D`` from a path (.mat: the released model; else safetensors) or as is."""
-    if source is None or not isinstance(source, (str, os.PathLike)):
-        return source
-    path = Path(source)
-    if not path.is_file():
-        raise ModelNotFoundError(f"3D pose model not found: {path}")
-    from poseviewer.lifting import PoseModel3D
-
-    try:
-        if path.suffix.lower() == ".mat":
-            return PoseModel3D.from_mat(path)
-        return PoseModel3D.load(path)
-    except (OSError, ValueError, KeyError) as exc:
-        raise WeightsError(f"cannot load the 3D pose model {path}: {exc}") from exc
-
-
-def _affine_points(m: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    return np.asarray(xy, dtype=np.float64) @ m[:, :2].T + m[:, 2]
 
 
 def _affine_batch(m: np.ndarray, xy: np.ndarray) -> np.ndarray:
@@ -93,68 +75,102 @@ def _affine_batch(m: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return np.einsum("pij,pkj->pki", m[:, :, :2], xy) + m[:, None, :, 2]
 
 
-def _fit_to_image(fit: Any, m: np.ndarray | None) -> Any:
-    """Map a numpy LiftResult from the frame it was lifted in to image pixels through the
-    uniform-scale affine ``m``: projected joints (best and every component's), the centre
-    and the normalisation length. 3D poses are frame-invariant."""
-    if m is None:
-        return fit
-    comps = fit.components
-    updates = {"joints_2d": _affine_points(m, fit.joints_2d)}
-    if getattr(fit, "centre", None) is not None:
-        updates["centre"] = _affine_points(m, fit.centre)
-    if getattr(fit, "norm", None) is not None:
-        updates["norm"] = np.asarray(fit.norm) * m[0, 0]
-    comps = dataclasses.replace(comps, joints_2d=_affine_points(m, comps.joints_2d))
-    return dataclasses.replace(fit, components=comps, **updates)
+def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """(P, 2, 3) o (2, 3): apply ``inner`` first."""
+    lin = outer[:, :, :2] @ inner[:, :2]
+    return np.concatenate([lin, (outer[:, :, :2] @ inner[:, 2])[..., None] + outer[:, :, 2:]],
+                          axis=-1)
 
 
-class _Person:
-    """A person to analyse, before the CNN."""
+def _boxes_scores(found: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A people finder's answer, ``(boxes, scores)`` or a list of ``(box, score)``."""
+    if isinstance(found, tuple) and len(found) == 2 and np.ndim(found[0]) == 2:
+        boxes, scores = found
+    else:
+        pairs = list(found or [])
+        boxes = [b for b, _ in pairs]
+        scores = [s for _, s in pairs]
+    return (np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+            np.asarray(scores, dtype=np.float64).reshape(-1))
 
-    def __init__(self, box: np.ndarray, centre: np.ndarray, source: str, score: float = 1.0):
-        self.box = np.asarray(box, dtype=np.float64)
-        self.centre = np.asarray(centre, dtype=np.float64)
-        self.source = source
-        self.score = float(score)
-        self.crop: np.ndarray | None = None
-        self.crop_to_image: np.ndarray | None = None
-        self.release_centre: tuple[int, int, float] | None = None  # xc, yc, scale
-        self.given_box: np.ndarray | None = None  # a user box as given (original pixels)
+
+@dataclass
+class People:
+    """The people to analyse, in analysed-image pixels."""
+
+    boxes: np.ndarray
+    """(P, 4) x0, y0, x1, y1."""
+    centres: np.ndarray
+    """(P, 2) x, y."""
+    sources: list[str]
+    """'user', 'detector' or 'whole-image' per person."""
+    scores: np.ndarray
+    """(P,) detection scores (1 for user boxes and the whole image)."""
+    release_centres: list[tuple[int, int, float] | None]
+    """Per person: (xc, yc, scale) of the release's resize-pad-crop, or None (warped crop)."""
+    given: np.ndarray | None = None
+    """(P, 4) user boxes as given (original pixels), or None."""
+    messages: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    @staticmethod
+    def make(boxes: Any, scores: Any, source: str, release: Any = None) -> People:
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        return People(b, (b[:, :2] + b[:, 2:]) / 2, [source] * len(b),
+                      np.asarray(scores, dtype=np.float64).reshape(-1),
+                      list(release) if release is not None else [None] * len(b))
+
+
+@dataclass
+class Crops:
+    """Crops and where they came from."""
+
+    images: np.ndarray
+    """(P, S, S, 3) float32 normalised crops."""
+    to_image: np.ndarray
+    """(P, 2, 3) crop pixels -> original-image pixels."""
 
 
 class Estimator:
-    """Finds people, runs the CNN (+ per-stage lifting and fusion) and fills an
+    """Finds people, runs the 2D network (+ per-stage lifting and fusion) and fills an
     ``EstimateResult``. See the module docstring."""
 
-    def __init__(self, model: LiftingCPM, pose_model: Any = None,
-                 person_model: LiftingCPM | None = None, device: str | torch.device | None = None,
+    def __init__(self, model: LiftingCPM | PoseBackend, pose_model: PoseModel3D | None = None,
+                 person_model: LiftingCPM | None = None, device: Any = None,
                  bf16: bool = False, max_pixels: int = MAX_PIXELS,
-                 info: dict[str, Any] | None = None) -> None:
+                 info: dict[str, Any] | None = None,
+                 detector: PeopleFinder | None = find_people) -> None:
         self.device = resolve_device(device)
-        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         self.pose_model = pose_model
-        if pose_model is not None:
-            self.model.attach_pose_model(pose_model)
-        self.person_model = None
+        if isinstance(model, LiftingCPM):
+            self.backend: PoseBackend = CPMBackend(model, pose_model, self.device)
+        else:
+            self.backend = model
+        self.person_finder = None
         if person_model is not None:
             if person_model.config.peaks is None:
                 raise WeightsError("the person network's config has no peak settings "
                                    "(expected a PersonNet)")
-            self.person_model = person_model.eval().to(self.device,
-                                                       memory_format=torch.channels_last)
-        self.bf16 = bool(bf16)
+            self.person_finder = PersonNetFinder(person_model, self.device)
+        self.detector = detector
+        self.notes: list[str] = []
+        """Notes about the set-up (e.g. bf16 not available), added to every result."""
+        self.bf16 = bf16
         self.max_pixels = int(max_pixels)
         self.info = dict(info or {})
 
     # ---- construction --------------------------------------------------------------------
     @classmethod
-    def load(cls, weights: str | os.PathLike[str] | None = None, pose_model: Any = None,
-             device: str | torch.device | None = None,
-             person_weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> Estimator:
+    def load(cls, weights: str | os.PathLike[str] | None = None,
+             pose_model: str | os.PathLike[str] | PoseModel3D | None = None,
+             device: Any = None, person_weights: str | os.PathLike[str] | None = None,
+             **kwargs: Any) -> Estimator:
         """Load CNN weights (default: the bundled ``cpm_default.safetensors``), a 3D model
         (a path, a ``PoseModel3D`` or None for the bundled ``pose3d_default``) and optionally
-        PersonNet weights. Missing files raise ``ModelNotFoundError``."""
+        PersonNet weights. Missing files raise ``ModelNotFoundError``; unreadable ones
+        ``WeightsError``."""
         w = Path(weights) if weights is not None else DEFAULT_CNN
         if not w.is_file():
             what = "default model not found" if weights is None else "CNN weights not found"
@@ -169,102 +185,201 @@ class Estimator:
                     "'poseviewer train-3d' or pass pose_model=<path to a .mat or .safetensors>)")
             pose_model = DEFAULT_POSE_MODEL
         pose_path = str(pose_model) if isinstance(pose_model, (str, os.PathLike)) else None
-        pm = load_pose_model(pose_model)
+        try:
+            pm = load_pose_model(pose_model)
+        except ModelFileNotFoundError as exc:
+            raise ModelNotFoundError(str(exc)) from exc
+        except ModelFileError as exc:
+            raise WeightsError(str(exc)) from exc
         person = load_cpm(person_weights) if person_weights is not None else None
         info = {"weights": str(w), "pose_model": pose_path,
                 "person_weights": None if person_weights is None else str(person_weights)}
         return cls(model, pm, person, device=device, info=info, **kwargs)
 
     @classmethod
-    def default(cls, device: str | torch.device | None = None, **kwargs: Any) -> Estimator:
+    def default(cls, device: Any = None, **kwargs: Any) -> Estimator:
         """The bundled CNN and 3D model (``resources/models``)."""
         return cls.load(None, None, device=device, **kwargs)
 
-    # ---- people ------------------------------------------------------------------------------
-    def _user_people(self, boxes: Any, w: int, h: int, scale: float = 1.0) -> list[_Person]:
-        """People from user boxes given in original image pixels (``w`` x ``h``); the
-        returned boxes and centres are in the analysed image (original times ``scale``)."""
+    @property
+    def model(self) -> Any:
+        """The backend's network (a ``LiftingCPM`` for ``CPMBackend``)."""
+        return getattr(self.backend, "model", None)
+
+    @property
+    def bf16(self) -> bool:
+        """Run the network under bfloat16 autocast. Set where bf16 is not native (a CPU
+        without AVX512-BF16/AMX), it stays off and ``notes`` says so."""
+        return bool(getattr(self.backend, "bf16", False))
+
+    @bf16.setter
+    def bf16(self, on: bool) -> None:
+        on = bool(on)
+        if on and not native_bf16(self.device):
+            note = ("bf16 requested, but this CPU has no native bfloat16 (AVX512-BF16 or "
+                    "AMX): running float32 instead (emulated bf16 is tens of times slower)")
+            if note not in self.notes:
+                self.notes.append(note)
+            on = False
+        if hasattr(self.backend, "bf16"):
+            self.backend.bf16 = on
+        if self.person_finder is not None:
+            self.person_finder.bf16 = on
+
+    # ---- the phases ------------------------------------------------------------------------
+    def load_image(self, image: Any) -> LoadedImage:
+        """Phase 1: the image as RGB uint8 (downscaled above ``max_pixels``)."""
+        return load_image(image, self.max_pixels)
+
+    def people(self, loaded: LoadedImage, boxes: Any = None) -> People:
+        """Phase 2: who to analyse, in analysed-image pixels."""
+        rgb = loaded.rgb
+        h, w = rgb.shape[:2]
+        if boxes is not None:
+            return self._user_people(boxes, *loaded.original_size, loaded.scale)
+        if self.person_finder is not None:
+            found = self.person_finder.centres(rgb)
+            half = self.backend.input_size / 2
+            cs = np.array([[xc, yc] for xc, yc, _, _ in found], dtype=np.float64).reshape(-1, 2)
+            s = np.array([f[2] for f in found], dtype=np.float64)
+            p = People.make(np.c_[cs - half, cs + half] / s[:, None] if len(found) else [],
+                            [f[3] for f in found], "detector",
+                            [(xc, yc, sc) for xc, yc, sc, _ in found])
+            p.centres = cs / s[:, None] if len(found) else p.centres
+            if not len(p):
+                p.messages.append("no person found")
+            return p
+        if self.detector is not None:
+            boxes_, scores = _boxes_scores(self.detector(rgb))
+            if len(boxes_):
+                return People.make(boxes_, scores, "detector")
+        whole = People.make([[0.0, 0.0, w, h]], [1.0], "whole-image")
+        whole.centres = np.array([[w / 2, h / 2]])
+        if self.detector is not None:
+            whole.messages.append("the person detector found nobody; analysing the whole "
+                                  "image as one person")
+        return whole
+
+    def _user_people(self, boxes: Any, w: int, h: int, scale: float) -> People:
+        """User boxes given in original pixels (``w`` x ``h``) -> analysed pixels."""
         arr = np.asarray(boxes, dtype=np.float64)
         if arr.size == 0:
-            return []
+            p = People.make([], [], "user")
+            p.messages.append("no person boxes given")
+            return p
         if arr.ndim == 1:
             arr = arr[None]
         if arr.ndim != 2 or arr.shape[1] != 4 or not np.isfinite(arr).all():
             raise ValueError(f"boxes must be (N, 4) finite x0, y0, x1, y1; got shape "
                              f"{np.shape(boxes)}")
-        people = []
         for b in arr:
             if b[2] <= b[0] or b[3] <= b[1]:
                 raise ValueError(f"box {b.tolist()} is empty (need x1 > x0 and y1 > y0)")
             if b[2] <= 0 or b[3] <= 0 or b[0] >= w or b[1] >= h:
                 raise ValueError(f"box {b.tolist()} lies wholly outside the {w}x{h} image")
-            p = _Person(b * scale, (b[:2] + b[2:]) / 2 * scale, "user")
-            p.given_box = b
-            people.append(p)
-        return people
+        p = People.make(arr * scale, np.ones(len(arr)), "user")
+        p.centres = (arr[:, :2] + arr[:, 2:]) / 2 * scale
+        p.given = arr
+        return p
 
-    def _personnet_people(self, rgb: np.ndarray) -> list[_Person]:
-        pm = self.person_model
-        cfg = pm.config
-        resized, s = release_resize(rgb, cfg)
-        x = torch.from_numpy(normalise(resized, cfg)).permute(2, 0, 1)[None]
-        x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), self._autocast():
-            out = pm(x, read_joints=False)
-        pmap = legacy_resize(out.final.cnn.float(), resized.shape[:2])[0, 0].cpu().numpy()
-        people = []
-        half = self.model.config.input_size / 2
-        for xc, yc in find_person_centres(pmap, cfg.peaks):
-            centre = np.array([xc, yc], dtype=np.float64) / s
-            box = np.array([xc - half, yc - half, xc + half, yc + half]) / s
-            p = _Person(box, centre, "detector", float(pmap[yc, xc]))
-            p.release_centre = (xc, yc, s)
-            people.append(p)
-        return people
-
-    @staticmethod
-    def _detector_people(rgb: np.ndarray) -> list[_Person] | None:
-        """People from ``poseviewer.detect.find_people``; None when that module is absent."""
-        if importlib.util.find_spec("poseviewer.detect") is None:
-            return None
-        detect = importlib.import_module("poseviewer.detect")
-        people = []
-        for box, score in detect.find_people(rgb):
-            b = np.asarray(box, dtype=np.float64)
-            people.append(_Person(b, (b[:2] + b[2:]) / 2, "detector", float(score)))
-        return people
-
-    def _whole_image(self, w: int, h: int) -> _Person:
-        return _Person(np.array([0.0, 0.0, w, h]), np.array([w / 2, h / 2]), "whole-image")
-
-    # ---- crops -------------------------------------------------------------------------------
-    def _prepare(self, rgb: np.ndarray, people: list[_Person]) -> np.ndarray:
-        cfg = self.model.config
-        size = cfg.input_size
+    def crops(self, loaded: LoadedImage, people: People) -> Crops:
+        """Phase 3: one ``input_size`` crop per person and its crop -> original affine."""
+        rgb = loaded.rgb
+        spec = self.backend.input_spec
+        size = self.backend.input_size
         h, w = rgb.shape[:2]
         release_norm = None
-        for p in people:
-            if p.release_centre is None and cfg.joint_reading == "release" \
-                    and p.source == "whole-image":
+        images, to_image = [], []
+        for i in range(len(people)):
+            rc = people.release_centres[i]
+            if rc is None and self.backend.joint_reading == "release" \
+                    and people.sources[i] == "whole-image":
                 s = size / h
-                p.release_centre = (int(round(w * s / 2)), int(round(h * s / 2)), s)
-            if p.release_centre is not None:  # the release's resize + pad + crop
-                xc, yc, s = p.release_centre
+                rc = (int(round(w * s / 2)), int(round(h * s / 2)), s)
+            if rc is not None:  # the release's resize + pad + crop
+                xc, yc, s = rc
                 if release_norm is None:
-                    release_norm = normalise(release_resize(rgb, cfg)[0], cfg)
-                p.crop = crop_centred(release_norm, xc, yc, size)
-                p.crop_to_image = np.array([[1 / s, 0, (xc - size / 2) / s],
-                                            [0, 1 / s, (yc - size / 2) / s]])
+                    release_norm = normalise(release_resize(rgb, spec)[0], spec)
+                images.append(crop_centred(release_norm, xc, yc, size))
+                to_image.append(np.array([[1 / s, 0, (xc - size / 2) / s],
+                                          [0, 1 / s, (yc - size / 2) / s]]))
             else:
-                bw, bh = p.box[2] - p.box[0], p.box[3] - p.box[1]
-                scale = cfg.box_fill * size / max(bw, bh, 1.0)
-                p.crop, p.crop_to_image = warp_crop(rgb, p.centre, scale, cfg)
-        return np.stack([p.crop for p in people])
+                bw, bh = people.boxes[i, 2] - people.boxes[i, 0], \
+                    people.boxes[i, 3] - people.boxes[i, 1]
+                scale = spec.box_fill * size / max(bw, bh, 1.0)
+                crop, m = warp_crop(rgb, people.centres[i], scale, spec)
+                images.append(crop)
+                to_image.append(m)
+        m = np.stack(to_image)
+        if (w, h) != tuple(loaded.original_size):
+            m = m / loaded.scale  # analysed -> original pixels
+        return Crops(np.stack(images), m)
 
-    def _autocast(self):
-        if self.bf16:
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
+    def forward(self, crops: Crops, on_stage: StageCallback | None = None,
+                cancel: Any = None) -> list[StageMaps]:
+        """Phase 4: every stage for every crop at once."""
+        return self.backend.forward(crops.images, on_stage=on_stage, cancel=cancel)
+
+    def map_to_image(self, crops: Crops) -> np.ndarray:
+        """(P, 2, 3) map grid -> original-image pixels."""
+        return _compose(crops.to_image, self.backend.map_to_crop)
+
+    def joints(self, stages: list[StageMaps], map_to_image: np.ndarray) -> list[np.ndarray]:
+        """Phase 5: per stage the (P, J, 2) joints in original-image pixels (the release's
+        reading rounds them, as the release does)."""
+        out = []
+        for s in stages:
+            xy = _affine_batch(map_to_image, s.joints)
+            out.append(np.round(xy) if self.backend.joint_reading == "release" else xy)
+        return out
+
+    def lift(self, stages: list[StageMaps], joints: list[np.ndarray],
+             map_to_image: np.ndarray, cancel: Any = None) -> list[Fit | None]:
+        """Phase 6: per stage the lifting of every person in image pixels: the network's
+        own (moved from the map grid), else one post-hoc lifting of all stages and people
+        at once, else None (no 3D model)."""
+        if any(s.fit is not None for s in stages):
+            return [None if s.fit is None else
+                    Fit.concat([s.fit.select([i]).to_image(map_to_image[i])
+                             for i in range(len(map_to_image))]) for s in stages]
+        if self.pose_model is None or not stages:
+            return [None] * len(stages)
+        check_cancel(cancel)
+        n = len(map_to_image)
+        fit = Fit.from_lift(self.pose_model.lift(
+            np.concatenate(joints), np.concatenate([s.visible for s in stages])))
+        return [fit.select(list(range(t * n, (t + 1) * n))) for t in range(len(stages))]
+
+    def package(self, loaded: LoadedImage, people: People, map_to_image: np.ndarray,
+                stages: list[StageMaps], joints: list[np.ndarray], fits: list[Fit | None],
+                result: EstimateResult) -> None:
+        """Phase 7: persons and stages into ``result`` (original pixels)."""
+        k = loaded.scale
+        ow, oh = loaded.original_size
+        downscaled = loaded.rgb.shape[1::-1] != tuple(loaded.original_size)
+        boxes = people.boxes / k if downscaled else people.boxes
+        centres = people.centres / k if downscaled else people.centres
+        persons = []
+        for i in range(len(people)):
+            box, centre = boxes[i], centres[i]
+            if people.given is not None:
+                box = people.given[i]
+                centre = (box[:2] + box[2:]) / 2
+            elif people.sources[i] == "whole-image":
+                box, centre = np.array([0.0, 0.0, ow, oh]), np.array([ow / 2, oh / 2])
+            persons.append(PersonResult(box=box, centre=centre, source=people.sources[i],
+                                        map_to_image=map_to_image[i],
+                                        score=float(people.scores[i])))
+        for t, s in enumerate(stages):
+            secs = sum(s.seconds.values())
+            for i, person in enumerate(persons):
+                person.stages.append(StageResult(
+                    index=t, cnn_maps=s.cnn[i],
+                    projected_maps=None if s.projected is None else s.projected[i],
+                    fused_maps=s.fused[i], joints_2d=joints[t][i],
+                    confidence=s.confidence[i], visible=s.visible[i],
+                    fit=None if fits[t] is None else fits[t].select([i]), seconds=secs))
+        result.persons = persons
 
     # ---- the run -----------------------------------------------------------------------------
     def estimate(self, image: Any, boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
@@ -272,142 +387,46 @@ class Estimator:
         """Analyse one image (path or array). See the module docstring."""
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
-        t0 = time.perf_counter()
-        loaded = load_image(image, self.max_pixels)
-        rgb = loaded.rgb
-        h, w = rgb.shape[:2]
-        ow, oh = loaded.original_size
-        k = loaded.scale  # analysed / original pixels
+
+        def timed(name: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            out = fn(*args, **kw)
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+            return out
+
+        loaded = timed("load", self.load_image, image)
         messages = list(loaded.messages)
-        if (w, h) != (ow, oh):
+        if loaded.rgb.shape[1::-1] != tuple(loaded.original_size):
             messages.append("the analysis ran on the downscaled copy; joints and boxes are "
                             "reported in original image pixels")
-        timings["load"] = time.perf_counter() - t0
         check_cancel(cancel)
-
-        t0 = time.perf_counter()
-        if boxes is not None:
-            people = self._user_people(boxes, ow, oh, k)
-            if not people:
-                messages.append("no person boxes given")
-        elif self.person_model is not None:
-            people = self._personnet_people(rgb)
-            if not people:
-                messages.append("no person found")
-        else:
-            found = self._detector_people(rgb)
-            if found:
-                people = found
-            else:
-                if found is not None:
-                    messages.append("the person detector found nobody; analysing the whole "
-                                    "image as one person")
-                people = [self._whole_image(w, h)]
-        timings["detect"] = time.perf_counter() - t0
-        cfg = self.model.config
-        result = EstimateResult(image_size=(ow, oh), persons=[], timings=timings,
-                                model=self._model_info(), device=str(self.device),
-                                image_path=loaded.path, messages=messages)
-        if not people:
+        people = timed("detect", self.people, loaded, boxes)
+        messages += people.messages + self.notes
+        result = EstimateResult(image_size=tuple(loaded.original_size), persons=[],
+                                timings=timings, model=self._model_info(),
+                                device=str(self.device), image_path=loaded.path,
+                                messages=messages)
+        if not len(people):
             timings["total"] = time.perf_counter() - t_start
             return result
-
-        t0 = time.perf_counter()
-        crops = self._prepare(rgb, people)
-        if (w, h) != (ow, oh):  # report in original pixels: analysed -> original
-            for p in people:
-                p.crop_to_image = p.crop_to_image / k
-                p.box, p.centre = p.box / k, p.centre / k
-        for p in people:
-            if p.given_box is not None:
-                p.box, p.centre = p.given_box, (p.given_box[:2] + p.given_box[2:]) / 2
-            elif p.source == "whole-image":
-                p.box, p.centre = np.array([0.0, 0.0, ow, oh]), np.array([ow / 2, oh / 2])
-        x = torch.from_numpy(crops).permute(0, 3, 1, 2).to(self.device)
-        x = x.contiguous(memory_format=torch.channels_last)
-        timings["preprocess"] = time.perf_counter() - t0
-        n = len(people)
-
-        def stage_done(t: int, num: int) -> None:
-            if on_stage is not None:
-                for i in range(n):
-                    on_stage(i, t, num)
-
-        t0 = time.perf_counter()
-        with torch.inference_mode(), self._autocast():
-            out = self.model(x, on_stage=stage_done, cancel=cancel)
-        forward = time.perf_counter() - t0
-        lift_s = sum(s.seconds.get("lift", 0.0) for s in out.stages)
-        fusion_s = sum(s.seconds.get("fusion", 0.0) for s in out.stages)
-        timings["cnn"] = forward - lift_s - fusion_s
-        timings["lift"] = lift_s
-        timings["fusion"] = fusion_s
-
-        t0 = time.perf_counter()
-        stride = cfg.stride
-        J = cfg.num_joints
-        crop_to_image = np.stack([p.crop_to_image for p in people])
-        map_to_image = crop_to_image.copy()  # crop_to_image o (map xy -> crop xy = stride xy)
-        map_to_image[:, :, :2] *= stride
-        persons = [PersonResult(box=p.box, centre=p.centre, source=p.source,
-                                map_to_image=map_to_image[i], score=p.score)
-                   for i, p in enumerate(people)]
-        stage_joints = []
-        for s in out.stages:
-            # the network read the joints (grid argmax, or the release reading / stride);
-            # the in-network lift used the same joints, so joints_2d and fit agree
-            xy = s.joints.float().cpu().numpy().astype(np.float64)
-            img_xy = _affine_batch(map_to_image, xy)
-            if cfg.joint_reading == "release":  # the release rounds image positions
-                img_xy = np.round(img_xy)
-            conf = s.confidence.float().cpu().numpy().astype(np.float64)
-            stage_joints.append((img_xy, conf, conf > cfg.visibility_threshold))
-        timings["read"] = time.perf_counter() - t0
-
-        # post-hoc lifting (in image pixels) when the network did not lift per stage
-        posthoc = None
-        if self.pose_model is not None and out.final.lift is None:
-            t0 = time.perf_counter()
-            check_cancel(cancel)
-            joints = torch.from_numpy(np.concatenate([j[0] for j in stage_joints]))
-            vis = torch.from_numpy(np.concatenate([j[2] for j in stage_joints]))
-            posthoc = self.pose_model.lift(joints.to(torch.float64), vis)
-            timings["lift"] += time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        for t, s in enumerate(out.stages):
-            img_xy, conf, vis = stage_joints[t]
-            cnn = s.cnn[:, :J].float().cpu().numpy()
-            fused = s.fused[:, :J].float().cpu().numpy()
-            proj = None if s.projected is None else s.projected[:, :J].float().cpu().numpy()
-            secs = sum(s.seconds.values())
-            for i in range(n):
-                if s.lift is not None:
-                    fit = _fit_to_image(s.lift.select(torch.tensor([i])).numpy(),
-                                        map_to_image[i])
-                elif posthoc is not None:
-                    fit = posthoc.select(torch.tensor([t * n + i])).numpy()
-                else:
-                    fit = None
-                persons[i].stages.append(StageResult(
-                    index=t, cnn_maps=cnn[i], projected_maps=None if proj is None else proj[i],
-                    fused_maps=fused[i], joints_2d=img_xy[i], confidence=conf[i],
-                    visible=vis[i], fit=fit, seconds=secs))
-        timings["results"] = time.perf_counter() - t0
-        result.persons = persons
+        crops = timed("preprocess", self.crops, loaded, people)
+        stages = timed("cnn", self.forward, crops, on_stage, cancel)
+        lift_s = sum(s.seconds.get("lift", 0.0) for s in stages)
+        fusion_s = sum(s.seconds.get("fusion", 0.0) for s in stages)
+        timings["cnn"] -= lift_s + fusion_s
+        timings["lift"], timings["fusion"] = lift_s, fusion_s
+        m = self.map_to_image(crops)
+        joints = timed("read", self.joints, stages, m)
+        fits = timed("lift", self.lift, stages, joints, m, cancel)
+        timed("results", self.package, loaded, people, m, stages, joints, fits, result)
         timings["total"] = time.perf_counter() - t_start
         return result
 
     def _model_info(self) -> dict[str, Any]:
-        cfg = self.model.config
-        fw = self.model.fusion_weights()
         return {
-            "name": cfg.name,
-            "config": cfg.to_dict(),
-            "fusion_active": self.model.fusion_active,
-            "fusion_weights": None if fw is None else fw.detach().cpu().tolist(),
-            "person_network": None if self.person_model is None else
-            self.person_model.config.name,
+            **self.backend.info(),
+            "person_network": None if self.person_finder is None else
+            self.person_finder.name,
             "bf16": self.bf16,
             **self.info,
         }

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from poseviewer.errors import ImageError  # noqa: F401  (raised here; re-exported)
+
 #: Images above this many pixels are downscaled (with a message) before analysis.
 MAX_PIXELS = 40_000_000
 #: Files whose decoded size would exceed this are refused (OpenCV's own limit is 2^30).
@@ -19,10 +21,6 @@ MIN_SIDE = 16
 #: - 0.5 is about 0 after normalisation).
 NEUTRAL_BACKGROUND = (128, 128, 128)
 ALPHA_NOTE = "transparent pixels composited on a neutral grey background"
-
-
-class ImageError(Exception):
-    """The image is missing, unreadable or of an unsupported kind."""
 
 
 @dataclass

@@ -40,3 +40,7 @@ def shared_dir() -> Path:
 def shared_path(*parts: str) -> Path:
     """A path inside the shared folder (it may not exist)."""
     return shared_dir().joinpath(*parts)
+
+#: The bundled 2D network and 3D pose model (our trained ones).
+DEFAULT_CNN = MODELS_DIR / "cpm_default.safetensors"
+DEFAULT_POSE_MODEL = MODELS_DIR / "pose3d_default.safetensors"

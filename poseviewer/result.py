@@ -1,7 +1,21 @@
-"""The one result object per image that every view and every exporter reads.
+"""The result objects every view and exporter reads, and the one table that describes them.
 
 ``EstimateResult`` -> ``persons[p]`` (``PersonResult``) -> ``stages[t]`` (``StageResult``)
--> ``fit`` (a ``poseviewer.lifting.LiftResult`` for one person, N = 1, every component).
+-> ``fit`` (a :class:`Fit`: the lifting of that stage's joints, every mixture component;
+leading axis N = 1 in a stage). A video is a :class:`ResultSequence` of per-frame results.
+
+Everything here is numpy: torch stays inside the models, and :meth:`Fit.from_lift`
+converts a lifting result at the boundary (duck-typed, so this module never imports torch).
+
+The field table
+---------------
+Every stored array is described once, in :data:`PERSON_FIELDS`, :data:`STAGE_FIELDS`,
+:data:`FIT_FIELDS` and :data:`COMPONENT_FIELDS` (:class:`FieldSpec`: name, shape, dtype,
+unit, frame, description, and its key in each file format). The JSON, NPZ and CSV writers
+and readers and ``docs/export-format.md`` follow these tables. Shapes are symbolic and
+bound from the data, never hard-coded: ``J`` 2D joints (14 for CPM-14), ``J3`` 3D joints
+(17 for H36M-17), ``K`` mixture components, ``C`` coefficients (3 translations + the basis
+size of the 3D model).
 
 Conventions
 -----------
@@ -10,21 +24,266 @@ Conventions
   dropped); ``PersonResult.map_to_image`` maps map-grid (x, y, 1) to image (x, y).
 * 3D poses are H36M-17 (``poseviewer.skeleton.H36M17``), x = image right, y = depth away
   from the camera, z = up, in the lifting's size-normalised millimetres (see the lifting
-  spec: every skeleton is scaled to the same total bone size).
-* Everything is numpy (CPU) so views and exporters never touch devices.
+  spec: every skeleton is scaled to the same total bone size). ``EstimateResult.frame_3d``
+  says where the origin is: 'lifting' (the lifting's own frame, near the joint centroid) or
+  'pelvis' (root-relative: every pose's pelvis at the origin, as exports write by default).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from poseviewer.lifting import LiftResult
+#: The lifting's scale cap (lifting spec, step 3): a component whose scale sits exactly here
+#: was refitted with the capped scale.
+SCALE_CAP = -0.001
+
+#: ``EstimateResult.frame_3d`` values: the lifting's own frame, or pelvis at the origin.
+FRAMES_3D = ("lifting", "pelvis")
 
 
+# ---- the field table --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FieldSpec:
+    """One stored field: what it is, and its key in each file format."""
+
+    name: str
+    """Attribute name on the result object."""
+    shape: tuple[str | int, ...]
+    """Per item (person / stage / person's fit), symbolic: J, J3, K, C or a number."""
+    dtype: str
+    """'f8', 'f4', 'i8', 'bool' or 'str'."""
+    unit: str
+    frame: str
+    """Coordinate frame ('image' pixels, 'pose_3d', 'map grid -> image', or '-')."""
+    description: str
+    json: str | None = None
+    """JSON key (default: ``name``)."""
+    npz: str | None = None
+    """NPZ key (default: ``name``)."""
+    csv: str | None = None
+    """CSV column, for per-component scalars repeated on every 3D row (None: not a column)."""
+    optional: bool = False
+    """May be absent (None) in a result, e.g. when the lifting does not provide it."""
+    transform: str | None = None
+    """How the field moves with an image affine: 'point' (x, y), 'length', or None."""
+
+    @property
+    def json_key(self) -> str:
+        return self.json or self.name
+
+    @property
+    def npz_key(self) -> str:
+        return self.npz or self.name
+
+    def concrete_shape(self, dims: dict[str, int]) -> tuple[int, ...]:
+        """The shape with the symbols of ``dims`` substituted."""
+        return tuple(dims[s] if isinstance(s, str) else int(s) for s in self.shape)
+
+    @property
+    def np_dtype(self) -> Any:
+        return {"f8": np.float64, "f4": np.float32, "i8": np.int64, "bool": bool,
+                "str": np.str_}[self.dtype]
+
+
+PERSON_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("box", (4,), "f8", "pixels", "image", "person box x0, y0, x1, y1",
+              npz="boxes", transform="point"),
+    FieldSpec("centre", (2,), "f8", "pixels", "image", "person centre (x, y)",
+              npz="centres", transform="point"),
+    FieldSpec("source", (), "str", "-", "-",
+              "where the person came from: user, detector, whole-image or imported",
+              npz="person_sources"),
+    FieldSpec("score", (), "f8", "-", "-",
+              "detection score (1.0 for user boxes, the whole image, imported joints)",
+              npz="person_scores"),
+    FieldSpec("map_to_image", (2, 3), "f8", "-", "map grid -> image",
+              "affine: image_xy = M @ (map_x, map_y, 1)"),
+)
+
+STAGE_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("joints_2d", ("J", 2), "f8", "pixels", "image",
+              "CPM-14 joints read from this stage's maps (x, y)", transform="point"),
+    FieldSpec("confidence", ("J",), "f8", "-", "-",
+              "per-joint confidence (belief-map peak; imported: the file's score)"),
+    FieldSpec("visible", ("J",), "bool", "-", "-",
+              "confidence above the model's threshold: used by the lifting"),
+    FieldSpec("seconds", (), "f8", "seconds", "-", "wall time of the stage",
+              npz="stage_seconds"),
+)
+
+FIT_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("lifted", (), "bool", "-", "-",
+              "lifting succeeded (False, with NaN outputs, when < 5 joints were visible)"),
+    FieldSpec("component", (), "i8", "-", "-", "best mixture component (argmin of score)",
+              json="best_component", npz="best_component"),
+    FieldSpec("pose_3d", ("J3", 3), "f8", "size-normalised mm", "pose_3d",
+              "the best component's 3D pose, H36M-17"),
+    FieldSpec("joints_2d", ("J3", 2), "f8", "pixels", "image",
+              "the best component's pose projected back into the image",
+              npz="fit_joints_2d", transform="point"),
+    FieldSpec("centre", (2,), "f8", "pixels", "image",
+              "the lifting's step-1 centre (mean of the visible joints)",
+              json="lift_centre", npz="fit_centre", optional=True, transform="point"),
+    FieldSpec("norm", (), "f8", "pixels", "image",
+              "the lifting's step-1 scale m = (min y - max y) / 2 (negative)",
+              json="lift_norm", npz="fit_norm", optional=True, transform="length"),
+    FieldSpec("joint_cov", ("J3", 3, 3), "f8", "mm^2", "pose_3d",
+              "posterior covariance of each joint of the best component's pose (relative "
+              "to its joint centroid)", optional=True),
+)
+
+COMPONENT_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("pose_3d", ("K", "J3", 3), "f8", "size-normalised mm", "pose_3d",
+              "each component's 3D pose", npz="components_pose_3d"),
+    FieldSpec("joints_2d", ("K", "J3", 2), "f8", "pixels", "image",
+              "each component's pose projected back into the image",
+              npz="components_joints_2d", transform="point"),
+    FieldSpec("score", ("K",), "f8", "-", "-",
+              "residual + log-det x scale^2; the best component minimises it",
+              npz="components_score", csv="score"),
+    FieldSpec("residual", ("K",), "f8", "pixels^2 (normalised)", "-",
+              "least-squares residual at the chosen yaw", npz="components_residual",
+              csv="residual"),
+    FieldSpec("scale", ("K",), "f8", "-", "-",
+              "the fitted scale (negative; exactly -0.001 where capped)",
+              npz="components_scale", csv="scale"),
+    FieldSpec("yaw", ("K",), "f8", "radians", "pose_3d", "chosen yaw theta*",
+              npz="components_yaw", csv="yaw_rad"),
+    FieldSpec("capped", ("K",), "bool", "-", "-",
+              "the scale was capped at -0.001 (lifting spec step 3)",
+              npz="components_capped", csv="capped"),
+    FieldSpec("coeffs", ("K", "C"), "f8", "-", "-",
+              "c_1..c_C: 3 translations then the basis coefficients, divided by the scale",
+              npz="components_coeffs", optional=True),
+    FieldSpec("joint_cov", ("K", "J3", 3, 3), "f8", "mm^2", "pose_3d",
+              "posterior covariance of each joint of each component's pose",
+              npz="components_joint_cov", optional=True),
+)
+
+#: Symbols of the shapes above.
+SHAPE_SYMBOLS = {"J": "2D joints (14, CPM-14)", "J3": "3D joints (17, H36M-17)",
+                 "K": "mixture components", "C": "coefficients: 3 + the basis size"}
+
+
+def _np(x: Any) -> Any:
+    """A torch tensor or array-like -> numpy (no torch import here)."""
+    if x is None:
+        return None
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _affine(m: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    return np.asarray(xy, dtype=np.float64) @ m[:, :2].T + m[:, 2]
+
+
+def _move(spec: FieldSpec, value: Any, m: np.ndarray) -> Any:
+    if value is None or spec.transform is None:
+        return value
+    if spec.transform == "point":
+        return _affine(m, value)
+    return np.asarray(value) * m[0, 0]  # 'length' under a uniform-scale affine
+
+
+# ---- the lifting, numpy -------------------------------------------------------------------------
+@dataclass
+class ComponentFit:
+    """Every mixture component's fit, leading dims (N, K); see :data:`COMPONENT_FIELDS`."""
+
+    pose_3d: np.ndarray
+    joints_2d: np.ndarray
+    score: np.ndarray
+    residual: np.ndarray
+    scale: np.ndarray
+    yaw: np.ndarray
+    capped: np.ndarray
+    coeffs: np.ndarray | None = None
+    joint_cov: np.ndarray | None = None
+
+
+@dataclass
+class Fit:
+    """The lifting of N people (numpy); see :data:`FIT_FIELDS`. In a ``StageResult`` N = 1."""
+
+    lifted: np.ndarray
+    component: np.ndarray
+    pose_3d: np.ndarray
+    joints_2d: np.ndarray
+    components: ComponentFit
+    centre: np.ndarray | None = None
+    norm: np.ndarray | None = None
+    joint_cov: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(np.shape(self.lifted)[0])
+
+    @classmethod
+    def from_lift(cls, lift: Any) -> Fit:
+        """Copy a lifting result (``poseviewer.lifting.LiftResult``, torch or numpy) into
+        numpy, field by field from the table; ``capped`` from its ``scale``."""
+        comps = lift.components
+        ckw = {f.name: _np(getattr(comps, f.name, None)) for f in COMPONENT_FIELDS
+               if f.name != "capped"}
+        ckw["scale"] = ckw["scale"].astype(np.float64)
+        ckw["capped"] = np.isclose(ckw["scale"], SCALE_CAP, rtol=0.0, atol=1e-12)
+        kw = {f.name: _np(getattr(lift, f.name, None)) for f in FIT_FIELDS}
+        kw["lifted"] = kw["lifted"].astype(bool)
+        kw["component"] = kw["component"].astype(np.int64)
+        return cls(components=ComponentFit(**ckw), **kw)
+
+    def select(self, idx: Any) -> Fit:
+        """People ``idx`` (an int, a slice or an index array), keeping the leading axis."""
+        ii = [idx] if isinstance(idx, (int, np.integer)) else idx
+
+        def take(x: Any) -> Any:
+            return None if x is None else np.asarray(x)[ii]
+
+        comps = ComponentFit(**{f.name: take(getattr(self.components, f.name))
+                                for f in dataclasses.fields(ComponentFit)})
+        return Fit(components=comps, **{f.name: take(getattr(self, f.name))
+                                        for f in dataclasses.fields(Fit)
+                                        if f.name != "components"})
+
+    @staticmethod
+    def concat(fits: Sequence[Fit]) -> Fit:
+        """The people of several fits, stacked in order."""
+
+        def cat(vals: list[Any]) -> Any:
+            return None if vals[0] is None else np.concatenate(vals)
+
+        comps = ComponentFit(**{f.name: cat([getattr(x.components, f.name) for x in fits])
+                                for f in dataclasses.fields(ComponentFit)})
+        return Fit(components=comps, **{f.name: cat([getattr(x, f.name) for x in fits])
+                                        for f in dataclasses.fields(Fit)
+                                        if f.name != "components"})
+
+    def to_image(self, m: np.ndarray) -> Fit:
+        """The fit moved through the uniform-scale affine ``m`` (2, 3) into the image: every
+        field the table marks as a point or a length; 3D poses are frame-invariant."""
+        comps = dataclasses.replace(self.components, **{
+            f.name: _move(f, getattr(self.components, f.name), m) for f in COMPONENT_FIELDS
+            if f.transform})
+        return dataclasses.replace(self, components=comps, **{
+            f.name: _move(f, getattr(self, f.name), m) for f in FIT_FIELDS if f.transform})
+
+    def root_relative(self, root: int = 0) -> Fit:
+        """The same fit with every 3D pose moved so that joint ``root`` (the pelvis) is at
+        the origin (bone vectors, projections and scores unchanged)."""
+        pose = np.asarray(self.pose_3d)
+        comp = np.asarray(self.components.pose_3d)
+        return dataclasses.replace(
+            self, pose_3d=pose - pose[..., root:root + 1, :],
+            components=dataclasses.replace(self.components,
+                                           pose_3d=comp - comp[..., root:root + 1, :]))
+
+
+# ---- per image ------------------------------------------------------------------------------
 @dataclass
 class StageResult:
     """One CNN stage of one person."""
@@ -43,10 +302,14 @@ class StageResult:
     """(14,) float64: per-joint confidence."""
     visible: np.ndarray
     """(14,) bool: joints judged visible (confidence above the model's threshold)."""
-    fit: LiftResult | None
+    fit: Fit | None
     """The lifting of ``joints_2d`` (N = 1, every component), or None if not run."""
     seconds: float = 0.0
     """Wall time of this stage (CNN + lifting + fusion)."""
+
+    def __post_init__(self) -> None:
+        if self.fit is not None and not isinstance(self.fit, Fit):  # a lifting result
+            self.fit = Fit.from_lift(self.fit)
 
 
 @dataclass
@@ -58,7 +321,7 @@ class PersonResult:
     centre: np.ndarray
     """(2,) float64 person centre in image pixels (x, y)."""
     source: str
-    """Where the person came from: 'user', 'detector' or 'whole-image'."""
+    """Where the person came from: 'user', 'detector', 'whole-image' or 'imported'."""
     map_to_image: np.ndarray
     """(2, 3) float64 affine: image_xy = map_to_image @ (map_x, map_y, 1)."""
     stages: list[StageResult] = field(default_factory=list)
@@ -88,15 +351,82 @@ class EstimateResult:
     these pixels, even when the analysis ran on a downscaled copy (see ``messages``)."""
     persons: list[PersonResult]
     timings: dict[str, float]
-    """Seconds per phase: 'preprocess', 'detect', 'cnn', 'lift', 'fusion', 'total', ..."""
+    """Seconds per phase: 'load', 'people', 'crops', 'forward', 'joints', 'lift', ..."""
     model: dict[str, Any]
     """Model info: name, version, settings, weight files."""
     device: str
     image_path: str | None = None
     messages: list[str] = field(default_factory=list)
     """Notes for the user (e.g. 'no person found', 'image downscaled from ...')."""
+    frame_3d: str = "lifting"
+    """Origin of the 3D poses: 'lifting' (the lifting's own frame) or 'pelvis'."""
 
     @property
     def num_stages(self) -> int:
         """Number of CNN stages (0 when nobody was found)."""
         return len(self.persons[0].stages) if self.persons else 0
+
+    def root_relative(self) -> EstimateResult:
+        """A copy whose 3D poses have the pelvis at the origin (``frame_3d = 'pelvis'``);
+        2D joints, maps and scores are shared, not copied."""
+        if self.frame_3d == "pelvis":
+            return self
+        persons = [dataclasses.replace(p, stages=[
+            dataclasses.replace(s, fit=None if s.fit is None else s.fit.root_relative())
+            for s in p.stages]) for p in self.persons]
+        return dataclasses.replace(self, persons=persons, frame_3d="pelvis")
+
+
+@dataclass
+class ResultSequence:
+    """Per-frame results of a sequence (a video): frame i is ``frames[i]``."""
+
+    frames: list[EstimateResult] = field(default_factory=list)
+    times: list[float] | None = None
+    """Seconds from the start of each frame, or None (frame index only)."""
+    source: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i: int) -> EstimateResult:
+        return self.frames[i]
+
+    def __iter__(self) -> Iterator[EstimateResult]:
+        return iter(self.frames)
+
+    @classmethod
+    def of(cls, frames: Sequence[EstimateResult], **kw: Any) -> ResultSequence:
+        """A sequence of the given results."""
+        return cls(frames=list(frames), **kw)
+
+
+# ---- the table as documentation -------------------------------------------------------------
+def field_table_markdown() -> str:
+    """The field table as the Markdown block of docs/export-format.md (``python -m
+    poseviewer.result`` prints it)."""
+
+    def shape(s: FieldSpec, lead: str) -> str:
+        dims = ", ".join([lead, *(str(d) for d in s.shape)]) if lead else \
+            ", ".join(str(d) for d in s.shape)
+        return f"({dims})"
+
+    lines = ["| level | field | JSON key | NPZ key (shape) | dtype | unit | frame | meaning |",
+             "|---|---|---|---|---|---|---|---|"]
+    for level, specs, lead in (("person", PERSON_FIELDS, "P"), ("stage", STAGE_FIELDS, "P, T"),
+                               ("fit", FIT_FIELDS, "P, T"),
+                               ("component", COMPONENT_FIELDS, "P, T")):
+        for s in specs:
+            opt = " (optional)" if s.optional else ""
+            lines.append(f"| {level} | `{s.name}`{opt} | `{s.json_key}` | "
+                         f"`{s.npz_key}` {shape(s, lead)} | {s.dtype} | {s.unit} | "
+                         f"{s.frame} | {s.description} |")
+    lines.append("")
+    lines.append("Shape symbols: " + "; ".join(f"`{k}` {v}" for k, v in SHAPE_SYMBOLS.items())
+                 + ". JSON holds one person/stage at a time (no `P, T`); a component's "
+                 "fields are one entry of `components` each (no `K`).")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(field_table_markdown(), end="")

@@ -213,16 +213,10 @@ def h36m_to_cpm(x: Any) -> Any:
 
     Works on numpy arrays and torch tensors (returns the same kind, on the same device).
     """
-    if hasattr(x, "index_select"):  # a torch tensor (torch is imported only then)
-        import torch
-
-        if x.dim() < 2 or x.shape[-2] != 17:
-            raise ValueError(f"h36m_to_cpm: expected (..., 17, D), got {tuple(x.shape)}")
-        idx = torch.as_tensor(CPM_TO_H36M, device=x.device)
-        return x.index_select(x.dim() - 2, idx)
-    x = np.asarray(x)
+    if not hasattr(x, "index_select"):  # a torch tensor is indexed as it is (no torch here)
+        x = np.asarray(x)
     if x.ndim < 2 or x.shape[-2] != 17:
-        raise ValueError(f"h36m_to_cpm: expected (..., 17, D), got {x.shape}")
+        raise ValueError(f"h36m_to_cpm: expected (..., 17, D), got {tuple(x.shape)}")
     return x[..., CPM_TO_H36M, :]
 
 

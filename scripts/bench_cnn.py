@@ -156,7 +156,8 @@ def bench_estimate(cfg: CPMConfig, repeat: int) -> dict[str, float] | None:
     except ImportError:
         print("  (poseviewer.lifting not available: skipping the lifting/fusion figures)")
         return None
-    from poseviewer.estimator import Estimator, load_pose_model
+    from poseviewer.estimator import Estimator
+    from poseviewer.lifting import load_pose_model
 
     path = find_pose_model()
     if path is None:
@@ -201,7 +202,8 @@ def bf16_effect(repeat: int, weights: str | None) -> dict[str, float] | None:
     reference test image and the first LSPET photos (when ../shared has them): max |diff|
     of the fused maps over all stages, joint moves in pixels, time."""
     from poseviewer.cnn import load_cpm
-    from poseviewer.estimator import DEFAULT_CNN, Estimator, load_pose_model
+    from poseviewer.estimator import DEFAULT_CNN, Estimator
+    from poseviewer.lifting import load_pose_model
     from poseviewer.paths import shared_path
 
     path = Path(weights) if weights else DEFAULT_CNN

@@ -43,7 +43,8 @@ def make_estimator(kind: str, stages: int):
 
     from poseviewer.cnn import LiftingCPM, tiny_test
     from poseviewer.cnn.config import CPMConfig
-    from poseviewer.estimator import DEFAULT_POSE_MODEL, Estimator, load_pose_model
+    from poseviewer.estimator import DEFAULT_POSE_MODEL, Estimator
+    from poseviewer.lifting import load_pose_model
 
     if kind == "default":
         return Estimator.default(device="cpu")

@@ -44,8 +44,8 @@ GRID = 46
 @functools.cache
 def bundled_pose_model():
     """The bundled 3D pose model (resources/models; committed, no shared data needed)."""
-    from poseviewer.export import DEFAULT_POSE_MODEL
     from poseviewer.lifting import PoseModel3D
+    from poseviewer.paths import DEFAULT_POSE_MODEL
 
     if not DEFAULT_POSE_MODEL.is_file():
         pytest.skip(f"the bundled 3D model {DEFAULT_POSE_MODEL} is missing")
@@ -125,9 +125,8 @@ class FakeEstimator:
             if self.delay:
                 time.sleep(self.delay)
             check_cancel(cancel)
-            for p in range(len(res.persons)):
-                if on_stage is not None:
-                    on_stage(p, t, self.stages)
+            if on_stage is not None:  # once per stage, for every person at once
+                on_stage(t, self.stages)
         return res
 
 
@@ -580,20 +579,22 @@ def test_export_every_format_and_read_back(qtbot, settings, tmp_path, messages):
     for t in range(3):
         np.testing.assert_allclose(back.persons[0].stages[t].joints_2d,
                                    res.persons[0].stages[t].joints_2d)
+        comps = res.persons[0].stages[t].fit.components.pose_3d  # exported root-relative
         np.testing.assert_allclose(back.persons[0].stages[t].fit.components.pose_3d,
-                                   res.persons[0].stages[t].fit.components.pose_3d)
+                                   comps - comps[..., :1, :])
     nz = export.read_npz(out["npz"])
     np.testing.assert_allclose(nz.persons[0].stages[2].fused_maps,
                                res.persons[0].stages[2].fused_maps)  # maps saved too
     rows = list(csv.DictReader(out["csv"].open()))
     pose = np.asarray(s1.fit.components.pose_3d[0, k])
+    pose = pose - pose[0]  # pelvis at the origin
     r3 = [r for r in rows if r["kind"] == "3d" and r["stage"] == "1"
           and r["component"] == str(k)]
     assert [r["joint"] for r in r3] == list(H36M17.joints)
     got = np.array([[float(r[c]) for c in "xyz"] for r in r3])
     np.testing.assert_allclose(got, pose, rtol=1e-12)
     assert len([r for r in rows if r["kind"] == "2d"]) == 3 * 14
-    # BVH: the component on screen, faithful values (one frame)
+    # BVH: the component on screen, root at the origin (one frame)
     text = out["bvh"].read_text()
     assert text == export.bvh_text(pose)
     assert text.startswith("HIERARCHY") and "Frames: 1" in text
@@ -646,8 +647,8 @@ def test_import_joints_and_reopen_result(qtbot, settings, tmp_path, messages, ar
         win.open_result(saved)
     again = win.state.result
     assert again.num_stages == 2
-    np.testing.assert_allclose(again.persons[0].final.fit.pose_3d,
-                               res.persons[0].final.fit.pose_3d)
+    pose = res.persons[0].final.fit.pose_3d  # saved root-relative (pelvis at 0)
+    np.testing.assert_allclose(again.persons[0].final.fit.pose_3d, pose - pose[..., :1, :])
     assert win.state.image.shape == (400, 320, 3)
 
 
@@ -691,7 +692,7 @@ def test_real_estimator_in_the_window(qtbot, settings, tmp_path, artifacts_dir):
     est = tiny_estimator(fusion=True, stages=3)
     win = make_window(qtbot, settings, est)
     stages_seen: list[int] = []
-    win.worker.progress.connect(lambda p, t, n: stages_seen.append(t))
+    win.worker.progress.connect(lambda t, n: stages_seen.append(t))
     open_and_wait(qtbot, win, write_image(tmp_path / "p.png"), timeout=60000)
     res = win.state.result
     assert stages_seen == [0, 1, 2]

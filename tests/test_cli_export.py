@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import require_shared
 
-import poseviewer.export.importers as importers_mod
+import poseviewer.paths as paths_mod
 from poseviewer.cli import main
 from poseviewer.export import read_joints_2d, read_json, read_npz
 
@@ -140,21 +140,22 @@ def test_lift_command(tmp_path, ref, monkeypatch, capsys) -> None:
     model = PoseModel3D.from_mat(_mat())
     joints = np.where(item.visible[..., None], item.joints_2d, 0.0)
     want = model.lift(joints, item.visible).numpy()
-    np.testing.assert_allclose(one.persons[0].pose_3d, np.asarray(want.pose_3d)[0], atol=1e-9)
+    want_pose = np.asarray(want.pose_3d)[0]  # exported root-relative (pelvis at 0)
+    np.testing.assert_allclose(one.persons[0].pose_3d, want_pose - want_pose[0], atol=1e-9)
     coco = json.loads((out / "keypoints_coco.json").read_text())
     assert len(coco["images"]) == 2 and len(coco["annotations"]) == 3
 
     assert main(["lift", str(src), "--out", str(out), "--model",
                  str(tmp_path / "none.mat")]) == 2
     assert "3D pose model not found" in capsys.readouterr().err
-    monkeypatch.setattr(importers_mod, "DEFAULT_POSE_MODEL", tmp_path / "pose3d.safetensors")
+    monkeypatch.setattr(paths_mod, "DEFAULT_POSE_MODEL", tmp_path / "pose3d.safetensors")
     assert main(["lift", str(src), "--out", str(out)]) == 2
     assert "bundled 3D model" in capsys.readouterr().err
 
 
 def test_finish_batch_exit_codes_and_coco_failure(tmp_path, capsys) -> None:
     """The one end-of-batch helper both commands use: COCO file, report, exit code."""
-    from poseviewer.export.batch import CocoCollector, Report, finish_batch
+    from poseviewer.commands._batch import CocoCollector, Report, finish_batch
     from poseviewer.result import EstimateResult
 
     def report(name: str) -> Report:

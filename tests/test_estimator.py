@@ -289,7 +289,7 @@ def test_downscaled_image_results_are_in_original_pixels(monkeypatch):
     crop = p.map_to_image @ np.array([[0, 0, 1], [16, 16, 1]]).T
     assert (p.final.joints_2d >= crop[:, 0] - 1e-9).all()
     assert (p.final.joints_2d <= crop[:, 1] + 1e-9).all()
-    monkeypatch.setattr(Estimator, "_detector_people", staticmethod(lambda rgb: None))
+    est.detector = None  # no person detector: the whole image
     whole = est.estimate(img).persons[0]
     assert whole.source == "whole-image" and np.array_equal(whole.box, [0, 0, 200, 200])
 
@@ -364,11 +364,11 @@ def test_stage_callback_sequence_and_cancel():
     est = _estimator()
     calls = []
     est.estimate(_photo(), boxes=[[0, 0, 50, 50], [10, 10, 80, 110]],
-                 on_stage=lambda p, t, n: calls.append((p, t, n)))
-    assert calls == [(p, t, 3) for t in range(3) for p in range(2)]
+                 on_stage=lambda t, n: calls.append((t, n)))
+    assert calls == [(t, 3) for t in range(3)]  # once per stage, for both people at once
     token = CancelToken()
 
-    def stop(p, t, n):
+    def stop(t, n):
         token.cancel()
 
     with pytest.raises(Cancelled):
@@ -495,7 +495,6 @@ def test_release_reading_with_fusion_lifts_the_reported_joints(pose_model, monke
     """joint_reading='release' + fusion: the in-network lift (fit, projected maps) uses the
     joints and visibility the result reports (the release reading: confidence on the maps
     resized to the crop), not the map-grid reading."""
-    monkeypatch.setattr(Estimator, "_detector_people", staticmethod(lambda rgb: None))
     base = {**tiny_test(fusion=True).to_dict(), "box_fill": 1.0, "joint_reading": "release",
             "report_joints": "cnn"}  # the lifted joints (not re-read from the fused maps)
     img = _photo(64, 90, seed=3)  # height 64 = crop: scale 1, integral release centre
@@ -503,7 +502,8 @@ def test_release_reading_with_fusion_lifts_the_reported_joints(pose_model, monke
     def run(threshold):
         torch.manual_seed(5)
         cfg = CPMConfig.from_dict({**base, "visibility_threshold": threshold})
-        return Estimator(LiftingCPM(cfg), pose_model, device="cpu").estimate(img).persons[0]
+        return Estimator(LiftingCPM(cfg), pose_model, device="cpu",
+                         detector=None).estimate(img).persons[0]
 
     # a threshold between a joint's release and grid confidences, with >= 5 joints visible
     s0 = run(-1e9).stages[0]

@@ -191,9 +191,12 @@ def test_lifted_poses_of_every_component_round_trip(tmp_path) -> None:
     assert np.isclose(np.asarray(fit.components.scale), -0.001).any()  # a capped one is in
     for n in range(xy.shape[0]):
         for k in [None, 0, 1, 2]:
-            path = write_bvh(result, tmp_path / "p.bvh", person=n, component=k)
+            path = write_bvh(result, tmp_path / "p.bvh", person=n, component=k,
+                             frame="lifting")
             want = np.asarray(fit.pose_3d)[n] if k is None else comps[n, k]
             assert np.abs(recovered_pose(path.read_text()) - want).max() < 1.0, (n, k)
-    centred = write_bvh(result, tmp_path / "c.bvh", person=20, component=0, centre=True)
+    # by default the root (pelvis) sits at the origin: the same pose, moved
+    centred = write_bvh(result, tmp_path / "c.bvh", person=20, component=0)
     got = recovered_pose(centred.read_text())
     np.testing.assert_allclose(got, comps[20, 0] - comps[20, 0, 0], atol=1.0)
+    np.testing.assert_array_equal(got[0], [0.0, 0.0, 0.0])

@@ -6,26 +6,14 @@ matches, else a plain grey canvas of the result's size."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from poseviewer.paths import DEFAULT_POSE_MODEL
 from poseviewer.result import EstimateResult
-
-_model_lock = threading.Lock()
-_pose_model: Any = None
-
-
-def pose_model() -> Any:
-    """The bundled 3D pose model, loaded once."""
-    global _pose_model
-    with _model_lock:
-        if _pose_model is None:
-            from poseviewer.export import load_pose_model
-
-            _pose_model = load_pose_model()
-        return _pose_model
 
 
 def _grey(size: tuple[int, int]) -> np.ndarray:
@@ -54,21 +42,17 @@ def backdrop(result: EstimateResult, named: str | None, beside: Path,
     return _grey((w, h)), note
 
 
-def lift_joints_file(path: Any, current: np.ndarray | None) -> tuple[EstimateResult, np.ndarray]:
-    """Read 2D joints (COCO keypoints or our JSON) and lift them with the bundled 3D model."""
-    from poseviewer.export import (
-        DEFAULT_POSE_MODEL,
-        ImportFormatError,
-        lift_imported,
-        read_joints_2d,
-    )
+def lift_joints_file(path: Any, current: np.ndarray | None, model: Any
+                     ) -> tuple[EstimateResult, np.ndarray]:
+    """Read 2D joints (COCO keypoints or our JSON) and lift them with ``model``."""
+    from poseviewer.export import ImportFormatError, lift_imported, read_joints_2d
 
     path = Path(path)
     items = read_joints_2d(path)
     if not items:
         raise ImportFormatError(f"{path}: no people found in the file")
     item = items[0]
-    result = lift_imported(item, pose_model(), model_path=str(DEFAULT_POSE_MODEL))
+    result = lift_imported(item, model, model_path=str(DEFAULT_POSE_MODEL))
     if len(items) > 1:
         result.messages.append(f"the file holds {len(items)} images; showing the first "
                                f"({item.image or 'unnamed'})")
@@ -90,4 +74,30 @@ def load_result_file(path: Any, current: np.ndarray | None) -> tuple[EstimateRes
     return result, image
 
 
-FILE_FUNCTIONS = {"lift": lift_joints_file, "load": load_result_file}
+class FileJobs:
+    """The worker's file jobs of one window, holding the bundled 3D model once loaded."""
+
+    def __init__(self, load_model: Callable[[], Any] | None = None) -> None:
+        self._load_model = load_model
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def pose_model(self) -> Any:
+        """The bundled 3D pose model, loaded on first use."""
+        with self._lock:
+            if self._model is None:
+                if self._load_model is None:
+                    from poseviewer.lifting import load_pose_model
+
+                    self._model = load_pose_model()
+                else:
+                    self._model = self._load_model()
+            return self._model
+
+    def lift(self, path: Any, current: np.ndarray | None) -> tuple[EstimateResult, np.ndarray]:
+        """Lift the 2D joints in ``path`` with the bundled 3D model."""
+        return lift_joints_file(path, current, self.pose_model())
+
+    def functions(self) -> dict[str, Callable[[Any, Any], Any]]:
+        """Request kind -> job, for the worker."""
+        return {"lift": self.lift, "load": load_result_file}

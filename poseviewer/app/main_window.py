@@ -32,18 +32,14 @@ from poseviewer.app.state import MAP_KIND_LABELS, MAP_KINDS, ViewerState
 from poseviewer.app.view3d import Pose3DPanel, can_render
 from poseviewer.app.worker import WorkerController
 from poseviewer.atomic import atomic_write_with
+from poseviewer.export.registry import EXPORTERS, ExportOptions
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp);;All files (*)"
 MAX_RECENT = 10
 
-#: Export formats: key -> (menu label, file filter, default suffix).
+#: Export formats: key -> (menu label, file filter, default suffix), from the registry.
 EXPORT_FORMATS: dict[str, tuple[str, str, str]] = {
-    "json": ("JSON (full result)...", "JSON (*.json)", ".json"),
-    "csv": ("CSV (long format)...", "CSV (*.csv)", ".csv"),
-    "npz": ("NPZ (numpy arrays)...", "NumPy archive (*.npz)", ".npz"),
-    "bvh": ("BVH (3D pose for Blender, ...)...", "BVH (*.bvh)", ".bvh"),
-    "coco": ("COCO keypoints (2D)...", "COCO JSON (*.json)", ".coco.json"),
-}
+    key: (e.label, e.file_filter, e.suffix) for key, e in EXPORTERS.items()}
 
 
 def default_estimator_factory() -> Any:
@@ -105,7 +101,9 @@ class MainWindow(QMainWindow):
         if estimator_factory is None:
             estimator_factory = default_estimator_factory
         if file_functions is None:
-            from poseviewer.app.loaders import FILE_FUNCTIONS as file_functions
+            from poseviewer.app.loaders import FileJobs
+
+            file_functions = FileJobs().functions()
         self.worker = WorkerController(estimator_factory, file_functions, parent=self)
         self.worker.progress.connect(self.on_progress)
         self.worker.succeeded.connect(self.on_succeeded)
@@ -405,12 +403,11 @@ class MainWindow(QMainWindow):
 
     # ---- worker answers ---------------------------------------------------------------------
     @Slot(int, int, int)
-    def on_progress(self, person: int, stage: int, num: int) -> None:
-        """A stage finished in the worker."""
+    def on_progress(self, stage: int, num: int) -> None:
+        """A stage finished in the worker (for every person at once)."""
         self.progress_bar.setRange(0, max(num, 1))
         self.progress_bar.setValue(stage + 1)
-        who = f"person {person + 1}, " if person else ""
-        self.statusBar().showMessage(f"Running: {who}stage {stage + 1}/{num}")
+        self.statusBar().showMessage(f"Running: stage {stage + 1}/{num}")
 
     @Slot(object)
     def on_image_loaded(self, rgb: Any) -> None:
@@ -501,18 +498,10 @@ class MainWindow(QMainWindow):
             self.report_error("export", "Nothing to export yet: open an image first.")
             return None
         st = self.state
-        try:
-            from poseviewer import export as exporters
-
-            if key == "bvh":  # the pose on screen: person, stage, component
-                out = exporters.write_bvh(st.result, path, person=st.person, stage=st.stage,
-                                          component=st.component)
-            elif key == "coco":  # the 2D joints of the stage on screen
-                out = exporters.write_coco(st.result, path, stage=st.stage)
-            elif key == "npz":
-                out = exporters.write_npz(st.result, path, save_maps=True)
-            else:
-                out = getattr(exporters, f"write_{key}")(st.result, path)
+        try:  # BVH: the pose on screen; COCO: the stage on screen; NPZ: with the maps
+            opts = ExportOptions(save_maps=True, person=st.person, stage=st.stage,
+                                 component=st.component)
+            out = EXPORTERS[key].write(st.result, path, opts)
         except Exception as exc:
             self.report_error("export", f"{key.upper()} to {path}: {exc}")
             return None

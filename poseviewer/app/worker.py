@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from poseviewer.cnn.cancel import Cancelled, CancelToken
+from poseviewer.errors import (
+    Cancelled,
+    CancelToken,
+    ImageError,
+    ImportFormatError,
+    ModelError,
+    PoseviewerError,
+)
 
 
 @dataclass
@@ -43,8 +50,8 @@ class Request:
 class EstimateWorker(QObject):
     """Lives in the worker thread; ``run`` is invoked by a queued signal."""
 
-    progress = Signal(int, int, int, int)
-    """request id, person index, stage index (0-based, finished), number of stages."""
+    progress = Signal(int, int, int)
+    """request id, stage index (0-based, finished for every person), number of stages."""
     succeeded = Signal(int, object, object, float)
     """request id, EstimateResult, RGB image (or None), seconds."""
     failed = Signal(int, str, str)
@@ -89,7 +96,7 @@ class EstimateWorker(QObject):
         except Cancelled:
             self.cancelled.emit(req.id)
         except Exception as exc:  # every error becomes a message, never a crash
-            if type(exc).__name__ == "Cancelled" or req.token.cancelled:
+            if req.token.cancelled:
                 self.cancelled.emit(req.id)
             else:
                 self.failed.emit(req.id, _error_kind(exc), _message(exc))
@@ -122,38 +129,37 @@ class EstimateWorker(QObject):
             m for m in (result.messages or []) if m not in loaded.messages]
         return result, rgb
 
-    def _on_stage(self, person: int, stage: int, num_stages: int) -> None:
+    def _on_stage(self, stage: int, num_stages: int) -> None:
         req = self._current
         if req is not None:
-            self.progress.emit(req.id, int(person), int(stage), int(num_stages))
+            self.progress.emit(req.id, int(stage), int(num_stages))
 
 
-class _ModelError(RuntimeError):
-    pass
+class _ModelError(ModelError):
+    """The estimator could not be built (its message is the cause's)."""
+
+
+#: Expected failures whose message is shown as it is (no type name, no location).
+_EXPECTED = (PoseviewerError, ValueError, FileNotFoundError)
 
 
 def _message(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, _ModelError):
-        return text
-    name = type(exc).__name__
-    if name in ("ImageError", "ModelNotFoundError", "WeightsError", "ImportFormatError",
-                "ValueError", "FileNotFoundError", "ModelFileError", "ModelFileNotFoundError"):
+    if isinstance(exc, _EXPECTED):
         return text
     # unexpected: keep the last frame for the report
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" ({Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
-    return f"{name}: {text}{where}"
+    return f"{type(exc).__name__}: {text}{where}"
 
 
 def _error_kind(exc: BaseException) -> str:
-    name = type(exc).__name__
-    if name == "ImageError":
+    """'image', 'model', 'import' or 'error', by the exception's class."""
+    if isinstance(exc, ImageError):
         return "image"
-    if isinstance(exc, _ModelError) or name in ("ModelNotFoundError", "WeightsError",
-                                                "ModelFileError", "ModelFileNotFoundError"):
+    if isinstance(exc, ModelError):
         return "model"
-    if name == "ImportFormatError":
+    if isinstance(exc, ImportFormatError):
         return "import"
     return "error"
 
@@ -163,8 +169,8 @@ class WorkerController(QObject):
     current request only (stale ones are dropped)."""
 
     requested = Signal(object)
-    progress = Signal(int, int, int)
-    """person, stage (0-based, finished), number of stages."""
+    progress = Signal(int, int)
+    """stage (0-based, finished), number of stages."""
     succeeded = Signal(object, object, float)
     failed = Signal(str, str)
     cancelled = Signal()
@@ -227,10 +233,10 @@ class WorkerController(QObject):
         self.busy_changed.emit(False)
         return True
 
-    @Slot(int, int, int, int)
-    def _on_progress(self, rid: int, person: int, stage: int, num: int) -> None:
+    @Slot(int, int, int)
+    def _on_progress(self, rid: int, stage: int, num: int) -> None:
         if self._current is not None and rid == self._current.id:
-            self.progress.emit(person, stage, num)
+            self.progress.emit(stage, num)
 
     @Slot(int, object)
     def _on_image_loaded(self, rid: int, rgb: Any) -> None:

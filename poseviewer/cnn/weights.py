@@ -12,11 +12,12 @@ import torch
 from poseviewer.atomic import atomic_write_bytes
 from poseviewer.cnn.config import CPMConfig
 from poseviewer.cnn.lifting_cpm import LiftingCPM
+from poseviewer.errors import ModelError
 
 FORMAT = "poseviewer-cpm-1"
 
 
-class WeightsError(Exception):
+class WeightsError(ModelError):
     """A weights file is missing, unreadable or does not match its config."""
 
 

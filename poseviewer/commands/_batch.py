@@ -1,17 +1,58 @@
-"""Plumbing of the batch commands: unique output names, one COCO file, the report."""
+"""Plumbing of the batch commands ``estimate`` and ``lift``: the output options, the output
+folder check, unique output names, one COCO file, the report."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from poseviewer.export import coco_dict
-from poseviewer.export._io import AtomicWriteError, atomic_write_text
-from poseviewer.result import EstimateResult
+from poseviewer.atomic import AtomicWriteError, atomic_write_text
+from poseviewer.export import DEFAULT_FRAME, coco_dict, formats_help
+from poseviewer.result import FRAMES_3D, EstimateResult
+
+
+class OutputFolderError(Exception):
+    """The output folder cannot be created or written; the message says why."""
+
+
+def check_out_dir(out: Path) -> None:
+    """Fail early (``OutputFolderError``) when ``out`` cannot hold our files: it is not a
+    folder, or it (or, when missing, the nearest existing folder above it) is not writable.
+    Creates nothing: the folder is made only once the models have loaded."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputFolderError(f"output folder {out} exists and is not a folder")
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputFolderError(f"cannot create the output folder {out}: {probe} is not a "
+                                "folder")
+    try:  # a real write: os.access misses read-only mounts and ACLs
+        fd, name = tempfile.mkstemp(prefix=".poseviewer-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        what = "output folder" if probe == out else f"folder {probe} (to create {out} in)"
+        raise OutputFolderError(f"cannot write to the {what}: "
+                                f"{exc.strerror or exc}") from None
+
+
+def make_out_dir(out: Path) -> None:
+    """Create the output folder (after :func:`check_out_dir` and the model loading)."""
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputFolderError(f"cannot create the output folder {out}: "
+                                f"{exc.strerror or exc}") from None
 
 
 class UniqueStems:
@@ -80,8 +121,10 @@ class Report:
         self.failed.append({"input": source, "error": msg})
         (write or (lambda s: print(s, file=sys.stderr)))(f"FAILED {source}: {msg}")
 
-    def finish(self, extra_outputs: list[Path] | None = None, interrupted: bool = False) -> Path:
-        """Write ``report.json``, print the summary and the failures; returns the path."""
+    def finish(self, extra_outputs: list[Path] | None = None,
+               interrupted: bool = False) -> Path | None:
+        """Write ``report.json``, print the summary and the failures; returns the path (None
+        when it could not be written: the reason is printed, no traceback)."""
         n = len(self.ok) + len(self.failed)
         doc = {
             "command": self.command,
@@ -94,7 +137,12 @@ class Report:
             "results": self.ok,
             "other_outputs": [str(p) for p in extra_outputs or []],
         }
-        path = atomic_write_text(self.out_dir / "report.json", json.dumps(doc, indent=1) + "\n")
+        try:
+            path = atomic_write_text(self.out_dir / "report.json",
+                                     json.dumps(doc, indent=1) + "\n")
+        except AtomicWriteError as exc:  # e.g. the folder became unwritable meanwhile
+            print(f"poseviewer {self.command}: {exc}", file=sys.stderr)
+            path = None
         print(f"{self.command}: {len(self.ok)} of {n} succeeded, {len(self.failed)} failed"
               f"{' (interrupted)' if interrupted else ''}; report: {path}")
         for f in self.failed:
@@ -112,15 +160,19 @@ def finish_batch(report: Report, coco: CocoCollector, out_dir: Path, interrupted
         extra = [written] if written else []
     except AtomicWriteError as exc:
         report.failure("keypoints_coco.json", exc)
-    report.finish(extra, interrupted)
+    path = report.finish(extra, interrupted)
     if interrupted:
         return 130
-    return 1 if report.failed else 0
+    return 1 if report.failed or path is None else 0
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--out DIR`` and ``--format LIST``, shared by the ``estimate`` and ``lift`` commands."""
+    """``--out DIR``, ``--format LIST`` (from the exporter registry) and ``--frame``, shared
+    by the ``estimate`` and ``lift`` commands."""
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="output folder (created if missing)")
-    parser.add_argument("--format", default="json", metavar="LIST",
-                        help="comma-separated: json,csv,npz,bvh,coco (default: json)")
+    parser.add_argument("--format", default="json", metavar="LIST", help=formats_help())
+    parser.add_argument("--frame", choices=FRAMES_3D, default=DEFAULT_FRAME,
+                        help="origin of the exported 3D poses: pelvis (root-relative, the "
+                        "default) or lifting (the lifting's own frame, origin near the joint "
+                        "centroid); size-normalised millimetres, x right, y depth, z up")

@@ -19,14 +19,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from poseviewer.export import export_result, parse_formats
-from poseviewer.export.batch import (
+from poseviewer.commands._batch import (
     CocoCollector,
+    OutputFolderError,
     Report,
     UniqueStems,
     add_output_arguments,
+    check_out_dir,
     finish_batch,
+    make_out_dir,
 )
+from poseviewer.export import EXPORTERS, export_result, parse_formats
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
@@ -47,8 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="PersonNet weights (e.g. release_personnet.safetensors from "
                         "'poseviewer convert-release'): find people with it")
     parser.add_argument("--bf16", action="store_true",
-                        help="run the CNN under bfloat16 autocast (faster on some CPUs; "
-                        "slightly different maps)")
+                        help="run the CNN under bfloat16 autocast (faster on GPUs and CPUs "
+                        "with native bf16, e.g. AVX512-BF16/AMX; elsewhere a warning and "
+                        "float32; slightly different maps)")
     parser.add_argument("--save-maps", action="store_true",
                         help="also store the belief maps in the NPZ files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -76,7 +80,7 @@ def collect_images(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[tupl
 
 def load_estimator(args: argparse.Namespace) -> Any:
     """The Estimator for the command's options."""
-    from poseviewer import Estimator
+    from poseviewer.estimator import Estimator
 
     return Estimator.load(weights=args.weights, pose_model=args.pose_model,
                           device=args.device, person_weights=args.person_weights,
@@ -98,14 +102,20 @@ def run(args: argparse.Namespace) -> int:
             print(f"poseviewer estimate: {path}: {why}", file=sys.stderr)
         print("poseviewer estimate: no images to process", file=sys.stderr)
         return 2
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
+    try:  # the output folder first, then the models; the folder is made only after both
+        check_out_dir(args.out)
         estimator = load_estimator(args)
+        make_out_dir(args.out)
+    except OutputFolderError as exc:
+        print(f"poseviewer estimate: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # noqa: BLE001 - any model/setup failure is reported, exit 2
         print(f"poseviewer estimate: cannot start: {type(exc).__name__}: {exc}",
               file=sys.stderr)
         return 2
-    per_image = [f for f in formats if f != "coco"]
+    for note in getattr(estimator, "notes", []):
+        print(f"poseviewer estimate: {note}", file=sys.stderr)
+    per_image = [f for f in formats if not EXPORTERS[f].collect]
     report = Report("estimate", args.out)
     for path, why in problems:
         report.failure(path, FileNotFoundError(why))
@@ -120,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 result = estimator.estimate(str(path))
                 written = export_result(result, args.out, stems(stem), per_image,
-                                        save_maps=args.save_maps)
+                                        save_maps=args.save_maps, frame=args.frame)
                 if "coco" in formats:
                     coco.add(result)
                 report.success(str(path), written, len(result.persons), list(result.messages))

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from poseviewer import eval3d
     from poseviewer.atomic import atomic_write_text
     from poseviewer.cnn.weights import WeightsError
-    from poseviewer.estimator import load_pose_model
+    from poseviewer.lifting import load_pose_model
 
     try:
         if args.model:

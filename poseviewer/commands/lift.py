@@ -16,21 +16,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from poseviewer.export import (
-    DEFAULT_POSE_MODEL,
-    export_result,
-    lift_imported,
-    load_pose_model,
-    parse_formats,
-    read_joints_2d,
-)
-from poseviewer.export.batch import (
+from poseviewer.commands._batch import (
     CocoCollector,
+    OutputFolderError,
     Report,
     UniqueStems,
     add_output_arguments,
+    check_out_dir,
     finish_batch,
+    make_out_dir,
 )
+from poseviewer.export import EXPORTERS, export_result, lift_imported, parse_formats, read_joints_2d
+from poseviewer.paths import DEFAULT_POSE_MODEL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,15 +44,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``poseviewer lift``; returns the exit code."""
-    try:
+    from poseviewer.lifting import load_pose_model  # torch: only when running
+
+    try:  # the output folder first, then the model; the folder is made only after both
         formats = parse_formats(args.format)
+        check_out_dir(args.out)
         model = load_pose_model(args.model)
-        args.out.mkdir(parents=True, exist_ok=True)
-    except Exception as exc:  # noqa: BLE001 - bad format, missing or unreadable model
+        make_out_dir(args.out)
+    except (OutputFolderError, ValueError, OSError) as exc:  # bad format, folder or model
         print(f"poseviewer lift: {exc}", file=sys.stderr)
         return 2
     model_path = str(args.model or DEFAULT_POSE_MODEL)
-    per_image = [f for f in formats if f != "coco"]
+    per_image = [f for f in formats if not EXPORTERS[f].collect]
     report = Report("lift", args.out)
     coco = CocoCollector()
     stems = UniqueStems()
@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     result = lift_imported(item, model, model_path=model_path)
                     base = Path(item.image).stem if item.image else src.stem
-                    written = export_result(result, args.out, stems(base), per_image)
+                    written = export_result(result, args.out, stems(base), per_image,
+                                            frame=args.frame)
                     if "coco" in formats:
                         coco.add(result)
                     report.success(label, written, len(result.persons), result.messages)

@@ -1,5 +1,6 @@
-"""Shared plumbing of the exporters: errors and the result as plain arrays (the atomic
-writers live in :mod:`poseviewer.atomic` and are re-exported here)."""
+"""Shared plumbing of the exporters: errors, the 3D frame option, and the result's fields as
+plain arrays following the field table of :mod:`poseviewer.result` (the atomic writers live
+in :mod:`poseviewer.atomic` and are re-exported here)."""
 
 from __future__ import annotations
 
@@ -13,114 +14,115 @@ from poseviewer.atomic import (  # noqa: F401  (re-exported for the exporters)
     atomic_write_text,
     atomic_write_with,
 )
-from poseviewer.result import EstimateResult, StageResult
-
-#: The lifting's scale cap (lifting spec, step 3): a component whose scale sits exactly here
-#: was refitted with the capped scale and carries the depth quirk.
-SCALE_CAP = -0.001
-
+from poseviewer.errors import ImportFormatError  # noqa: F401  (re-exported)
+from poseviewer.result import (
+    COMPONENT_FIELDS,
+    FIT_FIELDS,
+    FRAMES_3D,
+    SCALE_CAP,  # noqa: F401  (re-exported)
+    ComponentFit,
+    EstimateResult,
+    FieldSpec,
+    Fit,
+)
 
 #: A file could not be written; the message names the path and the reason (an OSError).
 ExportError = AtomicWriteError
 
+#: Default origin of exported 3D poses: the pelvis (root-relative).
+DEFAULT_FRAME = "pelvis"
 
-class ImportFormatError(ValueError):
-    """A file to import is not in a format we understand, or its content is inconsistent."""
+
+def as_fit(fit: Any) -> Fit | None:
+    """A numpy :class:`Fit` from a ``Fit`` or a lifting result (or None)."""
+    if fit is None or isinstance(fit, Fit):
+        return fit
+    return Fit.from_lift(fit)
 
 
-def fit_arrays(stage: StageResult) -> dict[str, np.ndarray] | None:
-    """The stage's lifting as plain numpy arrays without the N = 1 axis, or None if not run.
+def in_frame(result: EstimateResult, frame: str = DEFAULT_FRAME) -> EstimateResult:
+    """``result`` with its 3D poses in ``frame``: 'pelvis' (root-relative, the default of
+    every exporter) or 'lifting' (the lifting's own frame, as computed)."""
+    if frame not in FRAMES_3D:
+        raise ValueError(f"frame must be one of {', '.join(FRAMES_3D)}, not {frame!r}")
+    if frame == "pelvis":
+        return result.root_relative()
+    return result
 
-    Keys: lifted (), component (), pose_3d (17,3), joints_2d (17,2), comp_pose_3d (K,17,3),
-    comp_joints_2d (K,17,2), score/residual/scale/yaw (K,), capped (K,) bool, and coeffs
-    (K,28), centre (2,) and norm () (the lifting's step-1 normalisation, image pixels)
-    when the fit has them.
-    """
-    fit = stage.fit
-    if fit is None:
+
+def fit_values(fit: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None:
+    """A stage's fit (N = 1) as ``({fit field: value}, {component field: (K, ...) value})``
+    without the N axis, table order; optional fields the fit lacks are left out."""
+    f = as_fit(fit)
+    if f is None:
         return None
-    comps = fit.components
 
-    def a(x: Any, dtype: Any = np.float64) -> np.ndarray:
-        if hasattr(x, "detach"):
-            x = x.detach().cpu().numpy()
-        return np.asarray(x, dtype=dtype)[0]
+    def take(specs: tuple[FieldSpec, ...], obj: Any) -> dict[str, np.ndarray]:
+        out = {}
+        for s in specs:
+            v = getattr(obj, s.name, None)
+            if v is not None:
+                out[s.name] = np.asarray(v, dtype=s.np_dtype)[0]
+        return out
 
-    scale = a(comps.scale)
-    out = {
-        "lifted": a(fit.lifted, bool),
-        "component": a(fit.component, np.int64),
-        "pose_3d": a(fit.pose_3d),
-        "joints_2d": a(fit.joints_2d),
-        "comp_pose_3d": a(comps.pose_3d),
-        "comp_joints_2d": a(comps.joints_2d),
-        "score": a(comps.score),
-        "residual": a(comps.residual),
-        "scale": scale,
-        "yaw": a(comps.yaw),
-        "capped": np.isclose(scale, SCALE_CAP, rtol=0.0, atol=1e-12),
-    }
-    if getattr(comps, "coeffs", None) is not None:
-        out["coeffs"] = a(comps.coeffs)
-    if getattr(fit, "centre", None) is not None:
-        out["centre"] = a(fit.centre)
-    if getattr(fit, "norm", None) is not None:
-        out["norm"] = a(fit.norm)
-    return out
+    return take(FIT_FIELDS, f), take(COMPONENT_FIELDS, f.components)
 
 
-def num_components(result: EstimateResult) -> int:
-    """K of the first lifted stage in the result (0 when nothing was lifted)."""
-    for person in result.persons:
+def fit_from_values(fit: dict[str, Any], comps: dict[str, Any]) -> Fit:
+    """A :class:`Fit` (N = 1) from per-field values without the N axis (as read back)."""
+
+    def n1(specs: tuple[FieldSpec, ...], values: dict[str, Any]) -> dict[str, Any]:
+        return {s.name: (None if values.get(s.name) is None
+                         else np.asarray(values[s.name], dtype=s.np_dtype)[None])
+                for s in specs}
+
+    return Fit(components=ComponentFit(**n1(COMPONENT_FIELDS, comps)), **n1(FIT_FIELDS, fit))
+
+
+def bind(spec: FieldSpec, value: np.ndarray, dims: dict[str, int], where: str) -> None:
+    """Check ``value``'s shape against ``spec`` (binding unbound symbols in ``dims``);
+    ImportFormatError naming ``where`` on a mismatch."""
+    shape = np.shape(value)
+    if len(shape) != len(spec.shape):
+        raise ImportFormatError(f"{where}: shape {shape}, expected {spec.shape}")
+    for sym, n in zip(spec.shape, shape, strict=True):
+        if isinstance(sym, str):
+            sym_n = dims.setdefault(sym, n)
+        else:
+            sym_n = sym
+        if n != sym_n:
+            want = tuple(dims.get(s, s) if isinstance(s, str) else s for s in spec.shape)
+            raise ImportFormatError(f"{where}: shape {shape}, expected {want}")
+
+
+def result_dims(result: EstimateResult) -> dict[str, int]:
+    """The shape symbols (J, J3, K, C) bound from the result's data; ValueError when the
+    persons and stages disagree."""
+    dims: dict[str, int] = {}
+    for p, person in enumerate(result.persons):
         for stage in person.stages:
-            fa = fit_arrays(stage)
-            if fa is not None:
-                return int(fa["score"].shape[0])
-    return 0
+            where = f"person {p} stage {stage.index}"
+            try:
+                bind(FieldSpec("joints_2d", ("J", 2), "f8", "", "", ""),
+                     np.asarray(stage.joints_2d), dims, f"{where}: joints_2d")
+                vals = fit_values(stage.fit)
+                if vals is None:
+                    continue
+                for specs, values in zip((FIT_FIELDS, COMPONENT_FIELDS), vals, strict=True):
+                    for s in specs:
+                        if s.name in values:
+                            bind(s, values[s.name], dims, f"{where}: fit {s.name}")
+            except ImportFormatError as exc:
+                raise ValueError(str(exc)) from None
+    return dims
 
 
-def check_result(result: EstimateResult) -> None:
-    """Raise ValueError naming the problem when ``result`` is not exportable."""
+def check_result(result: EstimateResult) -> dict[str, int]:
+    """Raise ValueError naming the problem when ``result`` is not exportable; returns its
+    shape symbols (see :func:`result_dims`)."""
     if not isinstance(result, EstimateResult):
         raise TypeError(f"expected an EstimateResult, got {type(result).__name__}")
     for p, person in enumerate(result.persons):
         if not person.stages:
             raise ValueError(f"person {p} has no stages")
-        for stage in person.stages:
-            if np.shape(stage.joints_2d) != (14, 2):
-                raise ValueError(
-                    f"person {p} stage {stage.index}: joints_2d has shape "
-                    f"{np.shape(stage.joints_2d)}, expected (14, 2)"
-                )
-
-
-def make_fit(arrays: dict[str, np.ndarray]) -> Any:
-    """A numpy LiftResult (N = 1) from the per-stage arrays of :func:`fit_arrays` (as read
-    back from a file)."""
-    from poseviewer.lifting import ComponentFits, LiftResult
-
-    def n1(x: np.ndarray) -> np.ndarray:
-        return np.asarray(x)[None]
-
-    k = int(np.asarray(arrays["score"]).shape[0])
-    coeffs = arrays.get("coeffs")
-    centre = arrays.get("centre")
-    norm = arrays.get("norm")
-    comps = ComponentFits(
-        pose_3d=n1(arrays["comp_pose_3d"]),
-        joints_2d=n1(arrays["comp_joints_2d"]),
-        score=n1(arrays["score"]),
-        residual=n1(arrays["residual"]),
-        scale=n1(arrays["scale"]),
-        yaw=n1(arrays["yaw"]),
-        coeffs=n1(coeffs) if coeffs is not None else np.full((1, k, 28), np.nan),
-    )
-    return LiftResult(
-        pose_3d=n1(arrays["pose_3d"]),
-        component=n1(np.asarray(arrays["component"], dtype=np.int64)),
-        lifted=n1(np.asarray(arrays["lifted"], dtype=bool)),
-        joints_2d=n1(arrays["joints_2d"]),
-        components=comps,
-        centre=n1(centre) if centre is not None else np.full((1, 2), np.nan),
-        norm=n1(norm) if norm is not None else np.full((1,), np.nan),
-    )
+    return result_dims(result)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from poseviewer.export._io import atomic_write_text, fit_arrays
+from poseviewer.export._io import DEFAULT_FRAME, atomic_write_text, fit_values, in_frame
 from poseviewer.result import EstimateResult
 from poseviewer.skeleton import H36M17
 
@@ -163,24 +163,23 @@ def write_bvh(
     person: int = 0,
     stage: int = -1,
     component: int | None = None,
-    centre: bool = False,
+    frame: str = DEFAULT_FRAME,
 ) -> Path:
     """Write one person's 3D pose (a stage, a component: default last stage, best component)
-    as a one-frame BVH file (atomic). ``centre`` puts the pelvis at the origin (the default
-    keeps the lifting's faithful values, including the capped-scale depth shift)."""
+    as a one-frame BVH file (atomic). ``frame='pelvis'`` (default) puts the root (pelvis) at
+    the origin; ``'lifting'`` keeps the lifting's own frame."""
     if not 0 <= person < len(result.persons):
         raise ValueError(f"no person {person}: the result has {len(result.persons)}")
-    stages = result.persons[person].stages
-    st = stages[stage]
-    fa = fit_arrays(st)
-    if fa is None or not bool(fa["lifted"]):
+    st = in_frame(result, frame).persons[person].stages[stage]
+    vals = fit_values(st.fit)
+    if vals is None or not bool(vals[0]["lifted"]):
         raise ValueError(f"person {person} stage {st.index} was not lifted: no 3D pose to write")
+    fit, comps = vals
     if component is None:
-        pose = fa["pose_3d"]
+        pose = fit["pose_3d"]
     else:
-        if not 0 <= component < fa["comp_pose_3d"].shape[0]:
-            raise ValueError(f"no component {component}: the fit has {fa['comp_pose_3d'].shape[0]}")
-        pose = fa["comp_pose_3d"][component]
-    if centre:
-        pose = pose - pose[0]
+        k = comps["pose_3d"].shape[0]
+        if not 0 <= component < k:
+            raise ValueError(f"no component {component}: the fit has {k}")
+        pose = comps["pose_3d"][component]
     return atomic_write_text(path, bvh_text(pose))

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from poseviewer import __version__
 from poseviewer.export._io import atomic_write_text, check_result
 from poseviewer.result import EstimateResult, StageResult
 from poseviewer.skeleton import COCO17, CPM14, CPM_TO_COCO_DST, CPM_TO_COCO_SRC
+from poseviewer.version import __version__
 
 CATEGORY = {
     "id": 1,

@@ -15,15 +15,26 @@ import math
 import os
 from pathlib import Path
 
-from poseviewer.export._io import atomic_write_text, check_result, fit_arrays
-from poseviewer.result import EstimateResult
+import numpy as np
+
+from poseviewer.export._io import (
+    DEFAULT_FRAME,
+    atomic_write_text,
+    check_result,
+    fit_values,
+    in_frame,
+)
+from poseviewer.export.json_format import stored_image_path
+from poseviewer.result import COMPONENT_FIELDS, EstimateResult
 from poseviewer.skeleton import CPM14, H36M17
+
+#: per-component scalar columns, from the field table
+_COMP_COLUMNS = tuple(f for f in COMPONENT_FIELDS if f.csv)
 
 COLUMNS = (
     "image", "person", "stage", "kind", "component", "best", "lifted", "joint_set",
     "joint_index", "joint", "x", "y", "z", "image_x", "image_y", "confidence", "visible",
-    "score", "residual", "scale", "yaw_rad", "capped",
-)
+) + tuple(f.csv for f in _COMP_COLUMNS)
 
 
 def _num(x: float) -> str:
@@ -31,34 +42,39 @@ def _num(x: float) -> str:
     return repr(x) if math.isfinite(x) else ""
 
 
-def csv_text(result: EstimateResult) -> str:
-    """The CSV text for one result (header + rows)."""
+def _cell(x: object) -> object:
+    return int(bool(x)) if isinstance(x, (bool, np.bool_)) else _num(x)
+
+
+def csv_text(result: EstimateResult, image: str | None = None) -> str:
+    """The CSV text for one result (header + rows), as it is; ``image``: the image column
+    (default: the result's image path)."""
     check_result(result)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(COLUMNS)
-    image = result.image_path or ""
+    image = (result.image_path if image is None else image) or ""
+    blank = [""] * len(_COMP_COLUMNS)
     for p, person in enumerate(result.persons):
         for stage in person.stages:
-            fa = fit_arrays(stage)
-            lifted = "" if fa is None else int(bool(fa["lifted"]))
+            vals = fit_values(stage.fit)
+            lifted = "" if vals is None else int(bool(vals[0]["lifted"]))
             base = [image, p, stage.index]
             for j, name in enumerate(CPM14.joints):
                 w.writerow(base + [
                     "2d", "", "", lifted, CPM14.name, j, name, "", "", "",
                     _num(stage.joints_2d[j][0]), _num(stage.joints_2d[j][1]),
                     _num(stage.confidence[j]), int(bool(stage.visible[j])),
-                    "", "", "", "", "",
-                ])
-            if fa is None:
+                ] + blank)
+            if vals is None:
                 continue
-            best = int(fa["component"])
-            for k in range(fa["score"].shape[0]):
-                comp = [_num(fa["score"][k]), _num(fa["residual"][k]), _num(fa["scale"][k]),
-                        _num(fa["yaw"][k]), int(bool(fa["capped"][k]))]
+            fit, comps = vals
+            best = int(fit["component"])
+            for k in range(comps["score"].shape[0]):
+                comp = [_cell(comps[f.name][k]) for f in _COMP_COLUMNS]
                 for j, name in enumerate(H36M17.joints):
-                    xyz = fa["comp_pose_3d"][k, j]
-                    uv = fa["comp_joints_2d"][k, j]
+                    xyz = comps["pose_3d"][k, j]
+                    uv = comps["joints_2d"][k, j]
                     w.writerow(base + [
                         "3d", k, int(k == best), lifted, H36M17.name, j, name,
                         _num(xyz[0]), _num(xyz[1]), _num(xyz[2]), _num(uv[0]), _num(uv[1]),
@@ -67,6 +83,9 @@ def csv_text(result: EstimateResult) -> str:
     return buf.getvalue()
 
 
-def write_csv(result: EstimateResult, path: str | os.PathLike[str]) -> Path:
-    """Write ``result`` as long-format CSV (atomic)."""
-    return atomic_write_text(path, csv_text(result))
+def write_csv(result: EstimateResult, path: str | os.PathLike[str],
+              frame: str = DEFAULT_FRAME) -> Path:
+    """Write ``result`` as long-format CSV (atomic): 3D poses in ``frame`` ('pelvis',
+    default, or 'lifting'), the image column relative to the file's folder."""
+    return atomic_write_text(path, csv_text(in_frame(result, frame),
+                                            stored_image_path(result.image_path, path)))

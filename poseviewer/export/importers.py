@@ -13,13 +13,9 @@ from typing import Any
 import numpy as np
 
 from poseviewer.export._io import ImportFormatError
-from poseviewer.export.json_format import SCHEMA, result_from_dict
-from poseviewer.paths import MODELS_DIR
-from poseviewer.result import EstimateResult, PersonResult, StageResult
+from poseviewer.export.json_format import SCHEMA, resolved_image_path, result_from_dict
+from poseviewer.result import EstimateResult, Fit, PersonResult, StageResult
 from poseviewer.skeleton import COCO17, CPM14, CPM_TO_COCO_DST, CPM_TO_COCO_SRC
-
-#: The bundled 3D pose model (our trained one).
-DEFAULT_POSE_MODEL = MODELS_DIR / "pose3d_default.safetensors"
 
 
 @dataclass
@@ -202,7 +198,9 @@ def read_joints_2d(path: str | os.PathLike[str], layout: str | None = None,
         raise ImportFormatError(f"{path}: not valid JSON ({exc})") from exc
     if isinstance(doc, dict) and doc.get("schema") == SCHEMA:
         try:
-            return [_from_result(result_from_dict(doc), path.name, stage)]
+            result = result_from_dict(doc)
+            result.image_path = resolved_image_path(result.image_path, path)
+            return [_from_result(result, path.name, stage)]
         except ImportFormatError as exc:
             raise ImportFormatError(f"{path}: {exc}") from exc
     if isinstance(doc, dict) and "annotations" in doc or isinstance(doc, list):
@@ -213,23 +211,11 @@ def read_joints_2d(path: str | os.PathLike[str], layout: str | None = None,
     )
 
 
-def load_pose_model(path: str | os.PathLike[str] | None = None) -> Any:
-    """A ``PoseModel3D`` from ``path`` (.mat = the released file, else our safetensors
-    format); default: the bundled model. Missing file: ``FileNotFoundError``; unreadable:
-    ``poseviewer.estimator.WeightsError``."""
-    from poseviewer.estimator import load_pose_model as _load
-
-    p = Path(path) if path is not None else DEFAULT_POSE_MODEL
-    if not p.is_file():
-        hint = "" if path is not None else " (the bundled 3D model; pass --model PATH)"
-        raise FileNotFoundError(f"3D pose model not found: {p}{hint}")
-    return _load(p)
-
-
 def lift_imported(item: Imported2D, model: Any, model_path: str | None = None
                   ) -> EstimateResult:
-    """Lift imported 2D joints with a ``PoseModel3D`` (no CNN, no belief maps): an
-    EstimateResult with one stage per person."""
+    """Lift imported 2D joints with a 3D model (a ``poseviewer.lifting.PoseModel3D``, or
+    anything with its ``lift(joints, visible)``; no CNN, no belief maps): an EstimateResult
+    with one stage per person."""
     t0 = time.perf_counter()
     p_n = item.joints_2d.shape[0]
     vis = np.asarray(item.visible, dtype=bool)
@@ -238,12 +224,12 @@ def lift_imported(item: Imported2D, model: Any, model_path: str | None = None
     fit = None
     if p_n:
         safe = np.where(vis[..., None] & np.isfinite(joints), joints, 0.0)
-        fit = model.lift(safe, vis).numpy()
+        fit = Fit.from_lift(model.lift(safe, vis))
     seconds = time.perf_counter() - t0
     empty = np.zeros((14, 0, 0), dtype=np.float32)
     persons = []
     for p in range(p_n):
-        pfit = fit.select(np.array([p]))
+        pfit = fit.select([p])
         if not bool(np.asarray(pfit.lifted)[0]):
             messages.append(f"person {p}: fewer than 5 visible joints, not lifted")
         box = np.asarray(item.boxes[p], dtype=np.float64)

@@ -1,4 +1,5 @@
-"""Our JSON format (``"schema": "poseviewer.result"``, version 1); see docs/export-format.md."""
+"""Our JSON format (``"schema": "poseviewer.result"``, version 1), following the field table
+of :mod:`poseviewer.result`; see docs/export-format.md."""
 
 from __future__ import annotations
 
@@ -10,16 +11,30 @@ from typing import Any
 
 import numpy as np
 
-from poseviewer import __version__
 from poseviewer.export._io import (
+    DEFAULT_FRAME,
     ImportFormatError,
     atomic_write_text,
+    bind,
     check_result,
-    fit_arrays,
-    make_fit,
+    fit_from_values,
+    fit_values,
+    in_frame,
 )
-from poseviewer.result import EstimateResult, PersonResult, StageResult
+from poseviewer.result import (
+    COMPONENT_FIELDS,
+    FIT_FIELDS,
+    FRAMES_3D,
+    PERSON_FIELDS,
+    STAGE_FIELDS,
+    EstimateResult,
+    FieldSpec,
+    Fit,
+    PersonResult,
+    StageResult,
+)
 from poseviewer.skeleton import CPM14, H36M17, Skeleton
+from poseviewer.version import __version__
 
 SCHEMA = "poseviewer.result"
 VERSION = 1
@@ -36,12 +51,37 @@ COORDINATE_FRAMES = {
     "image": "pixels of the image as analysed (after EXIF rotation): x to the right, y down, "
     "origin at the top-left corner of the top-left pixel",
     "pose_3d": "x = image right, y = depth away from the camera, z = up (right-handed); "
-    "orthographic camera looking along +y; the origin is NOT the pelvis: it lies within about "
-    "55 mm of the joint centroid for uncapped components. Components whose scale was capped "
-    "(capped = true, scale = -0.001) carry the lifting's depth quirk: the whole pose is "
-    "shifted in y by tens of metres; bone vectors and x, z are unaffected. Values are "
-    "faithful to the lifting, not re-centred.",
+    "orthographic camera looking along +y.",
 }
+
+#: The origin of the 3D poses, by ``frame_3d``.
+POSE_FRAMES = {
+    "pelvis": "Root-relative: every pose (the best one and each component's) has its pelvis "
+    "(joint 0) at the origin.",
+    "lifting": "The lifting's own frame: the origin is NOT the pelvis; it lies within about "
+    "55 mm of the joint centroid for uncapped components (with release_exact lifting, "
+    "components whose scale was capped, scale = -0.001, are shifted in y by tens of metres).",
+}
+
+
+def stored_image_path(image_path: str | None, out: str | os.PathLike[str]) -> str | None:
+    """The image path as a file at ``out`` stores it: relative to ``out``'s folder (so it
+    resolves wherever the folder is moved with its photos), absolute when no relative path
+    exists (another drive)."""
+    if not image_path:
+        return image_path
+    src = Path(image_path).resolve()
+    try:
+        return Path(os.path.relpath(src, Path(out).resolve().parent)).as_posix()
+    except ValueError:
+        return str(src)
+
+
+def resolved_image_path(stored: str | None, src: str | os.PathLike[str]) -> str | None:
+    """The image path a file at ``src`` stores, resolved from ``src``'s folder."""
+    if not stored or Path(stored).is_absolute():
+        return stored
+    return os.path.normpath(Path(src).resolve().parent / stored)
 
 
 def _skeleton_info(sk: Skeleton) -> dict[str, Any]:
@@ -71,21 +111,6 @@ def _lst(a: Any) -> Any:
     return fix(out)
 
 
-def _arr(x: Any, shape: tuple[int, ...], what: str, dtype: Any = np.float64) -> np.ndarray:
-    """Nested lists (None = NaN) -> array of the expected shape, or ImportFormatError."""
-    try:
-        if dtype is np.float64:
-            arr = np.array(x, dtype=object)
-            arr = np.where(arr == None, np.nan, arr).astype(np.float64)  # noqa: E711
-        else:
-            arr = np.asarray(x, dtype=dtype)
-    except (TypeError, ValueError) as exc:
-        raise ImportFormatError(f"{what}: not a numeric array ({exc})") from exc
-    if arr.shape != shape:
-        raise ImportFormatError(f"{what}: shape {arr.shape}, expected {shape}")
-    return arr
-
-
 def _jsonable(x: Any) -> Any:
     """Model info and similar: keep JSON types, stringify the rest."""
     if isinstance(x, dict):
@@ -102,66 +127,49 @@ def _jsonable(x: Any) -> Any:
 
 
 def _fit_dict(stage: StageResult) -> dict[str, Any] | None:
-    fa = fit_arrays(stage)
-    if fa is None:
+    vals = fit_values(stage.fit)
+    if vals is None:
         return None
-    k = fa["score"].shape[0]
-    return {
-        "lifted": bool(fa["lifted"]),
-        "best_component": int(fa["component"]),
-        "pose_3d": _lst(fa["pose_3d"]),
-        "joints_2d": _lst(fa["joints_2d"]),
-        "lift_centre": _lst(fa["centre"]) if "centre" in fa else None,
-        "lift_norm": _lst(fa["norm"]) if "norm" in fa else None,
-        "components": [
-            {
-                "index": i,
-                "pose_3d": _lst(fa["comp_pose_3d"][i]),
-                "joints_2d": _lst(fa["comp_joints_2d"][i]),
-                "score": _lst(fa["score"][i]),
-                "residual": _lst(fa["residual"][i]),
-                "scale": _lst(fa["scale"][i]),
-                "yaw": _lst(fa["yaw"][i]),
-                "capped": bool(fa["capped"][i]),
-                **({"coeffs": _lst(fa["coeffs"][i])} if "coeffs" in fa else {}),
-            }
-            for i in range(k)
-        ],
-    }
+    fit, comps = vals
+    k = comps["score"].shape[0]
+    out: dict[str, Any] = {s.json_key: _lst(fit[s.name]) for s in FIT_FIELDS if s.name in fit}
+    out["components"] = [
+        {"index": i, **{s.json_key: _lst(comps[s.name][i]) for s in COMPONENT_FIELDS
+                        if s.name in comps}}
+        for i in range(k)
+    ]
+    return out
 
 
 def result_to_dict(result: EstimateResult) -> dict[str, Any]:
-    """The JSON document (a dict of JSON types) for one result."""
+    """The JSON document (a dict of JSON types) for one result, as it is (see
+    :func:`write_json` for the frame of the 3D poses)."""
     check_result(result)
     persons = []
     for person in result.persons:
-        persons.append(
+        pd: dict[str, Any] = {
+            s.json_key: str(getattr(person, s.name)) if s.dtype == "str"
+            else _lst(getattr(person, s.name)) for s in PERSON_FIELDS}
+        pd["stages"] = [
             {
-                "box": _lst(person.box),
-                "centre": _lst(person.centre),
-                "source": person.source,
-                "score": _lst(person.score),
-                "map_to_image": _lst(person.map_to_image),
-                "stages": [
-                    {
-                        "index": int(stage.index),
-                        "seconds": float(stage.seconds),
-                        "joints_2d": _lst(stage.joints_2d),
-                        "confidence": _lst(stage.confidence),
-                        "visible": _lst(np.asarray(stage.visible, dtype=bool)),
-                        "map_shape": list(np.shape(stage.cnn_maps)[1:]),
-                        "fit": _fit_dict(stage),
-                    }
-                    for stage in person.stages
-                ],
+                "index": int(stage.index),
+                **{s.json_key: _lst(np.asarray(getattr(stage, s.name), dtype=s.np_dtype))
+                   for s in STAGE_FIELDS},
+                "map_shape": list(np.shape(stage.cnn_maps)[1:]),
+                "fit": _fit_dict(stage),
             }
-        )
+            for stage in person.stages
+        ]
+        persons.append(pd)
+    frames = dict(COORDINATE_FRAMES)
+    frames["pose_3d"] = POSE_FRAMES[result.frame_3d] + " " + COORDINATE_FRAMES["pose_3d"]
     return {
         "schema": SCHEMA,
         "version": VERSION,
         "generator": {"name": "poseviewer", "version": __version__},
         "units": UNITS,
-        "coordinate_frames": COORDINATE_FRAMES,
+        "coordinate_frames": frames,
+        "frame_3d": result.frame_3d,
         "joint_sets": {"joints_2d": "cpm14", "pose_3d": "h36m17",
                        "cpm14": _skeleton_info(CPM14), "h36m17": _skeleton_info(H36M17)},
         "image": {
@@ -177,83 +185,82 @@ def result_to_dict(result: EstimateResult) -> dict[str, Any]:
     }
 
 
-def _fit_from_dict(d: dict[str, Any], where: str) -> Any:
+def _value(spec: FieldSpec, x: Any, dims: dict[str, int], where: str) -> Any:
+    """A JSON value of field ``spec`` as an array (None = NaN), shape-checked."""
+    if spec.dtype == "str":
+        return str(x)
+    try:
+        if spec.dtype in ("f8", "f4"):
+            arr = np.array(x, dtype=object)
+            arr = np.where(arr == None, np.nan, arr).astype(np.float64)  # noqa: E711
+        else:
+            arr = np.asarray(x, dtype=spec.np_dtype)
+    except (TypeError, ValueError) as exc:
+        raise ImportFormatError(f"{where}: not a numeric array ({exc})") from exc
+    bind(spec, arr, dims, where)
+    return arr
+
+
+def _fit_from_dict(d: dict[str, Any], where: str, dims: dict[str, int]) -> Fit:
     comps = d.get("components")
     if not isinstance(comps, list) or not comps:
         raise ImportFormatError(f"{where}.fit.components: missing or empty")
-    k = len(comps)
-
-    def col(key: str) -> np.ndarray:
-        vals = [c.get(key) for c in comps]
-        return _arr(vals, (k,), f"{where}.fit.components[*].{key}")
-
     try:
-        arrays = {
-            "lifted": np.array(bool(d["lifted"])),
-            "component": np.array(int(d["best_component"]), dtype=np.int64),
-            "pose_3d": _arr(d["pose_3d"], (17, 3), f"{where}.fit.pose_3d"),
-            "joints_2d": _arr(d["joints_2d"], (17, 2), f"{where}.fit.joints_2d"),
-            "comp_pose_3d": _arr([c["pose_3d"] for c in comps], (k, 17, 3),
-                                 f"{where}.fit.components[*].pose_3d"),
-            "comp_joints_2d": _arr([c["joints_2d"] for c in comps], (k, 17, 2),
-                                   f"{where}.fit.components[*].joints_2d"),
-            "score": col("score"),
-            "residual": col("residual"),
-            "scale": col("scale"),
-            "yaw": col("yaw"),
-        }
-        if d.get("lift_centre") is not None:
-            arrays["centre"] = _arr(d["lift_centre"], (2,), f"{where}.fit.lift_centre")
-        if "lift_norm" in d:
-            arrays["norm"] = _arr(d["lift_norm"], (), f"{where}.fit.lift_norm")
-        if all("coeffs" in c for c in comps):
-            arrays["coeffs"] = _arr([c["coeffs"] for c in comps], (k, 28),
-                                    f"{where}.fit.components[*].coeffs")
+        fit = {}
+        for s in FIT_FIELDS:
+            if s.json_key not in d:
+                if not s.optional:
+                    raise KeyError(s.json_key)
+                continue
+            fit[s.name] = _value(s, d[s.json_key], dims, f"{where}.fit.{s.json_key}")
+        values = {}
+        for s in COMPONENT_FIELDS:
+            if not all(s.json_key in c for c in comps):
+                if not s.optional:
+                    raise KeyError(s.json_key)
+                continue
+            values[s.name] = _value(s, [c[s.json_key] for c in comps], dims,
+                                    f"{where}.fit.components[*].{s.json_key}")
     except KeyError as exc:
         raise ImportFormatError(f"{where}.fit: missing key {exc}") from exc
-    return make_fit(arrays)
+    return fit_from_values(fit, values)
 
 
 def result_from_dict(doc: dict[str, Any]) -> EstimateResult:
     """Rebuild an EstimateResult from our JSON document (belief maps are not stored: the
-    stages get empty (14, 0, 0) maps and ``projected_maps = None``)."""
+    stages get empty (J, 0, 0) maps and ``projected_maps = None``)."""
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise ImportFormatError(f"not a poseviewer result (expected \"schema\": \"{SCHEMA}\")")
     version = doc.get("version")
     if version != VERSION:
         raise ImportFormatError(f"unsupported poseviewer.result version {version!r} "
                                 f"(this poseviewer reads version {VERSION})")
+    frame = doc.get("frame_3d", "lifting")
+    if frame not in FRAMES_3D:
+        raise ImportFormatError(f"frame_3d {frame!r}: expected one of {', '.join(FRAMES_3D)}")
+    dims: dict[str, int] = {}
+    sets = doc.get("joint_sets")
+    if isinstance(sets, dict):
+        for sym, key in (("J", "cpm14"), ("J3", "h36m17")):
+            names = (sets.get(key) or {}).get("names") if isinstance(sets.get(key), dict) else None
+            if isinstance(names, list):
+                dims[sym] = len(names)
     try:
         persons = []
         for p, pd in enumerate(doc["persons"]):
             stages = []
             for t, sd in enumerate(pd["stages"]):
                 where = f"persons[{p}].stages[{t}]"
-                empty = np.zeros((14, 0, 0), dtype=np.float32)
-                fit = None if sd.get("fit") is None else _fit_from_dict(sd["fit"], where)
-                stages.append(
-                    StageResult(
-                        index=int(sd["index"]),
-                        cnn_maps=empty,
-                        projected_maps=None,
-                        fused_maps=empty,
-                        joints_2d=_arr(sd["joints_2d"], (14, 2), f"{where}.joints_2d"),
-                        confidence=_arr(sd["confidence"], (14,), f"{where}.confidence"),
-                        visible=_arr(sd["visible"], (14,), f"{where}.visible", bool),
-                        fit=fit,
-                        seconds=float(sd.get("seconds", 0.0)),
-                    )
-                )
-            persons.append(
-                PersonResult(
-                    box=_arr(pd["box"], (4,), f"persons[{p}].box"),
-                    centre=_arr(pd["centre"], (2,), f"persons[{p}].centre"),
-                    source=str(pd["source"]),
-                    map_to_image=_arr(pd["map_to_image"], (2, 3), f"persons[{p}].map_to_image"),
-                    stages=stages,
-                    score=float(pd.get("score", 1.0)),
-                )
-            )
+                fit = None if sd.get("fit") is None else _fit_from_dict(sd["fit"], where, dims)
+                kw = {s.name: _value(s, sd[s.json_key], dims, f"{where}.{s.json_key}")
+                      for s in STAGE_FIELDS if s.name != "seconds"}
+                empty = np.zeros((len(kw["joints_2d"]), 0, 0), dtype=np.float32)
+                stages.append(StageResult(index=int(sd["index"]), cnn_maps=empty,
+                                          projected_maps=None, fused_maps=empty, fit=fit,
+                                          seconds=float(sd.get("seconds", 0.0)), **kw))
+            kw = {s.name: _value(s, pd[s.json_key], dims, f"persons[{p}].{s.json_key}")
+                  for s in PERSON_FIELDS if s.name != "score"}
+            persons.append(PersonResult(stages=stages, score=float(pd.get("score", 1.0)), **kw))
         image = doc["image"]
         return EstimateResult(
             image_size=(int(image["width"]), int(image["height"])),
@@ -264,6 +271,7 @@ def result_from_dict(doc: dict[str, Any]) -> EstimateResult:
             device=str(doc.get("device", "")),
             image_path=image.get("path"),
             messages=[str(m) for m in doc.get("messages", [])],
+            frame_3d=frame,
         )
     except KeyError as exc:
         raise ImportFormatError(f"poseviewer result: missing key {exc}") from exc
@@ -271,9 +279,13 @@ def result_from_dict(doc: dict[str, Any]) -> EstimateResult:
         raise ImportFormatError(f"poseviewer result: malformed content ({exc})") from exc
 
 
-def write_json(result: EstimateResult, path: str | os.PathLike[str]) -> Path:
-    """Write ``result`` as our versioned JSON (atomic)."""
-    text = json.dumps(result_to_dict(result), indent=1, allow_nan=False)
+def write_json(result: EstimateResult, path: str | os.PathLike[str],
+               frame: str = DEFAULT_FRAME) -> Path:
+    """Write ``result`` as our versioned JSON (atomic). 3D poses in ``frame``: 'pelvis'
+    (root-relative, default) or 'lifting'; the image path relative to the file's folder."""
+    doc = result_to_dict(in_frame(result, frame))
+    doc["image"]["path"] = stored_image_path(result.image_path, path)
+    text = json.dumps(doc, indent=1, allow_nan=False)
     return atomic_write_text(path, text + "\n")
 
 
@@ -285,6 +297,8 @@ def read_json(path: str | os.PathLike[str]) -> EstimateResult:
     except json.JSONDecodeError as exc:
         raise ImportFormatError(f"{path}: not valid JSON ({exc})") from exc
     try:
-        return result_from_dict(doc)
+        result = result_from_dict(doc)
     except ImportFormatError as exc:
         raise ImportFormatError(f"{path}: {exc}") from exc
+    result.image_path = resolved_image_path(result.image_path, path)
+    return result

@@ -9,8 +9,9 @@ it is solved.
 
 from __future__ import annotations
 
+from poseviewer.lifting.loading import load_pose_model
 from poseviewer.lifting.model import ModelFileError, ModelFileNotFoundError, PoseModel3D
 from poseviewer.lifting.result import ComponentFits, LiftResult
 
 __all__ = ["ComponentFits", "LiftResult", "ModelFileError", "ModelFileNotFoundError",
-           "PoseModel3D"]
+           "PoseModel3D", "load_pose_model"]

@@ -1,0 +1,3 @@
+"""The package version (light: no imports)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,165 @@
+"""The shape of the code (issue 10): the layering contract, results described once by the
+field table (no K, basis size or joint count hard-coded), reading results without torch,
+one exporter registry, the selection model without Qt."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from poseviewer.export import (
+    EXPORTERS,
+    FORMATS,
+    Imported2D,
+    export_result,
+    formats_help,
+    lift_imported,
+    read_json,
+    read_npz,
+)
+from poseviewer.result import COMPONENT_FIELDS, FIT_FIELDS, EstimateResult
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_layering_contract() -> None:
+    """import-linter: only app imports Qt/pyqtgraph/vispy; export, result and the selection
+    model import neither torch nor the models; lower layers never import higher ones."""
+    from importlinter.cli import lint_imports
+
+    assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True,
+                        no_logo=True) == 0
+
+
+# ---- a K = 2, basis-10 model through every writer and reader -------------------------------
+def _model_k2_b10():
+    from poseviewer.lifting import PoseModel3D
+
+    rng = np.random.default_rng(0)
+    k, b = 2, 10
+    e = np.linalg.qr(rng.normal(size=(k, 51, b)))[0].transpose(0, 2, 1).reshape(k, b, 3, 17)
+    return PoseModel3D(rng.normal(size=(k, 3, 17)) * 100, e, np.ones((k, b + 1)))
+
+
+@pytest.fixture(scope="module")
+def k2_result() -> EstimateResult:
+    rng = np.random.default_rng(1)
+    joints = rng.uniform(50, 400, size=(2, 14, 2))
+    vis = np.ones((2, 14), bool)
+    vis[1, :3] = False
+    item = Imported2D(joints_2d=joints, visible=vis, confidence=vis.astype(float),
+                      boxes=np.array([[40.0, 40, 410, 410]] * 2), image=None,
+                      image_size=(480, 480), source="test")
+    return lift_imported(item, _model_k2_b10())
+
+
+def test_k2_basis10_through_every_writer_and_reader(k2_result, tmp_path) -> None:
+    fit = k2_result.persons[0].final.fit
+    assert fit.components.score.shape == (1, 2)
+    assert fit.components.coeffs.shape == (1, 2, 3 + 10)  # 3 translations + the basis
+    written = export_result(k2_result, tmp_path, "r", FORMATS, frame="lifting")
+    assert sorted(p.name for p in written) == sorted(
+        ["r.json", "r.csv", "r.npz", "r.coco.json", "r_person0.bvh", "r_person1.bvh"])
+    for back in (read_json(tmp_path / "r.json"), read_npz(tmp_path / "r.npz")):
+        assert back.frame_3d == "lifting" and len(back.persons) == 2
+        for pa, pb in zip(k2_result.persons, back.persons, strict=True):
+            a, b = pa.final.fit, pb.final.fit
+            for spec in FIT_FIELDS:  # every field of the table, exactly
+                np.testing.assert_array_equal(getattr(a, spec.name), getattr(b, spec.name))
+            for spec in COMPONENT_FIELDS:
+                np.testing.assert_array_equal(getattr(a.components, spec.name),
+                                              getattr(b.components, spec.name))
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    three = [r for r in rows if r["kind"] == "3d"]
+    assert len(three) == 2 * 2 * 17  # persons x components x joints
+    got = np.array([[float(r[c]) for c in "xyz"] for r in three if r["person"] == "1"])
+    np.testing.assert_array_equal(got.reshape(2, 17, 3),
+                                  k2_result.persons[1].final.fit.components.pose_3d[0])
+
+
+def test_json_shapes_follow_the_data_and_are_checked(k2_result, tmp_path) -> None:
+    """The reader binds K and C from the file and refuses components that disagree."""
+    path = export_result(k2_result, tmp_path, "r", ["json"])[0]
+    doc = json.loads(path.read_text())
+    comps = doc["persons"][0]["stages"][0]["fit"]["components"]
+    assert len(comps) == 2 and len(comps[0]["coeffs"]) == 13
+    for c in doc["persons"][1]["stages"][0]["fit"]["components"]:  # C = 12 for person 1
+        c["coeffs"] = c["coeffs"][:12]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"persons\[1\].*coeffs: shape \(2, 12\), expected "
+                       r"\(2, 13\)"):
+        read_json(path)
+
+
+def test_reading_results_never_imports_torch(k2_result, tmp_path) -> None:
+    export_result(k2_result, tmp_path, "r", ["json", "npz"])
+    code = (
+        "import sys\n"
+        "from poseviewer.export import read_json, read_npz\n"
+        f"a = read_json({str(tmp_path / 'r.json')!r})\n"
+        f"b = read_npz({str(tmp_path / 'r.npz')!r})\n"
+        "assert a.persons[0].final.fit.components.score.shape == (1, 2)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
+def test_one_registry_drives_the_cli_help_and_the_menu() -> None:
+    help_text = formats_help()
+    for name in EXPORTERS:
+        assert f"{name}:" in help_text
+    src = (ROOT / "poseviewer" / "app" / "main_window.py").read_text()
+    assert "EXPORTERS" in src and 'getattr(exporters, f"write_' not in src
+
+
+def test_field_table_matches_the_documentation() -> None:
+    """docs/export-format.md holds the table as generated from poseviewer.result."""
+    from poseviewer.result import field_table_markdown
+
+    doc = (ROOT / "docs" / "export-format.md").read_text()
+    block = doc.split("<!-- field-table:begin -->\n")[1].split("<!-- field-table:end -->")[0]
+    assert block == field_table_markdown(), "regenerate: python -m poseviewer.result"
+    for spec in FIT_FIELDS + COMPONENT_FIELDS:
+        assert f"`{spec.npz_key}`" in block
+
+
+# ---- the selection model without Qt ---------------------------------------------------------
+def test_selection_model_emits_what_changed_without_qt(k2_result) -> None:
+    code = (
+        "import sys\n"
+        "from poseviewer.selection import Selection\n"
+        "assert 'PySide6' not in sys.modules\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    from poseviewer.result import ResultSequence
+    from poseviewer.selection import Selection
+
+    sel = Selection()
+    seen: list[frozenset] = []
+    sel.changed.connect(seen.append)
+    sel.set_result(k2_result, None)
+    assert "result" in seen[-1] and sel.num_components == 2
+    sel.set_person(1)
+    assert seen[-1] == {"person", "stage", "component"} and sel.person == 1
+    sel.set_component(5)  # clamped to the last component
+    assert sel.component == 1 and seen[-1] == {"component"}
+    n = len(seen)
+    sel.set_component(1)  # no change, no event
+    assert len(seen) == n
+    # a frame axis: a sequence of per-frame results
+    sel.set_sequence(ResultSequence.of([k2_result, k2_result]))
+    assert sel.num_frames == 2 and sel.frame == 0
+    sel.set_frame(1)
+    assert sel.frame == 1 and "frame" in seen[-1]
+    sel.set_frame(9)  # clamped, already there: nothing
+    assert sel.frame == 1
