@@ -95,7 +95,10 @@ def run(args: argparse.Namespace) -> int:
             if set(cal_subjects) & set(config.subjects):
                 raise ValueError("--calibration-subjects must not overlap --subjects")
             cal_cfg = eval3d.EvalConfig(subjects=cal_subjects, stride=args.stride)
-            calibration = (eval3d.load_test_poses(args.data, cal_cfg)[0], cal_subjects)
+            try:
+                calibration = (eval3d.load_test_poses(args.data, cal_cfg)[0], cal_subjects)
+            except ValueError as exc:  # e.g. a data file without those subjects
+                print(f"eval-3d: note: no covariance calibration ({exc})", file=sys.stderr)
         result = eval3d.evaluate(models, poses, actions, subjects, config,
                                  progress=not args.quiet, calibration=calibration)
     except (FileNotFoundError, ValueError, WeightsError) as exc:
