@@ -80,3 +80,30 @@ def test_evaluate_reports_calibration(model, tmp_path) -> None:
     # the factor fitted on the test subjects themselves gives them exactly 90%
     d2 = np.concatenate([v.reshape(-1) for v in res.d2.values()])
     assert eval3d.coverage(d2 / eval3d.fit_cov_scale(d2))[0.9] == pytest.approx(0.9, abs=0.01)
+
+
+def test_exports_carry_the_joint_covariances(model, ref, tmp_path) -> None:
+    """The lifting's covariances reach the result (``Fit.from_lift``) and survive the JSON
+    and NPZ round trips (field table: ``joint_cov``, ``components.joint_cov``, mm^2)."""
+    from poseviewer.export import read_json, read_npz, write_json, write_npz
+    from poseviewer.result import EstimateResult, Fit, PersonResult, StageResult
+
+    xy = ref["in_pose_2d_yx"][16][:, ::-1].copy()
+    vis = ref["in_visibility"][16]
+    lifted = model.lift(xy[None], vis[None])
+    fit = Fit.from_lift(lifted)
+    want = lifted.components.joint_cov.numpy()
+    np.testing.assert_array_equal(fit.components.joint_cov, want)
+    np.testing.assert_array_equal(fit.joint_cov, lifted.joint_cov.numpy())
+    maps = np.zeros((14, 6, 5), np.float32)
+    stage = StageResult(index=0, cnn_maps=maps, projected_maps=None, fused_maps=maps,
+                        joints_2d=xy, confidence=np.full(14, 0.9), visible=vis.copy(),
+                        fit=fit, seconds=0.01)
+    box = np.r_[xy.min(0), xy.max(0)]
+    res = EstimateResult(image_size=(640, 480), persons=[PersonResult(
+        box=box, centre=(box[:2] + box[2:]) / 2, source="user", map_to_image=np.eye(2, 3),
+        stages=[stage], score=1.0)], timings={}, model={"name": "t"}, device="cpu")
+    for write, read, name in ((write_json, read_json, "r.json"), (write_npz, read_npz, "r.npz")):
+        back = read(write(res, tmp_path / name)).persons[0].final.fit
+        np.testing.assert_allclose(back.components.joint_cov, want, rtol=1e-12)
+        np.testing.assert_allclose(back.joint_cov, lifted.joint_cov.numpy(), rtol=1e-12)
