@@ -81,7 +81,7 @@ def fit_groups(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact:
         # torch's GEMM: runs on lift's thread count (numpy's BLAS would use its own pool)
         r = torch.from_numpy(feats).mm(ops.res_packed_t).numpy().reshape(len(idx), K, A)
         best = r.argmin(-1)  # (n_g, K), first minimum on ties
-        rb = np.take_along_axis(r, best[..., None], -1)[..., 0]
+        rb = r[np.arange(len(idx))[:, None], kr, best]
         a = (ops.coef[kr, best] @ ug[:, None, :, None])[..., 0]  # (n_g, K, nb)
         cp = a[..., 0] > solve.SCALE_CAP
         if cp.any():
@@ -98,7 +98,7 @@ def fit_groups(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact:
         coeffs[idx], res[idx], ang[idx], capped[idx] = a, rb, best, cp
         if allres is not None:
             allres[idx] = r
-        cov[idx] = ops.joint_cov(model, np.broadcast_to(kr, best.shape), best)
+        cov[idx] = ops.joint_cov(model, kr[None, :].repeat(len(idx), 0), best)
     if direct:  # every unprepared pattern in one batched direct solve
         idx = np.concatenate(direct)
         _direct(model, wn[idx], v[idx], release_exact, idx, coeffs, res, ang, capped, allres)
@@ -155,16 +155,21 @@ def normalise(j: np.ndarray, vis: np.ndarray, obs_src: np.ndarray, min_visible: 
     lifted = v.sum(-1) >= min_visible
     y = w[..., 1]
     with np.errstate(invalid="ignore"):
-        height = np.where(v, y, -np.inf).max(-1) - np.where(v, y, np.inf).min(-1)
-    lifted &= height > 0
-    v = np.where(lifted[:, None], v, True)
-    w = np.where(v[..., None] & lifted[:, None, None], w, 0.0)
-    vf = v.astype(np.float64)
-    centre = (w * vf[..., None]).sum(1) / vf.sum(-1)[:, None]
-    y = w[..., 1]
-    m = (np.where(v, y, np.inf).min(-1) - np.where(v, y, -np.inf).max(-1)) / 2
+        ymax = np.where(v, y, -np.inf).max(-1)
+        ymin = np.where(v, y, np.inf).min(-1)
+    lifted &= (ymax - ymin) > 0  # NaN (no visible joint) compares False
+    if not lifted.all():  # people who cannot be lifted: a harmless dummy, NaN later
+        v = np.where(lifted[:, None], v, True)
+        w = np.where(v[..., None] & lifted[:, None, None], w, 0.0)
+        y = w[..., 1]
+        ymax = np.where(v, y, -np.inf).max(-1)
+        ymin = np.where(v, y, np.inf).min(-1)
+    vf = v.astype(np.float64)[..., None]
+    w = np.where(v[..., None], w, 0.0)
+    centre = (w * vf).sum(1) / vf.sum(1)
+    m = (ymin - ymax) / 2
     m = np.where(m == 0, 1.0, m)
-    wn = np.where(v[..., None], (w - centre[:, None, :]) / m[:, None, None], 0.0)
+    wn = (w - centre[:, None, :]) * (vf / m[:, None, None])
     return wn, v, lifted, centre, m, w
 
 
@@ -185,24 +190,32 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
     score = residual + np_["lgdet"][None, :] * scale * scale
     best = np.where(lifted, score.argmin(1), 0)
     theta = np_["theta"][ang]
-    # Step 5 for every component.
-    rec_model = model_pose(np_, scale, theta, c)  # (N, K, 3, 17)
-    proj_n = np.stack([rec_model[:, :, 0], -rec_model[:, :, 2]], axis=-1)  # (N, K, 17, 2)
-    joints_img = proj_n * m[:, None, None, None] + centre[:, None, None, :]
-    w17 = np.zeros((n_people, 17, 2))
-    w17[:, OBS_SLOTS] = wn
+    # Step 5 for every component, rows (x, y, z) of X = U^T (mu + sum c E) (-|s|).
+    rec_model = model_pose(np_, scale, ang, c)  # (N, K, 3, 17)
+    # projection (first two rows of C X) = (X_x, -X_z), normalised
+    px, pz = rec_model[:, :, 0], -rec_model[:, :, 2]
+    joints_img = np.empty(px.shape + (2,))
+    joints_img[..., 0] = px * m[:, None, None] + centre[:, None, None, 0]
+    joints_img[..., 1] = pz * m[:, None, None] + centre[:, None, None, 1]
+    # blend with the observation on the visible joints; X = -(C^T Y)
+    w17 = np.zeros((n_people, 2, 17))
+    w17[:, :, OBS_SLOTS] = wn.swapaxes(1, 2)
     v17 = np.zeros((n_people, 17), dtype=bool)
     v17[:, OBS_SLOTS] = v
-    blend = (proj_n + solve.BLEND_WEIGHT * w17[:, None]) / (1.0 + solve.BLEND_WEIGHT)
-    yb = np.where(v17[:, None, :, None], blend, proj_n)
-    rec_blend = np.stack([-yb[..., 0], -rec_model[:, :, 1], yb[..., 1]], axis=2)
-    bones = rec_blend[..., np_["bone_child"]] - rec_blend[..., np_["bone_parent"]]
-    size = np.sqrt((bones * bones).sum((-1, -2)))[..., None, None]
-    rec_renorm = rec_blend / size * 0.97
-    pose = rec_renorm * (solve.OUTPUT_SIZE / 0.97)
+    keep = np.where(v17, 1.0 / (1.0 + solve.BLEND_WEIGHT), 1.0)[:, None, :]  # (N, 1, 17)
+    add = w17 * (np.where(v17, solve.BLEND_WEIGHT / (1.0 + solve.BLEND_WEIGHT), 0.0)[
+        :, None, :])  # (N, 2, 17)
+    rec_blend = np.empty_like(rec_model)
+    rec_blend[:, :, 0] = -(px * keep + add[:, None, 0])
+    rec_blend[:, :, 1] = -rec_model[:, :, 1]
+    rec_blend[:, :, 2] = pz * keep + add[:, None, 1]
+    bones = rec_blend @ np_["bone_matrix"]  # (N, K, 3, 16)
+    size = np.sqrt((bones * bones).sum((-1, -2)))  # (N, K)
+    rec_renorm = rec_blend * (0.97 / size)[..., None, None]
+    pose = rec_blend * (solve.OUTPUT_SIZE / size)[..., None, None]
     pose_3d = pose.swapaxes(-1, -2)
     # model millimetres -> output millimetres: x scale (mm -> normalised) x size factor
-    f = solve.OUTPUT_SIZE / size[..., 0, 0] * scale  # (N, K)
+    f = solve.OUTPUT_SIZE / size * scale  # (N, K)
     jcov = cov * (model.cov_scale * f * f)[..., None, None, None]
 
     if not lifted.all():
@@ -217,15 +230,16 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
             return x
 
     t = torch.from_numpy
+    pose_3d, joints_img, jcov = mask(pose_3d), mask(joints_img), mask(jcov)
     comps = ComponentFits(
-        pose_3d=t(mask(pose_3d)), score=t(mask(score)), residual=t(mask(residual)),
+        pose_3d=t(pose_3d), score=t(mask(score)), residual=t(mask(residual)),
         scale=t(mask(scale)), yaw=t(mask(theta)), coeffs=t(mask(c)),
-        joints_2d=t(mask(joints_img)), joint_cov=t(mask(jcov)))
+        joints_2d=t(joints_img), joint_cov=t(jcov))
     ar = np.arange(n_people)
     result = LiftResult(
-        pose_3d=comps.pose_3d[ar, best], component=t(best), lifted=t(lifted),
-        joints_2d=comps.joints_2d[ar, best], components=comps,
-        centre=t(mask(centre)), norm=t(mask(m)), joint_cov=comps.joint_cov[ar, best])
+        pose_3d=t(pose_3d[ar, best]), component=t(best), lifted=t(lifted),
+        joints_2d=t(joints_img[ar, best]), components=comps,
+        centre=t(mask(centre)), norm=t(mask(m)), joint_cov=t(jcov[ar, best]))
     if not inter:
         return result
     norm_pose = np.zeros((n_people, 2, 17))
@@ -241,14 +255,17 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
     return result, extra
 
 
-def model_pose(np_: dict[str, np.ndarray], scale: np.ndarray, theta: np.ndarray,
+def model_pose(np_: dict[str, np.ndarray], scale: np.ndarray, ang: np.ndarray,
                c: np.ndarray) -> np.ndarray:
-    """Step 5.1 in numpy: X = U(theta)^T (mu + sum c_i E_i) (-|s|), (N, K, 3, 17)."""
+    """Step 5.1 in numpy: X = U(theta)^T (mu + sum c_i E_i) (-|s|), (N, K, 3, 17), for
+    the angle indices ``ang`` (N, K)."""
     n, k = scale.shape
     ext = np_["ext"]  # (K, 3 + B, 51)
     x0 = np_["mu"][None] + (c[:, :, None, :] @ ext[None])[:, :, 0].reshape(n, k, 3, 17)
-    s, co = np.sin(theta)[..., None], np.cos(theta)[..., None]
+    s, co = np_["sin"][ang][..., None], np_["cos"][ang][..., None]
     a = -np.abs(scale)[..., None]
-    xx = (s * x0[:, :, 0] + co * x0[:, :, 1]) * a
-    xy = (-co * x0[:, :, 0] + s * x0[:, :, 1]) * a
-    return np.stack([xx, xy, x0[:, :, 2] * a], axis=2)
+    out = np.empty_like(x0)
+    out[:, :, 0] = (s * x0[:, :, 0] + co * x0[:, :, 1]) * a
+    out[:, :, 1] = (-co * x0[:, :, 0] + s * x0[:, :, 1]) * a
+    out[:, :, 2] = x0[:, :, 2] * a
+    return out
