@@ -43,4 +43,6 @@ def shared_path(*parts: str) -> Path:
 
 #: The bundled 2D network and 3D pose model (our trained ones).
 DEFAULT_CNN = MODELS_DIR / "cpm_default.safetensors"
+#: The earlier default 2D network, trained from scratch (weak; kept loadable).
+SCRATCH_CNN = MODELS_DIR / "cpm_scratch.safetensors"
 DEFAULT_POSE_MODEL = MODELS_DIR / "pose3d_default.safetensors"

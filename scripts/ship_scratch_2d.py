@@ -18,10 +18,10 @@ from poseviewer.train2d.ship import model_card, ship_weights, write_text_atomic
 
 
 def main() -> None:
-    """Write resources/models/cpm_default.{safetensors,md} and cpm_training.png."""
+    """Write resources/models/cpm_scratch.{safetensors,md} and cpm_scratch_training.png (the from-scratch network)."""
     run = Path(sys.argv[1])
     report = json.loads(Path(sys.argv[2]).read_text())
-    dst = MODELS_DIR / "cpm_default.safetensors"
+    dst = MODELS_DIR / "cpm_scratch.safetensors"
     recs = read_log(run / "log.jsonl")
     meta = {
         "val_pck": report["plain"]["mean_per_stage"],
@@ -34,10 +34,10 @@ def main() -> None:
         "pose_model": "pose3d_default.safetensors",
     }
     model = ship_weights(run / "tuned.safetensors", dst, meta)
-    shutil.copyfile(run / "training.png", MODELS_DIR / "cpm_training.png")
+    shutil.copyfile(run / "training.png", MODELS_DIR / "cpm_scratch_training.png")
     extra = json.loads(Path(sys.argv[3]).read_text()) if len(sys.argv) > 3 else {}
     extra["weights"] = str(dst.relative_to(MODELS_DIR.parents[1]))
-    write_text_atomic(MODELS_DIR / "cpm_default.md", model_card(report, run, model, extra))
+    write_text_atomic(MODELS_DIR / "cpm_scratch.md", model_card(report, run, model, extra))
     print("shipped", dst.stat().st_size)
 
 

@@ -61,7 +61,10 @@ def qt_binding_problem() -> str | None:
 
 
 def sample_image() -> Path | None:
-    """The bundled sample photo (``resources/sample.*``), or None when absent."""
+    """The bundled sample photo: the full-body one (``resources/sample_fullbody.jpg``), else
+    ``resources/sample.*`` (the upper-body portrait), or None when absent."""
+    if (RESOURCES / "sample_fullbody.jpg").is_file():
+        return RESOURCES / "sample_fullbody.jpg"
     for ext in ("jpg", "jpeg", "png", "webp", "bmp"):
         p = RESOURCES / f"sample.{ext}"
         if p.is_file():

