@@ -18,7 +18,7 @@ from poseviewer.train2d.ship import model_card, ship_weights, write_text_atomic
 
 
 def main() -> None:
-    """Write resources/models/cpm_scratch.{safetensors,md} and cpm_scratch_training.png (the from-scratch network)."""
+    """Write resources/models/cpm_scratch.{safetensors,md} and cpm_scratch_training.png."""
     run = Path(sys.argv[1])
     report = json.loads(Path(sys.argv[2]).read_text())
     dst = MODELS_DIR / "cpm_scratch.safetensors"
