@@ -775,8 +775,8 @@ def test_real_estimator_cancel_and_close(qtbot, settings, tmp_path):
     real = est.estimate
 
     def slow_estimate(image, boxes=None, on_stage=None, cancel=None):
-        def stage(p, t, n):  # hold every stage until the test lets it go
-            on_stage(p, t, n)
+        def stage(t, n):  # hold every stage until the test lets it go
+            on_stage(t, n)
             gate.wait(0.5)
         return real(image, boxes=boxes, on_stage=stage, cancel=cancel)
 
