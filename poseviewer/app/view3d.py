@@ -335,22 +335,24 @@ class Pose3DPanel(QWidget):
 
     def tag_rects(self) -> list[tuple[str, QRectF]]:
         """Where the ghost tags are painted (widget pixels), laid out without overlaps."""
+        return [(t, r) for t, r, _ in self._placed_tags()]
+
+    def _placed_tags(self) -> list[tuple[str, QRectF, np.ndarray]]:
         if not self.tags:
             return []
         fm = QFontMetricsF(self._tag_font)
         anchors = self.project(np.array([a for _, a in self.tags]))
         sizes = np.array([(fm.horizontalAdvance(t) + 4.0, fm.height()) for t, _ in self.tags])
         rects = layout_tags(anchors, sizes, QRectF(self.scene_view.rect()))
-        return [(t, r) for (t, _), r in zip(self.tags, rects, strict=True)]
+        return [(t, r, a) for (t, _), r, a in zip(self.tags, rects, anchors, strict=True)]
 
     def paint_tags(self, painter: QPainter) -> None:
         """Paint the ghost tags (and a hairline to the head they name when moved away)."""
-        placed = self.tag_rects()
+        placed = self._placed_tags()
         if not placed:
             return
-        anchors = self.project(np.array([a for _, a in self.tags]))
         painter.setFont(self._tag_font)
-        for (text, rect), (ax, ay) in zip(placed, anchors, strict=True):
+        for text, rect, (ax, ay) in placed:
             if rect.bottom() < ay - 12 or rect.top() > ay:
                 painter.setPen(QPen(QColor(200, 200, 200, 110), 1))
                 painter.drawLine(QPointF(ax, ay), QPointF(rect.left(), rect.center().y()))
