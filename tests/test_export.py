@@ -431,3 +431,30 @@ def test_result_without_people_round_trips(tmp_path) -> None:
     assert (tmp_path / "x.csv").read_text().count("\n") == 1
     assert json.loads((tmp_path / "x.coco.json").read_text())["annotations"] == []
     assert read_joints_2d(tmp_path / "x.json")[0].joints_2d.shape == (0, 14, 2)
+
+
+def test_exports_are_root_relative_by_default(result, tmp_path) -> None:
+    """Every exported 3D pose has its pelvis at the origin unless frame='lifting' (issue 11:
+    poses far from the origin in Blender); the file says which."""
+    doc = json.loads(write_json(result, tmp_path / "r.json").read_text())
+    assert doc["frame_3d"] == "pelvis" and "pelvis" in doc["coordinate_frames"]["pose_3d"]
+    checked = 0
+    for p, person in enumerate(doc["persons"]):
+        for t, stage in enumerate(person["stages"]):
+            fit = stage["fit"]
+            if fit is None or not fit["lifted"]:
+                continue
+            poses = [fit["pose_3d"]] + [c["pose_3d"] for c in fit["components"]]
+            for pose in poses:
+                assert pose[0] == [0.0, 0.0, 0.0]
+            want = np.asarray(result.persons[p].stages[t].fit.components.pose_3d[0])
+            np.testing.assert_allclose(np.array([c["pose_3d"] for c in fit["components"]]),
+                                       want - want[:, :1], rtol=0, atol=1e-9)
+            checked += 1
+    assert checked >= 2
+    raw = json.loads(write_json(result, tmp_path / "raw.json", frame="lifting").read_text())
+    assert raw["frame_3d"] == "lifting"
+    np.testing.assert_array_equal(np.array(raw["persons"][0]["stages"][1]["fit"]["pose_3d"]),
+                                  result.persons[0].pose_3d)
+    with pytest.raises(ValueError, match="frame"):
+        write_json(result, tmp_path / "x.json", frame="camera")
