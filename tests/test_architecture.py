@@ -163,3 +163,41 @@ def test_selection_model_emits_what_changed_without_qt(k2_result) -> None:
     assert sel.frame == 1 and "frame" in seen[-1]
     sel.set_frame(9)  # clamped, already there: nothing
     assert sel.frame == 1
+
+
+# ---- errors by class, the cancel token an Event ---------------------------------------------
+def test_worker_classifies_errors_by_class_not_by_name() -> None:
+    from poseviewer.app.worker import _error_kind, _message
+    from poseviewer.cnn.weights import WeightsError
+    from poseviewer.errors import ImageError, ImportFormatError
+    from poseviewer.lifting.loading import PoseModelError
+
+    class NotTheImageError(ImageError):  # another name, the same class family
+        pass
+
+    ImposterError = type("ImageError", (RuntimeError,), {})  # the name only
+    assert _error_kind(NotTheImageError("x")) == "image"
+    assert _error_kind(ImposterError("x")) == "error"
+    assert _error_kind(WeightsError("w")) == "model"
+    assert _error_kind(PoseModelError("m")) == "model"
+    assert _error_kind(ImportFormatError("i")) == "import"
+    assert _message(NotTheImageError("unreadable")) == "unreadable"
+    assert _message(ImposterError("boom")).startswith("ImageError: boom")
+
+
+def test_cancel_token_is_a_threading_event() -> None:
+    import threading
+
+    from poseviewer.errors import Cancelled, CancelToken, check_cancel
+
+    token = CancelToken()
+    assert isinstance(token, threading.Event) and not token.cancelled
+    check_cancel(token)
+    token.cancel()
+    assert token.is_set() and token.cancelled
+    with pytest.raises(Cancelled):
+        check_cancel(token)
+    plain = threading.Event()
+    plain.set()
+    with pytest.raises(Cancelled):
+        check_cancel(plain)
