@@ -261,3 +261,42 @@ def test_softmax_reading_recovers_a_subgrid_gaussian_and_its_mass() -> None:
         ix, iy = int(round(cx)), int(round(cy))
         box = maps[j, max(iy - 1, 0):iy + 2, max(ix - 1, 0):ix + 2].sum()
         assert float(conf[0, j]) == pytest.approx(box / maps[j].sum(), rel=1e-9)
+
+
+def _softmax_net(residual: bool):
+    from dataclasses import replace
+
+    from poseviewer.cnn.config import tiny_test
+    from poseviewer.cnn.lifting_cpm import LiftingCPM
+
+    cfg = replace(tiny_test(fusion=False), stage1=(("conv4_1_CPM", 1, 8), ("conv4_2_CPM", 1, 14)),
+                  map_activation="softmax", joint_reading="softmax",
+                  stage_residual=residual).validate()
+    torch.manual_seed(0)
+    return LiftingCPM(cfg).eval()
+
+
+def test_softmax_maps_and_residual_stages() -> None:
+    """b = exp(z - max z) per joint, background 1 - max_j b_j; a residual stage whose output
+    conv is zero reproduces its input maps exactly."""
+    net = _softmax_net(residual=True)
+    last = net.layers[net._stages[0][-1]]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out = net(x)
+    s1, s2 = out.stages[0], out.stages[1]
+    z = s1.logits
+    expect = torch.exp(z - z.amax(dim=(-2, -1), keepdim=True))
+    torch.testing.assert_close(s1.cnn[:, :14], expect)
+    torch.testing.assert_close(s1.cnn[:, 14], 1 - expect.amax(dim=1))
+    assert float(s1.cnn[:, :14].amax()) == 1.0
+    torch.testing.assert_close(s2.cnn, s1.cnn, atol=1e-6, rtol=0)
+    torch.testing.assert_close(s2.joints, s1.joints)
+    # without the residual the same zero conv gives flat maps (no information)
+    plain = _softmax_net(residual=False)
+    plain.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        flat = plain(x).stages[1].cnn[:, :14]
+    torch.testing.assert_close(flat, torch.ones_like(flat))

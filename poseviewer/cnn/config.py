@@ -117,6 +117,10 @@ class CPMConfig:
     'softmax': they output one logit map per joint; belief map b = exp(z - max z) (peak 1,
     a spatial softmax up to its normaliser), background = 1 - max over joints; trained with
     a spatial cross-entropy."""
+    stage_residual: bool = False
+    """'softmax' maps only: stages 2..T output a correction to the log of the previous
+    stage's fused maps (z_t = log f_{t-1} + conv output), so a stage starts as its input
+    and learns what to change (the refinement cannot start worse than the stage before)."""
     report_joints: str = "fused"
     """Which maps a stage's reported joints are read from: 'fused' (the stage's output
     maps, as in the paper; equal to the CNN's when fusion is off) or 'cnn'."""
@@ -213,6 +217,8 @@ class CPMConfig:
         if self.map_activation == "softmax" and not self.background:
             raise ValueError("map_activation='softmax' derives a background channel: "
                              "set background=True")
+        if self.stage_residual and self.map_activation != "softmax":
+            raise ValueError("stage_residual needs map_activation='softmax'")
         if self.report_joints not in ("fused", "cnn"):
             raise ValueError("CPMConfig.report_joints must be 'fused' or 'cnn'")
         if self.num_stages < 1:

