@@ -201,3 +201,18 @@ def test_cancel_token_is_a_threading_event() -> None:
     plain.set()
     with pytest.raises(Cancelled):
         check_cancel(plain)
+
+
+def test_json_from_before_the_field_table_still_reads(k2_result, tmp_path) -> None:
+    """Version-1 files written before the table (no frame_3d, 'lift_centre': null) read as
+    the lifting's frame without a centre."""
+    path = export_result(k2_result, tmp_path, "r", ["json"], frame="lifting")[0]
+    doc = json.loads(path.read_text())
+    del doc["frame_3d"]
+    doc["persons"][0]["stages"][0]["fit"]["lift_centre"] = None
+    path.write_text(json.dumps(doc))
+    back = read_json(path)
+    assert back.frame_3d == "lifting"
+    assert back.persons[0].final.fit.centre is None
+    np.testing.assert_array_equal(back.persons[1].final.fit.centre,
+                                  k2_result.persons[1].final.fit.centre)

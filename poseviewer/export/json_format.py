@@ -208,7 +208,7 @@ def _fit_from_dict(d: dict[str, Any], where: str, dims: dict[str, int]) -> Fit:
     try:
         fit = {}
         for s in FIT_FIELDS:
-            if s.json_key not in d:
+            if s.json_key not in d or (s.optional and s.shape and d[s.json_key] is None):
                 if not s.optional:
                     raise KeyError(s.json_key)
                 continue
