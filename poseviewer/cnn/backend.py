@@ -31,6 +31,26 @@ from poseviewer.skeleton import CPM14, Skeleton
 StageCallback = Callable[[int, int], None]
 
 
+@dataclass(frozen=True)
+class CropSpec:
+    """How the Estimator makes a network's crops (``poseviewer.cnn.preprocess`` reads these
+    fields): square crops of ``input_size``, the person box filling ``box_fill`` of it, pixels
+    normalised as ``channel_order`` then ``x * norm_scale + norm_offset``."""
+
+    input_size: int
+    box_fill: float
+    channel_order: str = "RGB"
+    norm_scale: float = 1.0 / 255.0
+    norm_offset: float = -0.5
+
+    @staticmethod
+    def of(config: Any) -> CropSpec:
+        """The crop settings of a ``CPMConfig`` (or any object with these fields)."""
+        return CropSpec(int(config.input_size), float(config.box_fill),
+                        str(config.channel_order), float(config.norm_scale),
+                        float(config.norm_offset))
+
+
 @dataclass
 class StageMaps:
     """One stage for a batch of N crops (numpy; J joints, maps h x w)."""
@@ -67,9 +87,8 @@ class PoseBackend(Protocol):
     crops come from its resize, image positions are rounded)."""
     map_to_crop: np.ndarray
     """(2, 3) affine: crop_xy = map_to_crop @ (map_x, map_y, 1)."""
-    input_spec: Any
-    """How crops are made (``poseviewer.cnn.preprocess``): channel order, normalisation,
-    box fill, padding, input size (a ``CPMConfig`` has these fields)."""
+    input_spec: CropSpec
+    """How crops are made (``poseviewer.cnn.preprocess``)."""
     lifts: bool
     """True when ``forward`` lifts (and fuses) per stage."""
 
@@ -134,7 +153,7 @@ class CPMBackend:
         self.input_size = int(cfg.input_size)
         self.num_stages = int(cfg.num_stages)
         self.joint_reading = str(cfg.joint_reading)
-        self.input_spec = cfg
+        self.input_spec = CropSpec.of(cfg)
         self.visibility_threshold = float(cfg.visibility_threshold)
         s = float(cfg.stride)
         self.map_to_crop = np.array([[s, 0.0, 0.0], [0.0, s, 0.0]])
@@ -212,5 +231,5 @@ class PersonNetFinder:
                 for xc, yc in find_person_centres(pmap, cfg.peaks)]
 
 
-__all__ = ["CPMBackend", "PersonNetFinder", "PoseBackend", "StageMaps", "native_bf16",
+__all__ = ["CPMBackend", "CropSpec", "PersonNetFinder", "PoseBackend", "StageMaps", "native_bf16",
            "resolve_device"]
