@@ -36,6 +36,14 @@ OBS_SOURCES = CPM_TO_H36M_SOURCES[_ORDER]
 _BONES = np.array(H36M17.bones, dtype=np.int64)
 
 
+def _bone_matrix() -> np.ndarray:
+    """(17, 16): joint rows -> bone vectors (child - parent) by one matrix product."""
+    b = np.zeros((NUM_JOINTS_3D, len(_BONES)))
+    b[_BONES[:, 1], np.arange(len(_BONES))] = 1.0
+    b[_BONES[:, 0], np.arange(len(_BONES))] -= 1.0
+    return b
+
+
 class ModelFileError(ValueError):
     """A 3D pose model file is unreadable, truncated or holds the wrong keys or shapes."""
 
@@ -179,7 +187,8 @@ class PoseModel3D:
         self._np = {
             "mu": mu.cpu().numpy(), "ext": ext.reshape(k, 3 + b, -1).cpu().numpy(),
             "lgdet": self._lgdet.cpu().numpy(), "theta": self._theta.cpu().numpy(),
-            "bone_parent": _BONES[:, 0].copy(), "bone_child": _BONES[:, 1].copy()}
+            "sin": self._sin.cpu().numpy(), "cos": self._cos.cpu().numpy(),
+            "bone_matrix": _bone_matrix()}
         if hasattr(self, "pattern_cache"):
             self.pattern_cache.clear()
 
