@@ -26,11 +26,12 @@ import numpy as np
 import torch
 
 from poseviewer.cnn import LiftingCPM, count_parameters, load_cpm, save_cpm
+from poseviewer.lifting import load_pose_model
 from poseviewer.paths import MODELS_DIR, shared_path
 from poseviewer.skeleton import CPM14
 from poseviewer.train2d.data import load_annotations, split_indices
 from poseviewer.train2d.evaluate import eval_crops_from_photos, pck, predict_stages
-from poseviewer.train2d.loop import load_pose_model, read_log
+from poseviewer.train2d.loop import read_log
 from poseviewer.train2d.ship import calibrate_visibility, write_text_atomic
 
 

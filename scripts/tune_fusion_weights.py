@@ -19,11 +19,11 @@ import torch
 from safetensors.torch import load_file
 
 from poseviewer.cnn import LiftingCPM, read_cpm_metadata, save_cpm
+from poseviewer.lifting import load_pose_model
 from poseviewer.paths import MODELS_DIR
 from poseviewer.train2d.augment import AugmentConfig, make_batch
 from poseviewer.train2d.bn import add_batchnorm, fold_batchnorm
 from poseviewer.train2d.data import load_cache, split_indices
-from poseviewer.train2d.loop import load_pose_model
 from poseviewer.train2d.targets import belief_targets, normalise, stage_losses
 
 

@@ -38,9 +38,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from poseviewer.cnn import WeightsError, load_cpm
+    from poseviewer.lifting import load_pose_model
     from poseviewer.train2d.data import build_cache, load_cache, split_indices
     from poseviewer.train2d.evaluate import eval_crops, evaluate
-    from poseviewer.train2d.loop import load_pose_model
 
     torch.set_num_threads(args.threads)
     try:

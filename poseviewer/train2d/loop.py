@@ -24,6 +24,8 @@ import torch
 from poseviewer.atomic import atomic_write_bytes, atomic_write_text, atomic_write_with
 from poseviewer.cnn.lifting_cpm import LiftingCPM, count_parameters
 from poseviewer.cnn.weights import load_cpm, save_cpm
+from poseviewer.errors import ModelError
+from poseviewer.lifting import PoseModel3D, load_pose_model
 from poseviewer.train2d.augment import AugmentConfig, make_batch
 from poseviewer.train2d.bn import add_batchnorm, fold_batchnorm, has_batchnorm
 from poseviewer.train2d.data import Cache, load_cache, split_indices
@@ -71,8 +73,6 @@ class TrainConfig:
     fusion_fraction: float = 0.22
     batchnorm: bool = True
     """Train with BatchNorm after every hidden conv (folded into the convs when saving)."""
-    pose_wait_min: float = 15.0
-    """How long to wait for the 3D model when the fusion epochs start."""
     init: str | None = None
     """Start from this CPM weights file (e.g. ``poseviewer convert-tfjs`` output) instead of
     a fresh ``preset``."""
@@ -100,29 +100,16 @@ def lr_at(step: int, progress: float, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * p))
 
 
-def load_pose_model(path: str, wait_minutes: float = 0.0, log=print) -> Any:
-    """Our 3D model (``poseviewer.lifting.PoseModel3D``), never the authors' release.
-
-    Waits up to ``wait_minutes`` for the file and the lifting package to appear (they are
-    built by other work in progress), then raises NeedPoseModel.
-    """
-    if path.endswith(".mat"):
+def training_pose_model(path: str) -> PoseModel3D:
+    """Our 3D model for the fusion epochs (``poseviewer.lifting.load_pose_model``), never the
+    authors' release; a missing or unreadable file raises ``NeedPoseModel`` naming it."""
+    if str(path).endswith(".mat"):
         raise ValueError("the default 2D network must not be trained with the released .mat; "
                          "pass our own 3D model (.safetensors)")
-    deadline = time.time() + wait_minutes * 60.0
-    while True:
-        try:
-            from poseviewer.lifting import PoseModel3D
-
-            if Path(path).is_file():
-                return PoseModel3D.load(path)
-            problem = f"{path} does not exist"
-        except ImportError as exc:
-            problem = f"poseviewer.lifting is not importable ({exc})"
-        if time.time() >= deadline:
-            raise NeedPoseModel(f"cannot load the 3D model for fusion: {problem}")
-        log(f"waiting for the 3D model: {problem}")
-        time.sleep(30)
+    try:
+        return load_pose_model(path)
+    except ModelError as exc:
+        raise NeedPoseModel(f"cannot load the 3D model for fusion: {exc}") from exc
 
 
 def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
@@ -193,7 +180,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
                 raise NeedPoseModel(
                     f"epoch {epoch + 1} trains with fusion and needs our 3D model: resume "
                     "with --pose-model resources/models/pose3d_default.safetensors")
-            pose_model = load_pose_model(cfg.pose_model, cfg.pose_wait_min, log)
+            pose_model = training_pose_model(cfg.pose_model)
         model.attach_pose_model(pose_model if fusion else None)
         rng = np.random.default_rng([cfg.seed, epoch])
         order = rng.permutation(train_idx)
