@@ -103,6 +103,9 @@ PERSON_FIELDS: tuple[FieldSpec, ...] = (
               npz="person_scores"),
     FieldSpec("map_to_image", (2, 3), "f8", "-", "map grid -> image",
               "affine: image_xy = M @ (map_x, map_y, 1)"),
+    FieldSpec("track_id", (), "i8", "-", "-",
+              "video: the person's id over the frames (absent for photos)",
+              npz="person_track_ids", optional=True),
 )
 
 STAGE_FIELDS: tuple[FieldSpec, ...] = (
@@ -114,6 +117,10 @@ STAGE_FIELDS: tuple[FieldSpec, ...] = (
               "confidence above the model's threshold: used by the lifting"),
     FieldSpec("seconds", (), "f8", "seconds", "-", "wall time of the stage",
               npz="stage_seconds"),
+    FieldSpec("raw_joints_2d", ("J", 2), "f8", "pixels", "image",
+              "video, last stage: the joints as read, before temporal smoothing (joints_2d "
+              "then holds the smoothed joints that were lifted; absent when not smoothed)",
+              transform="point", optional=True),
 )
 
 FIT_FIELDS: tuple[FieldSpec, ...] = (
@@ -165,9 +172,45 @@ COMPONENT_FIELDS: tuple[FieldSpec, ...] = (
               npz="components_joint_cov", optional=True),
 )
 
+#: Per frame of a video (:class:`ResultSequence`).
+FRAME_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("index", (), "i8", "-", "-",
+              "frame number in the source (0-based; with --every N every N-th frame)",
+              json="frame_index", npz="frame_index"),
+    FieldSpec("time", (), "f8", "seconds", "-",
+              "time of the frame from the start of the video (the video's own timestamps, "
+              "so variable frame rates keep their times)", json="frame_time", npz="frame_time"),
+)
+
+#: Per person id of a video: the animation the BVH export writes (see
+#: ``poseviewer.export.video``); F = the frames from the person's first to last lifting.
+TRACK_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("track_id", (), "i8", "-", "-", "the person id (PersonResult.track_id)",
+              json="id", npz="track_id"),
+    FieldSpec("frames", ("F",), "i8", "-", "-",
+              "positions in the sequence (0-based) the animation covers, consecutive",
+              npz="track_frames"),
+    FieldSpec("frame_index", ("F",), "i8", "-", "-", "their frame numbers in the source",
+              npz="track_frame_index"),
+    FieldSpec("frame_time", ("F",), "f8", "seconds", "-", "their times",
+              npz="track_frame_time"),
+    FieldSpec("filled", ("F",), "bool", "-", "-",
+              "the person was not lifted in this frame: the pose is interpolated between "
+              "the nearest lifted frames (linearly, per joint)", npz="track_filled"),
+    FieldSpec("bone_lengths", ("J3",), "f8", "size-normalised mm", "pose_3d",
+              "one length per bone (ending at each joint; 0 for the root): the median over "
+              "the lifted frames", npz="track_bone_lengths"),
+    FieldSpec("pose_3d", ("F", "J3", 3), "f8", "size-normalised mm", "pose_3d",
+              "the animation: each frame's pose with its bone directions and the clip's "
+              "bone lengths, pelvis at the origin (what the BVH encodes)",
+              npz="track_pose_3d"),
+)
+
 #: Symbols of the shapes above.
 SHAPE_SYMBOLS = {"J": "2D joints (14, CPM-14)", "J3": "3D joints (17, H36M-17)",
-                 "K": "mixture components", "C": "coefficients: 3 + the basis size"}
+                 "K": "mixture components", "C": "coefficients: 3 + the basis size",
+                 "F": "frames of a person's animation", "N": "frames of a video",
+                 "R": "person ids of a video"}
 
 
 def _np(x: Any) -> Any:
@@ -306,6 +349,9 @@ class StageResult:
     """The lifting of ``joints_2d`` (N = 1, every component), or None if not run."""
     seconds: float = 0.0
     """Wall time of this stage (CNN + lifting + fusion)."""
+    raw_joints_2d: np.ndarray | None = None
+    """Video, last stage, smoothing on: (14, 2) joints as read before the temporal filter
+    (``joints_2d`` then holds the smoothed joints that were lifted); else None."""
 
     def __post_init__(self) -> None:
         if self.fit is not None and not isinstance(self.fit, Fit):  # a lifting result
@@ -327,6 +373,8 @@ class PersonResult:
     stages: list[StageResult] = field(default_factory=list)
     score: float = 1.0
     """Detection score (1.0 for user boxes and the whole image)."""
+    track_id: int | None = None
+    """Video: the person's id over the frames (None for photos)."""
 
     @property
     def final(self) -> StageResult:
@@ -379,12 +427,21 @@ class EstimateResult:
 
 @dataclass
 class ResultSequence:
-    """Per-frame results of a sequence (a video): frame i is ``frames[i]``."""
+    """Per-frame results of a sequence (a video): frame i is ``frames[i]``; its fields
+    :data:`FRAME_FIELDS` are ``indices[i]`` and ``times[i]``; people carry ``track_id``."""
 
     frames: list[EstimateResult] = field(default_factory=list)
     times: list[float] | None = None
     """Seconds from the start of each frame, or None (frame index only)."""
     source: str | None = None
+    indices: list[int] | None = None
+    """Frame number of each frame in the source (None: 0, 1, 2, ...)."""
+    fps: float | None = None
+    """The source's nominal frame rate (frames per second), when known."""
+    smoothing: dict[str, Any] | None = None
+    """The temporal filter's parameters (None: no smoothing)."""
+    messages: list[str] = field(default_factory=list)
+    """Notes about the whole sequence (e.g. frames that could not be decoded)."""
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -399,6 +456,24 @@ class ResultSequence:
     def of(cls, frames: Sequence[EstimateResult], **kw: Any) -> ResultSequence:
         """A sequence of the given results."""
         return cls(frames=list(frames), **kw)
+
+    def frame_index(self, i: int) -> int:
+        """Frame number of frame ``i`` in the source."""
+        return int(self.indices[i]) if self.indices is not None else int(i)
+
+    def frame_time(self, i: int) -> float:
+        """Time of frame ``i`` in seconds (from ``times``, else the index and ``fps``; NaN
+        when neither is known)."""
+        if self.times is not None:
+            return float(self.times[i])
+        if self.fps:
+            return self.frame_index(i) / float(self.fps)
+        return float("nan")
+
+    def track_ids(self) -> list[int]:
+        """The person ids that occur, ascending."""
+        return sorted({int(p.track_id) for r in self.frames for p in r.persons
+                       if p.track_id is not None})
 
 
 # ---- the table as documentation -------------------------------------------------------------
@@ -415,7 +490,8 @@ def field_table_markdown() -> str:
              "|---|---|---|---|---|---|---|---|"]
     for level, specs, lead in (("person", PERSON_FIELDS, "P"), ("stage", STAGE_FIELDS, "P, T"),
                                ("fit", FIT_FIELDS, "P, T"),
-                               ("component", COMPONENT_FIELDS, "P, T")):
+                               ("component", COMPONENT_FIELDS, "P, T"),
+                               ("frame", FRAME_FIELDS, "N"), ("track", TRACK_FIELDS, "R")):
         for s in specs:
             opt = " (optional)" if s.optional else ""
             lines.append(f"| {level} | `{s.name}`{opt} | `{s.json_key}` | "
@@ -424,7 +500,11 @@ def field_table_markdown() -> str:
     lines.append("")
     lines.append("Shape symbols: " + "; ".join(f"`{k}` {v}" for k, v in SHAPE_SYMBOLS.items())
                  + ". JSON holds one person/stage at a time (no `P, T`); a component's "
-                 "fields are one entry of `components` each (no `K`).")
+                 "fields are one entry of `components` each (no `K`). A video's NPZ puts "
+                 "the `N` frames first on every per-image key (`N, P, ...`, people padded); "
+                 "its JSON holds one such document per frame and one entry per person id in "
+                 "`tracks` (NPZ: `R` ids, `F` padded to the longest, `track_frames` = -1 "
+                 "past a track's end).")
     return "\n".join(lines) + "\n"
 
 

@@ -149,12 +149,14 @@ def result_to_dict(result: EstimateResult) -> dict[str, Any]:
     for person in result.persons:
         pd: dict[str, Any] = {
             s.json_key: str(getattr(person, s.name)) if s.dtype == "str"
-            else _lst(getattr(person, s.name)) for s in PERSON_FIELDS}
+            else _lst(getattr(person, s.name)) for s in PERSON_FIELDS
+            if not (s.optional and getattr(person, s.name) is None)}
         pd["stages"] = [
             {
                 "index": int(stage.index),
                 **{s.json_key: _lst(np.asarray(getattr(stage, s.name), dtype=s.np_dtype))
-                   for s in STAGE_FIELDS},
+                   for s in STAGE_FIELDS
+                   if not (s.optional and getattr(stage, s.name) is None)},
                 "map_shape": list(np.shape(stage.cnn_maps)[1:]),
                 "fit": _fit_dict(stage),
             }
@@ -253,13 +255,17 @@ def result_from_dict(doc: dict[str, Any]) -> EstimateResult:
                 where = f"persons[{p}].stages[{t}]"
                 fit = None if sd.get("fit") is None else _fit_from_dict(sd["fit"], where, dims)
                 kw = {s.name: _value(s, sd[s.json_key], dims, f"{where}.{s.json_key}")
-                      for s in STAGE_FIELDS if s.name != "seconds"}
+                      for s in STAGE_FIELDS if s.name != "seconds"
+                      and not (s.optional and sd.get(s.json_key) is None)}
                 empty = np.zeros((len(kw["joints_2d"]), 0, 0), dtype=np.float32)
                 stages.append(StageResult(index=int(sd["index"]), cnn_maps=empty,
                                           projected_maps=None, fused_maps=empty, fit=fit,
                                           seconds=float(sd.get("seconds", 0.0)), **kw))
             kw = {s.name: _value(s, pd[s.json_key], dims, f"persons[{p}].{s.json_key}")
-                  for s in PERSON_FIELDS if s.name != "score"}
+                  for s in PERSON_FIELDS if s.name != "score"
+                  and not (s.optional and pd.get(s.json_key) is None)}
+            if kw.get("track_id") is not None:
+                kw["track_id"] = int(kw["track_id"])
             persons.append(PersonResult(stages=stages, score=float(pd.get("score", 1.0)), **kw))
         image = doc["image"]
         return EstimateResult(

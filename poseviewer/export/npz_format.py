@@ -73,7 +73,9 @@ def result_arrays(result: EstimateResult, save_maps: bool = False) -> dict[str, 
     for p, person in enumerate(persons):
         for t, stage in enumerate(person.stages):
             for s in STAGE_FIELDS:
-                out[s.npz_key][p, t] = getattr(stage, s.name)
+                if getattr(stage, s.name) is not None:
+                    out[s.npz_key][p, t] = getattr(stage, s.name)
+                    present.add(s.npz_key)
             vals = fit_values(stage.fit)
             if vals is None:
                 continue
@@ -85,11 +87,16 @@ def result_arrays(result: EstimateResult, save_maps: bool = False) -> dict[str, 
                 if key in merged:
                     out[s.npz_key][p, t] = merged[key]
                     present.add(s.npz_key)
-    for s in fit_specs:  # optional fields no stage has are left out
-        if s.optional and s.npz_key not in present:
+    for s in fit_specs + [s for s in STAGE_FIELDS if s.optional]:
+        if s.optional and s.npz_key not in present:  # optional fields no stage has
             del out[s.npz_key]
     for s in PERSON_FIELDS:
-        out[s.npz_key] = np.array([getattr(p, s.name) for p in persons], dtype=s.np_dtype
+        values = [getattr(p, s.name) for p in persons]
+        if s.optional:
+            if all(v is None for v in values):
+                continue
+            values = [_FILL[s.dtype] if v is None else v for v in values]
+        out[s.npz_key] = np.array(values, dtype=s.np_dtype
                                   ).reshape((p_n,) + s.concrete_shape(dims))
     out["image_size"] = np.array(result.image_size, dtype=np.int64)
     out["cpm14_names"] = np.array(CPM14.joints, dtype=np.str_)
@@ -155,7 +162,10 @@ def read_npz(path: str | os.PathLike[str]) -> EstimateResult:
                         {s.name: d[s.npz_key][p, t] for s in FIT_FIELDS if s.npz_key in d},
                         {s.name: d[s.npz_key][p, t] for s in COMPONENT_FIELDS
                          if s.npz_key in d})
-                kw = {s.name: d[s.npz_key][p, t] for s in STAGE_FIELDS}
+                kw = {s.name: d[s.npz_key][p, t] for s in STAGE_FIELDS if s.npz_key in d}
+                for s in STAGE_FIELDS:  # optional: absent, or all NaN where a stage lacks it
+                    if s.optional and (kw.get(s.name) is None or np.isnan(kw[s.name]).all()):
+                        kw[s.name] = None
                 kw["seconds"] = float(kw["seconds"])
                 empty = np.zeros((len(kw["joints_2d"]), 0, 0), dtype=np.float32)
                 has_maps = "cnn_maps" in d
@@ -166,8 +176,10 @@ def read_npz(path: str | os.PathLike[str]) -> EstimateResult:
                     projected_maps=None if proj is None or np.isnan(proj).all() else proj,
                     fused_maps=d["fused_maps"][p, t] if has_maps else empty,
                     fit=fit, **kw))
-            kw = {s.name: d[s.npz_key][p] for s in PERSON_FIELDS}
+            kw = {s.name: d[s.npz_key][p] for s in PERSON_FIELDS if s.npz_key in d}
             kw["source"], kw["score"] = str(kw["source"]), float(kw["score"])
+            if "track_id" in kw:
+                kw["track_id"] = None if int(kw["track_id"]) < 0 else int(kw["track_id"])
             persons.append(PersonResult(stages=stages, **kw))
     except KeyError as exc:
         raise ImportFormatError(f"{path}: not a poseviewer NPZ (no {exc})") from exc
