@@ -482,6 +482,7 @@ def test_concurrent_lifts_restore_torch_threads(model: PoseModel3D, ref) -> None
     a = PoseModel3D(model.mu, model.e, model.sigma)
     b = PoseModel3D(model.mu, model.e, model.sigma)
     a.lift_threads, b.lift_threads = 1, 3
+    a.lift_method = b.lift_method = "direct"  # the fast path sets threads only to prepare
     xy, vis = _xy(ref)[:2], np.ones((2, 14), dtype=bool)
     seen: dict[str, object] = {}
     a_returned = threading.Event()
@@ -546,6 +547,20 @@ def test_pattern_operators_cold_warm_and_direct_agree(model, ref):
             _close(got.components.joint_cov, want.components.joint_cov.numpy(), 1e-9,
                    rtol=1e-9)
             assert torch.equal(got.component, want.component)
+    # a warm lift leaves torch's thread count alone (preparing a pattern sets lift_threads)
+    calls: list[int] = []
+    real = torch.set_num_threads
+    try:
+        torch.set_num_threads = lambda n: (calls.append(n), real(n))[1]
+        m.lift(xy, vis)
+        assert calls == []
+        m.pattern_cache.clear()
+        m.lift_threads = 1 if torch.get_num_threads() != 1 else 2
+        m.lift(xy[:3], vis[:3])
+        assert calls and calls[0] == m.lift_threads
+    finally:
+        torch.set_num_threads = real
+        m.lift_threads = 1
     m.pattern_cache.clear()
     m.build_min = 18
     m.lift(xy, vis)

@@ -68,9 +68,10 @@ def fit_groups(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact:
     for key, idx in groups:
         ops = cache.get(key)
         if ops is None and cache.count(key, len(idx)) >= model.build_min:
-            ops = operators.build(model._ex, model._ey, model._ez, model._mux, model._muy,
-                                  model._muz, model._rho, model._lam, model._sin, model._cos,
-                                  v[idx[0]])
+            with model.torch_threads():
+                ops = operators.build(model._ex, model._ey, model._ez, model._mux,
+                                      model._muy, model._muz, model._rho, model._lam,
+                                      model._sin, model._cos, v[idx[0]])
             cache.put(key, ops)
         if ops is None:
             direct.append(idx)
@@ -78,15 +79,25 @@ def fit_groups(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact:
         ug = u[idx]
         ua = ug[:, ops.active]
         feats = ua[:, ops.pair_i] * ua[:, ops.pair_j]
-        # torch's GEMM: runs on lift's thread count (numpy's BLAS would use its own pool)
-        r = torch.from_numpy(feats).mm(ops.res_packed_t).numpy().reshape(len(idx), K, A)
+        # torch's GEMM (numpy's BLAS would use its own thread pool); a big one on lift's
+        # thread count, a small one as it comes
+        if len(idx) >= 64:
+            with model.torch_threads():
+                r = torch.from_numpy(feats).mm(ops.res_packed_t).numpy()
+        else:
+            r = torch.from_numpy(feats).mm(ops.res_packed_t).numpy()
+        r = r.reshape(len(idx), K, A)
         best = r.argmin(-1)  # (n_g, K), first minimum on ties
         rb = r[np.arange(len(idx))[:, None], kr, best]
         a = (ops.coef[kr, best] @ ug[:, None, :, None])[..., 0]  # (n_g, K, nb)
         cp = a[..., 0] > solve.SCALE_CAP
         if cp.any():
-            rc, cc = operators.capped_ops(ops, model._lam, model._sin, model._cos,
-                                          release_exact)
+            got = ops.capped.get(release_exact)
+            if got is None:
+                with model.torch_threads():
+                    got = operators.capped_ops(ops, model._lam, model._sin, model._cos,
+                                               release_exact)
+            rc, cc = got
             for i, k in zip(*np.nonzero(cp), strict=True):
                 uu = ug[i]
                 rr = (rc[k] @ uu) @ uu  # (A,)
@@ -101,13 +112,15 @@ def fit_groups(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact:
         cov[idx] = ops.joint_cov(model, kr[None, :].repeat(len(idx), 0), best)
     if direct:  # every unprepared pattern in one batched direct solve
         idx = np.concatenate(direct)
-        _direct(model, wn[idx], v[idx], release_exact, idx, coeffs, res, ang, capped, allres)
-        pk = np.tile(kr, len(idx))
-        vis = torch.from_numpy(np.repeat(v[idx], K, axis=0))
-        cov[idx] = operators.joint_cov(
-            model._ex, model._ey, model._ez, model.e, model._rho, model._lam, model._sin,
-            model._cos, vis, model._obs, torch.from_numpy(pk),
-            torch.from_numpy(ang[idx].reshape(-1))).numpy().reshape(len(idx), K, 17, 3, 3)
+        with model.torch_threads():
+            _direct(model, wn[idx], v[idx], release_exact, idx, coeffs, res, ang, capped,
+                    allres)
+            pk = np.tile(kr, len(idx))
+            vis = torch.from_numpy(np.repeat(v[idx], K, axis=0))
+            cov[idx] = operators.joint_cov(
+                model._ex, model._ey, model._ez, model.e, model._rho, model._lam,
+                model._sin, model._cos, vis, model._obs, torch.from_numpy(pk),
+                torch.from_numpy(ang[idx].reshape(-1))).numpy().reshape(len(idx), K, 17, 3, 3)
     return coeffs, res, ang, capped, allres, cov
 
 

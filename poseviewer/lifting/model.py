@@ -140,7 +140,10 @@ class PoseModel3D:
         #: operations; fork/join of a thread pool costs more than it saves, and far more on
         #: a machine loaded by other work (measured: scripts/bench_lifting.py). Torch's
         #: thread count is not per thread: while ``lift`` runs it changes for the process;
-        #: such lifts are serialised by a module lock (see ``_torch_threads``).
+        #: such lifts are serialised by a module lock (see ``_torch_threads``). The
+        #: operators' fast path changes it only while it prepares a pattern or solves
+        #: directly (a warm lift leaves torch's threads alone: changing them right after a
+        #: network's parallel forward pass can wait for the thread pool, tens of ms).
         self.lift_threads: int | None = 1
         #: Reproduce the release's capped refit exactly (see the class docstring).
         self.release_exact: bool = False
@@ -391,11 +394,15 @@ class PoseModel3D:
         """
         exact = self.release_exact if release_exact is None else bool(release_exact)
         if self._use_operators():
-            j, vis = self._inputs_np(joints_2d, visible)
-        else:
-            j, vis = self._inputs(joints_2d, visible)
-        with _torch_threads(self.lift_threads, self._device):
+            return self._lift(*self._inputs_np(joints_2d, visible), return_intermediates,
+                              exact)
+        j, vis = self._inputs(joints_2d, visible)
+        with self.torch_threads():
             return self._lift(j, vis, return_intermediates, exact)
+
+    def torch_threads(self) -> Any:
+        """Context: torch runs with ``lift_threads`` intra-op threads (see there)."""
+        return _torch_threads(self.lift_threads, self._device)
 
     def _lift(self, j: Any, vis: Any, inter: bool, release_exact: bool = False):
         """numpy inputs: the operators' fast path (``fast``); torch: the direct solver."""

@@ -84,8 +84,9 @@ class PatternOps:
             pairs = np.unique(np.stack([comp[miss], angle[miss]], -1), axis=0)
             pk, pa = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
             vis = torch.from_numpy(np.repeat(self.mask[None], len(pairs), axis=0))
-            cov = joint_cov(model._ex, model._ey, model._ez, model.e, model._rho, model._lam,
-                            model._sin, model._cos, vis, model._obs, pk, pa)
+            with model.torch_threads():
+                cov = joint_cov(model._ex, model._ey, model._ez, model.e, model._rho,
+                                model._lam, model._sin, model._cos, vis, model._obs, pk, pa)
             self.cov[pairs[:, 0], pairs[:, 1]] = cov.numpy()
             self.cov_have[pairs[:, 0], pairs[:, 1]] = True
         return self.cov[comp, angle]
