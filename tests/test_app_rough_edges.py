@@ -275,3 +275,25 @@ def test_switches_redraw_only_what_changed(qtbot, settings, tmp_path):
     assert sv.renders == n0
     st.set_component((st.component + 1) % st.num_components)
     qtbot.waitUntil(lambda: sv.renders == n0 + 1, timeout=2000)
+
+
+def test_window_screenshot_shows_the_3d_panel(qtbot, settings, tmp_path, messages):
+    """The window screenshot is a plain grab; the 3D panel's pixels are in it."""
+    from poseviewer.app.view3d import BACKGROUND, can_render
+
+    if not can_render():
+        pytest.skip("rendering needs a real X display")
+    win = make_window(qtbot, settings, FakeEstimator(stages=2))
+    open_and_wait(qtbot, win, write_image(tmp_path / "p.png"))
+    qtbot.wait(50)
+    img = win.panel_image("window")
+    sv = win.view3d.scene_view
+    r = sv.rect().translated(sv.mapTo(win, sv.rect().topLeft()))
+    ratio = img.devicePixelRatio()
+    crop = img.copy(int(r.x() * ratio), int(r.y() * ratio), int(r.width() * ratio),
+                    int(r.height() * ratio)).convertToFormat(img.Format.Format_RGBA8888)
+    w, h = crop.width(), crop.height()
+    px = np.array(crop.constBits(), np.uint8).reshape(h, crop.bytesPerLine())[:, :4 * w]
+    px = px.reshape(h, w, 4)[..., :3].astype(float)
+    drawn = (np.abs(px - np.array(BACKGROUND[:3]) * 255).max(axis=-1) > 30).sum()
+    assert drawn > 2000  # bones, joints, grid: not a blank canvas

@@ -29,7 +29,7 @@ from poseviewer.app.controls import ControlsBar
 from poseviewer.app.image_view import ImagePanel
 from poseviewer.app.maps_view import BeliefMapPanel
 from poseviewer.app.state import MAP_KIND_LABELS, MAP_KINDS, ViewerState
-from poseviewer.app.view3d import Pose3DPanel, can_render
+from poseviewer.app.view3d import Pose3DPanel
 from poseviewer.app.worker import WorkerController
 from poseviewer.atomic import atomic_write_with
 from poseviewer.export.registry import EXPORTERS, ExportOptions
@@ -513,23 +513,8 @@ class MainWindow(QMainWindow):
         """A picture of one panel ('window', 'image', 'maps', '3d')."""
         if key == "3d":
             return rgba_to_qimage(self.view3d.render_image())
+        # the 3D panel is a plain widget showing its offscreen render: a grab includes it
         widget = {"window": self, "image": self.image_panel, "maps": self.maps_panel}[key]
-        if key == "window":
-            img = widget.grab().toImage()
-            # the GL canvas may come out blank in a widget grab: paint its render over it
-            canvas = self.view3d.canvas.native
-            if canvas.isVisible() and can_render():
-                from PySide6.QtGui import QPainter
-
-                top_left = canvas.mapTo(self, canvas.rect().topLeft())
-                painter = QPainter(img)
-                sub = rgba_to_qimage(self.view3d.render_image()).scaled(
-                    canvas.width() * img.devicePixelRatio(),
-                    canvas.height() * img.devicePixelRatio())
-                sub.setDevicePixelRatio(img.devicePixelRatio())
-                painter.drawImage(top_left, sub)
-                painter.end()
-            return img
         return widget.grab().toImage()
 
     def screenshot_dialog(self, key: str) -> None:
