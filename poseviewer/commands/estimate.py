@@ -4,7 +4,12 @@ Examples:
   poseviewer estimate photo.jpg --out results/
   poseviewer estimate photos/ more.png --out results/ --format json,csv,npz,bvh,coco
 
-Folders are searched recursively for images (.jpg .jpeg .png .bmp .tif .tiff .webp).
+  poseviewer estimate clip.mp4 --out results/ --format json,npz,csv,bvh,coco --every 2
+
+Folders are searched recursively for images (.jpg .jpeg .png .bmp .tif .tiff .webp) and
+videos (.mp4 .avi .mov .mkv .webm ...). Per video: <name>.json / .npz / .csv with a frame
+axis and person ids, <name>.coco.json (one image per frame) and <name>_person<ID>.bvh, one
+animation per person id (--every N, --max-frames M, --no-smoothing).
 Per image: <name>.json / .csv / .npz and <name>_person<P>.bvh in --out (images found in
 sub-folders are named <sub>__<name>; repeated names get _2, _3, ...); the COCO keypoints
 of all images go to keypoints_coco.json. A file that fails is reported and skipped;
@@ -29,7 +34,13 @@ from poseviewer.commands._batch import (
     finish_batch,
     make_out_dir,
 )
+from poseviewer.commands._video import (
+    add_video_arguments,
+    check_video_arguments,
+    estimate_video_file,
+)
 from poseviewer.export import EXPORTERS, export_result, parse_formats
+from poseviewer.video.source import is_video_path
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
@@ -37,7 +48,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``poseviewer estimate``."""
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
-                        help="image files and folders (searched recursively)")
+                        help="image and video files and folders (searched recursively)")
     add_output_arguments(parser)
     parser.add_argument("--device", default=None,
                         help="torch device, e.g. cpu or cuda (default: the estimator's)")
@@ -56,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-maps", action="store_true",
                         help="also store the belief maps in the NPZ files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_video_arguments(parser)
 
 
 def collect_images(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
@@ -65,10 +77,10 @@ def collect_images(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[tupl
     problems: list[tuple[str, str]] = []
     for path in paths:
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*")
-                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            files = sorted(p for p in path.rglob("*") if p.is_file() and (
+                p.suffix.lower() in IMAGE_EXTENSIONS or is_video_path(p)))
             if not files:
-                problems.append((str(path), "folder holds no images"))
+                problems.append((str(path), "folder holds no images or videos"))
             for f in files:
                 found.append((f, str(f.relative_to(path).with_suffix(""))))
         elif path.is_file():
@@ -95,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
         formats = parse_formats(args.format)
     except ValueError as exc:
         print(f"poseviewer estimate: {exc}", file=sys.stderr)
+        return 2
+    problem = check_video_arguments(args)
+    if problem:
+        print(f"poseviewer estimate: {problem}", file=sys.stderr)
         return 2
     files, problems = collect_images(list(args.paths))
     if not files:
@@ -128,6 +144,13 @@ def run(args: argparse.Namespace) -> int:
         for path, stem in bar:
             bar.set_postfix_str(path.name, refresh=False)
             try:
+                if is_video_path(path):
+                    written, seq = estimate_video_file(estimator, path, stems(stem), args,
+                                                       formats, tqdm)
+                    report.success(str(path), written,
+                                   max((len(r.persons) for r in seq), default=0),
+                                   list(seq.messages) + [f"{len(seq)} frames"])
+                    continue
                 result = estimator.estimate(str(path))
                 written = export_result(result, args.out, stems(stem), per_image,
                                         save_maps=args.save_maps, frame=args.frame)

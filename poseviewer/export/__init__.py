@@ -10,11 +10,14 @@ root-relative unless ``frame='lifting'``)::
     write_bvh(result, path, person, stage, component)   one pose, one frame, root at 0
     write_coco(results, path, stage)    COCO keypoints JSON of the 2D joints
     export_result(result, out_dir, stem, formats)   several formats at once
+    export_sequence(seq, out_dir, stem, formats)    a video's results (frame axis, ids;
+                                        one BVH animation per person id)
     EXPORTERS                           the format registry (CLI --format, File menu)
 
 Readers::
 
     read_json(path) / read_npz(path) -> EstimateResult
+    read_sequence_json(path) / read_sequence_npz(path) -> ResultSequence
     read_joints_2d(path) -> [Imported2D]     (COCO-17 / CPM-14 keypoints or our JSON)
     lift_imported(item, model) -> EstimateResult   (model: poseviewer.lifting.load_pose_model)
 """
@@ -35,8 +38,21 @@ from poseviewer.export.registry import (
     Exporter,
     ExportOptions,
     export_result,
+    export_sequence,
     formats_help,
     parse_formats,
+)
+from poseviewer.export.video import (
+    TrackAnimation,
+    bvh_animation_text,
+    read_sequence_json,
+    read_sequence_npz,
+    track_animation,
+    track_animations,
+    write_sequence_coco,
+    write_sequence_csv,
+    write_sequence_json,
+    write_sequence_npz,
 )
 
 __all__ = [
@@ -45,4 +61,7 @@ __all__ = [
     "export_result", "formats_help", "in_frame", "lift_imported", "parse_formats",
     "read_joints_2d", "read_json", "read_npz", "result_arrays", "result_from_dict",
     "result_to_dict", "write_bvh", "write_coco", "write_csv", "write_json", "write_npz",
+    "TrackAnimation", "bvh_animation_text", "export_sequence", "read_sequence_json",
+    "read_sequence_npz", "track_animation", "track_animations", "write_sequence_coco",
+    "write_sequence_csv", "write_sequence_json", "write_sequence_npz",
 ]

@@ -91,6 +91,15 @@ def euler_zxy(r: np.ndarray) -> tuple[float, float, float]:
 
 def bvh_text(pose_3d: np.ndarray, frame_time: float = 1.0 / 30.0) -> str:
     """BVH text of one H36M-17 pose (17, 3) in our frame (mm); one frame. See module doc."""
+    lines, values = bvh_parts(pose_3d)
+    lines += ["MOTION", "Frames: 1", f"Frame Time: {frame_time:.6f}",
+              " ".join(f"{v:.6f}" for v in values)]
+    return "\n".join(lines) + "\n"
+
+
+def bvh_parts(pose_3d: np.ndarray) -> tuple[list[str], list[float]]:
+    """The HIERARCHY lines (rest skeleton with this pose's bone lengths) and the one frame's
+    channel values (root position, then (z, x, y) degrees per joint) of an H36M-17 pose."""
     pose = np.asarray(pose_3d, dtype=np.float64)
     if pose.shape != (17, 3):
         raise ValueError(f"pose_3d has shape {pose.shape}, expected (17, 3)")
@@ -152,9 +161,7 @@ def bvh_text(pose_3d: np.ndarray, frame_time: float = 1.0 / 30.0) -> str:
         lines.append(f"{ind}}}")
 
     emit(0, np.eye(3), np.zeros(3), 0)
-    lines += ["MOTION", "Frames: 1", f"Frame Time: {frame_time:.6f}",
-              " ".join(f"{v:.6f}" for v in values)]
-    return "\n".join(lines) + "\n"
+    return lines, values
 
 
 def write_bvh(

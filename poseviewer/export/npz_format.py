@@ -150,6 +150,12 @@ def read_npz(path: str | os.PathLike[str]) -> EstimateResult:
         raise ImportFormatError(f"{path}: not a poseviewer NPZ (no meta_json)") from exc
     if meta.get("schema") != SCHEMA or meta.get("version") != VERSION:
         raise ImportFormatError(f"{path}: not a poseviewer.result version {VERSION} NPZ")
+    return result_from_arrays(d, meta, path)
+
+
+def result_from_arrays(d: dict[str, np.ndarray], meta: dict, path: Path) -> EstimateResult:
+    """An EstimateResult from the arrays of :func:`result_arrays` and its decoded
+    ``meta_json`` (``path``: the file, for messages and the image path)."""
     try:
         p_n, t_n = d["has_fit"].shape
         persons = []
