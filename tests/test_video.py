@@ -544,6 +544,73 @@ def test_empty_source_and_cancel(estimator) -> None:
         estimate_video(estimator, ArraySource(rgb), every=0)
 
 
+# ---- live mode ----------------------------------------------------------------------------
+class _PacedCamera:
+    """A fake live source: frames from arrays at ``fps`` in real time."""
+
+    live = True
+    frame_count = None
+    name = "fake camera"
+
+    def __init__(self, arrays, fps: float) -> None:
+        import time
+
+        self.arrays, self.fps, self.messages = arrays, fps, []
+        self.size = (W, H)
+        self.i, self.t0, self.closed = 0, time.monotonic(), False
+
+    def read(self):
+        import time
+
+        from poseviewer.video import Frame
+
+        if self.i >= len(self.arrays):
+            return None
+        time.sleep(1.0 / self.fps)
+        f = Frame(self.i, time.monotonic() - self.t0, self.arrays[self.i])
+        self.i += 1
+        return f
+
+    def skip(self, n):
+        return 0
+
+    def close(self):
+        self.closed = True
+
+
+def test_live_mode_takes_the_newest_frame_and_drops_the_rest(estimator) -> None:
+    import time
+
+    from poseviewer.video import LatestFrame, RateMeter, VideoAnalyzer, run_live
+
+    class Slow:  # the estimator, taking at least 60 ms a frame
+        pose_model = estimator.pose_model
+
+        def estimate(self, image, **kw):
+            time.sleep(0.06)
+            return estimator.estimate(image, **kw)
+
+    rgb = [f[..., ::-1].copy() for f in _frames(40, step=1)]
+    cam = _PacedCamera(rgb, fps=200.0)  # a frame every 5 ms
+    grabber = LatestFrame(cam)
+    seen = []
+    stats = run_live(VideoAnalyzer(Slow()), grabber,
+                     lambda frame, result, st: seen.append((frame.index, result, st.rate)))
+    grabber.stop()
+    assert cam.closed and grabber.read == 40
+    idx = [i for i, _, _ in seen]
+    assert idx == sorted(idx) and len(idx) < 40  # in order, frames were dropped
+    assert stats.dropped == 40 - len(idx) and stats.estimated == len(idx)
+    assert idx[-1] >= 30  # the last frames shown are recent ones
+    assert all(r.persons[0].track_id == 0 for _, r, _ in seen)
+    assert 0 < stats.rate < 1 / 0.06 + 1  # no faster than the estimator allows
+    # the rate meter on a hand-made clock
+    clock = iter([0.0, 0.5, 1.0, 1.5, 1.5]).__next__
+    m = RateMeter(window=10.0, clock=clock)
+    m.tick(), m.tick(), m.tick(), m.tick()
+    assert m.rate == pytest.approx(2.0)
+
+
 # ---- the command line --------------------------------------------------------------------
 def test_cli_mixed_folder(clip, estimator, tmp_path, monkeypatch) -> None:
     import shutil

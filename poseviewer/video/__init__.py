@@ -10,6 +10,7 @@ per-frame pipeline (no Qt). See :mod:`poseviewer.video.pipeline`.
 
 from __future__ import annotations
 
+from poseviewer.video.live import LatestFrame, LiveStats, RateMeter, run_live
 from poseviewer.video.pipeline import (
     DEFAULT_SMOOTHING,
     VideoAnalyzer,
@@ -34,5 +35,5 @@ __all__ = [
     "DEFAULT_SMOOTHING", "VIDEO_EXTENSIONS", "ArraySource", "CameraSource", "Frame",
     "FrameSource", "OneEuroFilter", "OneEuroParams", "Tracker", "VideoAnalyzer",
     "VideoError", "VideoFileSource", "box_iou", "estimate_video", "is_video_path",
-    "iter_frames", "open_source",
+    "iter_frames", "open_source", "LatestFrame", "LiveStats", "RateMeter", "run_live",
 ]

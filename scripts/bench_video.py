@@ -1,0 +1,115 @@
+"""Video benchmark (issue 12): frames per second of ``estimate_video`` on a 640 x 480 clip
+with the default network, one person (goal >= 10 frames/s), and how much the One Euro
+smoothing reduces the frame-to-frame jitter of the 3D joints.
+
+The clip is written here (OpenCV VideoWriter, mp4v): the bundled full-body photo moving
+across a plain background, 4 px a frame, as in tests/test_video.py. The person's pose does
+not change, so every frame-to-frame change of the root-relative 3D joints is jitter.
+
+    .venv/bin/python scripts/bench_video.py [--frames 30] [--device cpu]
+
+Prints the load (``uptime``): timings on a shared machine vary with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from poseviewer.estimator import Estimator  # noqa: E402
+from poseviewer.paths import resources_dir  # noqa: E402
+from poseviewer.result import Fit  # noqa: E402
+from poseviewer.video import VideoFileSource, estimate_video  # noqa: E402
+
+
+def write_clip(path: Path, frames: int, size: tuple[int, int] = (640, 480),
+               fps: float = 30.0) -> Path:
+    w, h = size
+    img = cv2.imread(str(resources_dir() / "sample_fullbody.jpg"))
+    ph = int(h * 0.85)
+    person = cv2.resize(img, (int(img.shape[1] * ph / img.shape[0]), ph),
+                        interpolation=cv2.INTER_AREA)
+    wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for i in range(frames):
+        f = np.empty((h, w, 3), np.uint8)
+        f[:] = (60, 120, 90)
+        x = min(10 + 4 * i, w - person.shape[1])
+        f[(h - ph) // 2:(h - ph) // 2 + ph, x:x + person.shape[1]] = person
+        wr.write(f)
+    wr.release()
+    return path
+
+
+def jitter_3d(poses: np.ndarray) -> float:
+    """Mean distance (mm) a root-relative joint moves from one frame to the next."""
+    rel = poses - poses[:, :1]
+    ok = np.isfinite(rel).all(axis=(1, 2))
+    steps = np.linalg.norm(np.diff(rel, axis=0), axis=-1)[ok[1:] & ok[:-1]]
+    return float(steps.mean())
+
+
+def jitter_2d(joints: np.ndarray, drift: np.ndarray) -> float:
+    """Mean frame-to-frame joint step (pixels) after removing the clip's known drift."""
+    return float(np.linalg.norm(np.diff(joints - drift, axis=0), axis=-1).mean())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--frames", type=int, default=30)
+    ap.add_argument("--device", default=None)
+    args = ap.parse_args()
+    print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    est = Estimator.default(device=args.device)
+    print(f"device {est.device}; default network {est.backend.info().get('name')}")
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = write_clip(Path(tmp) / "clip.mp4", args.frames + 1)
+        with VideoFileSource(clip) as src:  # warm-up on the first frame
+            estimate_video(est, src, max_frames=1)
+        t0 = time.perf_counter()
+        with VideoFileSource(clip) as src:
+            seq = estimate_video(est, src, max_frames=args.frames)
+        wall = time.perf_counter() - t0
+    n = len(seq)
+    phases: dict[str, float] = {}
+    for r in seq:
+        for k, v in r.timings.items():
+            phases[k] = phases.get(k, 0.0) + v / n
+    print(f"\n{n} frames of 640x480 in {wall:.2f} s: {n / wall:.2f} frames/s "
+          f"(goal >= 10); per frame {1000 * wall / n:.0f} ms")
+    print("mean per-frame phases (ms): " + ", ".join(
+        f"{k} {1000 * v:.1f}" for k, v in phases.items()))
+    print("people per frame:", sorted({len(r.persons) for r in seq}),
+          "ids:", seq.track_ids())
+
+    # jitter: the same frames, the 2D joints as read vs smoothed, both lifted the same way
+    tid = 0
+    rows = [next((p for p in r.persons if p.track_id == tid), None) for r in seq]
+    keep = [i for i, p in enumerate(rows) if p is not None]
+    raw = np.stack([rows[i].final.raw_joints_2d for i in keep])
+    smooth = np.stack([rows[i].final.joints_2d for i in keep])
+    vis = np.stack([np.asarray(rows[i].final.visible, bool) for i in keep])
+    lifted_raw = Fit.from_lift(est.pose_model.lift(raw, vis)).pose_3d
+    lifted_smooth = np.stack([rows[i].final.fit.pose_3d[0] for i in keep])
+    drift = (4.0 * np.array(keep, float))[:, None, None] * np.array([1.0, 0.0])
+    j_raw, j_sm = jitter_3d(lifted_raw), jitter_3d(lifted_smooth)
+    print(f"\njitter over {len(keep)} frames of person {tid} (One Euro {seq.smoothing}):")
+    print(f"  2D joints, frame-to-frame step less the drift: raw {jitter_2d(raw, drift):.2f} px"
+          f", smoothed {jitter_2d(smooth, drift):.2f} px")
+    print(f"  3D joints (root-relative), frame-to-frame step: raw {j_raw:.1f} mm, smoothed "
+          f"{j_sm:.1f} mm: {100 * (1 - j_sm / j_raw):.0f}% less")
+    print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
