@@ -133,6 +133,48 @@ class Crops:
     """(P, 2, 3) crop pixels -> original-image pixels."""
 
 
+@dataclass
+class _Job:
+    """One image between the phases before and after ``forward``."""
+
+    loaded: LoadedImage
+    people: People
+    crops: Crops | None
+    result: EstimateResult
+    timings: dict[str, float]
+    seconds: float
+    """Wall time of the phases so far."""
+
+
+def _slice_stage(s: StageMaps, a: int, b: int) -> StageMaps:
+    """Crops ``a:b`` of a batch's stage (its times: their share of the batch's)."""
+    share = (b - a) / max(len(s.cnn), 1)
+    return StageMaps(cnn=s.cnn[a:b], fused=s.fused[a:b],
+                     projected=None if s.projected is None else s.projected[a:b],
+                     joints=s.joints[a:b], confidence=s.confidence[a:b],
+                     visible=s.visible[a:b],
+                     fit=None if s.fit is None else s.fit.select(slice(a, b)),
+                     seconds={k: v * share for k, v in s.seconds.items()})
+
+
+def _concat_stages(parts: list[StageMaps]) -> StageMaps:
+    """One stage of several batches, stacked in order (times added)."""
+
+    def cat(name: str) -> Any:
+        vals = [getattr(p, name) for p in parts]
+        return None if vals[0] is None else np.concatenate(vals)
+
+    fits = [p.fit for p in parts]
+    secs: dict[str, float] = {}
+    for p in parts:
+        for k, v in p.seconds.items():
+            secs[k] = secs.get(k, 0.0) + v
+    return StageMaps(cnn=cat("cnn"), fused=cat("fused"), projected=cat("projected"),
+                     joints=cat("joints"), confidence=cat("confidence"),
+                     visible=cat("visible"),
+                     fit=None if fits[0] is None else Fit.concat(fits), seconds=secs)
+
+
 class Estimator:
     """Finds people, runs the 2D network (+ per-stage lifting and fusion) and fills an
     ``EstimateResult``. See the module docstring."""
@@ -385,6 +427,82 @@ class Estimator:
     def estimate(self, image: Any, boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
                  on_stage: StageCallback | None = None, cancel: Any = None) -> EstimateResult:
         """Analyse one image (path or array). See the module docstring."""
+        job = self._begin(image, boxes, cancel)
+        if job.crops is None:
+            return self._end(job, None)
+        t0 = time.perf_counter()
+        stages = self.forward(job.crops, on_stage, cancel)
+        job.timings["cnn"] = time.perf_counter() - t0
+        return self._end(job, stages, cancel)
+
+    def estimate_many(self, images: Sequence[Any], batch_size: int | None = None,
+                      return_exceptions: bool = False) -> list[EstimateResult | Exception]:
+        """Analyse several images (paths, arrays or ``LoadedImage`` objects) with one
+        network forward over the crops of all of them. The results equal those of
+        :meth:`estimate` on each image (the phases are the same; only ``forward`` sees the
+        crops of every image at once; ``timings['cnn']`` is the image's share of the batch).
+        ``batch_size``: the network sees exactly this many crops per forward (the last
+        batch padded with blank crops), so an image's result does not depend on which other
+        images share its batch (on CPU the convolutions' rounding depends on the batch size,
+        not on the batch's other crops); None: one forward of all crops, unpadded. Results
+        agree with :meth:`estimate`'s to float32 rounding (the batch size differs), and are
+        bit-identical between calls with the same ``batch_size`` and torch thread count.
+        ``return_exceptions``: an image that fails gives its exception in its place instead
+        of raising (the others still run)."""
+        jobs: list[_Job | Exception] = []
+        for image in images:
+            try:
+                jobs.append(self._begin(image, None, None))
+            except Exception as exc:  # noqa: BLE001 - handed back or re-raised below
+                if not return_exceptions:
+                    raise
+                jobs.append(exc)
+        todo = [j for j in jobs if isinstance(j, _Job) and j.crops is not None]
+        per_job: dict[int, list[StageMaps]] = {}
+        if todo:
+            t0 = time.perf_counter()
+            stages = self._forward_padded(np.concatenate([j.crops.images for j in todo]),
+                                          batch_size)
+            cnn_s = time.perf_counter() - t0
+            n_all = sum(len(j.crops.images) for j in todo)
+            start = 0
+            for j in todo:
+                n = len(j.crops.images)
+                per_job[id(j)] = [_slice_stage(s, start, start + n) for s in stages]
+                j.timings["cnn"] = cnn_s * n / n_all
+                start += n
+        out: list[EstimateResult | Exception] = []
+        for j in jobs:
+            if isinstance(j, Exception):
+                out.append(j)
+                continue
+            try:
+                out.append(self._end(j, per_job.get(id(j))))
+            except Exception as exc:  # noqa: BLE001 - handed back or re-raised
+                if not return_exceptions:
+                    raise
+                out.append(exc)
+        return out
+
+    def _forward_padded(self, crops: np.ndarray, batch_size: int | None) -> list[StageMaps]:
+        """``forward`` in batches of exactly ``batch_size`` crops (the last one padded with
+        blank crops, dropped again); None: all at once."""
+        if batch_size is None or len(crops) == batch_size:
+            return self.backend.forward(crops)
+        b = max(int(batch_size), 1)
+        parts = []
+        for a in range(0, len(crops), b):
+            chunk = crops[a:a + b]
+            n = len(chunk)
+            if n < b:
+                chunk = np.concatenate([chunk, np.zeros((b - n, *chunk.shape[1:]), chunk.dtype)])
+            parts.append([_slice_stage(s, 0, n) for s in self.backend.forward(chunk)])
+        if len(parts) == 1:
+            return parts[0]
+        return [_concat_stages([p[t] for p in parts]) for t in range(len(parts[0]))]
+
+    def _begin(self, image: Any, boxes: Any, cancel: Any) -> _Job:
+        """Phases load, people and crops of one image (``crops`` None when nobody)."""
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
 
@@ -394,7 +512,8 @@ class Estimator:
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
             return out
 
-        loaded = timed("load", self.load_image, image)
+        loaded = image if isinstance(image, LoadedImage) else \
+            timed("load", self.load_image, image)
         messages = list(loaded.messages)
         if loaded.rgb.shape[1::-1] != tuple(loaded.original_size):
             messages.append("the analysis ran on the downscaled copy; joints and boxes are "
@@ -406,21 +525,33 @@ class Estimator:
                                 timings=timings, model=self._model_info(),
                                 device=str(self.device), image_path=loaded.path,
                                 messages=messages)
-        if not len(people):
-            timings["total"] = time.perf_counter() - t_start
-            return result
-        crops = timed("preprocess", self.crops, loaded, people)
-        stages = timed("cnn", self.forward, crops, on_stage, cancel)
-        lift_s = sum(s.seconds.get("lift", 0.0) for s in stages)
-        fusion_s = sum(s.seconds.get("fusion", 0.0) for s in stages)
-        timings["cnn"] -= lift_s + fusion_s
-        timings["lift"], timings["fusion"] = lift_s, fusion_s
-        m = self.map_to_image(crops)
-        joints = timed("read", self.joints, stages, m)
-        fits = timed("lift", self.lift, stages, joints, m, cancel)
-        timed("results", self.package, loaded, people, m, stages, joints, fits, result)
-        timings["total"] = time.perf_counter() - t_start
-        return result
+        crops = timed("preprocess", self.crops, loaded, people) if len(people) else None
+        return _Job(loaded, people, crops, result, timings,
+                    time.perf_counter() - t_start)
+
+    def _end(self, job: _Job, stages: list[StageMaps] | None, cancel: Any = None
+             ) -> EstimateResult:
+        """Phases joints, lift and package of one image, after ``forward``."""
+        t_start = time.perf_counter()
+        timings = job.timings
+        cnn_wall = timings.get("cnn", 0.0)
+        if stages is not None and job.crops is not None:
+            lift_s = sum(s.seconds.get("lift", 0.0) for s in stages)
+            fusion_s = sum(s.seconds.get("fusion", 0.0) for s in stages)
+            timings["cnn"] = timings.get("cnn", 0.0) - lift_s - fusion_s
+            timings["lift"], timings["fusion"] = lift_s, fusion_s
+            m = self.map_to_image(job.crops)
+            t0 = time.perf_counter()
+            joints = self.joints(stages, m)
+            t1 = time.perf_counter()
+            fits = self.lift(stages, joints, m, cancel)
+            t2 = time.perf_counter()
+            self.package(job.loaded, job.people, m, stages, joints, fits, job.result)
+            timings["read"] = t1 - t0
+            timings["lift"] += t2 - t1
+            timings["results"] = time.perf_counter() - t2
+        timings["total"] = job.seconds + cnn_wall + time.perf_counter() - t_start
+        return job.result
 
     def _model_info(self) -> dict[str, Any]:
         return {

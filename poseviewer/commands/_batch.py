@@ -79,7 +79,10 @@ class CocoCollector:
 
     def add(self, result: EstimateResult) -> None:
         """Append the result's image and annotations, renumbering their ids."""
-        d = coco_dict(result)
+        self.add_dict(coco_dict(result))
+
+    def add_dict(self, d: dict[str, Any]) -> None:
+        """Append one image's COCO document (``coco_dict``), renumbering its ids."""
         if self.doc is None:
             self.doc = d
             return
@@ -115,9 +118,10 @@ class Report:
         self.ok.append({"input": source, "persons": persons,
                         "outputs": [str(p) for p in outputs], "messages": messages})
 
-    def failure(self, source: str, exc: BaseException, write: Any = None) -> None:
-        """Record and print a failed file (``write``: the print function, default stderr)."""
-        msg = f"{type(exc).__name__}: {exc}"
+    def failure(self, source: str, exc: BaseException | str, write: Any = None) -> None:
+        """Record and print a failed file (``exc``: the exception, or its message already
+        formatted as 'Type: message'; ``write``: the print function, default stderr)."""
+        msg = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
         self.failed.append({"input": source, "error": msg})
         (write or (lambda s: print(s, file=sys.stderr)))(f"FAILED {source}: {msg}")
 
@@ -150,14 +154,15 @@ class Report:
         return path
 
 
-def finish_batch(report: Report, coco: CocoCollector, out_dir: Path, interrupted: bool) -> int:
+def finish_batch(report: Report, coco: CocoCollector, out_dir: Path, interrupted: bool,
+                 extra: list[Path] | None = None) -> int:
     """End a batch command: write the COCO file (a write error is a failure in the report),
-    write ``report.json`` and print the summary. Returns the exit code: 130 when
-    interrupted, 1 when any file failed, else 0."""
-    extra: list[Path] = []
+    write ``report.json`` (listing ``extra`` files and the COCO file) and print the summary.
+    Returns the exit code: 130 when interrupted, 1 when any file failed, else 0."""
+    extra = list(extra or [])
     try:
         written = coco.write(Path(out_dir) / "keypoints_coco.json")
-        extra = [written] if written else []
+        extra += [written] if written else []
     except AtomicWriteError as exc:
         report.failure("keypoints_coco.json", exc)
     path = report.finish(extra, interrupted)

@@ -13,8 +13,13 @@ animation per person id (--every N, --max-frames M, --no-smoothing).
 Per image: <name>.json / .csv / .npz and <name>_person<P>.bvh in --out (images found in
 sub-folders are named <sub>__<name>; repeated names get _2, _3, ...); the COCO keypoints
 of all images go to keypoints_coco.json. A file that fails is reported and skipped;
-report.json in --out lists every input's outcome. Exit code 0 when every image
-succeeded, 1 when some failed, 2 on a usage or model error.
+report.json in --out lists every input's outcome and poses.parquet holds every person's
+2D and 3D joints (--engine local or ray). Exit code 0 when every image succeeded, 1 when
+some failed, 2 on a usage or model error.
+
+Engines: local (default; images decoded in --workers processes, --batch-size images per
+network batch), ray (a Ray Data pipeline on this machine or --ray-address; --num-gpus G
+GPU actors), plain (one image at a time). --resume skips inputs whose files exist.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from poseviewer.commands._batch import (
     finish_batch,
     make_out_dir,
 )
+from poseviewer.commands._engines import add_engine_arguments, run_engine
 from poseviewer.commands._video import (
     add_video_arguments,
     check_video_arguments,
@@ -67,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-maps", action="store_true",
                         help="also store the belief maps in the NPZ files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_engine_arguments(parser)
     add_video_arguments(parser)
 
 
@@ -131,6 +138,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for note in getattr(estimator, "notes", []):
         print(f"poseviewer estimate: {note}", file=sys.stderr)
+    videos = any(is_video_path(p) for p, _ in files)  # the engines take photos only
+    if args.engine == "ray" and videos:
+        print("poseviewer estimate: --engine ray takes photos only (videos: --engine "
+              "local or plain)", file=sys.stderr)
+        return 2
+    if args.engine != "plain" and not videos:  # local or ray: commands/_engines.py
+        return run_engine(args, estimator, files, problems, formats)
     per_image = [f for f in formats if not EXPORTERS[f].collect]
     report = Report("estimate", args.out)
     for path, why in problems:
