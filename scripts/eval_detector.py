@@ -13,6 +13,8 @@
   per photo (decoding included, file reading excluded).
 * The three dancers of ``../shared/reference/lftd/test_image.png``: each dancer's head and
   feet (positions read off the image by hand) inside one box.
+* ``--time-dancers N``: only time N calls per method on the dancers photo (min and median;
+  the minimum is the best estimate of the cost on a quiet machine).
 
 The machine is shared with a training run: ``uptime`` is printed before and after.
 """
@@ -79,12 +81,31 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--weights", default=str(DEFAULT_DETECTOR))
     ap.add_argument("--min-score", type=float, default=None)
+    ap.add_argument("--time-dancers", type=int, default=0, metavar="N",
+                    help="only time N calls per method on the dancers photo (min, median)")
     args = ap.parse_args()
 
     import torch
 
     torch.set_num_threads(args.threads)
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    if args.time_dancers:
+        import statistics
+
+        img = load_image(shared_path("reference", "lftd", "test_image.png")).rgb
+        for method in args.methods:
+            find_people(img, method=method, weights=args.weights)  # load, warm up
+            ts = []
+            for _ in range(args.time_dancers):
+                t = time.perf_counter()
+                find_people(img, method=method, weights=args.weights)
+                ts.append(time.perf_counter() - t)
+            print(f"{method} on the dancers photo (1280 x 720), {len(ts)} calls, "
+                  f"{args.threads} thread(s): min {1000 * min(ts):.0f} ms, median "
+                  f"{1000 * statistics.median(ts):.0f} ms")
+        print("uptime:", subprocess.run(["uptime"], capture_output=True,
+                                        text=True).stdout.strip())
+        return 0
     root = shared_path("data", "lspet")
     with np.load(root / "annotations.npz", allow_pickle=False) as z:
         joints, names = z["joints"], z["image_names"]
