@@ -656,3 +656,79 @@ def test_default_network_on_two_frames(clip) -> None:
     for r in s:
         assert r.persons and all(p.track_id is not None for p in r.persons)
         assert all(p.final.raw_joints_2d is not None for p in r.persons)
+
+
+# ---- the viewer ------------------------------------------------------------------------------
+@pytest.fixture
+def video_window(qtbot, tmp_path, estimator, monkeypatch):
+    pytest.importorskip("PySide6")
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QMessageBox
+
+    from poseviewer.app import configure
+    from poseviewer.app.main_window import MainWindow
+
+    got: list[tuple[str, str]] = []
+    monkeypatch.setattr(QMessageBox, "warning", staticmethod(
+        lambda parent, title, text, *a, **k: got.append((title, text))))
+    configure()
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(estimator_factory=lambda: estimator, settings=settings)
+    win.messages_seen = got
+    qtbot.addWidget(win)
+    win.resize(1200, 800)
+    with qtbot.waitExposed(win):
+        win.show()
+    win.activateWindow()
+    yield win
+    win.shutdown(30000)
+
+
+@pytest.mark.gui
+def test_viewer_timeline_on_a_video(video_window, clip, qtbot) -> None:
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    from poseviewer.app.video import NOT_ESTIMATED
+
+    win, panel = video_window, video_window.video_panel
+    panel.open_video(str(clip))
+    qtbot.waitUntil(lambda: panel.status_label.text() == f"estimated {N_FRAMES}/{N_FRAMES}",
+                    timeout=180000)
+    assert panel.slider.maximum() == N_FRAMES - 1 and win.state.num_frames == N_FRAMES
+    assert all(NOT_ESTIMATED not in r.messages for r in panel.sequence)
+    assert [r.persons[0].track_id for r in panel.sequence] == [0] * N_FRAMES
+    assert win.state.frame == 0 and win.state.result is panel.sequence[0]
+    QTest.keyClick(win, Qt.Key.Key_Period)
+    assert win.state.frame == 1 and panel.slider.value() == 1
+    assert win.state.result is panel.sequence[1]
+    np.testing.assert_array_equal(win.state.image, panel.job.frames[1])
+    QTest.keyClick(win, Qt.Key.Key_Comma)
+    assert win.state.frame == 0
+    panel.slider.setValue(20)  # scrubbing: from the cache, nothing re-estimated
+    assert win.state.frame == 20 and win.state.result is panel.sequence[20]
+    assert "frame 20" in panel.frame_label.text() and "0.80 s" in panel.frame_label.text()
+    win.state.set_stage(0)  # stages work on any frame as on a photo
+    assert win.state.stage_result is panel.sequence[20].persons[0].stages[0]
+    panel.toggle_play()  # plays to the end at the video's rate, then stops
+    qtbot.waitUntil(lambda: win.state.frame == N_FRAMES - 1, timeout=20000)
+    qtbot.waitUntil(lambda: not panel.timer.isActive(), timeout=5000)
+    assert panel.play_button.text() == "Play"
+
+
+@pytest.mark.gui
+def test_viewer_camera_mode_and_bad_video(video_window, qtbot, tmp_path) -> None:
+    win, panel = video_window, video_window.video_panel
+    rgb = [f[..., ::-1].copy() for f in _frames(30, step=1)]
+    panel.open_camera(lambda: _PacedCamera(rgb, fps=100.0))
+    qtbot.waitUntil(lambda: "camera ended" in panel.status_label.text(), timeout=120000)
+    st = panel.stats
+    assert st.estimated >= 1 and st.read == 30 and st.estimated + st.dropped == 30
+    assert "frames/s estimated" in panel.status_label.text()
+    assert win.state.result is not None and win.state.result.persons[0].track_id == 0
+    (tmp_path / "bad.mp4").write_bytes(b"not a video at all" * 50)
+    panel.open_video(str(tmp_path / "bad.mp4"))
+    qtbot.waitUntil(lambda: bool(win.messages_seen), timeout=30000)
+    title, text = win.messages_seen[-1]
+    assert title == "Cannot use this video or camera" and "bad.mp4" in text
+    assert win.state.result is not None  # the window keeps what it showed

@@ -139,6 +139,9 @@ class MainWindow(QMainWindow):
         self._t_submit = 0.0
         self.first_result_seconds: float | None = None
         self._build_menus()
+        from poseviewer.app.video import install_video
+
+        self.video_panel = install_video(self, estimator_factory)  # timeline, video, camera
         self.image_panel.boxes_edited.connect(self.on_boxes_edited)
         self._restore_settings()
         app = QApplication.instance()
@@ -470,7 +473,8 @@ class MainWindow(QMainWindow):
         """Status text + a warning box (never raises)."""
         titles = {"image": "Cannot use this image", "model": "Cannot load the model",
                   "no person": "No person found", "import": "Cannot import this file",
-                  "export": "Export failed", "screenshot": "Screenshot failed"}
+                  "export": "Export failed", "screenshot": "Screenshot failed",
+                  "video": "Cannot use this video or camera"}
         title = titles.get(kind, "Unexpected error")
         self.last_error = (kind, message)
         self.statusBar().showMessage(f"{title}: {message}")
@@ -573,6 +577,9 @@ class MainWindow(QMainWindow):
                       self.controls, self.cancel_button):
                 w.setEnabled(False)  # no new work while closing
         self.worker.stop()
+        self.video_panel.stop()
+        if not self.video_panel.shutdown(30000 if timeout_ms is None else timeout_ms):
+            return False
         if not self.worker.running:
             return True
         self.statusBar().showMessage("Waiting for the model to stop (it stops after the "
