@@ -7,6 +7,7 @@ across a plain background, 4 px a frame, as in tests/test_video.py. The person's
 not change, so every frame-to-frame change of the root-relative 3D joints is jitter.
 
     .venv/bin/python scripts/bench_video.py [--frames 30] [--device cpu]
+    xvfb-run -a .venv/bin/python scripts/bench_video.py --scrub   # + the viewer's scrubbing
 
 Prints the load (``uptime``): timings on a shared machine vary with it.
 """
@@ -67,6 +68,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--scrub", action="store_true",
+                    help="also time the viewer's scrubbing over the cached frames (needs a "
+                    "display, e.g. xvfb-run)")
+    ap.add_argument("--switches", type=int, default=200)
     args = ap.parse_args()
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     est = Estimator.default(device=args.device)
@@ -107,8 +112,54 @@ def main() -> int:
           f", smoothed {jitter_2d(smooth, drift):.2f} px")
     print(f"  3D joints (root-relative), frame-to-frame step: raw {j_raw:.1f} mm, smoothed "
           f"{j_sm:.1f} mm: {100 * (1 - j_sm / j_raw):.0f}% less")
+    if args.scrub:
+        scrub(seq, clip_frames(args.frames), args.switches)
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     return 0
+
+
+def clip_frames(n: int) -> list[np.ndarray]:
+    """The clip's frames again (decoded), for the viewer's cache."""
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = write_clip(Path(tmp) / "clip.mp4", n)
+        with VideoFileSource(clip) as src:
+            return [f.rgb for f in iter(src.read, None)]
+
+
+def scrub(seq, frames: list[np.ndarray], switches: int) -> None:
+    """Time frame switches in the real window over an estimated, cached sequence: each
+    switch sets the frame and lets Qt repaint every panel (image, maps, 3D)."""
+    from PySide6.QtWidgets import QApplication
+
+    from poseviewer.app import configure
+    from poseviewer.app.main_window import MainWindow
+    from poseviewer.app.video import VideoJob
+
+    configure()
+    app = QApplication.instance() or QApplication([])
+    win = MainWindow(estimator_factory=lambda: None)
+    win.resize(1400, 860)
+    win.show()
+    app.processEvents()
+    panel = win.video_panel
+    panel.job = VideoJob(1, "bench", frames=frames[:len(seq)])
+    panel.sequence = seq
+    win.state.set_sequence(seq)
+    panel.slider.setRange(0, len(seq) - 1)
+    rng = np.random.default_rng(0)
+    order = rng.integers(0, len(seq), switches)
+    times = []
+    for i in order:
+        t0 = time.perf_counter()
+        panel.show_frame(int(i))
+        app.processEvents()
+        times.append(time.perf_counter() - t0)
+    ms = 1000 * np.array(times)
+    print(f"\nviewer scrubbing over {len(seq)} cached frames ({switches} random switches, "
+          f"window 1400x860, {app.platformName()}): median {np.median(ms):.1f} ms, "
+          f"p95 {np.percentile(ms, 95):.1f} ms")
+    win.shutdown(30000)
+    win.close()
 
 
 if __name__ == "__main__":
