@@ -117,6 +117,11 @@ def _fake_checkout(tmp_path: Path) -> tuple[Path, Path]:
     return repo, log
 
 
+# the installs bootstrap makes (the installed torch's version pinned: the CPU build stays)
+PIP_RUN = "pip install -q -e . -c .venv/.torch-pin"
+PIP_TEST = "pip install -q -e .[dev,cluster] -c .venv/.torch-pin"
+
+
 def _bootstrap(repo: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "BOOTSTRAP_SKIP_DEBS": "1"}
     return subprocess.run(["bash", str(repo / "scripts" / "bootstrap"), *args], env=env,
@@ -134,11 +139,11 @@ def test_bootstrap_run_reinstalls_only_when_the_dependencies_change(tmp_path):
     first = _bootstrap(repo, "run", "photo.jpg")
     assert first.returncode == 0, first.stderr
     assert "poseviewer ran photo.jpg" in first.stdout
-    assert pip_calls() == ["pip install -q -e ."]
+    assert pip_calls() == [PIP_RUN]
     for _ in range(2):  # later launches: straight to the app
         again = _bootstrap(repo, "run")
         assert again.returncode == 0 and "poseviewer ran" in again.stdout
-    assert pip_calls() == ["pip install -q -e ."]
+    assert pip_calls() == [PIP_RUN]
     (repo / "pyproject.toml").touch()  # a new time stamp alone changes nothing
     _bootstrap(repo, "run")
     assert len(pip_calls()) == 1
@@ -147,8 +152,8 @@ def test_bootstrap_run_reinstalls_only_when_the_dependencies_change(tmp_path):
     (repo / "pyproject.toml").write_text(text.replace('"tqdm>=4.60",', '"tqdm>=4.61",'))
     _bootstrap(repo, "run")
     _bootstrap(repo, "run")
-    assert pip_calls() == ["pip install -q -e ."] * 2
-    # the tests need the dev extra: installed once; 'run' is happy with that install
+    assert pip_calls() == [PIP_RUN] * 2
+    # the tests need the dev and cluster extras: installed once; 'run' is happy with that install
     assert _bootstrap(repo, "test", "--version").returncode == 0
     _bootstrap(repo, "run")
-    assert pip_calls() == ["pip install -q -e ."] * 2 + ["pip install -q -e .[dev]"]
+    assert pip_calls() == [PIP_RUN] * 2 + [PIP_TEST]
