@@ -30,7 +30,12 @@ sys.path.insert(0, str(ROOT))
 from poseviewer.estimator import Estimator  # noqa: E402
 from poseviewer.paths import resources_dir  # noqa: E402
 from poseviewer.result import Fit  # noqa: E402
-from poseviewer.video import VideoFileSource, estimate_video  # noqa: E402
+from poseviewer.video import (  # noqa: E402
+    OneEuroParams,
+    VideoFileSource,
+    estimate_video,
+)
+from poseviewer.video.pipeline import PoseSmoother  # noqa: E402
 
 
 def write_clip(path: Path, frames: int, size: tuple[int, int] = (640, 480),
@@ -72,6 +77,8 @@ def main() -> int:
                     help="also time the viewer's scrubbing over the cached frames (needs a "
                     "display, e.g. xvfb-run)")
     ap.add_argument("--switches", type=int, default=200)
+    ap.add_argument("--save", default=None, metavar="NPZ",
+                    help="save the raw joints, visibility, times and boxes (for tuning)")
     args = ap.parse_args()
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     est = Estimator.default(device=args.device)
@@ -112,6 +119,24 @@ def main() -> int:
           f", smoothed {jitter_2d(smooth, drift):.2f} px")
     print(f"  3D joints (root-relative), frame-to-frame step: raw {j_raw:.1f} mm, smoothed "
           f"{j_sm:.1f} mm: {100 * (1 - j_sm / j_raw):.0f}% less")
+    # other filter settings, on the same raw joints (filtered and lifted here)
+    times = [seq.frame_time(i) for i in keep]
+    height = float(rows[keep[0]].box[3] - rows[keep[0]].box[1])
+    print("  other One Euro settings on the same joints (min_cutoff Hz, beta):")
+    for mc, beta in ((1.5, 2.0), (1.0, 0.5), (0.5, 0.5), (0.5, 0.0), (0.2, 0.0)):
+        f = PoseSmoother(OneEuroParams(min_cutoff=mc, beta=beta), height)
+        sm = np.stack([f(raw[k], vis[k], rows[i].box, times[k])
+                       for k, i in enumerate(keep)])
+        lifted = Fit.from_lift(est.pose_model.lift(sm, vis)).pose_3d
+        j3 = jitter_3d(lifted)
+        print(f"    ({mc}, {beta}): 2D {jitter_2d(sm, drift):.2f} px, 3D {j3:.1f} mm "
+              f"({100 * (1 - j3 / j_raw):.0f}% less than raw)")
+    if args.save:
+        np.savez(args.save, raw=raw, visible=vis, times=np.array(times),
+                 boxes=np.stack([rows[i].box for i in keep]))
+        print(f"  raw joints saved to {args.save}")
+    comp = [int(rows[i].final.fit.component[0]) for i in keep]
+    print(f"  best mixture component per frame: {comp}")
     if args.scrub:
         scrub(seq, clip_frames(args.frames), args.switches)
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())

@@ -717,8 +717,16 @@ def test_viewer_timeline_on_a_video(video_window, clip, qtbot) -> None:
 
 
 @pytest.mark.gui
-def test_viewer_camera_mode_and_bad_video(video_window, qtbot, tmp_path) -> None:
+def test_viewer_camera_mode_bad_and_long_videos(video_window, qtbot, tmp_path, clip,
+                                               monkeypatch) -> None:
+    import poseviewer.app.video as app_video
+
     win, panel = video_window, video_window.video_panel
+    monkeypatch.setattr(app_video, "MAX_CACHE_BYTES", W * H * 3 * 5)  # room for 5 frames
+    panel.open_video(str(clip))
+    qtbot.waitUntil(lambda: panel.status_label.text() == "estimated 5/5", timeout=60000)
+    assert panel.num_frames == 5
+    assert "only the first 5 frames" in win.statusBar().currentMessage()
     rgb = [f[..., ::-1].copy() for f in _frames(30, step=1)]
     panel.open_camera(lambda: _PacedCamera(rgb, fps=100.0))
     qtbot.waitUntil(lambda: "camera ended" in panel.status_label.text(), timeout=120000)

@@ -54,6 +54,8 @@ class VideoJob:
     wanted: int | None = None
     """The frame on screen (set by the GUI): estimated first when the pass is behind."""
     fps: float | None = None
+    notes: list[str] = field(default_factory=list)
+    """Notes from reading (the file ended early, too many frames for the memory cap)."""
 
 
 class VideoWorker(QObject):
@@ -108,6 +110,10 @@ class VideoWorker(QObject):
                 job.frames.append(frame.rgb)
                 job.times.append(frame.time)
                 job.indices.append(frame.index)
+            if len(job.frames) == cap and src.read() is not None:
+                job.notes.append(f"only the first {cap} frames fit in the viewer's memory "
+                                 "('poseviewer estimate' reads any length)")
+            job.notes += src.messages
         self.decoded.emit(job.id, len(job.frames))
         est = self.estimator()
         analyzer = VideoAnalyzer(est)
@@ -260,6 +266,8 @@ class VideoPanel(QWidget):
         self.slider.blockSignals(False)
         self.show_frame(0)
         self.status_label.setText(f"estimating 0/{n}")
+        for note in job.notes:
+            self.window_.statusBar().showMessage(note)
 
     @Slot(int, int, object, bool)
     def _on_frame_done(self, jid: int, i: int, result: Any, preview: bool) -> None:

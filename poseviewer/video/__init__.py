@@ -13,6 +13,7 @@ from __future__ import annotations
 from poseviewer.video.live import LatestFrame, LiveStats, RateMeter, run_live
 from poseviewer.video.pipeline import (
     DEFAULT_SMOOTHING,
+    PoseSmoother,
     VideoAnalyzer,
     estimate_video,
 )
@@ -35,5 +36,6 @@ __all__ = [
     "DEFAULT_SMOOTHING", "VIDEO_EXTENSIONS", "ArraySource", "CameraSource", "Frame",
     "FrameSource", "OneEuroFilter", "OneEuroParams", "Tracker", "VideoAnalyzer",
     "VideoError", "VideoFileSource", "box_iou", "estimate_video", "is_video_path",
-    "iter_frames", "open_source", "LatestFrame", "LiveStats", "RateMeter", "run_live",
+    "iter_frames", "open_source", "PoseSmoother", "LatestFrame", "LiveStats", "RateMeter",
+    "run_live",
 ]

@@ -5,9 +5,11 @@ lifting (:mod:`poseviewer.video.smooth`), gathered into a
 and times from the video, ``PersonResult.track_id`` on every person).
 
 Smoothing (on by default for video; photos are never smoothed) filters the last stage's
-2D joints of each person id, in units of the person's height (its box height when first
-seen), and lifts the filtered joints again with the Estimator's 3D model; the joints as read
-stay in ``StageResult.raw_joints_2d``. Earlier stages are left as the network gave them.
+2D joints of each person id (:class:`PoseSmoother`: the pose relative to the person's box
+centre, in units of the person's height, so that the person moving through the picture
+causes no lag; the centre itself is not filtered) and lifts the filtered joints again with
+the Estimator's 3D model; the joints as read stay in ``StageResult.raw_joints_2d``. Earlier
+stages are left as the network gave them.
 """
 
 from __future__ import annotations
@@ -32,6 +34,24 @@ FrameCallback = Callable[[int, "int | None", EstimateResult], None]
 DEFAULT_SMOOTHING = OneEuroParams()
 
 
+class PoseSmoother:
+    """One person's 2D joints over time: a One Euro filter on the joints relative to the
+    box centre, divided by the person's height when first seen (so the parameters suit any
+    resolution); the box centre passes unfiltered (the 3D lifting does not depend on it).
+    Invisible joints pass unfiltered and keep their filter state."""
+
+    def __init__(self, params: OneEuroParams, height: float) -> None:
+        self.filter = OneEuroFilter(params)
+        self.height = height if height > 1.0 else 1.0
+
+    def __call__(self, joints: np.ndarray, visible: np.ndarray, box: np.ndarray,
+                 t: float) -> np.ndarray:
+        centre = (np.asarray(box[:2], dtype=np.float64) + np.asarray(box[2:], np.float64)) / 2
+        rel = (np.asarray(joints, dtype=np.float64) - centre) / self.height
+        return self.filter(rel, t, np.asarray(visible, dtype=bool)[:, None]) * self.height \
+            + centre
+
+
 class VideoAnalyzer:
     """Estimates frames one after another, keeping the ids and the filters' state.
 
@@ -45,7 +65,7 @@ class VideoAnalyzer:
         self.estimator = estimator
         self.smoothing = smoothing
         self.tracker = tracker if tracker is not None else Tracker()
-        self._filters: dict[int, tuple[OneEuroFilter, float]] = {}
+        self._filters: dict[int, PoseSmoother] = {}
 
     def step(self, frame: Frame, on_stage: Any = None, cancel: Any = None) -> EstimateResult:
         """Estimate ``frame`` (frames must come in time order), set the people's ids and
@@ -73,11 +93,9 @@ class VideoAnalyzer:
         smoothed = raw.copy()
         for i, p in enumerate(persons):
             if p.track_id not in self._filters:
-                height = float(p.box[3] - p.box[1])
-                self._filters[p.track_id] = (OneEuroFilter(self.smoothing),
-                                             height if height > 1.0 else 1.0)
-            filt, scale = self._filters[p.track_id]
-            smoothed[i] = filt(raw[i] / scale, t, vis[i][:, None]) * scale
+                self._filters[p.track_id] = PoseSmoother(self.smoothing,
+                                                         float(p.box[3] - p.box[1]))
+            smoothed[i] = self._filters[p.track_id](raw[i], vis[i], p.box, t)
         model = getattr(self.estimator, "pose_model", None)
         fit = None
         if model is not None:
