@@ -172,3 +172,24 @@ def test_plausible_3d_pose_on_the_full_body_photo(full_body) -> None:
     assert pose[i("head"), 2] > pose[i("thorax"), 2] > pose[i("pelvis"), 2]
     for side in ("left", "right"):
         assert pose[i("pelvis"), 2] > pose[i(f"{side}_knee"), 2] > pose[i(f"{side}_ankle"), 2]
+
+
+def test_eval_2d_reports_the_joints_the_stages_report(tmp_path) -> None:
+    """`poseviewer eval-2d` scores the same joints as a direct run of the network on the
+    same photo crops (the definition the Estimator and the exports use)."""
+    import argparse
+    import json
+
+    from poseviewer.commands import eval_2d
+
+    root = require_shared("data", "lspet")
+    parser = argparse.ArgumentParser()
+    eval_2d.add_arguments(parser)
+    out = tmp_path / "r.json"
+    args = parser.parse_args(["--limit", "12", "--pose-model", "", "--data", str(root),
+                              "--json", str(out)])
+    assert eval_2d.run(args) == 0
+    report = json.loads(out.read_text())
+    direct = _val_pck(WEIGHTS, 12)
+    np.testing.assert_allclose(report["plain"]["mean_per_stage"], np.round(direct, 4),
+                               atol=1e-4)

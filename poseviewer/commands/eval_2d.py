@@ -1,8 +1,10 @@
 """Evaluate a 2D network: PCK@0.2 per joint and per stage on the LSP-extended validation
 split, without and with fusion (our 3D model inside the loop), plus the time per crop.
 
-Crops are the training crops without augmentation (a 1.6 x box around the labelled
-joints), so the score measures the network, not a person detector.
+Crops are cut from the photos without augmentation (a 1.6 x box around the labelled
+joints; ``--cache`` uses a train-2d crop cache instead), so the score measures the network,
+not a person detector. Joints are the ones each stage reports (its fused maps' when fusion
+is on), as in the viewer and the exports.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pose-model", default=str(MODELS_DIR / "pose3d_default.safetensors"),
                         help="our 3D model for the fused evaluation ('' to skip fusion)")
     parser.add_argument("--data", default=str(shared_path("data", "lspet")))
-    parser.add_argument("--cache", default="/work/scratch/train2d/cache192",
-                        help="crop cache folder (built if absent)")
+    parser.add_argument("--cache", default=None,
+                        help="evaluate on crops from this train-2d crop cache instead of "
+                             "cutting them from the photos (faster, resampled twice)")
     parser.add_argument("--n-val", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=2017, help="split seed (as in training)")
     parser.add_argument("--limit", type=int, default=None, help="first N validation images")
@@ -39,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     from poseviewer.cnn import WeightsError, load_cpm
     from poseviewer.lifting import load_pose_model
-    from poseviewer.train2d.data import build_cache, load_cache, split_indices
-    from poseviewer.train2d.evaluate import eval_crops, evaluate
+    from poseviewer.train2d.data import build_cache, load_annotations, load_cache, split_indices
+    from poseviewer.train2d.evaluate import eval_crops, eval_crops_from_photos, evaluate
 
     torch.set_num_threads(args.threads)
     try:
@@ -48,17 +51,25 @@ def run(args: argparse.Namespace) -> int:
     except WeightsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    cache_dir = Path(args.cache)
-    if not (cache_dir / "cache.json").is_file():
+    if args.cache:
+        cache_dir = Path(args.cache)
+        if not (cache_dir / "cache.json").is_file():
+            if not (Path(args.data) / "annotations.npz").is_file():
+                print(f"error: LSP-extended not found in {args.data}", file=sys.stderr)
+                return 2
+            build_cache(args.data, cache_dir)
+        cache = load_cache(cache_dir)
+        _, val = split_indices(len(cache.images), args.n_val, args.seed)
+        val = val[: args.limit] if args.limit else val
+        crops = eval_crops(cache, val, model.config.input_size)
+    else:
         if not (Path(args.data) / "annotations.npz").is_file():
             print(f"error: LSP-extended not found in {args.data}", file=sys.stderr)
             return 2
-        build_cache(args.data, cache_dir)
-    cache = load_cache(cache_dir)
-    _, val = split_indices(len(cache.images), args.n_val, args.seed)
-    if args.limit:
-        val = val[: args.limit]
-    crops = eval_crops(cache, val, model.config.input_size)
+        cache = None
+        _, val = split_indices(len(load_annotations(args.data).names), args.n_val, args.seed)
+        val = val[: args.limit] if args.limit else val
+        crops = eval_crops_from_photos(args.data, val, model.config.input_size)
     report: dict = {"weights": str(args.weights), "config": model.config.name,
                     "split": {"n_val": args.n_val, "seed": args.seed, "images": len(val)}}
     runs = [("plain", None)]
