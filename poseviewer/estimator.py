@@ -369,11 +369,13 @@ class Estimator:
     def joints(self, stages: list[StageMaps], map_to_image: np.ndarray) -> list[np.ndarray]:
         """Phase 5: per stage the (P, J, 2) joints in original-image pixels (the release's
         reading rounds them, as the release does)."""
-        out = []
-        for s in stages:
-            xy = _affine_batch(map_to_image, s.joints)
-            out.append(np.round(xy) if self.backend.joint_reading == "release" else xy)
-        return out
+        return [self._to_image(map_to_image, s.joints) for s in stages]
+
+    def _to_image(self, map_to_image: np.ndarray, joints: np.ndarray) -> np.ndarray:
+        """(P, J, 2) map-grid joints -> original-image pixels (rounded for the release's
+        reading, as the release does)."""
+        xy = _affine_batch(map_to_image, joints)
+        return np.round(xy) if self.backend.joint_reading == "release" else xy
 
     def lift(self, stages: list[StageMaps], joints: list[np.ndarray],
              map_to_image: np.ndarray, cancel: Any = None) -> list[Fit | None]:
@@ -419,6 +421,8 @@ class Estimator:
                     index=t, cnn_maps=s.cnn[i],
                     projected_maps=None if s.projected is None else s.projected[i],
                     fused_maps=s.fused[i], joints_2d=joints[t][i],
+                    cnn_joints_2d=None if s.cnn_joints is None else self._to_image(
+                        map_to_image[i:i + 1], s.cnn_joints[i:i + 1])[0],
                     confidence=s.confidence[i], visible=s.visible[i],
                     fit=None if fits[t] is None else fits[t].select([i]), seconds=secs))
         result.persons = persons

@@ -110,9 +110,16 @@ PERSON_FIELDS: tuple[FieldSpec, ...] = (
 
 STAGE_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("joints_2d", ("J", 2), "f8", "pixels", "image",
-              "CPM-14 joints read from this stage's maps (x, y)", transform="point"),
+              "CPM-14 joints read from this stage's output maps, the fused maps when fusion "
+              "ran (x, y)", transform="point"),
+    FieldSpec("cnn_joints_2d", ("J", 2), "f8", "pixels", "image",
+              "fusion ran: the joints read from the CNN's own maps, the ones that were lifted "
+              "(absent: the same as joints_2d)", transform="point",
+              optional=True),
     FieldSpec("confidence", ("J",), "f8", "-", "-",
-              "per-joint confidence (belief-map peak; imported: the file's score)"),
+              "per-joint confidence of joints_2d (the network's reading: share of the map's "
+              "mass around the peak, or the release's column mean; imported: the file's "
+              "score)"),
     FieldSpec("visible", ("J",), "bool", "-", "-",
               "confidence above the model's threshold: used by the lifting"),
     FieldSpec("seconds", (), "f8", "seconds", "-", "wall time of the stage",
@@ -349,6 +356,9 @@ class StageResult:
     """The lifting of ``joints_2d`` (N = 1, every component), or None if not run."""
     seconds: float = 0.0
     """Wall time of this stage (CNN + lifting + fusion)."""
+    cnn_joints_2d: np.ndarray | None = None
+    """Fusion ran: (14, 2) the joints read from the CNN's own maps, the ones lifted
+    (``joints_2d`` are read from the fused maps, the paper's definition); else None."""
     raw_joints_2d: np.ndarray | None = None
     """Video, last stage, smoothing on: (14, 2) joints as read before the temporal filter
     (``joints_2d`` then holds the smoothed joints that were lifted); else None."""

@@ -193,3 +193,21 @@ def test_eval_2d_reports_the_joints_the_stages_report(tmp_path) -> None:
     direct = _val_pck(WEIGHTS, 12)
     np.testing.assert_allclose(report["plain"]["mean_per_stage"], np.round(direct, 4),
                                atol=1e-4)
+
+
+def test_stages_report_the_fused_maps_joints_and_keep_the_cnns(full_body) -> None:
+    """Issue 9 item 5: joints_2d are read from each stage's fused maps, cnn_joints_2d from
+    the CNN's maps; checked by reading the maps stored in the result independently."""
+    import torch
+
+    from poseviewer.cnn.ops import read_joints_softmax
+
+    p = full_body.persons[0]
+    m = p.map_to_image
+    for st in p.stages:
+        assert st.cnn_joints_2d is not None and st.fit is not None
+        for maps, joints in ((st.fused_maps, st.joints_2d), (st.cnn_maps, st.cnn_joints_2d)):
+            xy, _ = read_joints_softmax(torch.from_numpy(np.asarray(maps, np.float32))[None])
+            xy = xy[0].double().numpy()
+            img = xy @ m[:, :2].T + m[:, 2]
+            np.testing.assert_allclose(joints, img, atol=1e-3)

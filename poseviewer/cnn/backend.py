@@ -68,7 +68,10 @@ class StageMaps:
     visible: np.ndarray
     """(N, J) bool: confidence above the network's visibility threshold."""
     fit: Fit | None = None
-    """The in-network lifting of ``joints`` (N people, map-grid coordinates), or None."""
+    """The in-network lifting of the CNN's joints (N people, map-grid coordinates), or None."""
+    cnn_joints: np.ndarray | None = None
+    """(N, J, 2) map grid: when fusion ran, the joints read from ``cnn`` (the ones lifted;
+    ``joints`` are read from ``fused``); else None."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall time of 'cnn', 'lift', 'fusion' in this stage."""
 
@@ -190,6 +193,8 @@ class CPMBackend:
                 joints=s.joints.float().cpu().numpy().astype(np.float64),
                 confidence=conf, visible=conf > self.visibility_threshold,
                 fit=None if s.lift is None else Fit.from_lift(s.lift),
+                cnn_joints=None if s.lift is None or s.cnn_joints is None
+                else s.cnn_joints.float().cpu().numpy().astype(np.float64),
                 seconds=dict(s.seconds)))
         return stages
 
