@@ -159,8 +159,13 @@ def test_map_titles_never_drawn_on_top_of_each_other(qtbot, settings, tmp_path):
         tile = panel.tile_rect(j)
         assert tile.left() - 1 <= title.center().x() <= tile.right() + 1
         assert title.bottom() <= tile.top() + 0.5
-    win.state.set_stage(0)  # "R wrist (hidden)": longer, still apart
+    win.state.set_stage(0)  # hidden joints: grey titles, "hidden" inside the tile
     assert _overlaps(_label_rects(panel)) == []
+    st = win.state.stage_result
+    for j in range(14):
+        shown = panel.values[j].textItem.toPlainText()
+        assert shown.endswith(" hidden") == (not bool(st.visible[j])), (j, shown)
+    assert not st.visible.all()
 
 
 def test_reopened_saved_result_is_not_called_imported(qtbot, settings, tmp_path):

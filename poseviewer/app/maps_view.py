@@ -233,12 +233,13 @@ class BeliefMapPanel(QWidget):
         s = self.state.stage_result
         for j, (title, val) in enumerate(zip(self.titles, self.values, strict=True)):
             hidden = s is not None and not bool(s.visible[j])
-            text = joint_label(j) + (" (hidden)" if hidden else "")
+            text = joint_label(j)  # grey when hidden; the tile's corner says "hidden"
             colour = "#ff0" if j == self.state.joint else ("#888" if hidden else "#ddd")
             if (text, colour) != self._title_state.get(j):
                 title.setText(text, color=colour)
                 self._title_state[j] = (text, colour)
-            conf = "" if s is None or self._maps is None else f"{float(s.confidence[j]):.2f}"
+            conf = "" if s is None or self._maps is None else \
+                f"{float(s.confidence[j]):.2f}" + (" hidden" if hidden else "")
             if conf != val.textItem.toPlainText():
                 val.setText(conf)
         self._draw_selection()
