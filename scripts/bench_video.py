@@ -8,6 +8,8 @@ not change, so every frame-to-frame change of the root-relative 3D joints is jit
 
     .venv/bin/python scripts/bench_video.py [--frames 30] [--device cpu]
     xvfb-run -a .venv/bin/python scripts/bench_video.py --scrub   # + the viewer's scrubbing
+    .venv/bin/python scripts/bench_video.py --synthetic  # jitter with tests/test_video.py's
+        # numpy pose network (template pose + Gaussian noise, every joint visible)
 
 Prints the load (``uptime``): timings on a shared machine vary with it.
 """
@@ -77,10 +79,16 @@ def main() -> int:
                     help="also time the viewer's scrubbing over the cached frames (needs a "
                     "display, e.g. xvfb-run)")
     ap.add_argument("--switches", type=int, default=200)
+    ap.add_argument("--synthetic", action="store_true",
+                    help="only the jitter figures on the tests' clip with their numpy pose "
+                    "network (Gaussian joint noise, stable visibility)")
     ap.add_argument("--save", default=None, metavar="NPZ",
                     help="save the raw joints, visibility, times and boxes (for tuning)")
     args = ap.parse_args()
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    if args.synthetic:
+        synthetic_jitter()
+        return 0
     est = Estimator.default(device=args.device)
     print(f"device {est.device}; default network {est.backend.info().get('name')}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,6 +149,30 @@ def main() -> int:
         scrub(seq, clip_frames(args.frames), args.switches)
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     return 0
+
+
+def synthetic_jitter() -> None:
+    """3D jitter with and without smoothing on the tests' clip and numpy pose network."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import test_video as tv
+
+    from poseviewer.lifting import load_pose_model
+    from poseviewer.paths import DEFAULT_POSE_MODEL
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = tv.write_clip(Path(tmp) / "clip.mp4", tv._frames())
+        for noise in (0.15, 0.4):
+            est = Estimator(tv._TemplateBackend(noise), load_pose_model(DEFAULT_POSE_MODEL),
+                            device="cpu", detector=tv._detector)
+            with VideoFileSource(clip) as src:
+                seq = estimate_video(est, src)
+            raw = np.stack([r.persons[0].final.raw_joints_2d for r in seq])
+            a = jitter_3d(Fit.from_lift(est.pose_model.lift(
+                raw, np.ones(raw.shape[:2], bool))).pose_3d)
+            b = jitter_3d(np.stack([r.persons[0].final.fit.pose_3d[0] for r in seq]))
+            print(f"tests' clip, numpy network, joint noise {noise} map px "
+                  f"({noise * 4 * 200 / 64:.1f} image px): 3D jitter raw {a:.1f} mm, smoothed "
+                  f"{b:.1f} mm ({100 * (1 - b / a):.0f}% less)")
 
 
 def clip_frames(n: int) -> list[np.ndarray]:

@@ -371,6 +371,14 @@ def test_clip_frames_ids_and_smoothing(seq, estimator) -> None:
     drift = 4.0 * np.arange(N_FRAMES)[:, None, None] * np.array([1.0, 0.0])
     jitter = lambda a: np.abs(np.diff(np.diff(a - drift, axis=0), axis=0)).mean()  # noqa: E731
     assert jitter(sm) < 0.6 * jitter(raw)
+    # ... and of the 3D joints (root-relative), against the raw joints lifted alike
+    def jitter_3d(poses):
+        rel = poses - poses[:, :1]
+        return np.linalg.norm(np.diff(rel, axis=0), axis=-1).mean()
+
+    raw_3d = estimator.pose_model.lift(raw, np.ones(raw.shape[:2], bool)).pose_3d.numpy()
+    sm_3d = np.stack([r.persons[0].final.fit.pose_3d[0] for r in seq])
+    assert jitter_3d(sm_3d) < 0.5 * jitter_3d(raw_3d)
     fit = seq[10].persons[0].final.fit
     want = estimator.pose_model.lift(sm[10][None], np.ones((1, 14), bool))
     np.testing.assert_allclose(fit.pose_3d, want.pose_3d.numpy(), atol=1e-9)
