@@ -165,9 +165,11 @@ class Sink:
         self.table = ParquetTable(self.out / TABLE_NAME, frame)
         self.write = write
         self.skipped = 0
+        self.seen: set[int] = set()
 
     def add(self, rec: dict[str, Any]) -> None:
         """One image's record."""
+        self.seen.add(rec["index"])
         if rec["error"] is not None:
             self.report.failure(rec["input"], rec["error"], write=self.write)
             return
@@ -217,15 +219,19 @@ def _run_local(estimator: Any, todo: list[tuple[int, str, str, str]], opts: Batc
     import torch
     from torch.utils.data import DataLoader
 
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(int(args.threads))
     loader = DataLoader(_DecodeSet(todo, estimator.max_pixels), batch_size=opts.batch_size,
                         num_workers=max(int(args.workers), 0), collate_fn=_as_list,
                         prefetch_factor=2 if args.workers > 0 else None)
-    for chunk in loader:
-        for rec in process(estimator, chunk, opts):
-            sink.add(rec)
-            bar.update(1)
+    try:
+        for chunk in loader:
+            for rec in process(estimator, chunk, opts):
+                sink.add(rec)
+                bar.update(1)
+    finally:  # the process's setting again (the command may run inside a larger program)
+        torch.set_num_threads(threads)
 
 
 # ---- ray ----------------------------------------------------------------------------------------
@@ -351,8 +357,8 @@ def run_engine(args: argparse.Namespace, estimator: Any, files: list[tuple[Path,
     for path, why in problems:
         sink.report.failure(path, FileNotFoundError(why))
     interrupted = False
+    done = {n[0] for n in named} - {t[0] for t in todo}
     try:
-        done = {n[0] for n in named} - {t[0] for t in todo}
         for i, src, stem, _ in named:  # skipped inputs first, in input order
             if i in done:
                 sink.add(skipped_record(i, src, stem, opts))
@@ -362,12 +368,16 @@ def run_engine(args: argparse.Namespace, estimator: Any, files: list[tuple[Path,
             _run_local(estimator, todo, opts, args, sink, bar)
     except KeyboardInterrupt:
         interrupted = True
-    except Exception as exc:  # noqa: BLE001 - e.g. Ray could not start: reported, exit 2
-        bar.close()
-        sink.table.abort()
-        print(f"poseviewer estimate: {args.engine} engine failed: {type(exc).__name__}: "
-              f"{exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:  # noqa: BLE001 - e.g. Ray could not start, a node was lost
+        msg = f"{args.engine} engine failed: {type(exc).__name__}: {exc}"
+        print(f"poseviewer estimate: {msg}", file=sys.stderr)
+        if not sink.seen - done:  # nothing came back (e.g. Ray is missing): exit 2
+            bar.close()
+            sink.table.abort()
+            return 2
+        for i, src, _, _ in todo:  # what came back stands; the rest is reported as failed
+            if i not in sink.seen:
+                sink.add(_record(i, src, "", msg))
     finally:
         bar.close()
     return sink.finish(interrupted)
