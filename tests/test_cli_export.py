@@ -14,6 +14,7 @@ from conftest import require_shared
 
 import poseviewer.paths as paths_mod
 from poseviewer.cli import main
+from poseviewer.commands._engines import has_pyarrow
 from poseviewer.export import read_joints_2d, read_json, read_npz
 
 torch.set_num_threads(1)
@@ -83,8 +84,10 @@ def test_estimate_all_good_exits_zero(tmp_path, tiny_weights) -> None:
     out = tmp_path / "out"
     code = main(["estimate", *map(str, photos), "--out", str(out), "--weights",
                  str(tiny_weights), "--model", str(_mat()), "--device", "cpu", "--no-progress"])
-    assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["a.json", "b.json", "report.json"]
+    assert code == 0  # the default engine (local) also writes the table (with pyarrow)
+    table = ["poses.parquet"] if has_pyarrow() else []
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "b.json", *table,
+                                                     "report.json"]
 
 
 def test_estimate_usage_errors_exit_two(tmp_path, tiny_weights, capsys) -> None:

@@ -154,6 +154,13 @@ def skipped_record(index: int, source: str, stem: str, opts: BatchOptions) -> di
     return _record(index, source, stem, outputs=outputs, messages=[msg], skipped=True)
 
 
+def has_pyarrow() -> bool:
+    """pyarrow (for the Parquet table) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("pyarrow") is not None
+
+
 class Sink:
     """Takes the records in input order: the report, the COCO file, the Parquet table."""
 
@@ -162,7 +169,12 @@ class Sink:
         self.report = Report("estimate", self.out)
         self.coco = CocoCollector()
         self.want_coco = coco
-        self.table = ParquetTable(self.out / TABLE_NAME, frame)
+        self.table: ParquetTable | None = None
+        if has_pyarrow():
+            self.table = ParquetTable(self.out / TABLE_NAME, frame)
+        else:
+            print(f"poseviewer estimate: {TABLE_NAME} not written: it needs pyarrow "
+                  "(pip install 'poseviewer[cluster]')", file=sys.stderr)
         self.write = write
         self.skipped = 0
         self.seen: set[int] = set()
@@ -178,16 +190,22 @@ class Sink:
                             rec["messages"])
         if self.want_coco and rec["coco"] is not None:
             self.coco.add_dict(rec["coco"])
-        self.table.add(rec["rows"])
+        if self.table is not None:
+            self.table.add(rec["rows"])
+
+    def abort(self) -> None:
+        """Drop the table being written."""
+        if self.table is not None:
+            self.table.abort()
 
     def finish(self, interrupted: bool) -> int:
         """Close the table, write the COCO file and ``report.json``; the exit code."""
+        table = None
         try:
-            table = self.table.close()
+            table = None if self.table is None else self.table.close()
         except Exception as exc:  # noqa: BLE001 - reported as a failure, the rest stands
-            self.table.abort()
+            self.abort()
             self.report.failure(TABLE_NAME, exc)
-            table = None
         if self.skipped:
             print(f"estimate: {self.skipped} input(s) skipped (--resume: their files exist)")
         return finish_batch(self.report, self.coco, self.out, interrupted,
@@ -373,7 +391,7 @@ def run_engine(args: argparse.Namespace, estimator: Any, files: list[tuple[Path,
         print(f"poseviewer estimate: {msg}", file=sys.stderr)
         if not sink.seen - done:  # nothing came back (e.g. Ray is missing): exit 2
             bar.close()
-            sink.table.abort()
+            sink.abort()
             return 2
         for i, src, _, _ in todo:  # what came back stands; the rest is reported as failed
             if i not in sink.seen:
