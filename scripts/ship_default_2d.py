@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from poseviewer.cnn import LiftingCPM, count_parameters, load_cpm, save_cpm
+from poseviewer.cnn import LiftingCPM, count_parameters, load_cpm, read_cpm_metadata, save_cpm
 from poseviewer.lifting import load_pose_model
 from poseviewer.paths import MODELS_DIR, shared_path
 from poseviewer.skeleton import CPM14
@@ -195,6 +195,19 @@ def card(model: LiftingCPM, report: dict, run: Path, weights: Path) -> str:
         L.append("| **mean** | " + " | ".join(f"**{_pct(v)}**" for v in rep["mean_per_stage"])
                  + " |")
         L.append("")
+    sel = report.get("fusion_selection")
+    if sel:
+        L += ["### How the fusion weight was chosen", "",
+              f"`scripts/select_fusion_weight.py` on the first {sel['images']} training photos "
+              "(never the validation split): last-stage PCK@0.2 with fusion on for the weights "
+              "learned in the loop and for one common w (weight of the CNN's maps) at every "
+              f"stage; fusion off: {' / '.join(_pct(v) for v in sel['fusion_off'])}.", "",
+              "| fusion weights | w per stage | PCK stage 1..T |", "|---|---|---|"]
+        for r in sel["candidates"]:
+            L.append(f"| {r['weights']}{' (chosen)' if r['weights'] == sel['chosen'] else ''}"
+                     f" | {', '.join(f'{w:.3f}' for w in r['w'])} | "
+                     f"{' / '.join(_pct(v) for v in r['pck_per_stage'])} |")
+        L.append("")
     det = report.get("detector")
     if det:
         L += ["### End to end on whole photos (detector boxes)", "",
@@ -237,8 +250,11 @@ def main() -> None:
     t0 = time.time()
     crops, gt, vis = eval_crops_from_photos(str(root), val, 192)
     trained = load_cpm(args.weights)
+    selection = read_cpm_metadata(args.weights).get("fusion_selection")
     pose_model = load_pose_model(str(MODELS_DIR / "pose3d_default.safetensors"))
     report = evaluate_all(trained, crops, gt, vis, pose_model)
+    if selection:
+        report["fusion_selection"] = selection
     cfg = dataclasses.replace(trained.config, box_fill=args.box_fill,
                               visibility_threshold=round(report["calibration"]["threshold"], 4))
     model = LiftingCPM(cfg.validate())

@@ -1,0 +1,70 @@
+"""Choose the default network's fusion weight on training photos (never the validation split).
+
+    .venv/bin/python scripts/select_fusion_weight.py RUN/last.safetensors OUT.safetensors \
+        [--images 400] [--weights 0.85 0.9 0.95 0.99]
+
+The fusion weights learned in the loop (w_t = weight of the CNN's maps) are compared with
+one common w for every stage, by the PCK@0.2 of the last stage with fusion on, on the first
+``--images`` training photos of the fixed split (crops cut from the photos as in the
+evaluation). The best is written to OUT (the learned ones when they win) and every figure
+is printed, for the model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import torch
+
+from poseviewer.cnn import load_cpm, save_cpm
+from poseviewer.lifting import load_pose_model
+from poseviewer.paths import shared_path
+from poseviewer.train2d.data import load_annotations, split_indices
+from poseviewer.train2d.evaluate import eval_crops_from_photos, pck, predict_stages
+
+
+def main() -> None:
+    """Evaluate the candidates and write the best."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("weights")
+    ap.add_argument("out")
+    ap.add_argument("--images", type=int, default=400)
+    ap.add_argument("--weights", dest="cands", type=float, nargs="+",
+                    default=[0.85, 0.9, 0.95, 0.99])
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    root = shared_path("data", "lspet")
+    train, _ = split_indices(len(load_annotations(root).names), 1000, 2017)
+    idx = np.sort(train)[: args.images]
+    model = load_cpm(args.weights)
+    crops, gt, vis = eval_crops_from_photos(str(root), idx, model.config.input_size)
+    model.attach_pose_model(load_pose_model(None))
+    learned = model.fusion_logit.detach().clone()
+    rows = []
+    for name, logits in [("learned", learned)] + [
+            (f"{w:g}", torch.full_like(learned, math.log(w / (1 - w)))) for w in args.cands]:
+        with torch.no_grad():
+            model.fusion_logit.copy_(logits)
+        correct, evaluated = pck(predict_stages(model, crops), gt, vis)
+        per_stage = correct.sum((1, 2)) / evaluated.sum((1, 2))
+        rows.append({"weights": name, "w": torch.sigmoid(logits).flatten().tolist(),
+                     "pck_per_stage": [round(float(v), 4) for v in per_stage]})
+        print(json.dumps(rows[-1]))
+    model.attach_pose_model(None)
+    correct, evaluated = pck(predict_stages(model, crops), gt, vis)
+    plain = [round(float(v), 4) for v in correct.sum((1, 2)) / evaluated.sum((1, 2))]
+    print(json.dumps({"fusion": "off", "pck_per_stage": plain}))
+    best = max(rows, key=lambda r: r["pck_per_stage"][-1])
+    with torch.no_grad():
+        model.fusion_logit.copy_(torch.logit(torch.tensor(best["w"])).view_as(learned))
+    save_cpm(model, args.out, metadata={"fusion_selection": {
+        "images": int(len(idx)), "candidates": rows, "fusion_off": plain,
+        "chosen": best["weights"]}})
+    print("chosen:", best["weights"])
+
+
+if __name__ == "__main__":
+    main()
