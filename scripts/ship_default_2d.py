@@ -140,7 +140,8 @@ def card(model: LiftingCPM, report: dict, run: Path, weights: Path) -> str:
          "values of the neighbours (exact for a Gaussian peak); confidence = share of the "
          "map's mass in the 3 x 3 map pixels around the peak.",
          f"- Visibility: confidence > **{cfg.visibility_threshold:.3f}**, calibrated on the "
-         f"validation split (final stage, fusion on; Youden's J): it keeps "
+         f"validation split (final stage, fusion on; the best Youden's J among thresholds "
+         f"that keep at least {_pct(cal['min_right_kept'])} % of the right joints): it keeps "
          f"{_pct(cal['right_kept'])} % of the right joints and {_pct(cal['wrong_kept'])} % of "
          f"the wrong ones; PCK of the kept joints {_pct(cal['pck_of_kept'])} % vs "
          f"{_pct(cal['pck_all'])} % of all ({cal['joints']} labelled joints).",

@@ -270,3 +270,21 @@ def test_batchnorm_folds_into_an_equal_plain_network() -> None:
         for a, b in zip(model(x).stages, plain(x).stages, strict=True):
             torch.testing.assert_close(a.cnn, b.cnn, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(plain.fusion_logit, model.fusion_logit)
+
+
+def test_visibility_calibration_separates_right_from_wrong_joints() -> None:
+    """Hand-made confidences: right joints 0.5-0.9, wrong ones 0.05-0.45, plus 5 right
+    joints at 0.1. Youden's J is best just above 0.45 (all wrong dropped, 95 of 100 right
+    kept); asking to keep 99 % of the right joints forces the threshold below 0.1."""
+    from poseviewer.train2d.ship import calibrate_visibility
+
+    right = np.r_[np.linspace(0.5, 0.9, 95), np.full(5, 0.1)]
+    wrong = np.linspace(0.05, 0.45, 100)
+    conf = np.r_[right, wrong][None]
+    correct = np.r_[np.ones(100, bool), np.zeros(100, bool)][None]
+    evaluated = np.ones_like(correct)
+    best = calibrate_visibility(conf, correct, evaluated, min_right_kept=0.9)
+    assert 0.45 <= best["threshold"] < 0.5
+    assert best["right_kept"] == 0.95 and best["wrong_kept"] == 0.0
+    strict = calibrate_visibility(conf, correct, evaluated, min_right_kept=0.99)
+    assert strict["threshold"] < 0.1 and strict["right_kept"] == 1.0

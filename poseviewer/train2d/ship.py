@@ -148,14 +148,16 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_text(path, text)
 
 
-def calibrate_visibility(confidence: np.ndarray, correct: np.ndarray, evaluated: np.ndarray
-                         ) -> dict[str, Any]:
+def calibrate_visibility(confidence: np.ndarray, correct: np.ndarray, evaluated: np.ndarray,
+                         min_right_kept: float = 0.9) -> dict[str, Any]:
     """The visibility threshold that best separates right from wrong joints.
 
     ``confidence``, ``correct`` (PCK), ``evaluated``: (N, J) for one stage. Among labelled
     joints, "visible" should keep right joints and drop wrong ones: the threshold maximises
-    Youden's J = (right joints kept) - (wrong joints kept). Returns the threshold and the
-    kept fractions, for the model card.
+    Youden's J = (right joints kept) - (wrong joints kept) among the thresholds that keep at
+    least ``min_right_kept`` of the right joints (the lifting needs joints: dropping a right
+    one costs more than keeping a wrong one). Returns the threshold and the kept fractions,
+    for the model card.
     """
     c = confidence[evaluated]
     ok = correct[evaluated]
@@ -165,10 +167,14 @@ def calibrate_visibility(confidence: np.ndarray, correct: np.ndarray, evaluated:
         keep = c > t
         tpr = keep[ok].mean() if ok.any() else 0.0
         fpr = keep[~ok].mean() if (~ok).any() else 0.0
+        if tpr < min_right_kept:
+            continue
         if best is None or tpr - fpr > best["youden"]:
             best = {"threshold": float(t), "youden": float(tpr - fpr),
                     "right_kept": float(tpr), "wrong_kept": float(fpr)}
-    assert best is not None
+    if best is None:
+        raise ValueError(f"no threshold keeps {min_right_kept:.0%} of the right joints")
+    best["min_right_kept"] = min_right_kept
     keep = c > best["threshold"]
     best["pck_of_kept"] = float(ok[keep].mean()) if keep.any() else 0.0
     best["pck_all"] = float(ok.mean())
