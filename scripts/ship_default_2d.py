@@ -32,7 +32,7 @@ from poseviewer.skeleton import CPM14
 from poseviewer.train2d.data import load_annotations, split_indices
 from poseviewer.train2d.evaluate import eval_crops_from_photos, pck, predict_stages
 from poseviewer.train2d.loop import read_log
-from poseviewer.train2d.ship import calibrate_visibility, write_text_atomic
+from poseviewer.train2d.ship import calibrate_visibility, pck_table, write_text_atomic
 
 
 def _pct(v: float) -> str:
@@ -194,16 +194,7 @@ def card(model: LiftingCPM, report: dict, run: Path, weights: Path) -> str:
           "measures the network, not the detector.", ""]
     for key, title in (("plain", "fusion off"), ("fusion", "fusion on (the default)")):
         rep = report[key]
-        per = rep["per_joint_per_stage"]
-        t = len(per)
-        L += [f"### {title}: {rep['people']} people", "",
-              "| joint | " + " | ".join(f"stage {s + 1}" for s in range(t)) + " |",
-              "|---|" + "---:|" * t]
-        for name in CPM14.joints:
-            L.append(f"| {name} | " + " | ".join(_pct(per[s][name]) for s in range(t)) + " |")
-        L.append("| **mean** | " + " | ".join(f"**{_pct(v)}**" for v in rep["mean_per_stage"])
-                 + " |")
-        L.append("")
+        L += [f"### {title}: {rep['people']} people", "", *pck_table(rep), ""]
     sel = report.get("fusion_selection")
     if sel:
         L += ["### How the fusion weight was chosen", "",

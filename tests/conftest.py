@@ -47,3 +47,27 @@ def model():
     from poseviewer.lifting import PoseModel3D
 
     return PoseModel3D.from_mat(require_shared("reference", "lftd", "prob_model_params.mat"))
+
+
+# ---- the GUI tests' fixtures (Qt imported only when a test asks for them) -------------------
+@pytest.fixture
+def settings(tmp_path):
+    """Settings in a temp ini file: tests never touch the user's settings."""
+    from PySide6.QtCore import QSettings
+
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture
+def messages(monkeypatch) -> list[tuple[str, str]]:
+    """Captured QMessageBox.warning calls (title, text)."""
+    from PySide6.QtWidgets import QMessageBox
+
+    got: list[tuple[str, str]] = []
+
+    def fake_warning(parent, title, text, *a, **k):
+        got.append((title, text))
+        return QMessageBox.StandardButton.Ok
+
+    monkeypatch.setattr(QMessageBox, "warning", staticmethod(fake_warning))
+    return got

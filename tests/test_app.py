@@ -21,9 +21,9 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl  # noqa: E402
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl  # noqa: E402
 from PySide6.QtGui import QDropEvent, QGuiApplication  # noqa: E402
-from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from poseviewer.app import configure  # noqa: E402
 from poseviewer.cnn.cancel import check_cancel  # noqa: E402
@@ -141,23 +141,6 @@ def write_image(path: Path, w=320, h=400) -> Path:
     return path
 
 
-@pytest.fixture
-def settings(tmp_path) -> QSettings:
-    """Settings in a temp ini file: tests never touch the user's settings."""
-    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-
-
-@pytest.fixture
-def messages(monkeypatch) -> list[tuple[str, str]]:
-    """Captured QMessageBox.warning calls (title, text)."""
-    got: list[tuple[str, str]] = []
-
-    def fake_warning(parent, title, text, *a, **k):
-        got.append((title, text))
-        return QMessageBox.StandardButton.Ok
-
-    monkeypatch.setattr(QMessageBox, "warning", staticmethod(fake_warning))
-    return got
 
 
 def make_window(qtbot, settings, estimator, **kw):

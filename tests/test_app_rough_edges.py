@@ -12,30 +12,12 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from PySide6.QtCore import QRectF, QSettings  # noqa: E402
-from PySide6.QtWidgets import QMessageBox  # noqa: E402
+from PySide6.QtCore import QRectF  # noqa: E402
 from test_app import FakeEstimator, make_window, open_and_wait, write_image  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
 
-@pytest.fixture
-def settings(tmp_path) -> QSettings:
-    """Settings in a temp ini file: tests never touch the user's settings."""
-    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-
-
-@pytest.fixture
-def messages(monkeypatch) -> list[tuple[str, str]]:
-    """Captured QMessageBox.warning calls (title, text)."""
-    got: list[tuple[str, str]] = []
-
-    def fake_warning(parent, title, text, *a, **k):
-        got.append((title, text))
-        return QMessageBox.StandardButton.Ok
-
-    monkeypatch.setattr(QMessageBox, "warning", staticmethod(fake_warning))
-    return got
 
 
 def _overlaps(rects: list[QRectF]) -> list[tuple[int, int]]:

@@ -120,16 +120,7 @@ def model_card(report: dict[str, Any], run_dir: str | os.PathLike[str], model: L
         if key not in report:
             continue
         rep = report[key]
-        per = rep["per_joint_per_stage"]
-        t = len(per)
-        lines += [f"### {title}: {rep['people']} people", "",
-                  "| joint | " + " | ".join(f"stage {s + 1}" for s in range(t)) + " |",
-                  "|---|" + "---:|" * t]
-        for name in CPM14.joints:
-            lines.append(f"| {name} | " + " | ".join(_pct(per[s][name]) for s in range(t))
-                         + " |")
-        lines.append("| **mean** | " + " | ".join(f"**{_pct(v)}**" for v in
-                                                 rep["mean_per_stage"]) + " |")
+        lines += [f"### {title}: {rep['people']} people", "", *pck_table(rep)]
         lines += ["", f"Time per crop (batch 1, 1 thread, busy machine): "
                   f"{1000 * rep['seconds_per_crop']:.0f} ms.", ""]
     lines += [extra.get("discussion", ""), ""]
@@ -141,6 +132,20 @@ def model_card(report: dict[str, Any], run_dir: str | os.PathLike[str], model: L
               "fusion epochs is our own `pose3d_default.safetensors` (trained on Human3.6M "
               "poses, research use; see its card), never the authors' released model.", ""]
     return "\n".join(lines)
+
+
+def pck_table(rep: dict[str, Any]) -> list[str]:
+    """Markdown rows: PCK (%) per joint and stage, and the mean, from an eval report part
+    (``per_joint_per_stage``, ``mean_per_stage``)."""
+    per = rep["per_joint_per_stage"]
+    t = len(per)
+    rows = ["| joint | " + " | ".join(f"stage {s + 1}" for s in range(t)) + " |",
+            "|---|" + "---:|" * t]
+    for name in CPM14.joints:
+        rows.append(f"| {name} | " + " | ".join(_pct(per[s][name]) for s in range(t)) + " |")
+    rows.append("| **mean** | " + " | ".join(f"**{_pct(v)}**" for v in rep["mean_per_stage"])
+                + " |")
+    return rows
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
