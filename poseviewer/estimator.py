@@ -383,9 +383,7 @@ class Estimator:
         own (moved from the map grid), else one post-hoc lifting of all stages and people
         at once, else None (no 3D model)."""
         if any(s.fit is not None for s in stages):
-            return [None if s.fit is None else
-                    Fit.concat([s.fit.select([i]).to_image(map_to_image[i])
-                             for i in range(len(map_to_image))]) for s in stages]
+            return [None if s.fit is None else s.fit.to_image(map_to_image) for s in stages]
         if self.pose_model is None or not stages:
             return [None] * len(stages)
         check_cancel(cancel)

@@ -234,11 +234,26 @@ def _affine(m: np.ndarray, xy: np.ndarray) -> np.ndarray:
 
 
 def _move(spec: FieldSpec, value: Any, m: np.ndarray) -> Any:
+    """Move a field through ``m``: one (2, 3) affine, or (N, 2, 3), one per person (the
+    value's leading axis)."""
     if value is None or spec.transform is None:
         return value
+    if m.ndim == 3:
+        v = np.asarray(value, dtype=np.float64)
+        if spec.transform == "point":
+            return _affine_per_person(m, v)
+        return v * m[:, 0, 0].reshape((-1,) + (1,) * (v.ndim - 1))
     if spec.transform == "point":
         return _affine(m, value)
     return np.asarray(value) * m[0, 0]  # 'length' under a uniform-scale affine
+
+
+def _affine_per_person(m: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """(N, 2, 3) affines applied to (N, ..., 2) points, person n through m[n]."""
+    shape = xy.shape
+    flat = xy.reshape(shape[0], -1, 2)
+    out = np.einsum("nij,nkj->nki", m[:, :, :2], flat) + m[:, None, :, 2]
+    return out.reshape(shape)
 
 
 # ---- the lifting, numpy -------------------------------------------------------------------------
@@ -314,8 +329,10 @@ class Fit:
                                         if f.name != "components"})
 
     def to_image(self, m: np.ndarray) -> Fit:
-        """The fit moved through the uniform-scale affine ``m`` (2, 3) into the image: every
-        field the table marks as a point or a length; 3D poses are frame-invariant."""
+        """The fit moved through the uniform-scale affine ``m`` (2, 3), or one per person
+        (N, 2, 3), into the image: every field the table marks as a point or a length; 3D
+        poses are frame-invariant."""
+        m = np.asarray(m, dtype=np.float64)
         comps = dataclasses.replace(self.components, **{
             f.name: _move(f, getattr(self.components, f.name), m) for f in COMPONENT_FIELDS
             if f.transform})

@@ -23,7 +23,7 @@ from poseviewer.export import (
     read_json,
     read_npz,
 )
-from poseviewer.result import COMPONENT_FIELDS, FIT_FIELDS, EstimateResult
+from poseviewer.result import COMPONENT_FIELDS, FIT_FIELDS, EstimateResult, Fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -279,3 +279,23 @@ def test_any_pose_backend_drives_the_estimator() -> None:
     fit = r.persons[1].stages[0].fit
     want = _model_k2_b10().lift(r.persons[1].stages[0].joints_2d[None], np.ones((1, 14), bool))
     np.testing.assert_allclose(fit.pose_3d, want.pose_3d.numpy(), atol=1e-9)
+
+
+def test_fits_move_to_the_image_one_affine_per_person_at_once(k2_result) -> None:
+    """Fit.to_image with (N, 2, 3) affines equals moving each person through its own."""
+    fit = Fit.concat([p.final.fit for p in k2_result.persons])
+    m = np.array([[[2.0, 0, 10], [0, 2.0, -5]], [[0.5, 0, 100], [0, 0.5, 7]]])
+    together = fit.to_image(m)
+    for i in range(2):
+        alone = fit.select([i]).to_image(m[i])
+        for spec in FIT_FIELDS:
+            np.testing.assert_allclose(getattr(together, spec.name)[i : i + 1],
+                                       getattr(alone, spec.name), rtol=0, atol=1e-9)
+        for spec in COMPONENT_FIELDS:
+            a = getattr(together.components, spec.name)
+            if a is not None:
+                np.testing.assert_allclose(a[i : i + 1], getattr(alone.components, spec.name),
+                                           rtol=0, atol=1e-9)
+    # a hand-checked point: person 1's first 2D joint through x' = 0.5 x + 100
+    x0 = fit.joints_2d[1, 0]
+    np.testing.assert_allclose(together.joints_2d[1, 0], [0.5 * x0[0] + 100, 0.5 * x0[1] + 7])
