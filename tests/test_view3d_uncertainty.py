@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from test_app import FakeEstimator, make_window, open_and_wait, settings, write_image  # noqa: E402, F401
+from test_app import FakeEstimator, make_window, open_and_wait, write_image  # noqa: E402
 
 from poseviewer.app.view3d import centred_pose, ellipsoid_segments  # noqa: E402
 
