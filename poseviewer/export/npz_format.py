@@ -135,15 +135,20 @@ def write_npz(result: EstimateResult, path: str | os.PathLike[str],
     return atomic_write_with(path, lambda fh: np.savez(fh, **arrays))
 
 
+def load_npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an NPZ file (no pickles); ``ImportFormatError`` when unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (ValueError, OSError) as exc:
+        raise ImportFormatError(f"{path}: not a readable NPZ file ({exc})") from exc
+
+
 def read_npz(path: str | os.PathLike[str]) -> EstimateResult:
     """Read a file written by :func:`write_npz` back into an EstimateResult (maps when saved,
     else empty (J, 0, 0) maps)."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
-    except (ValueError, OSError) as exc:
-        raise ImportFormatError(f"{path}: not a readable NPZ file ({exc})") from exc
+    d = load_npz_arrays(path)
     try:
         meta = json.loads(str(d["meta_json"]))
     except KeyError as exc:

@@ -39,7 +39,7 @@ from poseviewer.export.json_format import (
     result_to_dict,
     stored_image_path,
 )
-from poseviewer.export.npz_format import _FILL, result_arrays, result_from_arrays
+from poseviewer.export.npz_format import _FILL, load_npz_arrays, result_arrays, result_from_arrays
 from poseviewer.result import (
     FRAME_FIELDS,
     PERSON_FIELDS,
@@ -365,11 +365,7 @@ def write_sequence_npz(seq: ResultSequence, path: str | os.PathLike[str],
 def read_sequence_npz(path: str | os.PathLike[str]) -> ResultSequence:
     """Read a file of :func:`write_sequence_npz` back."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
-    except (ValueError, OSError) as exc:
-        raise ImportFormatError(f"{path}: not a readable NPZ file ({exc})") from exc
+    d = load_npz_arrays(path)
     try:
         meta = json.loads(str(d["sequence_json"]))
         if meta.get("schema") != SEQUENCE_SCHEMA:
