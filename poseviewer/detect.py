@@ -203,17 +203,12 @@ class PersonDetector:
         self.source = source
         self.net = _net_class()(spec).eval()
         if state is not None:
-            expected = self.net.state_dict()
-            missing = sorted(set(expected) - set(state))
-            extra = sorted(set(state) - set(expected))
-            if missing or extra:
+            from poseviewer.cnn.weights import state_mismatch
+
+            problem = state_mismatch(self.net.state_dict(), state)
+            if problem:
                 raise DetectorError(f"{source or 'detector weights'} do not match their spec: "
-                                    f"missing {missing[:5]}, unexpected {extra[:5]}")
-            for k, v in state.items():
-                want = tuple(expected[k].shape)
-                if tuple(v.shape) != want:
-                    raise DetectorError(f"{source or 'detector weights'}: tensor {k} has shape "
-                                        f"{tuple(v.shape)}, the spec needs {want}")
+                                    f"{problem}")
             self.net.load_state_dict(state)
         for p in self.net.parameters():
             p.requires_grad_(False)

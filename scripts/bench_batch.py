@@ -31,14 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _benchutil import uptime  # noqa: E402  (scripts/ is on sys.path when run)
+
 from poseviewer.paths import shared_dir  # noqa: E402
-
-
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "(uptime not available)"
 
 
 def main() -> int:

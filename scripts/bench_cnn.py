@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,16 +35,10 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _benchutil import uptime  # noqa: E402  (scripts/ is on sys.path when run)
 
 from poseviewer.cnn import LiftingCPM, release_posenet, small_cpu  # noqa: E402
 from poseviewer.cnn.config import CPMConfig  # noqa: E402
-
-
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "(uptime unavailable)"
 
 
 def gmac(cfg: CPMConfig, size: int | None = None) -> float:

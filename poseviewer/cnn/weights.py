@@ -65,6 +65,19 @@ def read_cpm_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return out
 
 
+def state_mismatch(expected: dict[str, Any], state: dict[str, Any]) -> str | None:
+    """Why ``state`` cannot load into a module whose state dict is ``expected`` (missing or
+    unexpected names, a wrong shape), or None when it fits."""
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        return f"missing {missing[:5]}, unexpected {extra[:5]}"
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(expected[k].shape):
+            return f"tensor {k} has shape {tuple(v.shape)}, needs {tuple(expected[k].shape)}"
+    return None
+
+
 def load_cpm(path: str | os.PathLike[str], device: str | torch.device = "cpu",
              config: CPMConfig | None = None) -> LiftingCPM:
     """Build the network from the file's config (or ``config``) and load its weights."""
@@ -77,15 +90,8 @@ def load_cpm(path: str | os.PathLike[str], device: str | torch.device = "cpu",
         state = load_file(str(path), device=str(device))
     except Exception as exc:
         raise WeightsError(f"cannot read CNN weights {path}: {exc}") from exc
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    if missing or extra:
-        raise WeightsError(f"{path} does not match its config '{cfg.name}': "
-                           f"missing {missing[:5]}, unexpected {extra[:5]}")
-    for k, v in state.items():
-        if v.shape != expected[k].shape:
-            raise WeightsError(f"{path}: tensor {k} has shape {tuple(v.shape)}, "
-                               f"the config needs {tuple(expected[k].shape)}")
+    problem = state_mismatch(model.state_dict(), state)
+    if problem:
+        raise WeightsError(f"{path} does not match its config '{cfg.name}': {problem}")
     model.load_state_dict(state)
     return model.to(device)

@@ -51,10 +51,11 @@ def run(args: argparse.Namespace) -> int:
     except WeightsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    have_data = (Path(args.data) / "annotations.npz").is_file()
     if args.cache:
         cache_dir = Path(args.cache)
         if not (cache_dir / "cache.json").is_file():
-            if not (Path(args.data) / "annotations.npz").is_file():
+            if not have_data:
                 print(f"error: LSP-extended not found in {args.data}", file=sys.stderr)
                 return 2
             build_cache(args.data, cache_dir)
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         val = val[: args.limit] if args.limit else val
         crops = eval_crops(cache, val, model.config.input_size)
     else:
-        if not (Path(args.data) / "annotations.npz").is_file():
+        if not have_data:
             print(f"error: LSP-extended not found in {args.data}", file=sys.stderr)
             return 2
         cache = None

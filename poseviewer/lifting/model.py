@@ -306,40 +306,15 @@ class PoseModel3D:
 
     # ------------------------------------------------------------------ lifting
     def _inputs(self, joints_2d: Any, visible: Any) -> tuple[Tensor, Tensor]:
-        dev = self._device
-        if isinstance(joints_2d, torch.Tensor):
-            j = joints_2d.detach().to(device=dev, dtype=torch.float64)
-        else:
-            try:
-                j = torch.as_tensor(np.asarray(joints_2d, dtype=np.float64), device=dev)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"lift: joints_2d is not a numeric array ({exc})") from None
-        if j.ndim != 3 or j.shape[1:] != (NUM_JOINTS_2D, 2):
-            raise ValueError(
-                f"lift: joints_2d must have shape (N, 14, 2) (CPM-14, x y), got {tuple(j.shape)}")
-        if isinstance(visible, torch.Tensor):
-            vis = visible.detach().to(dev)
-        else:
-            vis = torch.as_tensor(np.asarray(visible), device=dev)
-        if tuple(vis.shape) != (j.shape[0], NUM_JOINTS_2D):
-            raise ValueError(
-                f"lift: visible must have shape ({j.shape[0]}, 14), got {tuple(vis.shape)}")
-        if vis.dtype != torch.bool:
-            if vis.dtype.is_floating_point or vis.dtype.is_complex:
-                raise ValueError(f"lift: visible must be bool (or 0/1 integers), got {vis.dtype}")
-            if not ((vis == 0) | (vis == 1)).all():
-                raise ValueError("lift: visible holds integers other than 0 and 1")
-            vis = vis != 0
-        bad = vis & ~torch.isfinite(j).all(-1)
-        if bad.any():
-            n, k = (int(x) for x in bad.nonzero()[0])
-            raise ValueError(
-                f"lift: visible joint {CPM14.joints[k]} of person {n} is NaN or infinite "
-                f"({bad.sum().item()} such joint(s)); mark such joints invisible")
-        return j, vis
+        """The checked inputs (``_inputs_np``) as float64 / bool tensors on the model's
+        device."""
+        j, vis = self._inputs_np(joints_2d, visible)
+        return (torch.as_tensor(j, device=self._device),
+                torch.as_tensor(vis, device=self._device))
 
     def _inputs_np(self, joints_2d: Any, visible: Any) -> tuple[np.ndarray, np.ndarray]:
-        """``_inputs`` for the CPU fast path: the same checks and messages, numpy out."""
+        """Check and convert the lifting's inputs: (N, 14, 2) float64 joints and (N, 14) bool
+        visibility (0/1 integers accepted), clear ``ValueError`` messages otherwise."""
         if isinstance(joints_2d, torch.Tensor):
             joints_2d = joints_2d.detach().cpu().numpy()
         try:

@@ -21,7 +21,6 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from poseviewer.cnn.config import CPMConfig, FusionConfig
@@ -46,6 +45,9 @@ class GraphSource:
     features: str = _FPN
     heatmap: str = _P + "kpt_heatmap_0/conv2d_5/BiasAdd"
 
+
+#: CPM-14 joints MoveNet does not predict, and the COCO joints their stage-1 maps start from.
+HEAD_SOURCES = {"head_top": ("nose",), "neck": ("left_shoulder", "right_shoulder")}
 
 SOURCES = {
     "movenet-lightning": GraphSource("package/models/movenet-lightning.json", 192),
@@ -132,22 +134,10 @@ def movenet_cpm(tarball: str | os.PathLike[str], model: str = "movenet-lightning
     if state["layers.stage1_conv.weight"].shape == w1.shape:
         state["layers.stage1_conv.weight"] = w1
         state["layers.stage1_conv.bias"] = b1
-        rows = []
-        for j in CPM14.joints:
-            if j in COCO17.joints:
-                rows.append(w2[COCO17.index(j)], )
-            elif j == "head_top":
-                rows.append(w2[COCO17.index("nose")])
-            else:  # neck
-                rows.append(0.5 * (w2[COCO17.index("left_shoulder")]
-                                   + w2[COCO17.index("right_shoulder")]))
-        state["layers.stage1_out.weight"] = torch.stack(rows)
-        bias = []
-        for j in CPM14.joints:
-            src_names = [j] if j in COCO17.joints else (
-                ["nose"] if j == "head_top" else ["left_shoulder", "right_shoulder"])
-            bias.append(np.mean([float(b2[COCO17.index(n)]) for n in src_names]))
-        state["layers.stage1_out.bias"] = torch.tensor(bias, dtype=torch.float32)
+        # each CPM-14 joint from the COCO rows it starts as (the mean where several)
+        rows = [[COCO17.index(n) for n in HEAD_SOURCES.get(j, (j,))] for j in CPM14.joints]
+        state["layers.stage1_out.weight"] = torch.stack([w2[r].mean(0) for r in rows])
+        state["layers.stage1_out.bias"] = torch.stack([b2[r].mean(0) for r in rows]).float()
     # refinement stages start as the identity on the log of their input maps
     for t in range(2, cfg.num_stages + 1):
         last = f"layers.Mconv{cfg.stage_depth + 2}_stage{t}"
