@@ -412,6 +412,8 @@ class Estimator:
             persons.append(PersonResult(box=box, centre=centre, source=people.sources[i],
                                         map_to_image=map_to_image[i],
                                         score=float(people.scores[i])))
+        cnn_xy = [None if s.cnn_joints is None else self._to_image(map_to_image, s.cnn_joints)
+                  for s in stages]
         for t, s in enumerate(stages):
             secs = sum(s.seconds.values())
             for i, person in enumerate(persons):
@@ -419,8 +421,7 @@ class Estimator:
                     index=t, cnn_maps=s.cnn[i],
                     projected_maps=None if s.projected is None else s.projected[i],
                     fused_maps=s.fused[i], joints_2d=joints[t][i],
-                    cnn_joints_2d=None if s.cnn_joints is None else self._to_image(
-                        map_to_image[i:i + 1], s.cnn_joints[i:i + 1])[0],
+                    cnn_joints_2d=None if cnn_xy[t] is None else cnn_xy[t][i],
                     confidence=s.confidence[i], visible=s.visible[i],
                     fit=None if fits[t] is None else fits[t].select([i]), seconds=secs))
         result.persons = persons
