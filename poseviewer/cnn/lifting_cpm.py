@@ -251,6 +251,18 @@ class LiftingCPM(nn.Module):
         out.seconds["fusion"] = time.perf_counter() - t1
         return fused
 
+    def mirror_maps(self, maps: Tensor, size: int) -> Tensor:
+        """Maps (B, C, h, w) of a crop -> the same maps in the frame of the horizontally
+        mirrored crop (its own inverse): joint channels swap left and right, columns
+        reverse, and a sub-pixel shift keeps crop pixel x at map x / stride in both frames
+        (crop x -> size - 1 - x, map m -> (size - 1) / stride - m; a plain column reversal
+        gives w - 1 - m). Linear interpolation along x, edge columns repeated."""
+        J = self.config.num_joints
+        perm = torch.as_tensor(_flip_perm(J), device=maps.device)
+        chans = torch.cat([perm, torch.arange(J, maps.shape[1], device=maps.device)])
+        m = maps.index_select(1, chans).flip(-1)
+        return shift_x(m, (size - 1) / self.config.stride - (maps.shape[-1] - 1))
+
     # ---- forward -----------------------------------------------------------------------------
     def forward(
         self,
@@ -274,6 +286,7 @@ class LiftingCPM(nn.Module):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"LiftingCPM expects (B, 3, H, W) images, got {tuple(images.shape)}")
         B = images.shape[0]
+        flip = cfg.flip_test and not self.training
         fuse = self.fusion_active
         size = images.shape[-1]
         if cfg.joint_reading == "release" and (fuse or read_joints) and images.shape[-2] != size:
@@ -281,15 +294,17 @@ class LiftingCPM(nn.Module):
                              f"{tuple(images.shape[-2:])}")
         check_cancel(cancel)
         t0 = time.perf_counter()
-        feat = self.trunk(images)
+        feat = self.trunk(torch.cat([images, images.flip(-1)]) if flip else images)
         pooled = None
         if cfg.centre_map:
             if centre is None:
                 if images.shape[-1] != images.shape[-2]:
                     raise ValueError("the default centre map needs square crops")
-                pooled = self.pooled_centre(B, images.shape[-1], feat)
+                pooled = self.pooled_centre(feat.shape[0], images.shape[-1], feat)
             else:
                 pooled = self.pool_centre(centre.to(feat.dtype))
+                if flip:
+                    pooled = torch.cat([pooled, pooled.flip(-1)])
             if pooled.shape[-2:] != feat.shape[-2:]:
                 raise ValueError(f"pooled centre map {tuple(pooled.shape[-2:])} does not match "
                                  f"the feature grid {tuple(feat.shape[-2:])}")
@@ -304,10 +319,14 @@ class LiftingCPM(nn.Module):
             if t == 0:
                 z = self._head(self._stage1, feat)
             else:
+                if flip:
+                    prev = torch.cat([prev, self.mirror_maps(prev, size)])
                 parts = [prev, feat] + ([pooled] if pooled is not None else [])
                 z = self._head(self._stages[t - 1], torch.cat(parts, dim=1))
                 if cfg.stage_residual:
                     z = z + prev[:, : cfg.num_joints].clamp_min(1e-6).log()
+            if flip:
+                z = 0.5 * (z[:B] + self.mirror_maps(z[B:], size))
             b, logits = self._activate(z)
             out = StageOutput(cnn=b, fused=b, logits=logits)
             out.seconds["cnn"] = time.perf_counter() - t0
@@ -327,6 +346,31 @@ class LiftingCPM(nn.Module):
             if on_stage is not None:
                 on_stage(t, cfg.num_stages)
         return CPMOutput(stages=stages)
+
+
+def _flip_perm(num_joints: int) -> list[int]:
+    """Left/right swap of the joint channels (the CPM-14 skeleton's mirror pairs)."""
+    from poseviewer.skeleton import CPM14
+
+    if num_joints != CPM14.num_joints:
+        raise ValueError(f"flip_test needs the {CPM14.num_joints} CPM joints, got {num_joints}")
+    return [int(i) for i in CPM14.flip_permutation()]
+
+
+def shift_x(maps: Tensor, d: float) -> Tensor:
+    """Maps moved by ``d`` columns (out[..., i] = maps at column i - d), linear
+    interpolation, edge columns repeated."""
+    w = maps.shape[-1]
+    k = int(torch.floor(torch.tensor(d)).item())
+    f = d - k
+    pad = abs(k) + 1
+    padded = torch.cat([maps[..., :1].expand(*maps.shape[:-1], pad), maps,
+                        maps[..., -1:].expand(*maps.shape[:-1], pad)], dim=-1)
+    a = padded[..., pad - k: pad - k + w]
+    if f == 0:
+        return a
+    b = padded[..., pad - k - 1: pad - k - 1 + w]
+    return (1 - f) * a + f * b
 
 
 def count_parameters(module: nn.Module) -> int:
