@@ -66,7 +66,9 @@ class FieldSpec:
     npz: str | None = None
     """NPZ key (default: ``name``)."""
     csv: str | None = None
-    """CSV column, for per-component scalars repeated on every 3D row (None: not a column)."""
+    """CSV column, for per-component scalars repeated on every 3D row; for a per-joint
+    3 x 3 covariance the column prefix of its six entries (``<prefix>xx, xy, xz, yy, yz,
+    zz``) on the joint's 3D row (None: not in the CSV)."""
     optional: bool = False
     """May be absent (None) in a result, e.g. when the lifting does not provide it."""
     transform: str | None = None
@@ -176,7 +178,7 @@ COMPONENT_FIELDS: tuple[FieldSpec, ...] = (
               npz="components_coeffs", optional=True),
     FieldSpec("joint_cov", ("K", "J3", 3, 3), "f8", "mm^2", "pose_3d",
               "posterior covariance of each joint of each component's pose",
-              npz="components_joint_cov", optional=True),
+              npz="components_joint_cov", csv="cov_", optional=True),
 )
 
 #: Per frame of a video (:class:`ResultSequence`).

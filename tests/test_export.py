@@ -229,6 +229,12 @@ def test_csv_long_format(result, tmp_path) -> None:
             got = np.array([[num(r["x"]), num(r["y"]), num(r["z"])] for r in three])
             np.testing.assert_array_equal(got.reshape(3, 17, 3),
                                           np.asarray(stage.fit.components.pose_3d)[0])
+            # the covariance columns rebuild each component's symmetric 3 x 3 matrices
+            cov = np.asarray(stage.fit.components.joint_cov)[0]
+            up = np.array([[num(r[f"cov_{c}"]) for c in ("xx", "xy", "xz", "yy", "yz", "zz")]
+                           for r in three]).reshape(3, 17, 6)
+            full = up[..., [0, 1, 2, 1, 3, 4, 2, 4, 5]].reshape(3, 17, 3, 3)
+            np.testing.assert_array_equal(full, cov)
             best = {int(r["component"]) for r in three if r["best"] == "1"}
             if bool(np.asarray(stage.fit.lifted)[0]):
                 assert best == {int(np.asarray(stage.fit.component)[0])}

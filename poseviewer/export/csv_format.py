@@ -4,7 +4,9 @@ Rows of ``kind = "2d"`` hold the CNN's CPM-14 joints of a stage (``image_x, imag
 ``confidence``, ``visible``); rows of ``kind = "3d"`` hold one H36M-17 joint of one mixture
 component of a stage's lifting (``x, y, z`` in the lifting's millimetres, ``image_x,
 image_y`` = that component's projection into the image, plus the component's ``score,
-residual, scale, yaw_rad, capped`` and ``best``). Empty cells mean "not applicable" or NaN.
+residual, scale, yaw_rad, capped`` and ``best``, and the joint's posterior covariance
+``cov_xx, cov_xy, cov_xz, cov_yy, cov_yz, cov_zz`` in mm^2). Empty cells mean "not
+applicable" or NaN (a covariance the lifting did not provide is empty too).
 """
 
 from __future__ import annotations
@@ -29,12 +31,16 @@ from poseviewer.result import COMPONENT_FIELDS, EstimateResult
 from poseviewer.skeleton import CPM14, H36M17
 
 #: per-component scalar columns, from the field table
-_COMP_COLUMNS = tuple(f for f in COMPONENT_FIELDS if f.csv)
+_COMP_COLUMNS = tuple(f for f in COMPONENT_FIELDS if f.csv and f.shape == ("K",))
+#: per-joint 3 x 3 covariances (upper triangle, row by row), from the field table
+_COV_FIELDS = tuple(f for f in COMPONENT_FIELDS if f.csv and f.shape[-2:] == (3, 3))
+_UPPER = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
+_COV_COLUMNS = tuple(f"{f.csv}{'xyz'[a]}{'xyz'[b]}" for f in _COV_FIELDS for a, b in _UPPER)
 
 COLUMNS = (
     "image", "person", "stage", "kind", "component", "best", "lifted", "joint_set",
     "joint_index", "joint", "x", "y", "z", "image_x", "image_y", "confidence", "visible",
-) + tuple(f.csv for f in _COMP_COLUMNS)
+) + tuple(f.csv for f in _COMP_COLUMNS) + _COV_COLUMNS
 
 
 def _num(x: float) -> str:
@@ -54,7 +60,8 @@ def csv_text(result: EstimateResult, image: str | None = None) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(COLUMNS)
     image = (result.image_path if image is None else image) or ""
-    blank = [""] * len(_COMP_COLUMNS)
+    blank = [""] * (len(_COMP_COLUMNS) + len(_COV_COLUMNS))
+    no_cov = [""] * len(_UPPER)
     for p, person in enumerate(result.persons):
         for stage in person.stages:
             vals = fit_values(stage.fit)
@@ -75,11 +82,15 @@ def csv_text(result: EstimateResult, image: str | None = None) -> str:
                 for j, name in enumerate(H36M17.joints):
                     xyz = comps["pose_3d"][k, j]
                     uv = comps["joints_2d"][k, j]
+                    cov = []
+                    for f in _COV_FIELDS:
+                        c = comps.get(f.name)
+                        cov += no_cov if c is None else [_num(c[k, j, a, b]) for a, b in _UPPER]
                     w.writerow(base + [
                         "3d", k, int(k == best), lifted, H36M17.name, j, name,
                         _num(xyz[0]), _num(xyz[1]), _num(xyz[2]), _num(uv[0]), _num(uv[1]),
                         "", "",
-                    ] + comp)
+                    ] + comp + cov)
     return buf.getvalue()
 
 
