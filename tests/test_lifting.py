@@ -201,6 +201,28 @@ def test_batch_equals_one_by_one_and_release_batches(lifter, ref, batch):
     _close(got, ref["out_pose_3d"][mixed].transpose(0, 2, 1), 1e-6)
 
 
+def test_small_and_large_batches_build_the_pose_the_same_way(lifter, ref, batch):
+    """Step 5.1 comes from the precomputed rotated basis for small batches and is rotated
+    in place for large ones (``fast.GATHER_MAX``): both give the same poses, projections
+    and intermediates (capped components included)."""
+    from poseviewer.lifting import fast
+
+    fit, extra = batch
+    xy, vis = _xy(ref), ref["in_visibility"]
+    reps = fast.GATHER_MAX // (len(xy) * lifter.num_components) + 1
+    big, big_extra = lifter.lift(np.tile(xy, (reps, 1, 1)), np.tile(vis, (reps, 1)),
+                                 return_intermediates=True, release_exact=True)
+    assert len(xy) * reps * lifter.num_components > fast.GATHER_MAX
+    n = len(xy)
+    assert bool(extra["capped"].any())  # the quirk cases are in the reference batch
+    for r in range(reps):
+        sl = slice(r * n, (r + 1) * n)
+        _close(big.components.pose_3d[sl], fit.components.pose_3d.numpy(), 1e-9)
+        _close(big.components.joints_2d[sl], fit.components.joints_2d.numpy(), 1e-9)
+        _close(big_extra["rec_model"][sl], extra["rec_model"].numpy(), 1e-9)
+        assert torch.equal(big.component[sl], fit.component)
+
+
 def _release_problem(w, v, mu, e, sigma, theta):
     """The spec's 80 x 29 system for one component and angle, built row by row."""
     big_e = np.zeros((29, 3, 17))

@@ -45,71 +45,40 @@ def fit_groups(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact:
     units (``operators.joint_cov``).
     """
     n, J = v.shape
-    K, nb, A = model.num_components, model.num_basis + 4, solve.NUM_ANGLES
     u = np.empty((n, 2 * J + 1))
     u[:, :J] = wn[..., 0]
     u[:, J : 2 * J] = wn[..., 1]
     u[:, 2 * J] = 1.0
+    keys = pattern_key(v)
+    if n == 1 or (n > 1 and (keys == keys[0]).all()):  # one pattern: no scatter
+        ops = _prepared(model, int(keys[0]), n, v[0])
+        if ops is not None:
+            return _fit_prepared(model, ops, u, release_exact, keep_all)
+        groups = [(int(keys[0]), np.arange(n))]
+        seen = True
+    else:
+        uniq, inv = np.unique(keys, return_inverse=True)
+        groups = [(int(k), np.flatnonzero(inv == g)) for g, k in enumerate(uniq)]
+        seen = False
+    K, nb, A = model.num_components, model.num_basis + 4, solve.NUM_ANGLES
     coeffs = np.empty((n, K, nb))
     res = np.empty((n, K))
     ang = np.empty((n, K), dtype=np.int64)
     capped = np.zeros((n, K), dtype=bool)
     allres = np.empty((n, K, A)) if keep_all else None
     cov = np.empty((n, K, 17, 3, 3))
-    keys = pattern_key(v)
-    if n == 1:
-        groups = [(int(keys[0]), np.zeros(1, dtype=np.int64))]
-    else:
-        uniq, inv = np.unique(keys, return_inverse=True)
-        groups = [(int(k), np.flatnonzero(inv == g)) for g, k in enumerate(uniq)]
-    cache = model.pattern_cache
     kr = np.arange(K)
     direct: list[np.ndarray] = []
     for key, idx in groups:
-        ops = cache.get(key)
-        if ops is None and cache.count(key, len(idx)) >= model.build_min:
-            with model.torch_threads():
-                ops = operators.build(model._ex, model._ey, model._ez, model._mux,
-                                      model._muy, model._muz, model._rho, model._lam,
-                                      model._sin, model._cos, v[idx[0]])
-            cache.put(key, ops)
+        ops = None if seen else _prepared(model, key, len(idx), v[idx[0]])
         if ops is None:
             direct.append(idx)
             continue
-        ug = u[idx]
-        ua = ug[:, ops.active]
-        feats = ua[:, ops.pair_i] * ua[:, ops.pair_j]
-        # torch's GEMM (numpy's BLAS would use its own thread pool); a big one on lift's
-        # thread count, a small one as it comes
-        if len(idx) >= 64:
-            with model.torch_threads():
-                r = torch.from_numpy(feats).mm(ops.res_packed_t).numpy()
-        else:
-            r = torch.from_numpy(feats).mm(ops.res_packed_t).numpy()
-        r = r.reshape(len(idx), K, A)
-        best = r.argmin(-1)  # (n_g, K), first minimum on ties
-        rb = r[np.arange(len(idx))[:, None], kr, best]
-        a = (ops.coef[kr, best] @ ug[:, None, :, None])[..., 0]  # (n_g, K, nb)
-        cp = a[..., 0] > solve.SCALE_CAP
-        if cp.any():
-            got = ops.capped.get(release_exact)
-            if got is None:
-                with model.torch_threads():
-                    got = operators.capped_ops(ops, model._lam, model._sin, model._cos,
-                                               release_exact)
-            rc, cc = got
-            for i, k in zip(*np.nonzero(cp), strict=True):
-                uu = ug[i]
-                rr = (rc[k] @ uu) @ uu  # (A,)
-                j = int(rr.argmin())
-                r[i, k] = rr
-                best[i, k] = j
-                rb[i, k] = rr[j]
-                a[i, k] = cc[k, j] @ uu
-        coeffs[idx], res[idx], ang[idx], capped[idx] = a, rb, best, cp
+        got = _fit_prepared(model, ops, u[idx], release_exact, keep_all)
+        coeffs[idx], res[idx], ang[idx], capped[idx] = got[:4]
         if allres is not None:
-            allres[idx] = r
-        cov[idx] = ops.joint_cov(model, kr[None, :].repeat(len(idx), 0), best)
+            allres[idx] = got[4]
+        cov[idx] = got[5]
     if direct:  # every unprepared pattern in one batched direct solve
         idx = np.concatenate(direct)
         with model.torch_threads():
@@ -122,6 +91,59 @@ def fit_groups(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact:
                 model._sin, model._cos, vis, model._obs, torch.from_numpy(pk),
                 torch.from_numpy(ang[idx].reshape(-1))).numpy().reshape(len(idx), K, 17, 3, 3)
     return coeffs, res, ang, capped, allres, cov
+
+
+def _prepared(model: PoseModel3D, key: int, people: int, mask: np.ndarray
+              ) -> operators.PatternOps | None:
+    """The cached operators of pattern ``key``, prepared now once ``model.build_min``
+    people have met it; None: solve directly."""
+    cache = model.pattern_cache
+    ops = cache.get(key)
+    if ops is None and cache.count(key, people) >= model.build_min:
+        with model.torch_threads():
+            ops = operators.build(model._ex, model._ey, model._ez, model._mux,
+                                  model._muy, model._muz, model._rho, model._lam,
+                                  model._sin, model._cos, mask)
+        cache.put(key, ops)
+    return ops
+
+
+def _fit_prepared(model: PoseModel3D, ops: operators.PatternOps, ug: np.ndarray,
+                  release_exact: bool, keep_all: bool
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                             np.ndarray | None, np.ndarray]:
+    """``fit_groups``'s outputs for people ``ug`` (n, 29) sharing the pattern of ``ops``."""
+    n = len(ug)
+    K, A = ops.coef.shape[:2]
+    kr = np.arange(K)
+    feats = ug[:, ops.full_i] * ug[:, ops.full_j]
+    if n >= 64:  # torch's GEMM on lift's thread count (numpy's BLAS has its own pool)
+        with model.torch_threads():
+            r = torch.from_numpy(feats).mm(ops.res_packed_t).numpy()
+    else:
+        r = feats @ ops.res_packed
+    r = r.reshape(n, K, A)
+    best = r.argmin(-1)  # (n, K), first minimum on ties
+    rb = r[np.arange(n)[:, None], kr, best]
+    a = (ops.coef[kr, best] @ ug[:, None, :, None])[..., 0]  # (n, K, nb)
+    cp = a[..., 0] > solve.SCALE_CAP
+    if cp.any():
+        got = ops.capped.get(release_exact)
+        if got is None:
+            with model.torch_threads():
+                got = operators.capped_ops(ops, model._lam, model._sin, model._cos,
+                                           release_exact)
+        rc, cc = got
+        for i, k in zip(*np.nonzero(cp), strict=True):
+            uu = ug[i]
+            rr = (rc[k] @ uu) @ uu  # (A,)
+            j = int(rr.argmin())
+            r[i, k] = rr
+            best[i, k] = j
+            rb[i, k] = rr[j]
+            a[i, k] = cc[k, j] @ uu
+    cov = ops.joint_cov_flat(model, best + kr * A)
+    return a, rb, best, cp, (r if keep_all else None), cov
 
 
 def _direct(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact: bool,
@@ -165,73 +187,100 @@ def normalise(j: np.ndarray, vis: np.ndarray, obs_src: np.ndarray, min_visible: 
     """Step 1 per person: (wn (N,14,2), v (N,14), lifted (N,), centre (N,2), m (N,), w)."""
     w = j[:, obs_src, :]
     v = vis[:, obs_src]
-    lifted = v.sum(-1) >= min_visible
     y = w[..., 1]
-    with np.errstate(invalid="ignore"):
-        ymax = np.where(v, y, -np.inf).max(-1)
-        ymin = np.where(v, y, np.inf).min(-1)
-    lifted &= (ymax - ymin) > 0  # NaN (no visible joint) compares False
+    ymax = np.where(v, y, -np.inf).max(-1)
+    ymin = np.where(v, y, np.inf).min(-1)
+    # fewer than min_visible joints, or no height (-inf when none is visible)
+    lifted = (v.sum(-1) >= min_visible) & ((ymax - ymin) > 0)
     if not lifted.all():  # people who cannot be lifted: a harmless dummy, NaN later
         v = np.where(lifted[:, None], v, True)
         w = np.where(v[..., None] & lifted[:, None, None], w, 0.0)
         y = w[..., 1]
         ymax = np.where(v, y, -np.inf).max(-1)
         ymin = np.where(v, y, np.inf).min(-1)
-    vf = v.astype(np.float64)[..., None]
-    w = np.where(v[..., None], w, 0.0)
-    centre = (w * vf).sum(1) / vf.sum(1)
-    m = (ymin - ymax) / 2
-    m = np.where(m == 0, 1.0, m)
-    wn = (w - centre[:, None, :]) * (vf / m[:, None, None])
+    vf = v.astype(np.float64)
+    if not v.all():
+        w = np.where(v[..., None], w, 0.0)  # invisible joints may hold anything (NaN too)
+    centre = w.sum(1) / vf.sum(1)[:, None]
+    m = (ymin - ymax) * 0.5
+    if not m.all():
+        m = np.where(m == 0, 1.0, m)
+    wn = (w - centre[:, None, :]) * (vf / m[:, None])[..., None]
     return wn, v, lifted, centre, m, w
+
+
+_SLOTS: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def _slots() -> tuple[np.ndarray, np.ndarray]:
+    """``model.OBS_SLOTS, OBS_SOURCES`` (imported once: the model module imports this one)."""
+    global _SLOTS
+    if _SLOTS is None:
+        from poseviewer.lifting.model import OBS_SLOTS, OBS_SOURCES
+
+        _SLOTS = (OBS_SLOTS, OBS_SOURCES)
+    return _SLOTS
+
+
+#: people x components up to which the poses of step 5.1 come from one gathered product
+#: with the precomputed rotated basis (faster for small batches); larger batches rotate
+#: in place (``model_pose``: less memory)
+GATHER_MAX = 96
 
 
 def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
          release_exact: bool) -> LiftResult | tuple[LiftResult, dict[str, torch.Tensor]]:
     """The whole lifting on the CPU (see the module docstring); same results as
     ``PoseModel3D._lift``."""
-    from poseviewer.lifting.model import OBS_SLOTS, OBS_SOURCES
-
+    OBS_SLOTS, OBS_SOURCES = _slots()
     n_people = j.shape[0]
     wn, v, lifted, centre, m, _ = normalise(j, vis, OBS_SOURCES, solve.MIN_VISIBLE)
     coeffs, res, ang, capped, allres, cov = fit_groups(model, wn, v, release_exact, inter)
     np_ = model._np
+    K = coeffs.shape[1]
     # Step 3 (end) and 4.
     scale = coeffs[..., 0]
-    c = coeffs[..., 1:] / coeffs[..., :1]
-    residual = res / 2
-    score = residual + np_["lgdet"][None, :] * scale * scale
-    best = np.where(lifted, score.argmin(1), 0)
-    theta = np_["theta"][ang]
+    residual = res * 0.5
+    score = residual + np_["lgdet"] * (scale * scale)
+    best = score.argmin(1)
+    all_lifted = bool(lifted.all())
+    if not all_lifted:
+        best[~lifted] = 0
     # Step 5 for every component, rows (x, y, z) of X = U^T (mu + sum c E) (-|s|).
-    rec_model = model_pose(np_, scale, ang, c)  # (N, K, 3, 17)
+    if n_people * K <= GATHER_MAX:
+        rec_model = (coeffs[:, :, None, :] @ np_["mrot"][np.arange(K), ang])[:, :, 0]
+        if not (scale < 0).all():  # -|s| = s for every fitted (capped) scale
+            rec_model *= -np.sign(scale)[..., None]
+        rec_model = rec_model.reshape(n_people, K, 3, 17)
+    else:
+        rec_model = model_pose(np_, scale, ang, coeffs[..., 1:] / coeffs[..., :1])
     # projection (first two rows of C X) = (X_x, -X_z), normalised
-    px, pz = rec_model[:, :, 0], -rec_model[:, :, 2]
+    px, pz = rec_model[:, :, 0], rec_model[:, :, 2]
     joints_img = np.empty(px.shape + (2,))
-    joints_img[..., 0] = px * m[:, None, None] + centre[:, None, None, 0]
-    joints_img[..., 1] = pz * m[:, None, None] + centre[:, None, None, 1]
-    # blend with the observation on the visible joints; X = -(C^T Y)
-    w17 = np.zeros((n_people, 2, 17))
-    w17[:, :, OBS_SLOTS] = wn.swapaxes(1, 2)
-    v17 = np.zeros((n_people, 17), dtype=bool)
-    v17[:, OBS_SLOTS] = v
-    keep = np.where(v17, 1.0 / (1.0 + solve.BLEND_WEIGHT), 1.0)[:, None, :]  # (N, 1, 17)
-    add = w17 * (np.where(v17, solve.BLEND_WEIGHT / (1.0 + solve.BLEND_WEIGHT), 0.0)[
-        :, None, :])  # (N, 2, 17)
-    rec_blend = np.empty_like(rec_model)
-    rec_blend[:, :, 0] = -(px * keep + add[:, None, 0])
-    rec_blend[:, :, 1] = -rec_model[:, :, 1]
-    rec_blend[:, :, 2] = pz * keep + add[:, None, 1]
+    mm = m[:, None, None]
+    joints_img[..., 0] = px * mm + centre[:, None, None, 0]
+    joints_img[..., 1] = centre[:, None, None, 1] - pz * mm
+    # blend with the observation on the visible joints: X = -(C^T Y); per coordinate
+    # rec_blend = rec_model * sk + af (x: -(x keep + w_x kb), y: -y, z: -z keep + w_y kb)
+    kb = solve.BLEND_WEIGHT / (1.0 + solve.BLEND_WEIGHT)
+    sk = np.empty((n_people, 3, 17))
+    sk[:] = -1.0
+    sk[:, 0, OBS_SLOTS] = sk[:, 2, OBS_SLOTS] = v * kb - 1.0
+    af = np.zeros((n_people, 3, 17))
+    af[:, 0, OBS_SLOTS] = wn[..., 0] * -kb
+    af[:, 2, OBS_SLOTS] = wn[..., 1] * kb
+    rec_blend = rec_model * sk[:, None] + af[:, None]
     bones = rec_blend @ np_["bone_matrix"]  # (N, K, 3, 16)
     size = np.sqrt((bones * bones).sum((-1, -2)))  # (N, K)
-    rec_renorm = rec_blend * (0.97 / size)[..., None, None]
-    pose = rec_blend * (solve.OUTPUT_SIZE / size)[..., None, None]
-    pose_3d = pose.swapaxes(-1, -2)
+    g = solve.OUTPUT_SIZE / size
+    pose_3d = (rec_blend * g[..., None, None]).swapaxes(-1, -2)
     # model millimetres -> output millimetres: x scale (mm -> normalised) x size factor
-    f = solve.OUTPUT_SIZE / size * scale  # (N, K)
+    f = g * scale  # (N, K)
     jcov = cov * (model.cov_scale * f * f)[..., None, None, None]
+    theta = np_["theta"][ang]
+    c = coeffs[..., 1:] / coeffs[..., :1]
 
-    if not lifted.all():
+    if not all_lifted:
         bad = ~lifted
 
         def mask(x: np.ndarray) -> np.ndarray:
@@ -255,11 +304,15 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
         centre=t(mask(centre)), norm=t(mask(m)), joint_cov=t(jcov[ar, best]))
     if not inter:
         return result
-    norm_pose = np.zeros((n_people, 2, 17))
-    norm_pose[:, :, OBS_SLOTS] = wn.swapaxes(1, 2)
+    w17 = np.zeros((n_people, 2, 17))
+    w17[:, :, OBS_SLOTS] = wn.swapaxes(1, 2)
+    v17 = np.zeros((n_people, 17), dtype=bool)
+    v17[:, OBS_SLOTS] = v
+    rec_renorm = rec_blend * (0.97 / size)[..., None, None]
+    pose = rec_blend * g[..., None, None]
     extra = {
         "transformed_xy": t(j[:, OBS_SOURCES, :]), "weights": t(v17 & lifted[:, None]),
-        "norm_pose": t(mask(norm_pose)), "m": t(mask(m)), "centre": t(mask(centre)),
+        "norm_pose": t(mask(w17)), "m": t(mask(m)), "centre": t(mask(centre)),
         "residuals": t(mask(allres)), "angle": t(ang),
         "sincos": t(mask(np.stack([np.sin(theta), np.cos(theta)], -1))),
         "rec_model": t(mask(rec_model)), "rec_blend": t(mask(rec_blend)),

@@ -44,6 +44,24 @@ def _bone_matrix() -> np.ndarray:
     return b
 
 
+def rotated_basis(mu: np.ndarray, ext: np.ndarray, sin: np.ndarray, cos: np.ndarray
+                  ) -> np.ndarray:
+    """(K, A, 4 + B, 51) per component and angle: coefficients a = (a_0 = scale, a_1..)
+    -> the spec's step-5.1 pose U(theta)^T (mu a_0 + sum_i a_i E_i), rows x, y, z of 17
+    joints flattened; with a_0 < 0 (always after step 3's cap) this is
+    U^T (mu + sum c_i E_i) (-|s|), c = a / a_0: one matrix product per person."""
+    k = mu.shape[0]
+    m = np.concatenate([mu.reshape(k, 1, -1), ext], axis=1)  # (K, 4 + B, 51)
+    j = NUM_JOINTS_3D
+    mx, my, mz = m[..., :j], m[..., j:2 * j], m[..., 2 * j:]
+    s, c = sin[None, :, None, None], cos[None, :, None, None]
+    out = np.empty((k, len(sin)) + m.shape[1:])
+    out[..., :j] = s * mx[:, None] + c * my[:, None]
+    out[..., j:2 * j] = -c * mx[:, None] + s * my[:, None]
+    out[..., 2 * j:] = mz[:, None]
+    return out
+
+
 class ModelFileError(ValueError):
     """A 3D pose model file is unreadable, truncated or holds the wrong keys or shapes."""
 
@@ -192,6 +210,8 @@ class PoseModel3D:
             "lgdet": self._lgdet.cpu().numpy(), "theta": self._theta.cpu().numpy(),
             "sin": self._sin.cpu().numpy(), "cos": self._cos.cpu().numpy(),
             "bone_matrix": _bone_matrix()}
+        self._np["mrot"] = rotated_basis(self._np["mu"], self._np["ext"],
+                                         self._np["sin"], self._np["cos"])
         if hasattr(self, "pattern_cache"):
             self.pattern_cache.clear()
 
@@ -336,9 +356,8 @@ class PoseModel3D:
             if not ((vis == 0) | (vis == 1)).all():
                 raise ValueError("lift: visible holds integers other than 0 and 1")
             vis = vis != 0
-        fin = np.isfinite(j).all(-1)
-        if not fin.all():
-            bad = vis & ~fin
+        if not np.isfinite(j).all():
+            bad = vis & ~np.isfinite(j).all(-1)
             if bad.any():
                 n, k = (int(x) for x in np.argwhere(bad)[0])
                 raise ValueError(
@@ -348,6 +367,8 @@ class PoseModel3D:
 
     def _use_operators(self) -> bool:
         method = self.lift_method
+        if method == "auto" and self._device.type == "cpu":
+            return True
         if method not in ("auto", "operators", "direct"):
             raise ValueError(f"lift_method must be 'auto', 'operators' or 'direct', "
                              f"not {method!r}")

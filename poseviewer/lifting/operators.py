@@ -47,6 +47,8 @@ class PatternOps:
     active: np.ndarray  #: indices of u that can be non-zero (visible x, visible y, 1)
     pair_i: np.ndarray  #: (P,) with pair_j: the upper triangle over ``active``
     pair_j: np.ndarray
+    full_i: np.ndarray  #: ``active[pair_i]``, ``active[pair_j]``: the pairs as indices of u
+    full_j: np.ndarray
     res_packed: np.ndarray  #: (P, K * A): r = (u_i u_j over the pairs) @ res_packed
     res_packed_t: Tensor  #: the same memory as a torch tensor
     coef: np.ndarray  #: (K, A, 4 + B, 29) a_0 .. a_{3+B} as linear maps of u
@@ -60,8 +62,8 @@ class PatternOps:
     s_inv: Tensor  #: (K, A, J, J) S^-1
     rt: Tensor  #: (K, B, B) posterior covariance of the basis given image y
     capped: dict[bool, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    cov: np.ndarray | None = None  #: (K, A, 17, 3, 3) ``joint_cov``, filled on first need
-    cov_have: np.ndarray | None = None  #: (K, A) bool: which entries of ``cov`` are filled
+    cov: np.ndarray | None = None  #: (K * A, 17, 3, 3) ``joint_cov``, filled on first need
+    cov_have: np.ndarray | None = None  #: (K * A,) bool: which entries of ``cov`` are filled
 
     @property
     def nbytes(self) -> int:
@@ -74,22 +76,27 @@ class PatternOps:
     def joint_cov(self, model: Any, comp: np.ndarray, angle: np.ndarray) -> np.ndarray:
         """``joint_cov`` (normalised units) for component/angle pairs (any shape), computed
         on first need and kept."""
+        return self.joint_cov_flat(model, comp * self.kappa.shape[1] + angle)
+
+    def joint_cov_flat(self, model: Any, flat: np.ndarray) -> np.ndarray:
+        """``joint_cov`` for flat indices ``component * A + angle`` (any shape)."""
         if self.cov is None:
             K, A = self.kappa.shape
-            self.cov = np.zeros((K, A, 17, 3, 3))
-            self.cov_have = np.zeros((K, A), dtype=bool)
+            self.cov = np.zeros((K * A, 17, 3, 3))
+            self.cov_have = np.zeros(K * A, dtype=bool)
         assert self.cov_have is not None
-        miss = ~self.cov_have[comp, angle]
-        if miss.any():
-            pairs = np.unique(np.stack([comp[miss], angle[miss]], -1), axis=0)
-            pk, pa = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
-            vis = torch.from_numpy(np.repeat(self.mask[None], len(pairs), axis=0))
+        have = self.cov_have.take(flat)
+        if not have.all():
+            A = self.kappa.shape[1]
+            todo = np.unique(flat[~have])
+            pk, pa = torch.from_numpy(todo // A), torch.from_numpy(todo % A)
+            vis = torch.from_numpy(np.repeat(self.mask[None], len(todo), axis=0))
             with model.torch_threads():
                 cov = joint_cov(model._ex, model._ey, model._ez, model.e, model._rho,
                                 model._lam, model._sin, model._cos, vis, model._obs, pk, pa)
-            self.cov[pairs[:, 0], pairs[:, 1]] = cov.numpy()
-            self.cov_have[pairs[:, 0], pairs[:, 1]] = True
-        return self.cov[comp, angle]
+            self.cov[todo] = cov.numpy()
+            self.cov_have[todo] = True
+        return self.cov[flat]
 
 
 def build(ex: Tensor, ey: Tensor, ez: Tensor, mux: Tensor, muy: Tensor, muz: Tensor,
@@ -169,7 +176,7 @@ def build(ex: Tensor, ey: Tensor, ez: Tensor, mux: Tensor, muy: Tensor, muz: Ten
     # u^T R u = sum_i R_ii u_i^2 + sum_{i<j} (R_ij + R_ji) u_i u_j
     packed = res[..., ti, tj] + torch.where(ti == tj, 0.0, res[..., tj, ti])  # (K, A, P)
     return PatternOps(
-        mask=mask, active=active, pair_i=pi, pair_j=pj,
+        mask=mask, active=active, pair_i=pi, pair_j=pj, full_i=active[pi], full_j=active[pj],
         res_packed=(rp := np.ascontiguousarray(packed.reshape(K * A, -1).T.cpu().numpy())),
         res_packed_t=torch.from_numpy(rp),
         coef=np.ascontiguousarray(coef.cpu().numpy()), q=q, w=w, bg=bg, bh=bh,
