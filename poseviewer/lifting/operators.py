@@ -299,6 +299,11 @@ class PatternCache:
             return sum(o.nbytes for o in self._d.values())
 
 
+#: On the CPU, ``joint_cov`` of up to this many triples (any number when torch runs on one
+#: thread) runs in numpy, in blocks of this many.
+JOINT_COV_NUMPY_MAX = 96
+
+
 def joint_cov(ex: Tensor, ey: Tensor, ez: Tensor, e: Tensor, rho: Tensor, lam: Tensor,
               sin: Tensor, cos: Tensor, vis: Tensor, obs: Tensor, comp: Tensor,
               angle: Tensor) -> Tensor:
@@ -322,8 +327,25 @@ def joint_cov(ex: Tensor, ey: Tensor, ez: Tensor, e: Tensor, rho: Tensor, lam: T
     tau moves visible and hidden joints differently) and the centring; the
     model's noise term, an isotropic 1 / lambda_d^2 per coordinate (the variance the
     data weight and the log-det of step 4 give the unexplained directions), is propagated
-    the same way and added.
+    the same way and added. On the CPU: ``_joint_cov_np``, otherwise
+    ``_joint_cov_torch``.
     """
+    P = comp.shape[0]
+    if ex.device.type == "cpu" and P > 0 and (P <= JOINT_COV_NUMPY_MAX
+                                              or torch.get_num_threads() == 1):
+        model_args = [x.numpy() for x in (ex, ey, ez, e, rho, lam, sin, cos)]
+        o, vs, cs, an = obs.numpy(), vis.numpy(), comp.numpy(), angle.numpy()
+        blk = JOINT_COV_NUMPY_MAX
+        out = [_joint_cov_np(*model_args, vs[p0 : p0 + blk], o, cs[p0 : p0 + blk],
+                             an[p0 : p0 + blk]) for p0 in range(0, P, blk)]
+        return torch.from_numpy(out[0] if len(out) == 1 else np.concatenate(out))
+    return _joint_cov_torch(ex, ey, ez, e, rho, lam, sin, cos, vis, obs, comp, angle)
+
+
+def _joint_cov_torch(ex: Tensor, ey: Tensor, ez: Tensor, e: Tensor, rho: Tensor,
+                     lam: Tensor, sin: Tensor, cos: Tensor, vis: Tensor, obs: Tensor,
+                     comp: Tensor, angle: Tensor) -> Tensor:
+    """``joint_cov`` in torch (any device)."""
     dt, dev = ex.dtype, ex.device
     P = comp.shape[0]
     nj = e.shape[-1]
@@ -368,3 +390,56 @@ def joint_cov(ex: Tensor, ey: Tensor, ez: Tensor, e: Tensor, rho: Tensor, lam: T
     noise = noise / (lam_p * lam_p)[:, None, None]
     cov = cov + torch.diag_embed(noise.mT)
     return 0.5 * (cov + cov.mT)
+
+
+def _joint_cov_np(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, e: np.ndarray,
+                  rho: np.ndarray, lam: np.ndarray, sin: np.ndarray, cos: np.ndarray,
+                  vis: np.ndarray, obs: np.ndarray, comp: np.ndarray, angle: np.ndarray
+                  ) -> np.ndarray:
+    """``joint_cov`` in numpy (same arguments as arrays; the same maths): (P, 17, 3, 3).
+
+    The precision is factorised, M = L L^T, and the covariance of joint j is
+    Y_j^T Y_j / lambda_d^2 with Y = L^-1 G (G the centred, blended map from (b, tau) to
+    the pose)."""
+    P = comp.shape[0]
+    J, B = ex.shape[1:]
+    nj = e.shape[-1]
+    v = vis.astype(np.float64)
+    s, c = sin[angle], cos[angle]  # (P,)
+    vb = v[..., None]
+    lam2 = lam[comp] ** 2
+    # data rows of (b, tau): image y (-Ez), image x (Dx = s Ex + c Ey; tau on visible x)
+    dmat = np.zeros((P, 2 * J, B + 1))
+    dmat[:, :J, :B] = ez[comp] * vb
+    dmat[:, J:, :B] = (s[:, None, None] * ex[comp] + c[:, None, None] * ey[comp]) * vb
+    dmat[:, J:, B] = v
+    prec = dmat.swapaxes(1, 2) @ dmat
+    diag = prec.reshape(P, -1)[:, :: B + 2]  # a view of the diagonals
+    diag[:, :B] += rho[comp]
+    diag[:, B] += solve.TRANSLATION_PRIOR / (1.0 + s * s) / lam2
+    # G: (b, tau) -> the pose in the output frame, rows (x, y, z) = U^T e, tau moving x
+    rot = np.zeros((P, 3, 3))
+    rot[:, 0, 0] = rot[:, 1, 1] = s
+    rot[:, 0, 1] = c
+    rot[:, 1, 0] = -c
+    rot[:, 2, 2] = 1.0
+    et = np.ascontiguousarray(e.transpose(0, 2, 1, 3)).reshape(e.shape[0], 3, B * nj)
+    g = np.zeros((P, 3, B + 1, nj))  # (output coordinate, b and tau, joint)
+    g[:, :, :B] = (rot @ et[comp]).reshape(P, 3, B, nj)
+    g[:, 0, B] = 1.0
+    d = np.ones((P, 3, nj))  # blend factors per output coordinate
+    d[:, 0, obs] = d[:, 2, obs] = 1.0 - v * (1.0 - 1.0 / (1.0 + solve.BLEND_WEIGHT))
+    g *= d[:, :, None]
+    g = g.reshape(-1, nj) @ (np.eye(nj) - 1.0 / nj)  # centring
+    gk = g.reshape(P, 3, B + 1, nj).transpose(0, 2, 1, 3).reshape(P, B + 1, 3 * nj)
+    lt = torch.from_numpy(np.linalg.cholesky(prec))
+    y = torch.linalg.solve_triangular(lt, torch.from_numpy(gk), upper=False).numpy()
+    yj = np.ascontiguousarray(y.reshape(P, B + 1, 3, nj).transpose(0, 3, 2, 1))
+    cov = yj @ yj.swapaxes(-1, -2)  # (P, 17, 3, 3)
+    cov += cov.swapaxes(-1, -2)
+    # noise: sigma^2 Cen D^2 Cen^T, per joint diagonal
+    d2 = d * d
+    noise = d2 * (1.0 - 2.0 / nj) + d2.sum(-1, keepdims=True) / (nj * nj)  # (P, 3, 17)
+    cov.reshape(P, nj, 9)[..., ::4] += 2.0 * noise.swapaxes(1, 2)
+    cov *= (0.5 / lam2)[:, None, None, None]
+    return cov

@@ -30,15 +30,25 @@ The per-angle step is a pivot-free elimination of the augmented symmetric matrix
 vectorised rank-1 operation over all pairs and angles); S >= I makes it as stable as a
 Cholesky factorisation. Only at the chosen angle are the coefficients themselves recovered
 (one small solve per person and component).
+
+On the CPU, small batches (``NUMPY_MAX_PAIRS`` pairs or fewer) are solved in numpy instead,
+where a call costs a few microseconds rather than torch's tens (``_fit_pairs_np``): the
+same problem, with S(t) factorised by LAPACK's Cholesky for half of the angles only
+(S(t + pi) = S(t), every entry being quadratic in (sin t, cos t)) and the right-hand sides
+of both angles taken from the six angle-free vectors they combine.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor
+
+_T = TypeVar("_T", Tensor, np.ndarray)
 
 #: Number of yaw angles searched (theta_j = 2 pi j / 100).
 NUM_ANGLES = 100
@@ -58,6 +68,11 @@ OUTPUT_SIZE = 0.97 * 1174.88312988
 MIN_VISIBLE = 5
 #: Batch elements (pairs x angles) per elimination chunk: keeps the working set in cache.
 CHUNK = 800
+#: On the CPU, batches of up to this many (person, component) pairs (any batch when torch
+#: runs on one thread) are solved in numpy, in blocks of this many pairs.
+NUMPY_MAX_PAIRS = 96
+#: Matrices (pairs x angles) per factorisation chunk of the numpy path (small: cache).
+NUMPY_CHUNK = 150
 
 
 @dataclass
@@ -107,7 +122,39 @@ def fit_pairs(
     scale of the refit of step 3. In that refit ``release_exact`` keeps the release's
     stale prior right-hand side (-0.003 on the row that now belongs to E_1: the pose is
     shifted in depth by tens of metres); otherwise every translation prior targets 0.
+    On the CPU: ``_fit_pairs_np`` (see the module docstring), otherwise ``_fit_pairs_torch``.
     """
+    P = ex.shape[0]
+    if wx.device.type == "cpu" and P > 0 and (P <= NUMPY_MAX_PAIRS or torch.get_num_threads() == 1):
+        per_pair = [x.numpy() for x in (wx, wy, vis, ex, ey, ez, mux, muy, muz, rho, lam)]
+        sc = (sin.numpy(), cos.numpy())
+        outs = [_fit_pairs_np(*(x[p0 : p0 + NUMPY_MAX_PAIRS] for x in per_pair), *sc, cap=cap,
+                              release_exact=release_exact)
+                for p0 in range(0, P, NUMPY_MAX_PAIRS)]
+        return PairFit(*(torch.from_numpy(x[0] if len(outs) == 1 else np.concatenate(x))
+                         for x in zip(*outs, strict=True)))
+    return _fit_pairs_torch(wx, wy, vis, ex, ey, ez, mux, muy, muz, rho, lam, sin, cos, cap,
+                            release_exact)
+
+
+def _fit_pairs_torch(
+    wx: Tensor,
+    wy: Tensor,
+    vis: Tensor,
+    ex: Tensor,
+    ey: Tensor,
+    ez: Tensor,
+    mux: Tensor,
+    muy: Tensor,
+    muz: Tensor,
+    rho: Tensor,
+    lam: Tensor,
+    sin: Tensor,
+    cos: Tensor,
+    cap: float | None = None,
+    release_exact: bool = False,
+) -> PairFit:
+    """``fit_pairs`` in torch (any device; the elimination of the module docstring)."""
     P, J, _ = ex.shape
     A = sin.shape[0]
     dt, dev = wx.dtype, wx.device
@@ -198,9 +245,122 @@ def fit_pairs(
     return PairFit(residuals, best, res_best, coeffs)
 
 
-def _min_residual(tgg: Tensor, tgh: Tensor, thh: Tensor, tgt: Tensor, tht: Tensor,
-                  ttt: Tensor, kappa: Tensor, tau0: Tensor, cap: float | None
-                  ) -> tuple[Tensor, Tensor, Tensor]:
+def _fit_pairs_np(wx: np.ndarray, wy: np.ndarray, v: np.ndarray, ex: np.ndarray,
+                  ey: np.ndarray, ez: np.ndarray, mux: np.ndarray, muy: np.ndarray,
+                  muz: np.ndarray, rho: np.ndarray, lam: np.ndarray, sin: np.ndarray,
+                  cos: np.ndarray, cap: float | None = None, release_exact: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``fit_pairs`` in numpy (same arguments as arrays): (residuals, angle, residual,
+    coeffs) as in ``PairFit``.
+
+    Joints invisible in every pair are dropped (identity rows of S, zero right-hand
+    sides: they change nothing). When the second half of the angles is the first plus pi
+    (S(t + pi) = S(t), h(t + pi) = -h(t)), S is factorised for the first half only, with
+    the right-hand sides of both: Q = [g(t), g(t + pi), h(t), t]. One Cholesky
+    factorisation of [[S, Q], [Q^T, C I]] (C = 4 |V|^2 + 1 > |Q|^2 >= the largest
+    eigenvalue of Q^T S^-1 Q, so it is positive definite; V the six angle-free vectors
+    that g, h and t combine) gives in its bottom-left block Y = Q^T L^-T, and
+    Q^T S^-1 Q = Y Y^T.
+    """
+    keep = np.flatnonzero(v.any(0))
+    if len(keep) < v.shape[1]:
+        wx, wy, v, ex, ey, ez, mux, muy, muz = (
+            x[:, keep] for x in (wx, wy, v, ex, ey, ez, mux, muy, muz))
+    P, J, B = ex.shape
+    A = sin.shape[0]
+    vb = v[..., None]
+    ezv = ez * vb
+    exy = np.concatenate([ex, ey], axis=1) * np.concatenate([vb, vb], axis=1)  # (P, 2J, B)
+    # y-block once per pair (as in fit_pairs)
+    prec = ezv.swapaxes(1, 2) @ ezv
+    prec.reshape(P, -1)[:, :: B + 1] += rho
+    rt = np.linalg.inv(prec)
+    mm = (exy @ rt) @ exy.swapaxes(1, 2)  # (P, 2J, 2J): [[Mxx, Mxy], [Myx, Myy]]
+    yv = np.stack([wy * v, -muz * v], axis=-1)  # (P, J, 2): g_y, h_y
+    d = -(ezv.swapaxes(1, 2) @ yv)  # (P, B, 2): D_y^T [g_y h_y]
+    b = rt @ d  # (P, B, 2): posterior means b_g, b_h
+    yq = yv.swapaxes(1, 2) @ yv - d.swapaxes(1, 2) @ b  # (P, 2, 2)
+    exyb = exy @ b  # (P, 2J, 2)
+    # V: g = V0 + s V1 + c V2, h = s V3 + c V4, t = V5
+    vec = np.empty((P, 6, J))
+    vec[:, 0] = wx * v
+    vec[:, 1:3] = -exyb[..., 0].reshape(P, 2, J)
+    vec[:, 3:5] = exyb[..., 1].reshape(P, 2, J)
+    vec[:, 3] -= v * mux
+    vec[:, 4] -= v * muy
+    vec[:, 3:5] *= -1.0
+    vec[:, 5] = v
+    # the augmented matrix as a combination of (s^2, sc, c^2, 1, s, c, s', c') (s' = sin of
+    # the angle plus pi): rows J.. hold g(t), g(t + pi), h(t), t
+    m = J + 4
+    basis = np.zeros((P, 8, m, m))
+    basis[:, 0, :J, :J] = mm[:, :J, :J]
+    basis[:, 1, :J, :J] = mm[:, :J, J:] + mm[:, J:, :J]
+    basis[:, 2, :J, :J] = mm[:, J:, J:]
+    basis[:, 3, :J, :J] = np.eye(J)
+    basis[:, 3, J : J + 2, :J] = vec[:, None, 0]
+    basis[:, 3, J + 3, :J] = vec[:, 5]
+    basis[:, 4:6, J, :J] = vec[:, 1:3]
+    basis[:, 4:6, J + 2, :J] = vec[:, 3:5]
+    basis[:, 6:8, J + 1, :J] = vec[:, 1:3]
+    basis[:, :, :J, J:] = basis[:, :, J:, :J].swapaxes(-1, -2)
+    dv = np.arange(J, m)
+    basis[:, 3, dv, dv] = 4.0 * (vec * vec).sum((1, 2))[:, None] + 1.0
+    basis = basis.reshape(P, 8, m * m)
+    H = A // 2
+    if A % 2 or max(np.abs(sin[H:] + sin[:H]).max(), np.abs(cos[H:] + cos[:H]).max()) > 1e-12:
+        H = A  # no half-period: every angle factorised (g(t + pi) unused)
+    trig = np.empty((A, 8))
+    trig[:, 0], trig[:, 1], trig[:, 2] = sin * sin, sin * cos, cos * cos
+    trig[:, 3], trig[:, 4], trig[:, 5] = 1.0, sin, cos
+    trig[:, 6:] = trig[np.arange(A) - H, 4:6] if H < A else trig[:, 4:6]
+    wmat = np.empty((P, H, 4, 4))
+    step = max(1, NUMPY_CHUNK // H)
+    for p0 in range(0, P, step):
+        sl = slice(p0, min(P, p0 + step))
+        aug = (trig[:H] @ basis[sl]).reshape(-1, H, m, m)
+        y = np.linalg.cholesky(aug)[..., J:, :J]  # (n, H, 4, J) = Q^T L^-T
+        wmat[sl] = y @ y.swapaxes(-1, -2)
+    # (gg, gh, hh, gt, ht, tt) of [g h t]^T S^-1 [g h t] at every angle
+    wf = wmat.reshape(P, H, 16)
+    qf = wf[..., [0, 2, 10, 3, 11, 15]]
+    if H < A:
+        qf = np.concatenate([qf, wf[..., [5, 6, 10, 7, 11, 15]] * [1, -1, 1, 1, -1, 1]], 1)
+    kappa = TRANSLATION_PRIOR / (1.0 + sin * sin)[None, :] / (lam * lam)[:, None]  # (P, A)
+    quirk = cap is not None and release_exact
+    tau0 = (SCALE_PRIOR / math.sqrt(TRANSLATION_PRIOR)) * sin if quirk else np.zeros(A)
+    res, a0s, taus = _min_residual(
+        yq[:, 0, 0, None] + qf[..., 0], yq[:, 0, 1, None] + qf[..., 1],
+        yq[:, 1, 1, None] + qf[..., 2], qf[..., 3], qf[..., 4], qf[..., 5], kappa, tau0, cap)
+    residuals = res * (lam * lam)[:, None]
+    if cap is None:
+        residuals += SCALE_PRIOR**2
+    best = residuals.argmin(1)  # first minimum on ties
+    ar = np.arange(P)
+    res_best = residuals[ar, best]
+
+    # coefficients at the chosen angle: z = S^-1 (g - a_0 h - tau t)
+    a0, tau = a0s[ar, best], taus[ar, best]
+    s, c = sin[best], cos[best]
+    sb = (trig[best, None] @ basis).reshape(P, m, m)[:, :J, :J]
+    wq = np.stack([np.ones(P), s, c, -a0 * s, -a0 * c, -tau], axis=1)  # (P, 6)
+    z = np.linalg.solve(sb, (wq[:, None] @ vec).swapaxes(1, 2))  # (P, J, 1)
+    dx = s[:, None, None] * exy[:, :J] + c[:, None, None] * exy[:, J:]  # (P, J, B)
+    coef_b = (b[..., 0] - a0[:, None] * b[..., 1]) + (rt @ (dx.swapaxes(1, 2) @ z))[..., 0]
+    taup = tau - tau0[best]
+    den = 1.0 + s * s
+    coeffs = np.empty((P, 4 + B))
+    coeffs[:, 0] = a0
+    coeffs[:, 1] = coeffs[:, 3] = taup * s / den
+    coeffs[:, 2] = taup * c / den
+    if quirk:
+        coeffs[:, 1] += SCALE_PRIOR / math.sqrt(TRANSLATION_PRIOR)
+    coeffs[:, 4:] = coef_b
+    return residuals, best, res_best, coeffs
+
+
+def _min_residual(tgg: _T, tgh: _T, thh: _T, tgt: _T, tht: _T, ttt: _T, kappa: _T, tau0: _T,
+                  cap: float | None) -> tuple[_T, _T, _T]:
     """Minimise (g - a0 h - tau t)^T K^-1 (...) + kappa (tau - tau0)^2 over a0 and tau
     (a0 = cap when capped). Returns (minimum, a0, tau)."""
     if cap is None:
@@ -216,4 +376,5 @@ def _min_residual(tgg: Tensor, tgh: Tensor, thh: Tensor, tgt: Tensor, tht: Tenso
     d = ttt + kappa
     tau = (qt + kappa * tau0) / d
     res = qq + kappa * tau0 * tau0 - (qt + kappa * tau0) * tau
-    return res, torch.full_like(tau, cap), tau
+    a0 = torch.full_like(tau, cap) if isinstance(tau, Tensor) else np.full_like(tau, cap)
+    return res, a0, tau
