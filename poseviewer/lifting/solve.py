@@ -31,8 +31,9 @@ vectorised rank-1 operation over all pairs and angles); S >= I makes it as stabl
 Cholesky factorisation. Only at the chosen angle are the coefficients themselves recovered
 (one small solve per person and component).
 
-On the CPU, small batches (``NUMPY_MAX_PAIRS`` pairs or fewer) are solved in numpy instead,
-where a call costs a few microseconds rather than torch's tens (``_fit_pairs_np``): the
+On the CPU, small batches (``NUMPY_MAX_PAIRS`` pairs or fewer; any batch, in blocks, when
+torch runs on one thread) are solved in numpy instead, where a call costs a microsecond or
+two rather than torch's five to twenty (``_fit_pairs_np``): the
 same problem, with S(t) factorised by LAPACK's Cholesky for half of the angles only
 (S(t + pi) = S(t), every entry being quadratic in (sin t, cos t)) and the right-hand sides
 of both angles taken from the six angle-free vectors they combine.
