@@ -80,17 +80,56 @@ def fit_groups(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact:
             allres[idx] = got[4]
         cov[idx] = got[5]
     if direct:  # every unprepared pattern in one batched direct solve
-        idx = np.concatenate(direct)
-        with model.torch_threads():
-            _direct(model, wn[idx], v[idx], release_exact, idx, coeffs, res, ang, capped,
-                    allres)
-            pk = np.tile(kr, len(idx))
-            vis = torch.from_numpy(np.repeat(v[idx], K, axis=0))
-            cov[idx] = operators.joint_cov(
-                model._ex, model._ey, model._ez, model.e, model._rho, model._lam,
-                model._sin, model._cos, vis, model._obs, torch.from_numpy(pk),
-                torch.from_numpy(ang[idx].reshape(-1))).numpy().reshape(len(idx), K, 17, 3, 3)
+        idx = np.concatenate(direct) if len(direct) > 1 else direct[0]
+        if len(idx) * K <= solve.NUMPY_MAX_PAIRS:
+            _direct_np(model, wn[idx], v[idx], release_exact, idx, coeffs, res, ang, capped,
+                       allres, cov)
+        else:
+            with model.torch_threads():
+                _direct(model, wn[idx], v[idx], release_exact, idx, coeffs, res, ang,
+                        capped, allres)
+                pk = np.tile(kr, len(idx))
+                vis = torch.from_numpy(np.repeat(v[idx], K, axis=0))
+                cov[idx] = operators.joint_cov(
+                    model._ex, model._ey, model._ez, model.e, model._rho, model._lam,
+                    model._sin, model._cos, vis, model._obs, torch.from_numpy(pk),
+                    torch.from_numpy(ang[idx].reshape(-1))).numpy().reshape(
+                        len(idx), K, 17, 3, 3)
     return coeffs, res, ang, capped, allres, cov
+
+
+def _direct_np(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact: bool,
+               idx: np.ndarray, coeffs: np.ndarray, res: np.ndarray, ang: np.ndarray,
+               capped: np.ndarray, allres: np.ndarray | None, cov: np.ndarray) -> None:
+    """``_direct`` and the covariances for a few people (n K <= ``solve.NUMPY_MAX_PAIRS``
+    pairs): the numpy solvers called straight on the model's numpy arrays."""
+    n = len(idx)
+    d = model._np
+    K = d["lam"].shape[0]
+    pn = np.repeat(np.arange(n), K)
+    pk = np.tile(np.arange(K), n)
+    vf = v.astype(np.float64)
+
+    def per_pair(pn: np.ndarray, pk: np.ndarray) -> list[np.ndarray]:
+        return [wn[pn, :, 0], wn[pn, :, 1], vf[pn], d["ex"][pk], d["ey"][pk], d["ez"][pk],
+                d["mux"][pk], d["muy"][pk], d["muz"][pk], d["rho"][pk], d["lam"][pk]]
+
+    rs, a, r, c = solve._fit_pairs_np(*per_pair(pn, pk), d["sin"], d["cos"])
+    cp = c[:, 0] > solve.SCALE_CAP
+    if cp.any():
+        sel = np.flatnonzero(cp)
+        rs[sel], a[sel], r[sel], c[sel] = solve._fit_pairs_np(
+            *per_pair(pn[sel], pk[sel]), d["sin"], d["cos"], cap=solve.SCALE_CAP,
+            release_exact=release_exact)
+    coeffs[idx] = c.reshape(n, K, -1)
+    res[idx] = r.reshape(n, K)
+    ang[idx] = a.reshape(n, K)
+    capped[idx] = cp.reshape(n, K)
+    if allres is not None:
+        allres[idx] = rs.reshape(n, K, -1)
+    cov[idx] = operators._joint_cov_np(
+        d["ex"], d["ey"], d["ez"], d["e"], d["rho"], d["lam"], d["sin"], d["cos"],
+        v[pn], d["obs"], pk, a).reshape(n, K, 17, 3, 3)
 
 
 def _prepared(model: PoseModel3D, key: int, people: int, mask: np.ndarray

@@ -210,6 +210,10 @@ class PoseModel3D:
             "lgdet": self._lgdet.cpu().numpy(), "theta": self._theta.cpu().numpy(),
             "sin": self._sin.cpu().numpy(), "cos": self._cos.cpu().numpy(),
             "bone_matrix": _bone_matrix()}
+        self._np.update({name: t.cpu().numpy() for name, t in (
+            ("ex", self._ex), ("ey", self._ey), ("ez", self._ez), ("mux", self._mux),
+            ("muy", self._muy), ("muz", self._muz), ("rho", self._rho), ("lam", lam),
+            ("e", e), ("obs", obs))})
         self._np["mrot"] = rotated_basis(self._np["mu"], self._np["ext"],
                                          self._np["sin"], self._np["cos"])
         if hasattr(self, "pattern_cache"):
