@@ -183,7 +183,8 @@ class Estimator:
                  person_model: LiftingCPM | None = None, device: Any = None,
                  bf16: bool = False, max_pixels: int = MAX_PIXELS,
                  info: dict[str, Any] | None = None,
-                 detector: PeopleFinder | None = find_people) -> None:
+                 detector: PeopleFinder | None = find_people,
+                 flip_test: bool | None = None) -> None:
         self.device = resolve_device(device)
         self.pose_model = pose_model
         if isinstance(model, LiftingCPM):
@@ -200,6 +201,8 @@ class Estimator:
         self.notes: list[str] = []
         """Notes about the set-up (e.g. bf16 not available), added to every result."""
         self.bf16 = bf16
+        if flip_test is not None:
+            self.flip_test = flip_test
         self.max_pixels = int(max_pixels)
         self.info = dict(info or {})
 
@@ -267,6 +270,32 @@ class Estimator:
             self.backend.bf16 = on
         if self.person_finder is not None:
             self.person_finder.bf16 = on
+
+    @property
+    def flip_test(self) -> bool:
+        """The network's mirror test-time augmentation (``CPMConfig.flip_test``): every
+        stage also runs on the mirrored crop (about twice the network's work, more
+        accurate). The weights say the default; setting it where the network cannot (maps
+        without logits) leaves it off and ``notes`` says so."""
+        model = self.model
+        return bool(getattr(getattr(model, "config", None), "flip_test", False))
+
+    @flip_test.setter
+    def flip_test(self, on: bool) -> None:
+        import dataclasses
+
+        model = self.model
+        cfg = getattr(model, "config", None)
+        if cfg is None or not hasattr(cfg, "flip_test"):
+            return
+        on = bool(on)
+        if on and cfg.map_activation != "softmax":
+            note = ("mirror test-time augmentation requested, but this network's maps have "
+                    "no logits (map_activation 'linear'): single pass")
+            if note not in self.notes:
+                self.notes.append(note)
+            on = False
+        model.config = dataclasses.replace(cfg, flip_test=on)
 
     # ---- the phases ------------------------------------------------------------------------
     def load_image(self, image: Any) -> LoadedImage:

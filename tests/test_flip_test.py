@@ -82,3 +82,31 @@ def test_training_mode_ignores_flip_test_and_linear_maps_refuse_it() -> None:
     torch.testing.assert_close(flip(x).stages[-1].logits, plain(x).stages[-1].logits)
     with pytest.raises(ValueError, match="flip_test"):
         replace(tiny_test(fusion=False), flip_test=True).validate()
+
+
+def test_estimator_switch_and_cli_flag() -> None:
+    """``Estimator.flip_test`` turns the mirror pass on and off on a softmax network; a
+    network with linear maps stays single-pass with a note; ``--single-pass`` reaches it."""
+    import argparse
+
+    from poseviewer.commands import estimate as estimate_cmd
+    from poseviewer.estimator import Estimator
+
+    est = Estimator(_net(flip=False), None, device="cpu", detector=None, flip_test=True)
+    assert est.flip_test and est.model.config.flip_test
+    est.flip_test = False
+    assert not est.model.config.flip_test and est.notes == []
+    linear = Estimator(LiftingCPM(tiny_test(fusion=False)), None, device="cpu",
+                       detector=None, flip_test=True)
+    assert not linear.flip_test
+    assert any("mirror test-time augmentation" in n for n in linear.notes)
+    parser = argparse.ArgumentParser()
+    estimate_cmd.add_arguments(parser)
+    single = estimate_cmd.load_estimator(parser.parse_args(["x.jpg", "--out", "o",
+                                                            "--single-pass"]))
+    assert not single.flip_test
+    default = estimate_cmd.load_estimator(parser.parse_args(["x.jpg", "--out", "o"]))
+    from poseviewer.cnn import load_cpm
+    from poseviewer.paths import DEFAULT_CNN
+
+    assert default.flip_test == load_cpm(DEFAULT_CNN).config.flip_test

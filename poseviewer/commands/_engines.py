@@ -280,7 +280,7 @@ class EstimateActor:
         self.estimator = Estimator.load(
             weights=settings["weights"], pose_model=settings["pose_model"],
             device=settings["device"], person_weights=settings["person_weights"],
-            bf16=settings["bf16"])
+            bf16=settings["bf16"], flip_test=settings.get("flip_test"))
         self.opts = BatchOptions(**{**opts, "per_image": tuple(opts["per_image"])})
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -326,7 +326,8 @@ def _run_ray(todo: list[tuple[int, str, str, str]], opts: BatchOptions,
             res = {"num_cpus": threads}
         settings = {"weights": _abs(args.weights), "pose_model": _abs(args.pose_model),
                     "person_weights": _abs(args.person_weights), "device": args.device,
-                    "bf16": bool(args.bf16), "threads": threads}
+                    "bf16": bool(args.bf16), "threads": threads,
+                    "flip_test": False if getattr(args, "single_pass", False) else None}
         rows = [{"index": i, "input": src, "stem": stem, "path": path}
                 for i, src, stem, path in todo]
         b = opts.batch_size
