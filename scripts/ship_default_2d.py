@@ -36,7 +36,12 @@ from poseviewer.skeleton import CPM14
 from poseviewer.train2d.data import load_annotations, split_indices
 from poseviewer.train2d.evaluate import eval_crops_from_photos, pck, predict_stages
 from poseviewer.train2d.loop import read_log
-from poseviewer.train2d.ship import calibrate_visibility, pck_table, write_text_atomic
+from poseviewer.train2d.ship import (
+    calibrate_visibility,
+    left_right_diagnostic,
+    pck_table,
+    write_text_atomic,
+)
 
 
 def _pct(v: float) -> str:
@@ -72,6 +77,7 @@ def evaluate_all(model: LiftingCPM, crops, gt, vis, pose_model, flip: bool) -> d
         }
         if pm is not None:
             out["calibration"] = calibrate_visibility(conf[-1], correct[-1], evaluated[-1])
+            out["left_right"] = left_right_diagnostic(pred[-1], gt, vis)
     model.attach_pose_model(None)
     model.config = cfg
     return out
@@ -255,6 +261,18 @@ def card(model: LiftingCPM, report: dict, run: Path, weights: Path) -> str:
     for key, title in (("plain", "fusion off"), ("fusion", "fusion on (the default)")):
         rep = report[key]
         L += [f"### {title}: {rep['people']} people", "", *pck_table(rep), ""]
+    lr = report.get("left_right")
+    if lr:
+        L += ["### Left/right mix-ups", "",
+              f"In {lr['mirrored']} of the {lr['images']} validation images "
+              f"({_pct(lr['mirrored_share'])} %) the final joints (fusion on) match the "
+              f"left/right-swapped labels by at least {lr['margin']} more joints than the "
+              "labels as given: either the network mixed up the person's sides or the "
+              "crowd-sourced label did (LSP-extended's labels are known to hold such "
+              "mix-ups; the data's README says so). Counting those images with their labels "
+              f"swapped would give {_pct(lr['pck_swapped'])} % instead of "
+              f"{_pct(lr['pck'])} %: a diagnostic of how much of the error is a side "
+              "mix-up, not a score.", ""]
     sel = report.get("fusion_selection")
     if sel:
         L += ["### How the fusion weight was chosen", "",

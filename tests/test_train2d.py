@@ -288,3 +288,28 @@ def test_visibility_calibration_separates_right_from_wrong_joints() -> None:
     assert best["right_kept"] == 0.95 and best["wrong_kept"] == 0.0
     strict = calibrate_visibility(conf, correct, evaluated, min_right_kept=0.99)
     assert strict["threshold"] < 0.1 and strict["right_kept"] == 1.0
+
+
+def test_left_right_diagnostic_counts_mirrored_images() -> None:
+    """An image whose prediction is its labels mirrored left/right counts as mirrored and
+    scores fully once swapped; an exact prediction does not count; a joint-wise small miss
+    changes nothing."""
+    from poseviewer.skeleton import CPM14
+    from poseviewer.train2d.ship import left_right_diagnostic
+
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(45, 55, (3, 14, 2))
+    for a, b in CPM14.flip_pairs:  # the two sides 60 px apart: a mix-up is always wrong
+        gt[:, a, 0] -= 30
+        gt[:, b, 0] += 30
+    # torso (left shoulder to right hip) about 60 px: tolerance about 12 px
+    vis = np.ones((3, 14), bool)
+    pred = gt.copy()
+    pred[1] = gt[1, CPM14.flip_permutation()]  # image 1: sides mixed up
+    pred[2, 0] += 5.0  # image 2: one joint a little off, still right
+    out = left_right_diagnostic(pred, gt, vis)
+    # image 1 gets its 2 centre joints right as given, all 14 once swapped
+    centre = 14 - 2 * len(CPM14.flip_pairs)
+    assert out["mirrored"] == 1 and out["images"] == 3
+    assert out["pck_swapped"] == 1.0
+    assert out["pck"] == pytest.approx((14 + centre + 14) / 42)

@@ -185,3 +185,29 @@ def calibrate_visibility(confidence: np.ndarray, correct: np.ndarray, evaluated:
     best["pck_all"] = float(ok.mean())
     best["joints"] = int(c.size)
     return best
+
+
+def left_right_diagnostic(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray,
+                          margin: int = 3, alpha: float = 0.2) -> dict[str, Any]:
+    """How much of the PCK error is a left/right mix-up between prediction and label.
+
+    ``pred`` (N, J, 2) one stage's joints, ``gt``/``visible`` the labels. An image counts
+    as mirrored when PCK against its left/right-swapped labels gets at least ``margin``
+    more joints right than against the labels as given: either the network mixed up the
+    sides or the crowd-sourced label did (LSP-extended's labels are known to hold such
+    mix-ups). Returns the count and share of such images and the PCK with those images'
+    labels swapped (a diagnostic upper bound, not a score).
+    """
+    from poseviewer.skeleton import CPM14
+    from poseviewer.train2d.evaluate import pck
+
+    perm = CPM14.flip_permutation()
+    c1, e1 = pck(pred, gt, visible, alpha)
+    c2, _ = pck(pred, gt[:, perm], visible[:, perm], alpha)
+    n1, n2 = c1.sum(1), c2.sum(1)
+    mirrored = n2 >= n1 + margin
+    best = np.where(mirrored[:, None], c2, c1)
+    return {"images": int(len(gt)), "mirrored": int(mirrored.sum()),
+            "mirrored_share": float(mirrored.mean()) if len(gt) else 0.0,
+            "margin": margin, "pck": float(c1.sum() / max(e1.sum(), 1)),
+            "pck_swapped": float(best.sum() / max(e1.sum(), 1))}
