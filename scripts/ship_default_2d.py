@@ -268,8 +268,9 @@ def card(model: LiftingCPM, report: dict, run: Path, weights: Path) -> str:
               f"({_pct(lr['mirrored_share'])} %) the final joints (fusion on) match the "
               f"left/right-swapped labels by at least {lr['margin']} more joints than the "
               "labels as given: either the network mixed up the person's sides or the "
-              "crowd-sourced label did (LSP-extended's labels are known to hold such "
-              "mix-ups; the data's README says so). Counting those images with their labels "
+              "crowd-sourced label did (LSP-extended came with Johnson & Everingham's "
+              "'Learning effective human pose estimation from inaccurate annotation'; its "
+              "labels hold such mix-ups). Counting those images with their labels "
               f"swapped would give {_pct(lr['pck_swapped'])} % instead of "
               f"{_pct(lr['pck'])} %: a diagnostic of how much of the error is a side "
               "mix-up, not a score.", ""]
