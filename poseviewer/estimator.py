@@ -591,5 +591,6 @@ class Estimator:
             "person_network": None if self.person_finder is None else
             self.person_finder.name,
             "bf16": self.bf16,
+            "flip_test": self.flip_test,
             **self.info,
         }

@@ -907,3 +907,34 @@ def test_selected_joint_slot_follows_the_skeleton_mapping():
         onehot[j] = 1.0
         assert _cpm_joint_to_h36m(j) == int(np.argmax(cpm_to_h36m(onehot)[:, 0]))
     assert _cpm_joint_to_h36m(None) is None
+
+
+class FlipEstimator(FakeEstimator):
+    """A fake with the Estimator's ``flip_test`` switch, reported in the result's model."""
+
+    def __init__(self) -> None:
+        super().__init__(stages=2)
+        self.flip_test = True
+
+    def estimate(self, image, boxes=None, on_stage=None, cancel=None) -> EstimateResult:
+        res = super().estimate(image, boxes, on_stage, cancel)
+        self.calls[-1]["flip_test"] = self.flip_test
+        res.model = {**(res.model or {}), "flip_test": self.flip_test}
+        return res
+
+
+def test_mirror_pass_menu_follows_the_network_and_reruns(qtbot, settings, tmp_path):
+    """The Run menu's mirror-pass item shows the network's setting after a result and,
+    when changed, re-runs the image with the setting applied in the worker."""
+    est = FlipEstimator()
+    win = make_window(qtbot, settings, est)
+    open_and_wait(qtbot, win, write_image(tmp_path / "p.png"))
+    assert win.action_flip_test.isChecked() and len(est.calls) == 1
+    with qtbot.waitSignal(win.worker.succeeded, timeout=10000):
+        win.action_flip_test.setChecked(False)
+    assert est.calls[-1]["flip_test"] is False and len(est.calls) == 2
+    assert not win.action_flip_test.isChecked()
+    assert win.state.result.model["flip_test"] is False
+    with qtbot.waitSignal(win.worker.succeeded, timeout=10000):
+        win.action_flip_test.trigger()
+    assert est.calls[-1]["flip_test"] is True and win.action_flip_test.isChecked()

@@ -98,6 +98,8 @@ class MainWindow(QMainWindow):
         tb.addWidget(self.controls)
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb)
 
+        self.flip_test: bool | None = None
+        """The network's mirror pass as the user set it (None: as the weights say)."""
         if estimator_factory is None:
             estimator_factory = default_estimator_factory
         if file_functions is None:
@@ -214,6 +216,15 @@ class MainWindow(QMainWindow):
                   self.action_next_comp):
             rm.addAction(a)
         rm.addSeparator()
+        self.action_flip_test = QAction("Mirror pass (more accurate, about 2x the network's "
+                                        "time)", self)
+        self.action_flip_test.setObjectName("action_flip_test")
+        self.action_flip_test.setCheckable(True)
+        self.action_flip_test.setToolTip(
+            "Every stage also runs on the mirrored crop and averages the two (the default "
+            "network's setting). Changing it re-runs the current image.")
+        self.action_flip_test.toggled.connect(self.set_flip_test)
+        rm.addAction(self.action_flip_test)
         rm.addAction(self._action("Re-run on this image", self.rerun, "F5", "action_rerun"))
         rm.addAction(self._action("Cancel", self.cancel, Qt.Key.Key_Escape, "action_cancel"))
         self._rebuild_recent_menu()
@@ -301,7 +312,17 @@ class MainWindow(QMainWindow):
         self.progress_bar.setRange(0, 0)
         self.progress_bar.show()
         self.statusBar().showMessage(message)
+        if kind == "estimate":
+            kwargs["flip_test"] = self.flip_test
         return self.worker.submit(kind, **kwargs)
+
+    @Slot(bool)
+    def set_flip_test(self, on: bool) -> None:
+        """Turn the network's mirror test-time pass on or off; re-runs the current image."""
+        if self.flip_test == bool(on):
+            return
+        self.flip_test = bool(on)
+        self.rerun()
 
     def rerun(self) -> None:
         """Run again on the current image with the current boxes."""
@@ -428,6 +449,12 @@ class MainWindow(QMainWindow):
             result.image_path = self._rerun_path  # a re-run on the photo of that file
         self.image_path = getattr(result, "image_path", None) or self.image_path
         self.last_error = None
+        flip = (getattr(result, "model", None) or {}).get("flip_test")
+        if flip is not None:  # the network's setting as it ran: the menu follows
+            self.flip_test = bool(flip)
+            self.action_flip_test.blockSignals(True)
+            self.action_flip_test.setChecked(bool(flip))
+            self.action_flip_test.blockSignals(False)
         self.state.set_result(result, image)
         if self.first_result_seconds is None:
             self.first_result_seconds = time.perf_counter() - self._t_submit

@@ -45,6 +45,8 @@ class Request:
     joints: Any = None
     """For 'lift': whatever the lift function takes (e.g. a path to 2D joints)."""
     token: CancelToken = field(default_factory=CancelToken)
+    flip_test: bool | None = None
+    """For 'estimate': the network's mirror test-time pass on/off (None: as it is)."""
 
 
 class EstimateWorker(QObject):
@@ -115,6 +117,8 @@ class EstimateWorker(QObject):
             est = self.estimator()
         except Exception as exc:
             raise _ModelError(_message(exc)) from exc
+        if req.flip_test is not None and hasattr(est, "flip_test"):
+            est.flip_test = req.flip_test
         # The estimator downscales to its own ``max_pixels`` itself and reports everything
         # in the pixels of what it is given: the full-resolution array (= the file's pixels),
         # or the file itself when the photo was too big even for display (then the shown
