@@ -10,8 +10,9 @@
   reached, the best torch setting and the ratio of the Estimator's fp32 to it (goal <= 1.2);
 * the full ``Estimator.estimate`` for one person with per-stage lifting and fusion on (needs
   the 3D model: the bundled one or ../shared's released .mat), and the overhead of lifting +
-  fusion over the same estimate with the CNN alone (goal <= 1.15), for the release PoseNet
-  and the cpm-default preset (every joint made visible so that every stage really lifts);
+  fusion over the same estimate with the CNN alone (goal <= 1.15), for the release PoseNet,
+  the shipped network's config (its mirror pass included) and the cpm-default preset
+  (random weights, every joint made visible so that every stage really lifts);
 * bf16 vs fp32 on TRAINED weights (``--weights``, else the bundled default): max |diff| of
   every stage's maps and how far the joints move, in pixels (with the 3D model attached, so
   a fusion model runs as shipped).
@@ -315,6 +316,15 @@ def main() -> int:
         configs.insert(0, ("cpm-default", cpm_default(fusion=False), 8))
     except ImportError:
         pass
+    try:  # the shipped network's own config (mirror pass as shipped), random weights
+        from poseviewer.cnn import read_cpm_metadata
+        from poseviewer.paths import DEFAULT_CNN
+
+        shipped = read_cpm_metadata(DEFAULT_CNN)["config"]
+        configs.insert(0, (f"shipped{' (mirror pass)' if shipped.flip_test else ''}",
+                           shipped.with_fusion(enabled=False), 8))
+    except (ImportError, OSError, ValueError) as exc:
+        print(f"  (shipped config not read: {exc})")
     if args.estimate_only:
         print("the shipped default, detector included:")
         bench_default_estimate(args.repeat)
