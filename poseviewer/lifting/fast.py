@@ -121,12 +121,7 @@ def _direct_np(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact:
         rs[sel], a[sel], r[sel], c[sel] = solve._fit_pairs_np(
             *per_pair(pn[sel], pk[sel]), d["sin"], d["cos"], cap=solve.SCALE_CAP,
             release_exact=release_exact)
-    coeffs[idx] = c.reshape(n, K, -1)
-    res[idx] = r.reshape(n, K)
-    ang[idx] = a.reshape(n, K)
-    capped[idx] = cp.reshape(n, K)
-    if allres is not None:
-        allres[idx] = rs.reshape(n, K, -1)
+    _store(idx, (c, r, a, cp, rs), (coeffs, res, ang, capped, allres))
     cov[idx] = operators._joint_cov_np(
         d["ex"], d["ey"], d["ez"], d["e"], d["rho"], d["lam"], d["sin"], d["cos"],
         v[pn], d["obs"], pk, a).reshape(n, K, 17, 3, 3)
@@ -212,12 +207,16 @@ def _direct(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact: bo
                              cap=solve.SCALE_CAP, release_exact=release_exact)
         c[sel], r[sel], a[sel], rs[sel] = (x.numpy() for x in (cf.coeffs, cf.residual,
                                                                cf.angle, cf.residuals))
-    coeffs[idx] = c.reshape(n, K, -1)
-    res[idx] = r.reshape(n, K)
-    ang[idx] = a.reshape(n, K)
-    capped[idx] = cp.reshape(n, K)
-    if allres is not None:
-        allres[idx] = rs.reshape(n, K, -1)
+    _store(idx, (c, r, a, cp, rs), (coeffs, res, ang, capped, allres))
+
+
+def _store(idx: np.ndarray, flat: tuple[np.ndarray, ...],
+           out: tuple[np.ndarray | None, ...]) -> None:
+    """Flat (person, component) pair results (coefficients, residual, angle, capped, all
+    residuals) into the (N, K, ...) arrays ``out`` at people ``idx`` (None: not kept)."""
+    for x, o in zip(flat, out, strict=True):
+        if o is not None:
+            o[idx] = x.reshape((len(idx),) + o.shape[1:])
 
 
 def normalise(j: np.ndarray, vis: np.ndarray, obs_src: np.ndarray, min_visible: int
