@@ -36,6 +36,8 @@ def main() -> None:
     ap.add_argument("weights")
     ap.add_argument("--images", type=int, default=150)
     ap.add_argument("--fills", type=float, nargs="+", default=[0.7, 0.75, 0.8, 0.85, 0.9])
+    ap.add_argument("--json", default=None,
+                    help="also write the rows here (for ship_default_2d.py --box-fill-selection)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     root = shared_path("data", "lspet")
@@ -69,6 +71,10 @@ def main() -> None:
                      "photos": int(len(idx)), "found": len(found)})
         print(json.dumps(rows[-1]), flush=True)
     print("best:", json.dumps(max(rows, key=lambda r: r["pck"])))
+    if args.json:
+        from poseviewer.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

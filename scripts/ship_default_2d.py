@@ -171,6 +171,12 @@ def card(model: LiftingCPM, report: dict, run: Path, weights: Path) -> str:
          f"{_pct(cal['pck_all'])} % of all ({cal['joints']} labelled joints).",
          f"- Inference: box_fill {cfg.box_fill} (a person box's longer side covers this "
          "fraction of the crop)."]
+    bfs = report.get("box_fill_selection")
+    if bfs:
+        L[-1] += (f" Chosen with `scripts/select_box_fill.py` on the first {bfs[0]['photos']} "
+                  f"training photos (the detector found the person in {bfs[0]['found']}), "
+                  "PCK@0.2 from the detector's boxes: " + ", ".join(
+                      f"{r['box_fill']:g} -> {_pct(r['pck'])} %" for r in bfs) + ".")
     if cfg.flip_test:
         sp = report["single_pass"]
         L.append("- Mirror test-time augmentation (`flip_test`, on): every stage also runs on "
@@ -322,6 +328,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(MODELS_DIR))
     ap.add_argument("--no-flip-test", dest="flip", action="store_false",
                     help="ship without the mirror test-time augmentation")
+    ap.add_argument("--box-fill-selection", default=None,
+                    help="JSON rows of scripts/select_box_fill.py (how --box-fill was chosen)")
     ap.add_argument("--previous", default=None,
                     help="the run this one continued from (its log goes into the card)")
     args = ap.parse_args()
@@ -338,6 +346,8 @@ def main() -> None:
     report = evaluate_all(trained, crops, gt, vis, pose_model, args.flip)
     if selection:
         report["fusion_selection"] = selection
+    if args.box_fill_selection:
+        report["box_fill_selection"] = json.loads(Path(args.box_fill_selection).read_text())
     if args.previous:
         prev = Path(args.previous)
         report["previous_run"] = {
