@@ -4,8 +4,8 @@ People are grouped by visibility pattern. A pattern whose operators are cached
 (``operators.PatternOps``) is lifted with a few matrix products; an uncached pattern is
 prepared (and cached) once ``model.build_min`` people with it have been met (in this call
 and earlier ones since it was last dropped from the cache), otherwise solved directly with
-``solve.fit_pairs`` (the batched solver used before, so rare patterns cost what they did:
-preparing one costs about as much as solving ~16 people directly). Steps 4 and 5
+``solve`` (for a few people its numpy solver, called straight: rare patterns cost what a
+direct solve costs; preparing a pattern costs about as much as solving ~30 people directly). Steps 4 and 5
 (component choice, reconstruction, blend, size normalisation, projection) then run in
 numpy for the whole batch: for one person the whole lift is a few dozen small numpy
 operations.
