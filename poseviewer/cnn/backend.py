@@ -12,6 +12,7 @@ outputs are numpy: torch stays inside the backend.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -201,9 +202,12 @@ class CPMBackend:
     def info(self) -> dict[str, Any]:
         cfg = self.model.config
         fw = self.model.fusion_weights()
+        cached = getattr(self, "_config_dict", None)
+        if cached is None or cached[0] is not cfg:  # to_dict of a converted trunk: ~1 ms
+            cached = self._config_dict = (cfg, cfg.to_dict())
         return {
             "name": cfg.name,
-            "config": cfg.to_dict(),
+            "config": copy.deepcopy(cached[1]),
             "fusion_active": self.model.fusion_active,
             "fusion_weights": None if fw is None else fw.detach().cpu().tolist(),
             "bf16": self.bf16,

@@ -5,8 +5,9 @@ People are grouped by visibility pattern. A pattern whose operators are cached
 prepared (and cached) once ``model.build_min`` people with it have been met (in this call
 and earlier ones since it was last dropped from the cache), otherwise solved directly with
 ``solve`` (for a few people its numpy solver, called straight: rare patterns cost what a
-direct solve costs; preparing a pattern costs about as much as solving ~30 people directly). Steps 4 and 5
-(component choice, reconstruction, blend, size normalisation, projection) then run in
+direct solve costs; preparing a pattern costs about as much as solving ~30 people
+directly). Steps 4 and 5 (component choice, reconstruction, blend, size normalisation,
+projection) then run in
 numpy for the whole batch: for one person the whole lift is a few dozen small numpy
 operations.
 """
