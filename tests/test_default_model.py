@@ -188,6 +188,29 @@ def test_eval_2d_reports_the_joints_the_stages_report(tmp_path) -> None:
     direct = _val_pck(WEIGHTS, 12)
     np.testing.assert_allclose(report["plain"]["mean_per_stage"], np.round(direct, 4),
                                atol=1e-4)
+    assert report["flip_test"]  # the shipped network runs its mirror pass
+    # --single-pass scores the network's one-pass joints (read here from a direct run)
+    import dataclasses
+
+    import torch
+
+    from poseviewer.train2d.data import load_annotations, split_indices
+    from poseviewer.train2d.evaluate import eval_crops_from_photos, pck, predict_stages
+
+    args = parser.parse_args(["--limit", "12", "--pose-model", "", "--data", str(root),
+                              "--json", str(out), "--single-pass"])
+    assert eval_2d.run(args) == 0
+    single = json.loads(out.read_text())
+    assert not single["flip_test"]
+    torch.set_num_threads(1)
+    model = load_cpm(WEIGHTS)
+    model.config = dataclasses.replace(model.config, flip_test=False)
+    _, val = split_indices(len(load_annotations(root).names), 1000, 2017)
+    crops, gt, vis = eval_crops_from_photos(str(root), val[:12], model.config.input_size)
+    correct, evaluated = pck(predict_stages(model, crops), gt, vis)
+    np.testing.assert_allclose(single["plain"]["mean_per_stage"],
+                               np.round(correct.sum((1, 2)) / evaluated.sum((1, 2)), 4),
+                               atol=1e-4)
 
 
 def test_stages_report_the_fused_maps_joints_and_keep_the_cnns(full_body) -> None:

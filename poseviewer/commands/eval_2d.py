@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=0.2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None, help="write the full report here")
+    parser.add_argument("--single-pass", action="store_true",
+                        help="without the network's mirror test-time pass (if it has one)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
     except WeightsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.single_pass:
+        import dataclasses
+
+        model.config = dataclasses.replace(model.config, flip_test=False)
     have_data = (Path(args.data) / "annotations.npz").is_file()
     if args.cache:
         cache_dir = Path(args.cache)
@@ -72,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         val = val[: args.limit] if args.limit else val
         crops = eval_crops_from_photos(args.data, val, model.config.input_size)
     report: dict = {"weights": str(args.weights), "config": model.config.name,
+                    "flip_test": bool(model.config.flip_test),
                     "split": {"n_val": args.n_val, "seed": args.seed, "images": len(val)}}
     runs = [("plain", None)]
     if args.pose_model and model.config.fusion.enabled:
