@@ -282,11 +282,9 @@ class Estimator:
 
     @flip_test.setter
     def flip_test(self, on: bool) -> None:
-        import dataclasses
-
         model = self.model
         cfg = getattr(model, "config", None)
-        if cfg is None or not hasattr(cfg, "flip_test"):
+        if cfg is None or not hasattr(model, "set_flip_test"):
             return
         on = bool(on)
         if on and cfg.map_activation != "softmax":
@@ -295,7 +293,7 @@ class Estimator:
             if note not in self.notes:
                 self.notes.append(note)
             on = False
-        model.config = dataclasses.replace(cfg, flip_test=on)
+        model.set_flip_test(on)
 
     # ---- the phases ------------------------------------------------------------------------
     def load_image(self, image: Any) -> LoadedImage:

@@ -14,7 +14,6 @@ test-time augmentation on, as the default network runs.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 
@@ -45,7 +44,7 @@ def main() -> None:
     idx = np.sort(train)[: args.images]
     model = load_cpm(args.weights)
     if args.flip_test:
-        model.config = dataclasses.replace(model.config, flip_test=True).validate()
+        model.set_flip_test(True)
     crops, gt, vis = eval_crops_from_photos(str(root), idx, model.config.input_size)
     model.attach_pose_model(load_pose_model(None))
     learned = model.fusion_logit.detach().clone()

@@ -58,11 +58,11 @@ def evaluate_all(model: LiftingCPM, crops, gt, vis, pose_model, flip: bool) -> d
     out[other] = {}
     for key, pm in (("plain", None), ("fusion", pose_model)):
         model.attach_pose_model(pm)
-        model.config = dataclasses.replace(cfg, flip_test=not flip)
+        model.set_flip_test(not flip)
         correct, evaluated = pck(predict_stages(model, crops), gt, vis)
         out[other][key] = [round(float(v), 4) for v in
                            correct.sum((1, 2)) / evaluated.sum((1, 2))]
-        model.config = dataclasses.replace(cfg, flip_test=flip)
+        model.set_flip_test(flip)
         pred, conf = predict_stages(model, crops, confidence=True)
         correct, evaluated = pck(pred, gt, vis)
         per_joint = correct.sum(1) / np.maximum(evaluated.sum(1), 1)
@@ -116,6 +116,17 @@ def detector_pck(model: LiftingCPM, pose_model, idx: np.ndarray) -> dict:
     correct, evaluated = pck(np.array(preds)[None], np.array(gts), np.array(viss))
     return {"photos": int(len(idx)), "found": found,
             "pck": round(float(correct.sum() / evaluated.sum()), 4)}
+
+
+def log_table(recs: list[dict]) -> list[str]:
+    """A training log (``log.jsonl`` records) as a Markdown table, one row per epoch."""
+    rows = ["| epoch | fusion | loss | val PCK@0.2 stage 1..T (fusion off) | with fusion |",
+            "|---:|:---:|---:|---|---|"]
+    for r in recs:
+        rows.append(f"| {r['epoch']} | {'yes' if r['fusion'] else ''} | {r['loss']:.1f} | "
+                    f"{' / '.join(_pct(v) for v in r['val_pck'])} | "
+                    f"{' / '.join(_pct(v) for v in r.get('val_pck_fusion', []))} |")
+    return rows
 
 
 def card(model: LiftingCPM, report: dict, run: Path, weights: Path) -> str:
@@ -231,14 +242,8 @@ def card(model: LiftingCPM, report: dict, run: Path, weights: Path) -> str:
               "from those weights with a new warm-up and cosine decay"
               + (", the fusion weights frozen" if not tcfg["fusion_lr"] else "")
               + (" and no fusion in the loop" if not tcfg["fusion_fraction"] else "")
-              + ". Run 1's log:", "",
-              "| epoch | fusion | loss | val PCK@0.2 stage 1..T (fusion off) | with fusion |",
-              "|---:|:---:|---:|---|---|"]
-        for r in p_recs:
-            L.append(f"| {r['epoch']} | {'yes' if r['fusion'] else ''} | {r['loss']:.1f} | "
-                     f"{' / '.join(_pct(v) for v in r['val_pck'])} | "
-                     f"{' / '.join(_pct(v) for v in r.get('val_pck_fusion', []))} |")
-        L += ["", "Run 2 (below, the figure is run 2's):", ""]
+              + ". Run 1's log:", "", *log_table(p_recs),
+              "", "Run 2 (below, the figure is run 2's):", ""]
     L += [
           "(`--threads 0`: one or two torch threads, whichever trains faster lately: on a "
           "loaded machine two threads were much slower than one. The in-training validation "
@@ -253,13 +258,7 @@ def card(model: LiftingCPM, report: dict, run: Path, weights: Path) -> str:
           + f". Run: {len(recs)} epochs of {tcfg['max_batches']} batches "
           f"({recs[-1]['step'] * tcfg['batch_size']:,} samples), {train_min:.0f} min training"
           f" + {val_min:.0f} min validation, on a 2-core machine shared with other work.", "",
-          "![training loss and validation PCK](cpm_training.png)", "",
-          "| epoch | fusion | loss | val PCK@0.2 stage 1..T (fusion off) | with fusion |",
-          "|---:|:---:|---:|---|---|"]
-    for r in recs:
-        L.append(f"| {r['epoch']} | {'yes' if r['fusion'] else ''} | {r['loss']:.1f} | "
-                 f"{' / '.join(_pct(v) for v in r['val_pck'])} | "
-                 f"{' / '.join(_pct(v) for v in r.get('val_pck_fusion', []))} |")
+          "![training loss and validation PCK](cpm_training.png)", "", *log_table(recs)]
     L += ["", "## Validation accuracy (`scripts/ship_default_2d.py`, = `poseviewer eval-2d`)",
           "", "PCK@0.2: within 0.2 x torso size (left shoulder to right hip) of the label; "
           "crops cut from the photos without augmentation (1.6 x the labels' box), so this "

@@ -190,8 +190,6 @@ def test_eval_2d_reports_the_joints_the_stages_report(tmp_path) -> None:
                                atol=1e-4)
     assert report["flip_test"]  # the shipped network runs its mirror pass
     # --single-pass scores the network's one-pass joints (read here from a direct run)
-    import dataclasses
-
     import torch
 
     from poseviewer.train2d.data import load_annotations, split_indices
@@ -204,7 +202,7 @@ def test_eval_2d_reports_the_joints_the_stages_report(tmp_path) -> None:
     assert not single["flip_test"]
     torch.set_num_threads(1)
     model = load_cpm(WEIGHTS)
-    model.config = dataclasses.replace(model.config, flip_test=False)
+    model.set_flip_test(False)
     _, val = split_indices(len(load_annotations(root).names), 1000, 2017)
     crops, gt, vis = eval_crops_from_photos(str(root), val[:12], model.config.input_size)
     correct, evaluated = pck(predict_stages(model, crops), gt, vis)

@@ -42,9 +42,10 @@ the network is the plain CPM (the release's behaviour: ``f_t = b_t``).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -251,17 +252,31 @@ class LiftingCPM(nn.Module):
         out.seconds["fusion"] = time.perf_counter() - t1
         return fused
 
+    def set_flip_test(self, on: bool) -> None:
+        """Turn the mirror test-time pass (``CPMConfig.flip_test``) on or off: the config
+        is replaced (and validated: it needs softmax maps to turn on)."""
+        self.config = replace(self.config, flip_test=bool(on)).validate()
+
     def mirror_maps(self, maps: Tensor, size: int) -> Tensor:
         """Maps (B, C, h, w) of a crop -> the same maps in the frame of the horizontally
         mirrored crop (its own inverse): joint channels swap left and right, columns
         reverse, and a sub-pixel shift keeps crop pixel x at map x / stride in both frames
         (crop x -> size - 1 - x, map m -> (size - 1) / stride - m; a plain column reversal
         gives w - 1 - m). Linear interpolation along x, edge columns repeated."""
-        J = self.config.num_joints
-        perm = torch.as_tensor(_flip_perm(J), device=maps.device)
-        chans = torch.cat([perm, torch.arange(J, maps.shape[1], device=maps.device)])
+        chans = self._mirror_channels(maps.shape[1], maps.device)
         m = maps.index_select(1, chans).flip(-1)
         return shift_x(m, (size - 1) / self.config.stride - (maps.shape[-1] - 1))
+
+    def _mirror_channels(self, channels: int, device: torch.device) -> Tensor:
+        """Channel order of mirrored maps (joints left/right swapped, others kept), made
+        once per channel count and device."""
+        cache = self.__dict__.setdefault("_mirror_cache", {})
+        key = (channels, str(device))
+        if key not in cache:
+            perm = _flip_perm(self.config.num_joints)
+            cache[key] = torch.as_tensor(
+                perm + list(range(len(perm), channels)), device=device)
+        return cache[key]
 
     # ---- forward -----------------------------------------------------------------------------
     def forward(
@@ -361,7 +376,7 @@ def shift_x(maps: Tensor, d: float) -> Tensor:
     """Maps moved by ``d`` columns (out[..., i] = maps at column i - d), linear
     interpolation, edge columns repeated."""
     w = maps.shape[-1]
-    k = int(torch.floor(torch.tensor(d)).item())
+    k = math.floor(d)
     f = d - k
     pad = abs(k) + 1
     padded = torch.cat([maps[..., :1].expand(*maps.shape[:-1], pad), maps,

@@ -54,9 +54,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.single_pass:
-        import dataclasses
-
-        model.config = dataclasses.replace(model.config, flip_test=False)
+        model.set_flip_test(False)
     have_data = (Path(args.data) / "annotations.npz").is_file()
     if args.cache:
         cache_dir = Path(args.cache)

@@ -312,7 +312,8 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
     bones = rec_blend @ np_["bone_matrix"]  # (N, K, 3, 16)
     size = np.sqrt((bones * bones).sum((-1, -2)))  # (N, K)
     g = solve.OUTPUT_SIZE / size
-    pose_3d = (rec_blend * g[..., None, None]).swapaxes(-1, -2)
+    pose = rec_blend * g[..., None, None]  # (N, K, 3, 17)
+    pose_3d = pose.swapaxes(-1, -2)
     # model millimetres -> output millimetres: x scale (mm -> normalised) x size factor
     f = g * scale  # (N, K)
     jcov = cov * (model.cov_scale * f * f)[..., None, None, None]
@@ -348,7 +349,6 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
     v17 = np.zeros((n_people, 17), dtype=bool)
     v17[:, OBS_SLOTS] = v
     rec_renorm = rec_blend * (0.97 / size)[..., None, None]
-    pose = rec_blend * g[..., None, None]
     extra = {
         "transformed_xy": t(j[:, OBS_SOURCES, :]), "weights": t(v17 & lifted[:, None]),
         "norm_pose": t(mask(w17)), "m": t(mask(m)), "centre": t(mask(centre)),
