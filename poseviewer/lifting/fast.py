@@ -83,8 +83,9 @@ def fit_groups(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact:
     if direct:  # every unprepared pattern in one batched direct solve
         idx = np.concatenate(direct) if len(direct) > 1 else direct[0]
         if len(idx) * K <= solve.NUMPY_MAX_PAIRS:
-            _direct_np(model, wn[idx], v[idx], release_exact, idx, coeffs, res, ang, capped,
-                       allres, cov)
+            with model.torch_threads():  # the covariances' triangular solve is torch's
+                _direct_np(model, wn[idx], v[idx], release_exact, idx, coeffs, res, ang,
+                           capped, allres, cov)
         else:
             with model.torch_threads():
                 _direct(model, wn[idx], v[idx], release_exact, idx, coeffs, res, ang,
