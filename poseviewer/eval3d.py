@@ -16,8 +16,10 @@ or 4 random joints hidden (the same joints for every model). Errors over all 17 
 Calibration of the posterior joint covariances (``fit.joint_cov``): the truth is put in
 the output's own convention (centred on its joint mean, scaled to the output's total bone
 size), the prediction centred on its joint mean, and for every joint the squared
-Mahalanobis distance d^2 = r^T Sigma^-1 r is compared with the chi-square (3 degrees of
-freedom) quantiles: the fraction of joints inside the 50%, 90% and 95% ellipsoids. One
+Mahalanobis distance d^2 = r^T Sigma^-1 r is compared with the posterior's quantiles
+(a Student-t with the fit's ``joint_cov_dof``: ``lifting.ellipsoid_d2``; the chi-square
+(3) ones for a model without it): the fraction of joints inside the 50%, 90% and 95%
+ellipsoids. One
 scale factor per model can be fitted on other subjects (S8 by default: ``fit_cov_scale``,
 the factor that puts exactly 90% of those joints inside the 90% ellipsoids); coverage is
 reported before (raw posterior, ``PoseModel3D.cov_scale`` = 1) and after.
@@ -72,6 +74,9 @@ class EvalResult:
     seconds: dict[str, float] = field(default_factory=dict)
     #: squared Mahalanobis distances (N, 17) of the truth under the raw posterior
     d2: dict[tuple[str, str, int], np.ndarray] = field(default_factory=dict)
+    #: (N,) the posterior's degrees of freedom per pose (``fit.joint_cov_dof``; inf:
+    #: Gaussian), same keys as ``d2``
+    dof: dict[tuple[str, str, int], np.ndarray] = field(default_factory=dict)
     #: calibration factor per model (fitted on ``calibration_subjects``; absent: none)
     cov_scale: dict[str, float] = field(default_factory=dict)
     calibration_subjects: tuple[int, ...] = ()
@@ -81,14 +86,16 @@ class EvalResult:
                  ) -> dict[float, float]:
         """Fraction of true joints inside the nominal ellipsoids (pooled over the chosen
         projection / hidden count, all when None); ``scaled`` with the fitted factor."""
-        d2 = [v for (m, p, h), v in self.d2.items() if m == model
-              and (projection is None or p == projection) and (hidden is None or h == hidden)]
-        if not d2:
+        keys = [k for k in self.d2 if k[0] == model and (projection is None or k[1] == projection)
+                and (hidden is None or k[2] == hidden)]
+        if not keys:
             return {lv: float("nan") for lv in levels}
-        x = np.concatenate([v.reshape(-1) for v in d2])
+        x = np.concatenate([self.d2[k] for k in keys])
+        dof = np.concatenate([self.dof.get(k, np.full(len(self.d2[k]), np.inf))
+                              for k in keys])
         if scaled:
             x = x / self.cov_scale.get(model, 1.0)
-        return coverage(x, levels)
+        return coverage(x, levels, dof)
 
     @property
     def models(self) -> list[str]:
@@ -176,9 +183,10 @@ def load_test_poses(
 
 
 def _lift(model, joints: np.ndarray, vis: np.ndarray, batch: int
-          ) -> tuple[np.ndarray, int, np.ndarray]:
+          ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
     out = np.empty((len(joints), H36M17.num_joints, 3))
     cov = np.full((len(joints), H36M17.num_joints, 3, 3), np.nan)
+    dof = np.full(len(joints), np.inf)
     lifted = np.ones(len(joints), dtype=bool)
     for i in range(0, len(joints), batch):
         fit = model.lift(joints[i : i + batch], vis[i : i + batch])
@@ -187,7 +195,10 @@ def _lift(model, joints: np.ndarray, vis: np.ndarray, batch: int
         jc = getattr(fit, "joint_cov", None)
         if jc is not None:
             cov[i : i + batch] = np.asarray(jc, dtype=np.float64)
-    return out, int((~lifted).sum()), cov
+        jd = getattr(fit, "joint_cov_dof", None)
+        if jd is not None:
+            dof[i : i + batch] = np.asarray(jd, dtype=np.float64)
+    return out, int((~lifted).sum()), cov, dof
 
 
 def _bone_size(p: np.ndarray) -> np.ndarray:
@@ -209,27 +220,42 @@ def mahalanobis_sq(pred: np.ndarray, cov: np.ndarray, gt: np.ndarray) -> np.ndar
     return out
 
 
-def coverage(d2: np.ndarray, levels: Sequence[float] = LEVELS) -> dict[float, float]:
-    """Fraction of the finite ``d2`` within the chi-square(3) quantile of each level."""
-    from scipy.stats import chi2
+def _finite(d2: np.ndarray, dof: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The finite ``d2`` (flattened) and their degrees of freedom (``dof`` broadcast over
+    d2's trailing dims, e.g. (N,) per pose for (N, 17); None: inf, Gaussian)."""
+    x = np.asarray(d2, dtype=np.float64)
+    nu = np.full(x.shape, np.inf) if dof is None else np.asarray(dof, dtype=np.float64)
+    nu = np.broadcast_to(nu.reshape(nu.shape + (1,) * (x.ndim - nu.ndim)), x.shape)
+    ok = np.isfinite(x)
+    return x[ok], nu[ok]
 
-    x = np.asarray(d2, dtype=np.float64).reshape(-1)
-    x = x[np.isfinite(x)]
+
+def _radius2(level: float, nu: np.ndarray) -> np.ndarray:
+    """``ellipsoid_d2`` computed once per distinct dof."""
+    from poseviewer.lifting import ellipsoid_d2
+
+    uniq, inv = np.unique(nu, return_inverse=True)
+    return ellipsoid_d2(level, uniq)[inv.reshape(-1)]
+
+
+def coverage(d2: np.ndarray, levels: Sequence[float] = LEVELS,
+             dof: np.ndarray | None = None) -> dict[float, float]:
+    """Fraction of the finite ``d2`` inside each level's ellipsoid: d^2 <=
+    ``ellipsoid_d2(level, dof)`` (``dof`` None: the chi-square(3) quantile)."""
+    x, nu = _finite(d2, dof)
     if not len(x):
         return {lv: float("nan") for lv in levels}
-    return {lv: float((x <= chi2.ppf(lv, 3)).mean()) for lv in levels}
+    return {lv: float((x <= _radius2(lv, nu)).mean()) for lv in levels}
 
 
-def fit_cov_scale(d2: np.ndarray, level: float = FIT_LEVEL) -> float:
+def fit_cov_scale(d2: np.ndarray, level: float = FIT_LEVEL,
+                  dof: np.ndarray | None = None) -> float:
     """The factor on the covariances that puts exactly ``level`` of the joints inside the
-    ``level`` ellipsoids: quantile(d^2, level) / chi2_3(level)."""
-    from scipy.stats import chi2
-
-    x = np.asarray(d2, dtype=np.float64).reshape(-1)
-    x = x[np.isfinite(x)]
+    ``level`` ellipsoids: quantile(d^2 / ellipsoid_d2(level, dof), level)."""
+    x, nu = _finite(d2, dof)
     if not len(x):
         raise ValueError("no finite distances to calibrate on")
-    return float(np.quantile(x, level) / chi2.ppf(level, 3))
+    return float(np.quantile(x / _radius2(level, nu), level))
 
 
 def evaluate(
@@ -262,13 +288,14 @@ def evaluate(
     images = {p: h36m_to_cpm(project(gt, p, config)) for p in config.projections}
     for name, proj, h in tqdm(jobs, desc="eval-3d", disable=not progress, leave=False):
         t0 = time.perf_counter()
-        pred, bad, cov = _lift(models[name], images[proj], masks[h], config.batch)
+        pred, bad, cov, dof = _lift(models[name], images[proj], masks[h], config.batch)
         result.seconds[name] = result.seconds.get(name, 0.0) + time.perf_counter() - t0
         result.not_lifted[(name, proj, h)] = bad
         result.errors[(name, proj, h, "P-MPJPE")] = p_mpjpe(pred, gt)
         result.errors[(name, proj, h, "S-MPJPE")] = scaled_mpjpe(pred, gt, root=0)
         raw = getattr(models[name], "cov_scale", 1.0)  # d^2 under the raw posterior
         result.d2[(name, proj, h)] = mahalanobis_sq(pred, cov, gt) * raw
+        result.dof[(name, proj, h)] = dof
     if calibration is not None:
         cal_poses, cal_subjects = calibration
         cal_poses = np.asarray(cal_poses, dtype=np.float64)
@@ -278,13 +305,16 @@ def evaluate(
         cimages = {p: h36m_to_cpm(project(cgt, p, config)) for p in config.projections}
         result.calibration_subjects = tuple(cal_subjects)
         for name in tqdm(list(models), desc="calibration", disable=not progress, leave=False):
-            d2 = []
+            d2, dofs = [], []
             for proj in config.projections:
                 for h in config.hidden:
-                    pred, _, cov = _lift(models[name], cimages[proj], cmasks[h], config.batch)
+                    pred, _, cov, dof = _lift(models[name], cimages[proj], cmasks[h],
+                                              config.batch)
                     raw = getattr(models[name], "cov_scale", 1.0)
                     d2.append(mahalanobis_sq(pred, cov, cgt) * raw)
-            result.cov_scale[name] = fit_cov_scale(np.concatenate(d2))
+                    dofs.append(dof)
+            result.cov_scale[name] = fit_cov_scale(np.concatenate(d2),
+                                                   dof=np.concatenate(dofs))
     return result
 
 
@@ -429,7 +459,8 @@ def calibration_text(result: EvalResult) -> str:
     return (
         "Uncertainty calibration (``fit.joint_cov``): truth centred and scaled to the "
         "output's total bone size, prediction centred; squared Mahalanobis distance per "
-        "joint against the chi-square(3) quantiles. 'raw' = the posterior as computed; "
+        "joint against the posterior's quantiles (a Student-t with the fit's degrees of "
+        "freedom, ``ellipsoid_d2``). 'raw' = the posterior as computed; "
         f"'scaled' = covariances times one factor per model fitted on {subj} (the factor "
         f"that puts 90% of those joints inside the 90% ellipsoids): {factors}.\n\n"
         + calibration_table(result))

@@ -151,6 +151,10 @@ FIT_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("joint_cov", ("J3", 3, 3), "f8", "mm^2", "pose_3d",
               "posterior covariance of each joint of the best component's pose (relative "
               "to its joint centroid)", optional=True),
+    FieldSpec("joint_cov_dof", (), "f8", "-", "-",
+              "degrees of freedom of that posterior, a Student-t: the level-p ellipsoid is "
+              "d^2 <= 3 F^-1(p; 3, dof) (dof - 2) / dof in joint_cov's metric",
+              optional=True),
 )
 
 COMPONENT_FIELDS: tuple[FieldSpec, ...] = (
@@ -179,6 +183,9 @@ COMPONENT_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("joint_cov", ("K", "J3", 3, 3), "f8", "mm^2", "pose_3d",
               "posterior covariance of each joint of each component's pose",
               npz="components_joint_cov", csv="cov_", optional=True),
+    FieldSpec("joint_cov_dof", ("K",), "f8", "-", "-",
+              "degrees of freedom of each component's posterior (Student-t)",
+              npz="components_joint_cov_dof", csv="cov_dof", optional=True),
 )
 
 #: Per frame of a video (:class:`ResultSequence`).
@@ -272,6 +279,7 @@ class ComponentFit:
     capped: np.ndarray
     coeffs: np.ndarray | None = None
     joint_cov: np.ndarray | None = None
+    joint_cov_dof: np.ndarray | None = None
 
 
 @dataclass
@@ -286,6 +294,7 @@ class Fit:
     centre: np.ndarray | None = None
     norm: np.ndarray | None = None
     joint_cov: np.ndarray | None = None
+    joint_cov_dof: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(np.shape(self.lifted)[0])

@@ -235,6 +235,9 @@ def test_csv_long_format(result, tmp_path) -> None:
                            for r in three]).reshape(3, 17, 6)
             full = up[..., [0, 1, 2, 1, 3, 4, 2, 4, 5]].reshape(3, 17, 3, 3)
             np.testing.assert_array_equal(full, cov)
+            dof = np.array([num(r["cov_dof"]) for r in three]).reshape(3, 17)
+            want = np.asarray(stage.fit.components.joint_cov_dof)[0]
+            np.testing.assert_array_equal(dof, np.repeat(want[:, None], 17, 1))
             best = {int(r["component"]) for r in three if r["best"] == "1"}
             if bool(np.asarray(stage.fit.lifted)[0]):
                 assert best == {int(np.asarray(stage.fit.component)[0])}

@@ -605,11 +605,21 @@ def _dense_joint_cov(w, v, mu, e, sigma, theta, pose, rec_blend, scale):
     """The documented posterior joint covariance, built densely from the spec's 80 x 29
     system (scale column removed: the scale is given), QR-inverted (the covariance of
     c = a / s in model mm), propagated through U^T, the blend and the centring, plus the
-    noise 1 / lambda_d^2 per coordinate, times (scale x size factor)^2."""
-    a_mat, _ = _release_problem(w, v, mu, e, sigma, theta)
+    noise 1 / lambda_d^2 per coordinate, times (scale x size factor)^2, times the noise
+    the fit's own residual gives (Student-t): returns (covariances, degrees of freedom)."""
+    a_mat, b = _release_problem(w, v, mu, e, sigma, theta)
     _, r = np.linalg.qr(a_mat[:, 1:])
     rinv = np.linalg.inv(r)
     cov_a = rinv @ rinv.T  # (28, 28): a_1 .. a_28
+    # the noise estimate: residual of the data rows at the least-squares solution given the
+    # scale, over n_obs - trace(hat matrix of the data rows) degrees of freedom
+    lam = sigma[25]
+    rest = np.linalg.lstsq(a_mat[:, 1:], b - a_mat[:, 0] * scale, rcond=None)[0]
+    data = slice(0, 34)
+    rss = np.sum((a_mat[data, 1:] @ rest + a_mat[data, 0] * scale - b[data]) ** 2) / lam**2
+    fitted = np.trace(a_mat[data, 1:] @ cov_a @ a_mat[data, 1:].T)
+    dof = max(2 * v.sum() - fitted, 3.0)
+    t_factor = max(rss * lam**2 / (scale**2 * dof), 1.0) * dof / (dof - 2)
     big_e = np.zeros((28, 3, 17))
     big_e[0, 0] = big_e[2, 0] = 1.0
     big_e[1, 1] = 1.0
@@ -625,7 +635,7 @@ def _dense_joint_cov(w, v, mu, e, sigma, theta, pose, rec_blend, scale):
     full = g @ cov_a @ g.T + cen51 @ noise @ cen51.T
     f = np.median(pose / rec_blend) * scale  # model mm -> normalised -> output mm
     blocks = full.reshape(3, 17, 3, 17).transpose(1, 3, 0, 2)[np.arange(17), np.arange(17)]
-    return blocks * f * f
+    return blocks * f * f * t_factor, dof
 
 
 def test_joint_cov_matches_dense_posterior(lifter, ref):
@@ -641,12 +651,14 @@ def test_joint_cov_matches_dense_posterior(lifter, ref):
         w = it["norm_pose"][0].numpy()
         v = it["weights"][0].numpy().astype(float)
         for k in range(3):
-            want = _dense_joint_cov(w, v, ref["model_mu"][k], ref["model_e"][k],
-                                    ref["model_sigma"][k], float(fit.components.yaw[0, k]),
-                                    it["pose_3d"][0, k].numpy(), it["rec_blend"][0, k].numpy(),
-                                    float(fit.components.scale[0, k]))
+            want, dof = _dense_joint_cov(
+                w, v, ref["model_mu"][k], ref["model_e"][k], ref["model_sigma"][k],
+                float(fit.components.yaw[0, k]), it["pose_3d"][0, k].numpy(),
+                it["rec_blend"][0, k].numpy(), float(fit.components.scale[0, k]))
             _close(cov[0, k], want, 1e-9, rtol=1e-6)
+            assert float(fit.components.joint_cov_dof[0, k]) == pytest.approx(dof, rel=1e-7)
         _close(fit.joint_cov[0], cov[0, int(fit.component[0])], 0)
+        _close(fit.joint_cov_dof[0], fit.components.joint_cov_dof[0, int(fit.component[0])], 0)
         # symmetric positive definite, mm^2: occluded joints are the least certain
         ev = np.linalg.eigvalsh(cov)
         assert (ev > 0).all()

@@ -81,3 +81,11 @@ def test_joint_cov_numpy_equals_torch(model, n: int) -> None:
     pub = operators.joint_cov(*args)
     assert pub.shape == want.shape and pub.is_contiguous()
     assert float((pub - want).abs().max()) < 1e-9 * scale
+    # the effective numbers of fitted parameters agree too, and lie between 0 and the
+    # number of observed coordinates
+    _, fit_t = operators._joint_cov_torch(*args, fitted=True)
+    _, fit_np = operators._joint_cov_np(*(a.numpy() for a in args), fitted=True)
+    _, fit_pub = operators.joint_cov(*args, fitted=True)
+    np.testing.assert_allclose(fit_np, fit_t.numpy(), rtol=1e-9)
+    np.testing.assert_allclose(fit_pub.numpy(), fit_t.numpy(), rtol=1e-9)
+    assert (fit_np > 0).all() and (fit_np < 2 * vis.sum(1)).all()

@@ -58,6 +58,46 @@ def test_coverage_of_gaussian_samples_is_nominal_and_factor_is_recovered() -> No
         eval3d.fit_cov_scale(np.full(3, np.nan))
 
 
+def test_student_t_ellipsoids_hold_their_level() -> None:
+    """``ellipsoid_d2``: samples of 3D Student-t's (covariance C, dof 3.5 / 6 / 15) fall
+    inside the level ellipsoid of C at the nominal rate; a large dof gives the chi-square
+    quantile; eval-3d's coverage and fitted factor use the same radii per sample."""
+    from scipy.stats import chi2
+
+    from poseviewer.lifting import ellipsoid_d2
+
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(3, 3))
+    c = a @ a.T + np.eye(3)
+    lc = np.linalg.cholesky(c)
+    n = 40000
+    d2s, nus = [], []
+    for nu in (3.5, 6.0, 15.0):
+        z = rng.normal(size=(n, 3)) @ lc.T
+        x = z * np.sqrt((nu - 2.0) / rng.chisquare(nu, size=n))[:, None]  # covariance C
+        d2 = np.einsum("ni,ij,nj->n", x, np.linalg.inv(c), x)
+        for level in (0.5, 0.9, 0.95):
+            assert (d2 <= ellipsoid_d2(level, nu)).mean() == pytest.approx(level, abs=0.01)
+        # the Gaussian's radius would be wrong for heavy tails (dof 3.5: far too few inside
+        # at 95%)
+        if nu == 3.5:
+            assert (d2 <= chi2.ppf(0.95, 3)).mean() < 0.93
+        d2s.append(d2)
+        nus.append(np.full(n, nu))
+    assert ellipsoid_d2(0.9, 1e7) == pytest.approx(chi2.ppf(0.9, 3), rel=1e-5)
+    assert ellipsoid_d2(0.9, np.inf) == pytest.approx(chi2.ppf(0.9, 3))
+    with pytest.raises(ValueError, match="level"):
+        ellipsoid_d2(1.0, 5.0)
+    d2, nu = np.concatenate(d2s), np.concatenate(nus)
+    assert eval3d.coverage(d2, dof=nu)[0.9] == pytest.approx(0.9, abs=0.01)
+    assert eval3d.fit_cov_scale(d2 * 3.0, dof=nu) == pytest.approx(3.0, rel=0.05)
+    # per-pose dof broadcast over the joints: (N, 17) distances with (N,) dof
+    mixed = np.r_[nu[:500], nu[-500:]]  # dof 3.5 and 15
+    x = np.r_[d2[: 17 * 500], d2[-17 * 500 :]]
+    per_pose = eval3d.coverage(x.reshape(1000, 17), dof=mixed)
+    assert per_pose == eval3d.coverage(x, dof=np.repeat(mixed, 17))
+
+
 def test_evaluate_reports_calibration(model, tmp_path) -> None:
     """A small eval-3d run with calibration: d^2 for every job, one factor per model fitted
     on the calibration subject; with it that subject's own 90% coverage is 90%."""
@@ -69,17 +109,24 @@ def test_evaluate_reports_calibration(model, tmp_path) -> None:
                           calibration=(cal, (8,)))
     assert set(res.d2) == {("released", "perspective", 0), ("released", "perspective", 2)}
     assert res.d2[("released", "perspective", 0)].shape == (len(poses), 17)
-    assert res.cov_scale["released"] > 1.0  # the raw posterior is over-confident
+    assert set(res.dof) == set(res.d2)
+    dof = res.dof[("released", "perspective", 2)]
+    assert dof.shape == (len(poses),) and (dof >= 3).all() and (dof < 2 * 12).all()
+    # the Student-t posterior with the fit's own noise is nearly calibrated as it is: the
+    # factor fitted on S8 is close to 1 and the raw 90% ellipsoids hold close to 90%
+    assert 0.5 < res.cov_scale["released"] < 2.0
     raw, scaled = res.coverage("released"), res.coverage("released", scaled=True)
-    assert scaled[0.9] > raw[0.9]
+    assert abs(raw[0.9] - 0.9) < 0.06 and abs(scaled[0.9] - 0.9) < 0.06
     text = eval3d.report_markdown(res)
     assert "Coverage (% of true joints inside the 50% / 90% / 95% ellipsoids)" in text
     assert "fitted on S8" in text
     eval3d.plot_calibration(res, tmp_path / "cal.png")
     assert (tmp_path / "cal.png").read_bytes()[:4] == b"\x89PNG"
     # the factor fitted on the test subjects themselves gives them exactly 90%
-    d2 = np.concatenate([v.reshape(-1) for v in res.d2.values()])
-    assert eval3d.coverage(d2 / eval3d.fit_cov_scale(d2))[0.9] == pytest.approx(0.9, abs=0.01)
+    d2 = np.concatenate(list(res.d2.values()))
+    dof = np.concatenate(list(res.dof.values()))
+    f = eval3d.fit_cov_scale(d2, dof=dof)
+    assert eval3d.coverage(d2 / f, dof=dof)[0.9] == pytest.approx(0.9, abs=0.01)
 
 
 def test_exports_carry_the_joint_covariances(model, ref, tmp_path) -> None:

@@ -49,6 +49,7 @@ def test_uncertainty_toggle_draws_the_solid_components_ellipsoids(
     cov = np.zeros((1, np.shape(comps.pose_3d)[1], 17, 3, 3))
     cov[0, k] = np.eye(3)[None] * ((10.0 * np.arange(1, 18)) ** 2)[:, None, None]
     comps.joint_cov = cov  # what the lifting gives (fit.components.joint_cov)
+    comps.joint_cov_dof = None  # a Gaussian posterior (the dof case below)
     win.state.set_result(win.state.result, win.state.image)
     win.state.set_component(k)
     assert len(panel.shown_ellipsoids) == 0  # off by default
@@ -60,6 +61,21 @@ def test_uncertainty_toggle_draws_the_solid_components_ellipsoids(
     radius = np.linalg.norm(per_joint - solid[:, None], axis=-1)
     want = np.sqrt(CHI2_3_90) * 0.010 * np.arange(1, 18)
     np.testing.assert_allclose(radius, np.broadcast_to(want[:, None], radius.shape), rtol=1e-5)
+    # a Student-t posterior with 6 degrees of freedom: the 90% region of its covariance
+    # reaches sqrt(3 F^-1(0.9; 3, 6) (6 - 2) / 6) standard deviations
+    from scipy.stats import f
+
+    dof = np.full((1, np.shape(comps.pose_3d)[1]), 40.0)
+    dof[0, k] = 6.0
+    comps.joint_cov_dof = dof
+    panel.cov_check.setChecked(False)
+    panel.cov_check.setChecked(True)
+    per_joint = panel.shown_ellipsoids.reshape(3, 17, 48, 3).transpose(1, 0, 2, 3)
+    radius = np.linalg.norm(per_joint.reshape(17, -1, 3) - solid[:, None], axis=-1)
+    want_t = np.sqrt(3.0 * f.ppf(0.9, 3, 6.0) * 4.0 / 6.0) * 0.010 * np.arange(1, 18)
+    np.testing.assert_allclose(radius, np.broadcast_to(want_t[:, None], radius.shape),
+                               rtol=1e-5)
+    assert want_t[0] > want[0]  # heavier tails: larger than the Gaussian's
     panel.cov_check.setChecked(False)
     assert len(panel.shown_ellipsoids) == 0 and not panel.ellipsoids.visible
     # a result without covariances: the toggle is disabled and draws nothing

@@ -32,13 +32,15 @@ from PySide6.QtWidgets import (
 from vispy import scene
 
 from poseviewer.app.state import ViewerState
+from poseviewer.lifting.result import ellipsoid_d2
 from poseviewer.skeleton import CPM_TO_H36M, H36M17
 
 #: Default camera of the 3D panel (reset view returns here).
 CAMERA_DEFAULTS = {"elevation": 12.0, "azimuth": 0.0, "distance": 3.6, "fov": 35.0}
 #: A component whose centroid is farther than this (metres) from the origin gets a note.
 FAR_AWAY_M = 1.0
-#: Nominal level of the uncertainty ellipsoids and chi-square(3) quantile for it.
+#: Nominal level of the uncertainty ellipsoids and chi-square(3) quantile for it (a fit
+#: with degrees of freedom, a Student-t posterior, gets its own: ``ellipsoid_d2``).
 ELLIPSOID_LEVEL = 0.9
 _CHI2_3_90 = 6.251388631170325
 BACKGROUND = (0.11, 0.11, 0.13, 1.0)
@@ -380,7 +382,10 @@ class Pose3DPanel(QWidget):
             self.ellipsoids.visible = False
             self.shown_ellipsoids = np.zeros((0, 3))
             return
-        seg = ellipsoid_segments(self._solid, cov)
+        dof = getattr(fit.components, "joint_cov_dof", None)
+        r2 = _CHI2_3_90 if dof is None else float(
+            ellipsoid_d2(ELLIPSOID_LEVEL, float(np.asarray(dof)[0, k])))
+        seg = ellipsoid_segments(self._solid, cov, chi2=r2)
         self.ellipsoids.set_data(pos=seg, connect="segments")
         self.ellipsoids.visible = True
         self.shown_ellipsoids = seg

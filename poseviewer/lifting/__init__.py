@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from poseviewer.lifting.loading import load_pose_model
 from poseviewer.lifting.model import ModelFileError, ModelFileNotFoundError, PoseModel3D
-from poseviewer.lifting.result import ComponentFits, LiftResult
+from poseviewer.lifting.result import ComponentFits, LiftResult, ellipsoid_d2
 
 __all__ = ["ComponentFits", "LiftResult", "ModelFileError", "ModelFileNotFoundError",
-           "PoseModel3D", "load_pose_model"]
+           "PoseModel3D", "ellipsoid_d2", "load_pose_model"]

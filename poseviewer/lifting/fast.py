@@ -36,14 +36,14 @@ def pattern_key(mask: np.ndarray) -> np.ndarray:
 
 def fit_groups(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact: bool,
                keep_all: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                        np.ndarray | None, np.ndarray]:
+                                        np.ndarray | None, np.ndarray, np.ndarray]:
     """Steps 2 and 3 for every person and component.
 
     ``wn`` (N, 14, 2) normalised joints (zero where invisible), ``v`` (N, 14) bool.
     Returns coefficients a (N, K, 4 + B) (a_0 = scale, not divided), the residual at the
     chosen angle (N, K) (not halved), the angle index (N, K), capped (N, K), all residuals
-    (N, K, A) when ``keep_all``, and the joint covariances (N, K, 17, 3, 3) in normalised
-    units (``operators.joint_cov``).
+    (N, K, A) when ``keep_all``, the joint covariances (N, K, 17, 3, 3) in normalised
+    units and the effective numbers of fitted parameters (N, K) (``operators.joint_cov``).
     """
     n, J = v.shape
     u = np.empty((n, 2 * J + 1))
@@ -68,6 +68,7 @@ def fit_groups(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact:
     capped = np.zeros((n, K), dtype=bool)
     allres = np.empty((n, K, A)) if keep_all else None
     cov = np.empty((n, K, 17, 3, 3))
+    fitted = np.empty((n, K))
     kr = np.arange(K)
     direct: list[np.ndarray] = []
     for key, idx in groups:
@@ -79,30 +80,32 @@ def fit_groups(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact:
         coeffs[idx], res[idx], ang[idx], capped[idx] = got[:4]
         if allres is not None:
             allres[idx] = got[4]
-        cov[idx] = got[5]
+        cov[idx], fitted[idx] = got[5], got[6]
     if direct:  # every unprepared pattern in one batched direct solve
         idx = np.concatenate(direct) if len(direct) > 1 else direct[0]
         if len(idx) * K <= solve.NUMPY_MAX_PAIRS:
             with model.torch_threads():  # the covariances' triangular solve is torch's
                 _direct_np(model, wn[idx], v[idx], release_exact, idx, coeffs, res, ang,
-                           capped, allres, cov)
+                           capped, allres, cov, fitted)
         else:
             with model.torch_threads():
                 _direct(model, wn[idx], v[idx], release_exact, idx, coeffs, res, ang,
                         capped, allres)
                 pk = np.tile(kr, len(idx))
                 vis = torch.from_numpy(np.repeat(v[idx], K, axis=0))
-                cov[idx] = operators.joint_cov(
+                got_cov, got_fit = operators.joint_cov(
                     model._ex, model._ey, model._ez, model.e, model._rho, model._lam,
                     model._sin, model._cos, vis, model._obs, torch.from_numpy(pk),
-                    torch.from_numpy(ang[idx].reshape(-1))).numpy().reshape(
-                        len(idx), K, 17, 3, 3)
-    return coeffs, res, ang, capped, allres, cov
+                    torch.from_numpy(ang[idx].reshape(-1)), fitted=True)
+                cov[idx] = got_cov.numpy().reshape(len(idx), K, 17, 3, 3)
+                fitted[idx] = got_fit.numpy().reshape(len(idx), K)
+    return coeffs, res, ang, capped, allres, cov, fitted
 
 
 def _direct_np(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact: bool,
                idx: np.ndarray, coeffs: np.ndarray, res: np.ndarray, ang: np.ndarray,
-               capped: np.ndarray, allres: np.ndarray | None, cov: np.ndarray) -> None:
+               capped: np.ndarray, allres: np.ndarray | None, cov: np.ndarray,
+               fitted: np.ndarray) -> None:
     """``_direct`` and the covariances for a few people (n K <= ``solve.NUMPY_MAX_PAIRS``
     pairs): the numpy solvers called straight on the model's numpy arrays."""
     n = len(idx)
@@ -124,9 +127,11 @@ def _direct_np(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact:
             *per_pair(pn[sel], pk[sel]), d["sin"], d["cos"], cap=solve.SCALE_CAP,
             release_exact=release_exact)
     _store(idx, (c, r, a, cp, rs), (coeffs, res, ang, capped, allres))
-    cov[idx] = operators._joint_cov_np(
+    got_cov, got_fit = operators._joint_cov_np(
         d["ex"], d["ey"], d["ez"], d["e"], d["rho"], d["lam"], d["sin"], d["cos"],
-        v[pn], d["obs"], pk, a).reshape(n, K, 17, 3, 3)
+        v[pn], d["obs"], pk, a, fitted=True)
+    cov[idx] = got_cov.reshape(n, K, 17, 3, 3)
+    fitted[idx] = got_fit.reshape(n, K)
 
 
 def _prepared(model: PoseModel3D, key: int, people: int, mask: np.ndarray
@@ -147,7 +152,7 @@ def _prepared(model: PoseModel3D, key: int, people: int, mask: np.ndarray
 def _fit_prepared(model: PoseModel3D, ops: operators.PatternOps, ug: np.ndarray,
                   release_exact: bool, keep_all: bool
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                             np.ndarray | None, np.ndarray]:
+                             np.ndarray | None, np.ndarray, np.ndarray]:
     """``fit_groups``'s outputs for people ``ug`` (n, 29) sharing the pattern of ``ops``."""
     n = len(ug)
     K, A = ops.coef.shape[:2]
@@ -178,8 +183,8 @@ def _fit_prepared(model: PoseModel3D, ops: operators.PatternOps, ug: np.ndarray,
             best[i, k] = j
             rb[i, k] = rr[j]
             a[i, k] = cc[k, j] @ uu
-    cov = ops.joint_cov_flat(model, best + kr * A)
-    return a, rb, best, cp, (r if keep_all else None), cov
+    cov, fitted = ops.joint_cov_flat(model, best + kr * A)
+    return a, rb, best, cp, (r if keep_all else None), cov, fitted
 
 
 def _direct(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact: bool,
@@ -275,7 +280,8 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
     OBS_SLOTS, OBS_SOURCES = _slots()
     n_people = j.shape[0]
     wn, v, lifted, centre, m, _ = normalise(j, vis, OBS_SOURCES, solve.MIN_VISIBLE)
-    coeffs, res, ang, capped, allres, cov = fit_groups(model, wn, v, release_exact, inter)
+    coeffs, res, ang, capped, allres, cov, fitted = fit_groups(model, wn, v, release_exact,
+                                                               inter)
     np_ = model._np
     K = coeffs.shape[1]
     # Step 3 (end) and 4.
@@ -317,7 +323,12 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
     pose_3d = pose.swapaxes(-1, -2)
     # model millimetres -> output millimetres: x scale (mm -> normalised) x size factor
     f = g * scale  # (N, K)
-    jcov = cov * (model.cov_scale * f * f)[..., None, None, None]
+    # the noise from the fit's own residual: its projection against the visible joints
+    ex_ = px[..., OBS_SLOTS] - wn[:, None, :, 0]
+    ey_ = pz[..., OBS_SLOTS] + wn[:, None, :, 1]
+    rss = ((ex_ * ex_ + ey_ * ey_) * v[:, None]).sum(-1)  # (N, K)
+    noise, dof = solve.fit_noise(rss, 2.0 * v.sum(-1)[:, None], fitted, np_["lam"], scale)
+    jcov = cov * (model.cov_scale * f * f * noise)[..., None, None, None]
     theta = np_["theta"][ang]
     c = coeffs[..., 1:] / coeffs[..., :1]
 
@@ -333,16 +344,17 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
             return x
 
     t = torch.from_numpy
-    pose_3d, joints_img, jcov = mask(pose_3d), mask(joints_img), mask(jcov)
+    pose_3d, joints_img, jcov, dof = mask(pose_3d), mask(joints_img), mask(jcov), mask(dof)
     comps = ComponentFits(
         pose_3d=t(pose_3d), score=t(mask(score)), residual=t(mask(residual)),
         scale=t(mask(scale)), yaw=t(mask(theta)), coeffs=t(mask(c)),
-        joints_2d=t(joints_img), joint_cov=t(jcov))
+        joints_2d=t(joints_img), joint_cov=t(jcov), joint_cov_dof=t(dof))
     ar = np.arange(n_people)
     result = LiftResult(
         pose_3d=t(pose_3d[ar, best]), component=t(best), lifted=t(lifted),
         joints_2d=t(joints_img[ar, best]), components=comps,
-        centre=t(mask(centre)), norm=t(mask(m)), joint_cov=t(jcov[ar, best]))
+        centre=t(mask(centre)), norm=t(mask(m)), joint_cov=t(jcov[ar, best]),
+        joint_cov_dof=t(dof[ar, best]))
     if not inter:
         return result
     w17 = np.zeros((n_people, 2, 17))

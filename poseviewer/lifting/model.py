@@ -496,20 +496,26 @@ class PoseModel3D:
             return torch.where(keep.view(-1, *([1] * (x.ndim - 1))), x, nan)
 
         # Posterior joint covariances: model mm -> output mm (scale x size factor).
-        cov = operators.joint_cov(self._ex, self._ey, self._ez, self.e, self._rho, self._lam,
-                                  self._sin, self._cos, v.repeat_interleave(k, 0), self._obs,
-                                  pk, ang.reshape(-1)).view(n_people, k, NUM_JOINTS_3D, 3, 3)
+        cov, fitted = operators.joint_cov(
+            self._ex, self._ey, self._ez, self.e, self._rho, self._lam, self._sin, self._cos,
+            v.repeat_interleave(k, 0), self._obs, pk, ang.reshape(-1), fitted=True)
+        cov = cov.view(n_people, k, NUM_JOINTS_3D, 3, 3)
         f = solve.OUTPUT_SIZE / size[..., 0, 0] * scale
-        jcov = cov * (self.cov_scale * f * f)[..., None, None, None]
+        # the noise from the fit's own residual: its projection against the visible joints
+        rss = (((proj_n - w17[:, None]) ** 2).sum(-1) * v17[:, None]).sum(-1)  # (N, K)
+        noise, dof = solve.fit_noise(rss, 2.0 * vf.sum(-1)[:, None], fitted.view(n_people, k),
+                                     self._lam, scale)
+        jcov = cov * (self.cov_scale * f * f * noise)[..., None, None, None]
         comps = ComponentFits(
             pose_3d=mask(pose_3d), score=mask(score), residual=mask(residual),
             scale=mask(scale), yaw=mask(theta), coeffs=mask(c), joints_2d=mask(joints_img),
-            joint_cov=mask(jcov))
+            joint_cov=mask(jcov), joint_cov_dof=mask(dof))
         ar = torch.arange(n_people, device=dev)
         result = LiftResult(
             pose_3d=comps.pose_3d[ar, best], component=best, lifted=lifted,
             joints_2d=comps.joints_2d[ar, best], components=comps,
-            centre=mask(centre), norm=mask(m), joint_cov=comps.joint_cov[ar, best])
+            centre=mask(centre), norm=mask(m), joint_cov=comps.joint_cov[ar, best],
+            joint_cov_dof=comps.joint_cov_dof[ar, best])
         if not inter:
             return result
         norm_pose = torch.zeros(n_people, 2, NUM_JOINTS_3D, dtype=f64, device=dev)

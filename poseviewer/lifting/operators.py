@@ -64,6 +64,7 @@ class PatternOps:
     capped: dict[bool, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     cov: np.ndarray | None = None  #: (K * A, 17, 3, 3) ``joint_cov``, filled on first need
     cov_have: np.ndarray | None = None  #: (K * A,) bool: which entries of ``cov`` are filled
+    fitted: np.ndarray | None = None  #: (K * A,) ``joint_cov``'s fitted-parameter counts
 
     @property
     def nbytes(self) -> int:
@@ -71,20 +72,25 @@ class PatternOps:
         n = self.res_packed.nbytes + self.coef.nbytes
         n += sum(t.numel() * 8 for t in (self.q, self.w, self.dxrt, self.s_inv))
         n += sum(a.nbytes + b.nbytes for a, b in self.capped.values())
-        return n + (0 if self.cov is None else self.cov.nbytes)
+        if self.cov is not None and self.fitted is not None:
+            n += self.cov.nbytes + self.fitted.nbytes
+        return n
 
-    def joint_cov(self, model: Any, comp: np.ndarray, angle: np.ndarray) -> np.ndarray:
-        """``joint_cov`` (normalised units) for component/angle pairs (any shape), computed
-        on first need and kept."""
+    def joint_cov(self, model: Any, comp: np.ndarray, angle: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """``joint_cov(..., fitted=True)`` (normalised units) for component/angle pairs (any
+        shape), computed on first need and kept."""
         return self.joint_cov_flat(model, comp * self.kappa.shape[1] + angle)
 
-    def joint_cov_flat(self, model: Any, flat: np.ndarray) -> np.ndarray:
-        """``joint_cov`` for flat indices ``component * A + angle`` (any shape)."""
+    def joint_cov_flat(self, model: Any, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``joint_cov(..., fitted=True)`` for flat indices ``component * A + angle`` (any
+        shape)."""
         if self.cov is None:
             K, A = self.kappa.shape
             self.cov = np.zeros((K * A, 17, 3, 3))
+            self.fitted = np.zeros(K * A)
             self.cov_have = np.zeros(K * A, dtype=bool)
-        assert self.cov_have is not None
+        assert self.cov_have is not None and self.fitted is not None
         have = self.cov_have.take(flat)
         if not have.all():
             A = self.kappa.shape[1]
@@ -92,11 +98,13 @@ class PatternOps:
             pk, pa = torch.from_numpy(todo // A), torch.from_numpy(todo % A)
             vis = torch.from_numpy(np.repeat(self.mask[None], len(todo), axis=0))
             with model.torch_threads():
-                cov = joint_cov(model._ex, model._ey, model._ez, model.e, model._rho,
-                                model._lam, model._sin, model._cos, vis, model._obs, pk, pa)
+                cov, fitted = joint_cov(model._ex, model._ey, model._ez, model.e, model._rho,
+                                        model._lam, model._sin, model._cos, vis, model._obs,
+                                        pk, pa, fitted=True)
             self.cov[todo] = cov.numpy()
+            self.fitted[todo] = fitted.numpy()
             self.cov_have[todo] = True
-        return self.cov[flat]
+        return self.cov[flat], self.fitted[flat]
 
 
 def build(ex: Tensor, ey: Tensor, ez: Tensor, mux: Tensor, muy: Tensor, muz: Tensor,
@@ -306,7 +314,7 @@ JOINT_COV_NUMPY_MAX = 96
 
 def joint_cov(ex: Tensor, ey: Tensor, ez: Tensor, e: Tensor, rho: Tensor, lam: Tensor,
               sin: Tensor, cos: Tensor, vis: Tensor, obs: Tensor, comp: Tensor,
-              angle: Tensor) -> Tensor:
+              angle: Tensor, fitted: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """Posterior 3 x 3 covariance of every joint, (P, 17, 3, 3), for P triples (visibility
     ``vis`` (P, J) of the observed slots ``obs`` (J,), component ``comp`` (P,), angle index
     ``angle`` (P,)), in the model's millimetres (before the scale and the size
@@ -329,6 +337,11 @@ def joint_cov(ex: Tensor, ey: Tensor, ez: Tensor, e: Tensor, rho: Tensor, lam: T
     data weight and the log-det of step 4 give the unexplained directions), is propagated
     the same way and added. On the CPU: ``_joint_cov_np``, otherwise
     ``_joint_cov_torch``.
+
+    ``fitted`` True also returns (P,) the effective number of fitted parameters: the trace
+    of the hat matrix of the data rows (D t) (D^T D + diag(rho, kappa))^-1 (D t)^T, which
+    ``lift`` subtracts from the number of observed coordinates for the degrees of freedom
+    of its noise estimate (``fit_noise``).
     """
     P = comp.shape[0]
     if ex.device.type == "cpu" and P > 0 and (P <= JOINT_COV_NUMPY_MAX
@@ -336,15 +349,19 @@ def joint_cov(ex: Tensor, ey: Tensor, ez: Tensor, e: Tensor, rho: Tensor, lam: T
         model_args = [x.numpy() for x in (ex, ey, ez, e, rho, lam, sin, cos)]
         o, vs, cs, an = obs.numpy(), vis.numpy(), comp.numpy(), angle.numpy()
         blk = JOINT_COV_NUMPY_MAX
-        out = [_joint_cov_np(*model_args, vs[p0 : p0 + blk], o, cs[p0 : p0 + blk],
-                             an[p0 : p0 + blk]) for p0 in range(0, P, blk)]
-        return torch.from_numpy(out[0] if len(out) == 1 else np.concatenate(out))
-    return _joint_cov_torch(ex, ey, ez, e, rho, lam, sin, cos, vis, obs, comp, angle)
+        got = [_joint_cov_np(*model_args, vs[p0 : p0 + blk], o, cs[p0 : p0 + blk],
+                             an[p0 : p0 + blk], fitted=True) for p0 in range(0, P, blk)]
+        cov, fit_n = (np.concatenate(x) for x in zip(*got, strict=True))
+        return (torch.from_numpy(cov), torch.from_numpy(fit_n)) if fitted else \
+            torch.from_numpy(cov)
+    return _joint_cov_torch(ex, ey, ez, e, rho, lam, sin, cos, vis, obs, comp, angle,
+                            fitted=fitted)
 
 
 def _joint_cov_torch(ex: Tensor, ey: Tensor, ez: Tensor, e: Tensor, rho: Tensor,
                      lam: Tensor, sin: Tensor, cos: Tensor, vis: Tensor, obs: Tensor,
-                     comp: Tensor, angle: Tensor) -> Tensor:
+                     comp: Tensor, angle: Tensor, fitted: bool = False
+                     ) -> Tensor | tuple[Tensor, Tensor]:
     """``joint_cov`` in torch (any device)."""
     dt, dev = ex.dtype, ex.device
     P = comp.shape[0]
@@ -363,7 +380,8 @@ def _joint_cov_torch(ex: Tensor, ey: Tensor, ez: Tensor, e: Tensor, rho: Tensor,
     prec[:, :B, B] = dtv
     prec[:, B, :B] = dtv
     prec[:, B, B] = v.sum(-1) + kappa
-    sig = torch.cholesky_inverse(torch.linalg.cholesky(prec)) / (lam_p * lam_p)[:, None, None]
+    sig0 = torch.cholesky_inverse(torch.linalg.cholesky(prec))
+    sig = sig0 / (lam_p * lam_p)[:, None, None]
     # the basis in the output frame: rows (x, y, z) = U^T e (sign of the output irrelevant)
     eb = e[comp]  # (P, B, 3, 17)
     sb, cb = s[:, None, None], c[:, None, None]
@@ -389,13 +407,19 @@ def _joint_cov_torch(ex: Tensor, ey: Tensor, ez: Tensor, e: Tensor, rho: Tensor,
     noise = d2 * (1.0 - 2.0 / nj) + d2.sum(-1, keepdim=True) / (nj * nj)  # (P, 3, 17)
     noise = noise / (lam_p * lam_p)[:, None, None]
     cov = cov + torch.diag_embed(noise.mT)
-    return 0.5 * (cov + cov.mT)
+    cov = 0.5 * (cov + cov.mT)
+    if not fitted:
+        return cov
+    # data rows of (b, tau): image y (-Ez: the sign leaves the trace), image x (Dx, tau)
+    rows = torch.cat([torch.cat([ezv, torch.zeros_like(v)[..., None]], -1),
+                      torch.cat([dx, v[..., None]], -1)], 1)  # (P, 2J, B + 1)
+    return cov, ((rows @ sig0) * rows).sum((1, 2))
 
 
 def _joint_cov_np(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, e: np.ndarray,
                   rho: np.ndarray, lam: np.ndarray, sin: np.ndarray, cos: np.ndarray,
-                  vis: np.ndarray, obs: np.ndarray, comp: np.ndarray, angle: np.ndarray
-                  ) -> np.ndarray:
+                  vis: np.ndarray, obs: np.ndarray, comp: np.ndarray, angle: np.ndarray,
+                  fitted: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """``joint_cov`` in numpy (same arguments as arrays; the same maths): (P, 17, 3, 3).
 
     The precision is factorised, M = L L^T, and the covariance of joint j is
@@ -433,7 +457,13 @@ def _joint_cov_np(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, e: np.ndarray,
     g = g.reshape(-1, nj) @ (np.eye(nj) - 1.0 / nj)  # centring
     gk = g.reshape(P, 3, B + 1, nj).transpose(0, 2, 1, 3).reshape(P, B + 1, 3 * nj)
     lt = torch.from_numpy(np.linalg.cholesky(prec))
+    if fitted:  # the data rows as further right-hand sides: trace of the hat matrix
+        gk = np.concatenate([gk, dmat.swapaxes(1, 2)], -1)
     y = torch.linalg.solve_triangular(lt, torch.from_numpy(gk), upper=False).numpy()
+    if fitted:
+        hat = y[..., 3 * nj :]
+        fit_n = (hat * hat).sum((1, 2))
+        y = y[..., : 3 * nj]
     yj = np.ascontiguousarray(y.reshape(P, B + 1, 3, nj).transpose(0, 3, 2, 1))
     cov = yj @ yj.swapaxes(-1, -2)  # (P, 17, 3, 3)
     cov += cov.swapaxes(-1, -2)
@@ -442,4 +472,4 @@ def _joint_cov_np(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, e: np.ndarray,
     noise = d2 * (1.0 - 2.0 / nj) + d2.sum(-1, keepdims=True) / (nj * nj)  # (P, 3, 17)
     cov.reshape(P, nj, 9)[..., ::4] += 2.0 * noise.swapaxes(1, 2)
     cov *= (0.5 / lam2)[:, None, None, None]
-    return cov
+    return (cov, fit_n) if fitted else cov

@@ -37,6 +37,22 @@ def _index(idx: Any, n: int) -> Any:
     return idx.astype(np.int64)
 
 
+def ellipsoid_d2(level: float, dof: Any) -> np.ndarray:
+    """Squared radius, in the metric of a joint covariance (``joint_cov``), of the ellipsoid
+    that holds ``level`` of a 3D Student-t with ``dof`` degrees of freedom (any shape;
+    inf: the Gaussian's chi-square quantile): 3 F^-1(level; 3, dof) (dof - 2) / dof."""
+    from scipy.stats import chi2, f
+
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    nu = np.asarray(dof, dtype=np.float64)
+    fin = np.isfinite(nu) & (nu > 2.0)
+    out = np.full(nu.shape, float(chi2.ppf(level, 3)))
+    out[fin] = 3.0 * f.ppf(level, 3, nu[fin]) * (nu[fin] - 2.0) / nu[fin]
+    out[np.isnan(nu)] = np.nan
+    return out
+
+
 def _to_numpy(x: Array) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
@@ -64,7 +80,11 @@ class ComponentFits:
     joint_cov: Array
     """(N, K, 17, 3, 3) posterior covariance of every joint (mm^2, the output frame) of the
     pose relative to its joint centroid, given the component's angle and scale
-    (``operators.joint_cov``; times ``PoseModel3D.cov_scale``)."""
+    (``operators.joint_cov`` with the noise the fit's own residual gives,
+    ``solve.fit_noise``; times ``PoseModel3D.cov_scale``)."""
+    joint_cov_dof: Array
+    """(N, K) degrees of freedom of that posterior, a Student-t (``solve.fit_noise``): its
+    level-p ellipsoid is d^2 <= ``ellipsoid_d2(p, dof)`` in the covariance's metric."""
 
     @property
     def capped(self) -> Array:
@@ -93,6 +113,8 @@ class LiftResult:
     """(N,) the normalisation m = (min y - max y) / 2 of step 1 (pixels, negative)."""
     joint_cov: Array
     """(N, 17, 3, 3) the best component's ``components.joint_cov`` (mm^2)."""
+    joint_cov_dof: Array
+    """(N,) the best component's ``components.joint_cov_dof``."""
 
     def __len__(self) -> int:
         return int(self.lifted.shape[0])

@@ -86,6 +86,35 @@ class PairFit:
     coeffs: Tensor  # (P, 4 + B) a_0 .. a_{3+B} (a_0 = scale), not divided by the scale
 
 
+#: Degrees of freedom below which ``fit_noise`` does not go (a Student-t with <= 2 has no
+#: covariance; only people with few visible joints come near it).
+MIN_NOISE_DOF = 3.0
+
+
+def fit_noise(rss: _T, n_obs: _T, fitted: _T, lam: _T, scale: _T) -> tuple[_T, _T]:
+    """The noise of one fit estimated from its own 2D residual, for the joint covariances.
+
+    ``rss`` the sum of squared differences between the fit's projection and the visible
+    normalised 2D joints, ``n_obs`` the number of observed coordinates (2 x visible joints),
+    ``fitted`` the effective number of fitted parameters (``operators.joint_cov``),
+    ``lam`` the component's data weight lambda_d and ``scale`` its a_0 (all broadcast).
+    With the noise variance unknown (the release's 1 / lambda_d^2 is a weight, not a
+    measured noise) and estimated as rss / (s^2 dof) in model mm^2, dof = n_obs - fitted
+    (at least ``MIN_NOISE_DOF``), the posterior of the pose is a Student-t with dof degrees
+    of freedom. Returns (the factor on ``joint_cov``'s covariance (computed with 1 /
+    lambda_d^2): the estimated variance over 1 / lambda_d^2, at least 1 (never below the
+    model's own noise), times dof / (dof - 2), the t's covariance over its scale matrix;
+    dof).
+    """
+    if isinstance(rss, np.ndarray):
+        dof = np.maximum(n_obs - fitted, MIN_NOISE_DOF)
+        ratio = np.maximum(rss * (lam * lam) / ((scale * scale) * dof), 1.0)
+    else:
+        dof = torch.clamp_min(n_obs - fitted, MIN_NOISE_DOF)
+        ratio = torch.clamp_min(rss * (lam * lam) / ((scale * scale) * dof), 1.0)
+    return ratio * dof / (dof - 2.0), dof
+
+
 def angles(device: torch.device | str = "cpu") -> tuple[Tensor, Tensor, Tensor]:
     """(theta, sin theta, cos theta), each (100,) float64."""
     theta = 2.0 * math.pi * torch.arange(NUM_ANGLES, dtype=torch.float64, device=device)
