@@ -165,7 +165,7 @@ def _fit_prepared(model: PoseModel3D, ops: operators.PatternOps, ug: np.ndarray,
         r = feats @ ops.res_packed
     r = r.reshape(n, K, A)
     best = r.argmin(-1)  # (n, K), first minimum on ties
-    rb = r[np.arange(n)[:, None], kr, best]
+    rb = r.min(-1)  # the residual there
     a = (ops.coef[kr, best] @ ug[:, None, :, None])[..., 0]  # (n, K, nb)
     cp = a[..., 0] > solve.SCALE_CAP
     if cp.any():
@@ -233,6 +233,14 @@ def normalise(j: np.ndarray, vis: np.ndarray, obs_src: np.ndarray, min_visible: 
     w = j[:, obs_src, :]
     v = vis[:, obs_src]
     y = w[..., 1]
+    if v.all():  # every joint visible (the common case): no masks; the same arithmetic
+        ymax, ymin = y.max(-1), y.min(-1)
+        lifted = ymax > ymin  # (14 >= min_visible joints)
+        if lifted.all():
+            centre = w.sum(1) / float(v.shape[1])
+            m = (ymin - ymax) * 0.5
+            wn = (w - centre[:, None, :]) * (1.0 / m)[:, None, None]
+            return wn, v, lifted, centre, m, w
     ymax = np.where(v, y, -np.inf).max(-1)
     ymin = np.where(v, y, np.inf).min(-1)
     # fewer than min_visible joints, or no height (-inf when none is visible)
@@ -255,6 +263,33 @@ def normalise(j: np.ndarray, vis: np.ndarray, obs_src: np.ndarray, min_visible: 
 
 
 _SLOTS: tuple[np.ndarray, np.ndarray] | None = None
+_BLEND: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+
+def _blend_maps() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Constant matrices of step 5's blend and the residual (rows x, y, z of 17 joints,
+    flattened to 51; the observed slots' normalised joints flattened x then y to 28):
+    ``sk_map`` (14, 51) with visibility v: v @ sk_map - 1 = the factor on the model pose
+    (-1, or kb - 1 on the visible joints' x and z rows); ``af_map`` (28, 51): w @ af_map =
+    the observation's share (-kb w_x on x, kb w_y on z); ``obs_map`` (51, 28): the model
+    pose's normalised image coordinates (x, -z) at the observed slots, to compare with the
+    observation (w_x, w_y)."""
+    global _BLEND
+    if _BLEND is None:
+        obs, _ = _slots()
+        J = len(obs)
+        kb = solve.BLEND_WEIGHT / (1.0 + solve.BLEND_WEIGHT)
+        sk = np.zeros((J, 51))
+        af = np.zeros((2 * J, 51))
+        om = np.zeros((51, 2 * J))
+        for i, slot in enumerate(obs):
+            sk[i, slot] = sk[i, 34 + slot] = kb
+            af[i, slot] = -kb
+            af[J + i, 34 + slot] = kb
+            om[slot, i] = 1.0
+            om[34 + slot, J + i] = -1.0
+        _BLEND = (sk, af, om)
+    return _BLEND
 
 
 def _slots() -> tuple[np.ndarray, np.ndarray]:
@@ -308,14 +343,13 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
     joints_img[..., 1] = centre[:, None, None, 1] - pz * mm
     # blend with the observation on the visible joints: X = -(C^T Y); per coordinate
     # rec_blend = rec_model * sk + af (x: -(x keep + w_x kb), y: -y, z: -z keep + w_y kb)
-    kb = solve.BLEND_WEIGHT / (1.0 + solve.BLEND_WEIGHT)
-    sk = np.empty((n_people, 3, 17))
-    sk[:] = -1.0
-    sk[:, 0, OBS_SLOTS] = sk[:, 2, OBS_SLOTS] = v * kb - 1.0
-    af = np.zeros((n_people, 3, 17))
-    af[:, 0, OBS_SLOTS] = wn[..., 0] * -kb
-    af[:, 2, OBS_SLOTS] = wn[..., 1] * kb
-    rec_blend = rec_model * sk[:, None] + af[:, None]
+    # (sk and af from constant scatter matrices, ``_blend_maps``: exact, fewer operations)
+    sk_map, af_map, obs_map = _blend_maps()
+    vf = v.astype(np.float64)
+    wflat = wn.swapaxes(1, 2).reshape(n_people, 1, 2 * wn.shape[1])  # (N, 1, 28): x, y
+    sk = (vf @ sk_map - 1.0).reshape(n_people, 1, 3, 17)
+    af = (wflat @ af_map).reshape(n_people, 1, 3, 17)
+    rec_blend = rec_model * sk + af
     bones = rec_blend @ np_["bone_matrix"]  # (N, K, 3, 16)
     size = np.sqrt((bones * bones).sum((-1, -2)))  # (N, K)
     g = solve.OUTPUT_SIZE / size
@@ -323,11 +357,12 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
     pose_3d = pose.swapaxes(-1, -2)
     # model millimetres -> output millimetres: x scale (mm -> normalised) x size factor
     f = g * scale  # (N, K)
-    # the noise from the fit's own residual: its projection against the visible joints
-    ex_ = px[..., OBS_SLOTS] - wn[:, None, :, 0]
-    ey_ = pz[..., OBS_SLOTS] + wn[:, None, :, 1]
-    rss = ((ex_ * ex_ + ey_ * ey_) * v[:, None]).sum(-1)  # (N, K)
-    noise, dof = solve.fit_noise(rss, 2.0 * v.sum(-1)[:, None], fitted, np_["lam"], scale)
+    # the noise from the fit's own residual: its projection (x, -z: the image's x, y)
+    # against the visible joints
+    d = rec_model.reshape(n_people, K, 51) @ obs_map - wflat  # (N, K, 28)
+    d *= d
+    rss = (d @ np.concatenate([vf, vf], 1)[:, :, None])[..., 0]  # (N, K)
+    noise, dof = solve.fit_noise(rss, 2.0 * vf.sum(-1)[:, None], fitted, np_["lam"], scale)
     jcov = cov * (model.cov_scale * f * f * noise)[..., None, None, None]
     theta = np_["theta"][ang]
     c = coeffs[..., 1:] / coeffs[..., :1]
@@ -349,12 +384,21 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
         pose_3d=t(pose_3d), score=t(mask(score)), residual=t(mask(residual)),
         scale=t(mask(scale)), yaw=t(mask(theta)), coeffs=t(mask(c)),
         joints_2d=t(joints_img), joint_cov=t(jcov), joint_cov_dof=t(dof))
-    ar = np.arange(n_people)
+    if n_people == 1:  # a copy of the best component (basic indexing: cheaper)
+        b = int(best[0])
+
+        def pick(x: np.ndarray) -> np.ndarray:
+            return x[:, b].copy()
+    else:
+        ar = np.arange(n_people)
+
+        def pick(x: np.ndarray) -> np.ndarray:
+            return x[ar, best]
     result = LiftResult(
-        pose_3d=t(pose_3d[ar, best]), component=t(best), lifted=t(lifted),
-        joints_2d=t(joints_img[ar, best]), components=comps,
-        centre=t(mask(centre)), norm=t(mask(m)), joint_cov=t(jcov[ar, best]),
-        joint_cov_dof=t(dof[ar, best]))
+        pose_3d=t(pick(pose_3d)), component=t(best), lifted=t(lifted),
+        joints_2d=t(pick(joints_img)), components=comps,
+        centre=t(mask(centre)), norm=t(mask(m)), joint_cov=t(pick(jcov)),
+        joint_cov_dof=t(pick(dof)))
     if not inter:
         return result
     w17 = np.zeros((n_people, 2, 17))

@@ -104,7 +104,7 @@ class PatternOps:
             self.cov[todo] = cov.numpy()
             self.fitted[todo] = fitted.numpy()
             self.cov_have[todo] = True
-        return self.cov[flat], self.fitted[flat]
+        return self.cov.take(flat, axis=0), self.fitted.take(flat)
 
 
 def build(ex: Tensor, ey: Tensor, ez: Tensor, mux: Tensor, muy: Tensor, muz: Tensor,

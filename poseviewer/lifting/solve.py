@@ -106,9 +106,12 @@ def fit_noise(rss: _T, n_obs: _T, fitted: _T, lam: _T, scale: _T) -> tuple[_T, _
     model's own noise), times dof / (dof - 2), the t's covariance over its scale matrix;
     dof).
     """
-    if isinstance(rss, np.ndarray):
-        dof = np.maximum(n_obs - fitted, MIN_NOISE_DOF)
-        ratio = np.maximum(rss * (lam * lam) / ((scale * scale) * dof), 1.0)
+    if isinstance(rss, np.ndarray):  # in place: few small temporaries (the warm path)
+        dof = n_obs - fitted
+        np.maximum(dof, MIN_NOISE_DOF, out=dof)
+        ratio = rss * (lam * lam)
+        ratio /= scale * scale * dof
+        np.maximum(ratio, 1.0, out=ratio)
     else:
         dof = torch.clamp_min(n_obs - fitted, MIN_NOISE_DOF)
         ratio = torch.clamp_min(rss * (lam * lam) / ((scale * scale) * dof), 1.0)
