@@ -350,10 +350,11 @@ def joint_cov(ex: Tensor, ey: Tensor, ez: Tensor, e: Tensor, rho: Tensor, lam: T
         o, vs, cs, an = obs.numpy(), vis.numpy(), comp.numpy(), angle.numpy()
         blk = JOINT_COV_NUMPY_MAX
         got = [_joint_cov_np(*model_args, vs[p0 : p0 + blk], o, cs[p0 : p0 + blk],
-                             an[p0 : p0 + blk], fitted=True) for p0 in range(0, P, blk)]
+                             an[p0 : p0 + blk], fitted=fitted) for p0 in range(0, P, blk)]
+        if not fitted:
+            return torch.from_numpy(got[0] if len(got) == 1 else np.concatenate(got))
         cov, fit_n = (np.concatenate(x) for x in zip(*got, strict=True))
-        return (torch.from_numpy(cov), torch.from_numpy(fit_n)) if fitted else \
-            torch.from_numpy(cov)
+        return torch.from_numpy(cov), torch.from_numpy(fit_n)
     return _joint_cov_torch(ex, ey, ez, e, rho, lam, sin, cos, vis, obs, comp, angle,
                             fitted=fitted)
 
