@@ -416,7 +416,8 @@ class Estimator:
         check_cancel(cancel)
         n = len(map_to_image)
         fit = Fit.from_lift(self.pose_model.lift(
-            np.concatenate(joints), np.concatenate([s.visible for s in stages])))
+            np.concatenate(joints), np.concatenate([s.visible for s in stages]),
+            as_numpy=True))
         return [fit.select(list(range(t * n, (t + 1) * n))) for t in range(len(stages))]
 
     def package(self, loaded: LoadedImage, people: People, map_to_image: np.ndarray,

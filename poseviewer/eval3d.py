@@ -189,7 +189,7 @@ def _lift(model, joints: np.ndarray, vis: np.ndarray, batch: int
     dof = np.full(len(joints), np.inf)
     lifted = np.ones(len(joints), dtype=bool)
     for i in range(0, len(joints), batch):
-        fit = model.lift(joints[i : i + batch], vis[i : i + batch])
+        fit = model.lift(joints[i : i + batch], vis[i : i + batch], as_numpy=True)
         out[i : i + batch] = np.asarray(fit.pose_3d, dtype=np.float64)
         lifted[i : i + batch] = np.asarray(fit.lifted, dtype=bool)
         jc = getattr(fit, "joint_cov", None)

@@ -150,7 +150,7 @@ class FakePoseModel:
         self.refuse = list(refuse)  # people reported as not lifted whatever is visible
         self.calls = []
 
-    def lift(self, joints, visible):
+    def lift(self, joints, visible, as_numpy=False):
         self.calls.append((joints.clone(), visible.clone()))
         n = joints.shape[0]
         j17 = torch.full((n, 17, 2), float("nan"), dtype=torch.float64)
@@ -329,7 +329,7 @@ def test_weights_round_trip_and_bad_files(tmp_path):
 
 def test_min_visible_does_not_modify_the_lift_result():
     class AlwaysLifted(FakePoseModel):
-        def lift(self, joints, visible):
+        def lift(self, joints, visible, as_numpy=False):
             fit = super().lift(joints, visible)
             fit.lifted = torch.ones(joints.shape[0], dtype=torch.bool)
             return fit

@@ -3,6 +3,7 @@ hand-built least-squares problems and invariances (``../shared/docs/lifting-spec
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -387,6 +388,24 @@ def test_result_select_numpy_and_torch_inputs(lifter, ref, batch):
     _close(size, np.full(n, 0.97 * 1174.88312988), 1e-6)
 
 
+@pytest.mark.parametrize("people", [1, 21])
+def test_numpy_output_holds_the_same_numbers(lifter, ref, people):
+    """``as_numpy=True``: every field a numpy array (no torch), equal to the torch result's
+    ``.numpy()`` bit for bit, on both methods, for one person and for a batch."""
+    xy, vis = _xy(ref)[:people], ref["in_visibility"][:people]
+    want = lifter.lift(xy, vis, release_exact=True).numpy()
+    got = lifter.lift(xy, vis, release_exact=True, as_numpy=True)
+    for res, ref_res in ((got, want), (got.components, want.components)):
+        for f in dataclasses.fields(res):
+            if f.name == "components":
+                continue
+            x = getattr(res, f.name)
+            assert isinstance(x, np.ndarray), f.name
+            np.testing.assert_array_equal(x, getattr(ref_res, f.name), err_msg=f.name)
+    fit, extra = lifter.lift(xy, vis, return_intermediates=True, as_numpy=True)
+    assert isinstance(fit.pose_3d, np.ndarray) and torch.is_tensor(extra["rec_model"])
+
+
 # ----------------------------------------------------------------------------- files
 
 
@@ -568,6 +587,8 @@ def test_pattern_operators_cold_warm_and_direct_agree(model, ref):
             _close(got.components.score, want.components.score.numpy(), 1e-15, rtol=1e-9)
             _close(got.components.joint_cov, want.components.joint_cov.numpy(), 1e-9,
                    rtol=1e-9)
+            _close(got.components.joint_cov_dof, want.components.joint_cov_dof.numpy(),
+                   1e-9)
             assert torch.equal(got.component, want.component)
     # a warm lift leaves torch's thread count alone (preparing a pattern sets lift_threads)
     calls: list[int] = []

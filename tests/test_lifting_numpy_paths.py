@@ -89,3 +89,29 @@ def test_joint_cov_numpy_equals_torch(model, n: int) -> None:
     np.testing.assert_allclose(fit_np, fit_t.numpy(), rtol=1e-9)
     np.testing.assert_allclose(fit_pub.numpy(), fit_t.numpy(), rtol=1e-9)
     assert (fit_np > 0).all() and (fit_np < 2 * vis.sum(1)).all()
+
+
+def test_fit_noise_terms_rearrange_fit_noise() -> None:
+    """The fast path's scaled covariance cov_t x g^2 x max(rss q, s^2) (``fit_noise_terms``)
+    equals the definition cov x fit_noise(...)[0] x (g s)^2, on both sides of the floor
+    (ratio 1) and down to the minimum dof; the dof are the same."""
+    rng = np.random.default_rng(3)
+    n, K = 50, 3
+    lam = rng.uniform(0.05, 0.08, K)
+    cov = rng.normal(size=(n, K, 17, 3, 3))
+    fitted = rng.uniform(5.0, 27.0, (n, K))
+    n_obs = 2.0 * rng.integers(5, 15, (n, 1)).astype(np.float64)
+    s = -rng.uniform(0.5, 3.0, (n, K))
+    g = rng.uniform(0.1, 10.0, (n, K))
+    rss = rng.uniform(0.0, 2.0, (n, K)) * s * s / (lam * lam) * 30.0
+    ratio, dof = solve.fit_noise(torch.from_numpy(rss), torch.from_numpy(n_obs),
+                                 torch.from_numpy(fitted), torch.from_numpy(lam),
+                                 torch.from_numpy(s))
+    assert (ratio.numpy() > dof.numpy() / (dof.numpy() - 2.0) * 1.01).any()  # estimated
+    assert np.isclose(ratio.numpy(), dof.numpy() / (dof.numpy() - 2.0)).any()  # floor
+    assert (dof.numpy() == solve.MIN_NOISE_DOF).any()
+    want = cov * (ratio.numpy() * (g * s) ** 2)[..., None, None, None]
+    cov_t, qd = solve.fit_noise_terms(cov, fitted, n_obs, lam)
+    got = cov_t * (g * g * np.maximum(rss * qd[..., 0], s * s))[..., None, None, None]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(qd[..., 1], dof.numpy())

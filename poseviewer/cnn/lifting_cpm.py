@@ -227,7 +227,7 @@ class LiftingCPM(nn.Module):
             dev = getattr(model, "device", torch.device("cpu"))
             joints = out.joints.detach().to(device=dev, dtype=torch.float64)
             visible = out.visible.detach().to(dev)
-            fit = model.lift(joints, visible)
+            fit = model.lift(joints, visible, as_numpy=True)
             lifted = torch.as_tensor(fit.lifted, device=b.device).bool() & (
                 visible.sum(-1).to(b.device) >= cfg.fusion.min_visible)
             # maps are drawn in float32 even under bf16 autocast (positions stay exact)

@@ -224,7 +224,7 @@ def lift_imported(item: Imported2D, model: Any, model_path: str | None = None
     fit = None
     if p_n:
         safe = np.where(vis[..., None] & np.isfinite(joints), joints, 0.0)
-        fit = Fit.from_lift(model.lift(safe, vis))
+        fit = Fit.from_lift(model.lift(safe, vis, as_numpy=True))
     seconds = time.perf_counter() - t0
     empty = np.zeros((14, 0, 0), dtype=np.float32)
     persons = []

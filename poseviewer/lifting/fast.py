@@ -15,7 +15,7 @@ operations.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -34,28 +34,28 @@ def pattern_key(mask: np.ndarray) -> np.ndarray:
     return mask.astype(np.int64) @ _BITS[: mask.shape[-1]]
 
 
-def fit_groups(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact: bool,
-               keep_all: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                        np.ndarray | None, np.ndarray, np.ndarray]:
+def fit_groups(model: PoseModel3D, u: np.ndarray, v: np.ndarray, release_exact: bool,
+               keep_all: bool, all_visible: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None,
+                          np.ndarray, np.ndarray]:
     """Steps 2 and 3 for every person and component.
 
-    ``wn`` (N, 14, 2) normalised joints (zero where invisible), ``v`` (N, 14) bool.
-    Returns coefficients a (N, K, 4 + B) (a_0 = scale, not divided), the residual at the
-    chosen angle (N, K) (not halved), the angle index (N, K), capped (N, K), all residuals
-    (N, K, A) when ``keep_all``, the joint covariances (N, K, 17, 3, 3) in normalised
-    units and the effective numbers of fitted parameters (N, K) (``operators.joint_cov``).
+    ``u`` (N, 29) = [w_x (14), w_y (14), 1] normalised joints (zero where invisible), ``v``
+    (N, 14) bool. Returns coefficients a (N, K, 4 + B) (a_0 = scale, not divided), the
+    residual at the chosen angle (N, K) (not halved), the angle index (N, K), capped (N, K),
+    all residuals (N, K, A) when ``keep_all``, and the noise terms of the joint
+    covariances at the chosen angles (``solve.fit_noise_terms``): the covariances times
+    the t factor (N, K, 17, 3, 3) in normalised units and (lambda_d^2 / dof, dof) (N, K, 2).
+    ``all_visible``: every joint of every person is visible (skips the pattern keys).
     """
-    n, J = v.shape
-    u = np.empty((n, 2 * J + 1))
-    u[:, :J] = wn[..., 0]
-    u[:, J : 2 * J] = wn[..., 1]
-    u[:, 2 * J] = 1.0
-    keys = pattern_key(v)
-    if n == 1 or (n > 1 and (keys == keys[0]).all()):  # one pattern: no scatter
-        ops = _prepared(model, int(keys[0]), n, v[0])
+    n = len(u)
+    keys = None if all_visible and n else pattern_key(v)
+    if n and (keys is None or n == 1 or keys.min() == keys.max()):  # one pattern: no scatter
+        key = (1 << v.shape[1]) - 1 if keys is None else int(keys[0])
+        ops = _prepared(model, key, n, v[0])
         if ops is not None:
             return _fit_prepared(model, ops, u, release_exact, keep_all)
-        groups = [(int(keys[0]), np.arange(n))]
+        groups = [(key, np.arange(n))]
         seen = True
     else:
         uniq, inv = np.unique(keys, return_inverse=True)
@@ -67,8 +67,8 @@ def fit_groups(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact:
     ang = np.empty((n, K), dtype=np.int64)
     capped = np.zeros((n, K), dtype=bool)
     allres = np.empty((n, K, A)) if keep_all else None
-    cov = np.empty((n, K, 17, 3, 3))
-    fitted = np.empty((n, K))
+    cov_t = np.empty((n, K, 17, 3, 3))
+    qd = np.empty((n, K, 2))
     kr = np.arange(K)
     direct: list[np.ndarray] = []
     for key, idx in groups:
@@ -80,16 +80,16 @@ def fit_groups(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact:
         coeffs[idx], res[idx], ang[idx], capped[idx] = got[:4]
         if allres is not None:
             allres[idx] = got[4]
-        cov[idx], fitted[idx] = got[5], got[6]
+        cov_t[idx], qd[idx] = got[5], got[6]
     if direct:  # every unprepared pattern in one batched direct solve
         idx = np.concatenate(direct) if len(direct) > 1 else direct[0]
         if len(idx) * K <= solve.NUMPY_MAX_PAIRS:
             with model.torch_threads():  # the covariances' triangular solve is torch's
-                _direct_np(model, wn[idx], v[idx], release_exact, idx, coeffs, res, ang,
-                           capped, allres, cov, fitted)
+                cov, fitted = _direct_np(model, u[idx], v[idx], release_exact, idx, coeffs,
+                                         res, ang, capped, allres)
         else:
             with model.torch_threads():
-                _direct(model, wn[idx], v[idx], release_exact, idx, coeffs, res, ang,
+                _direct(model, u[idx], v[idx], release_exact, idx, coeffs, res, ang,
                         capped, allres)
                 pk = np.tile(kr, len(idx))
                 vis = torch.from_numpy(np.repeat(v[idx], K, axis=0))
@@ -97,26 +97,30 @@ def fit_groups(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact:
                     model._ex, model._ey, model._ez, model.e, model._rho, model._lam,
                     model._sin, model._cos, vis, model._obs, torch.from_numpy(pk),
                     torch.from_numpy(ang[idx].reshape(-1)), fitted=True)
-                cov[idx] = got_cov.numpy().reshape(len(idx), K, 17, 3, 3)
-                fitted[idx] = got_fit.numpy().reshape(len(idx), K)
-    return coeffs, res, ang, capped, allres, cov, fitted
+                cov = got_cov.numpy().reshape(len(idx), K, 17, 3, 3)
+                fitted = got_fit.numpy().reshape(len(idx), K)
+        n_obs = 2.0 * v[idx].sum(-1)[:, None]
+        cov_t[idx], qd[idx] = solve.fit_noise_terms(cov, fitted, n_obs, model._np["lam"])
+    return coeffs, res, ang, capped, allres, cov_t, qd
 
 
-def _direct_np(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact: bool,
+def _direct_np(model: PoseModel3D, u: np.ndarray, v: np.ndarray, release_exact: bool,
                idx: np.ndarray, coeffs: np.ndarray, res: np.ndarray, ang: np.ndarray,
-               capped: np.ndarray, allres: np.ndarray | None, cov: np.ndarray,
-               fitted: np.ndarray) -> None:
-    """``_direct`` and the covariances for a few people (n K <= ``solve.NUMPY_MAX_PAIRS``
-    pairs): the numpy solvers called straight on the model's numpy arrays."""
+               capped: np.ndarray, allres: np.ndarray | None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """``_direct`` for a few people (n K <= ``solve.NUMPY_MAX_PAIRS`` pairs): the numpy
+    solvers called straight on the model's numpy arrays; returns ``joint_cov``'s
+    covariances (n, K, 17, 3, 3) and fitted-parameter counts (n, K)."""
     n = len(idx)
     d = model._np
     K = d["lam"].shape[0]
+    J = v.shape[1]
     pn = np.repeat(np.arange(n), K)
     pk = np.tile(np.arange(K), n)
     vf = v.astype(np.float64)
 
     def per_pair(pn: np.ndarray, pk: np.ndarray) -> list[np.ndarray]:
-        return [wn[pn, :, 0], wn[pn, :, 1], vf[pn], d["ex"][pk], d["ey"][pk], d["ez"][pk],
+        return [u[pn, :J], u[pn, J : 2 * J], vf[pn], d["ex"][pk], d["ey"][pk], d["ez"][pk],
                 d["mux"][pk], d["muy"][pk], d["muz"][pk], d["rho"][pk], d["lam"][pk]]
 
     rs, a, r, c = solve._fit_pairs_np(*per_pair(pn, pk), d["sin"], d["cos"])
@@ -130,8 +134,7 @@ def _direct_np(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact:
     got_cov, got_fit = operators._joint_cov_np(
         d["ex"], d["ey"], d["ez"], d["e"], d["rho"], d["lam"], d["sin"], d["cos"],
         v[pn], d["obs"], pk, a, fitted=True)
-    cov[idx] = got_cov.reshape(n, K, 17, 3, 3)
-    fitted[idx] = got_fit.reshape(n, K)
+    return got_cov.reshape(n, K, 17, 3, 3), got_fit.reshape(n, K)
 
 
 def _prepared(model: PoseModel3D, key: int, people: int, mask: np.ndarray
@@ -156,8 +159,8 @@ def _fit_prepared(model: PoseModel3D, ops: operators.PatternOps, ug: np.ndarray,
     """``fit_groups``'s outputs for people ``ug`` (n, 29) sharing the pattern of ``ops``."""
     n = len(ug)
     K, A = ops.coef.shape[:2]
-    kr = np.arange(K)
-    feats = ug[:, ops.full_i] * ug[:, ops.full_j]
+    feats = ug.take(ops.full_i, axis=1)
+    feats *= ug.take(ops.full_j, axis=1)
     if n >= 64:  # torch's GEMM on lift's thread count (numpy's BLAS has its own pool)
         with model.torch_threads():
             r = torch.from_numpy(feats).mm(ops.res_packed_t).numpy()
@@ -165,17 +168,20 @@ def _fit_prepared(model: PoseModel3D, ops: operators.PatternOps, ug: np.ndarray,
         r = feats @ ops.res_packed
     r = r.reshape(n, K, A)
     best = r.argmin(-1)  # (n, K), first minimum on ties
-    rb = r.min(-1)  # the residual there
-    a = (ops.coef[kr, best] @ ug[:, None, :, None])[..., 0]  # (n, K, nb)
-    cp = a[..., 0] > solve.SCALE_CAP
-    if cp.any():
+    flat = best + ops.koff  # (n, K) flat (component, angle) indices
+    rb = r.reshape(-1).take(flat) if n == 1 else r.min(-1)  # the residual there
+    a = (ops.coef_flat.take(flat, axis=0) @ ug[:, None, :, None])[..., 0]  # (n, K, nb)
+    if a[..., 0].max() <= solve.SCALE_CAP:
+        cp = np.zeros((n, K), dtype=bool)
+    else:
+        cp = a[..., 0] > solve.SCALE_CAP
         got = ops.capped.get(release_exact)
         if got is None:
             with model.torch_threads():
                 got = operators.capped_ops(ops, model._lam, model._sin, model._cos,
                                            release_exact)
         rc, cc = got
-        for i, k in zip(*np.nonzero(cp), strict=True):
+        for i, k in zip(*np.nonzero(cp), strict=True):  # rare: a loop
             uu = ug[i]
             rr = (rc[k] @ uu) @ uu  # (A,)
             j = int(rr.argmin())
@@ -183,23 +189,25 @@ def _fit_prepared(model: PoseModel3D, ops: operators.PatternOps, ug: np.ndarray,
             best[i, k] = j
             rb[i, k] = rr[j]
             a[i, k] = cc[k, j] @ uu
-    cov, fitted = ops.joint_cov_flat(model, best + kr * A)
-    return a, rb, best, cp, (r if keep_all else None), cov, fitted
+        flat = best + ops.koff
+    cov_t, qd = ops.noise_terms(model, flat)
+    return a, rb, best, cp, (r if keep_all else None), cov_t, qd
 
 
-def _direct(model: PoseModel3D, wn: np.ndarray, v: np.ndarray, release_exact: bool,
+def _direct(model: PoseModel3D, u: np.ndarray, v: np.ndarray, release_exact: bool,
             idx: np.ndarray, coeffs: np.ndarray, res: np.ndarray, ang: np.ndarray,
             capped: np.ndarray, allres: np.ndarray | None) -> None:
     """Steps 2-3 for one group with ``solve.fit_pairs`` (no operators), into the arrays."""
     n = len(idx)
     K = model.num_components
-    wt = torch.from_numpy(np.ascontiguousarray(wn))
+    J = v.shape[1]
+    ut = torch.from_numpy(np.ascontiguousarray(u))
     vf = torch.from_numpy(v.astype(np.float64))
     pn = torch.arange(n).repeat_interleave(K)
     pk = torch.arange(K).repeat(n)
 
     def gather(pn: torch.Tensor, pk: torch.Tensor) -> list[torch.Tensor]:
-        return [wt[pn, :, 0], wt[pn, :, 1], vf[pn], model._ex[pk], model._ey[pk],
+        return [ut[pn, :J], ut[pn, J : 2 * J], vf[pn], model._ex[pk], model._ey[pk],
                 model._ez[pk], model._mux[pk], model._muy[pk], model._muz[pk],
                 model._rho[pk], model._lam[pk]]
 
@@ -227,20 +235,29 @@ def _store(idx: np.ndarray, flat: tuple[np.ndarray, ...],
 
 
 def normalise(j: np.ndarray, vis: np.ndarray, obs_src: np.ndarray, min_visible: int
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                         np.ndarray]:
-    """Step 1 per person: (wn (N,14,2), v (N,14), lifted (N,), centre (N,2), m (N,), w)."""
-    w = j[:, obs_src, :]
-    v = vis[:, obs_src]
-    y = w[..., 1]
-    if v.all():  # every joint visible (the common case): no masks; the same arithmetic
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Step 1 per person: (u (N, 29) = [w_x (14), w_y (14), 1], the observed slots'
+    normalised joints (zero where invisible), v (N, 14), lifted (N,), centre (N, 2),
+    m (N,), whether every joint of every person is visible and every person lifted)."""
+    n, J = len(j), len(obs_src)
+    # the observed slots' joints, x block then y block, (N, 2J): one gather
+    w = np.ascontiguousarray(j).reshape(n, 2 * j.shape[1]).take(_xy_index(obs_src), axis=1)
+    u = np.ones((n, 2 * J + 1))  # the last column stays 1
+    uw = u[:, : 2 * J].reshape(n, 2, J)  # a view: x block, y block
+    if n and vis.all():  # every joint visible (the common case): no masks; the same arithmetic
+        y = w[:, J:]
         ymax, ymin = y.max(-1), y.min(-1)
         lifted = ymax > ymin  # (14 >= min_visible joints)
         if lifted.all():
-            centre = w.sum(1) / float(v.shape[1])
+            w2 = w.reshape(n, 2, J)
+            centre = w2.sum(-1) / float(J)
             m = (ymin - ymax) * 0.5
-            wn = (w - centre[:, None, :]) * (1.0 / m)[:, None, None]
-            return wn, v, lifted, centre, m, w
+            np.subtract(w2, centre[:, :, None], out=uw)
+            uw *= (1.0 / m)[:, None, None]
+            return u, vis, lifted, centre, m, True
+    w = w.reshape(n, 2, J).swapaxes(1, 2)  # (N, J, 2)
+    v = vis[:, obs_src]
+    y = w[..., 1]
     ymax = np.where(v, y, -np.inf).max(-1)
     ymin = np.where(v, y, np.inf).min(-1)
     # fewer than min_visible joints, or no height (-inf when none is visible)
@@ -258,38 +275,62 @@ def normalise(j: np.ndarray, vis: np.ndarray, obs_src: np.ndarray, min_visible: 
     m = (ymin - ymax) * 0.5
     if not m.all():
         m = np.where(m == 0, 1.0, m)
-    wn = (w - centre[:, None, :]) * (vf / m[:, None])[..., None]
-    return wn, v, lifted, centre, m, w
+    uw[...] = ((w - centre[:, None, :]) * (vf / m[:, None])[..., None]).swapaxes(1, 2)
+    return u, v, lifted, centre, m, False
+
+
+_XY_INDEX: dict[bytes, np.ndarray] = {}
+
+
+def _xy_index(obs_src: np.ndarray) -> np.ndarray:
+    """Indices into a flattened (14, 2) joint array of the x's, then the y's, of the joints
+    ``obs_src`` (cached)."""
+    key = obs_src.tobytes()
+    got = _XY_INDEX.get(key)
+    if got is None:
+        got = _XY_INDEX[key] = np.concatenate([2 * obs_src, 2 * obs_src + 1])
+    return got
 
 
 _SLOTS: tuple[np.ndarray, np.ndarray] | None = None
-_BLEND: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+_MAPS: _BlendMaps | None = None
 
 
-def _blend_maps() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Constant matrices of step 5's blend and the residual (rows x, y, z of 17 joints,
-    flattened to 51; the observed slots' normalised joints flattened x then y to 28):
-    ``sk_map`` (14, 51) with visibility v: v @ sk_map - 1 = the factor on the model pose
-    (-1, or kb - 1 on the visible joints' x and z rows); ``af_map`` (28, 51): w @ af_map =
-    the observation's share (-kb w_x on x, kb w_y on z); ``obs_map`` (51, 28): the model
-    pose's normalised image coordinates (x, -z) at the observed slots, to compare with the
-    observation (w_x, w_y)."""
-    global _BLEND
-    if _BLEND is None:
+class _BlendMaps(NamedTuple):
+    """Constant matrices of step 5 (rows x, y, z of the 17 joints flattened to 51; the
+    observed slots' normalised joints as in u, x block then y block, 28)."""
+
+    sk_map: np.ndarray  #: (14, 51): v @ sk_map - 1 = the blend's factor on the model pose
+    #: (-1, or kb - 1 on the visible joints' x and z rows)
+    sk_all: np.ndarray  #: (51,): that factor with every joint visible
+    af_map: np.ndarray  #: (28, 51): w @ af_map = the observation's share (-kb w_x on x,
+    #: kb w_y on z)
+    img_map: np.ndarray  #: (51, 62): the model pose's normalised image coordinates (x, -z):
+    #: columns 0-33 every joint's (x, y) pair, 34-61 the observed slots' as in u (to compare
+    #: with the observation)
+
+
+def _blend_maps() -> _BlendMaps:
+    """The constant matrices of step 5's blend, projection and residual (built once)."""
+    global _MAPS
+    if _MAPS is None:
         obs, _ = _slots()
         J = len(obs)
         kb = solve.BLEND_WEIGHT / (1.0 + solve.BLEND_WEIGHT)
         sk = np.zeros((J, 51))
         af = np.zeros((2 * J, 51))
-        om = np.zeros((51, 2 * J))
+        img = np.zeros((51, 34 + 2 * J))
+        for jt in range(17):
+            img[jt, 2 * jt] = 1.0
+            img[34 + jt, 2 * jt + 1] = -1.0
         for i, slot in enumerate(obs):
             sk[i, slot] = sk[i, 34 + slot] = kb
             af[i, slot] = -kb
             af[J + i, 34 + slot] = kb
-            om[slot, i] = 1.0
-            om[34 + slot, J + i] = -1.0
-        _BLEND = (sk, af, om)
-    return _BLEND
+            img[slot, 34 + i] = 1.0
+            img[34 + slot, 34 + J + i] = -1.0
+        _MAPS = _BlendMaps(sk, np.ones(J) @ sk - 1.0, af, img)
+    return _MAPS
 
 
 def _slots() -> tuple[np.ndarray, np.ndarray]:
@@ -309,62 +350,74 @@ GATHER_MAX = 96
 
 
 def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
-         release_exact: bool) -> LiftResult | tuple[LiftResult, dict[str, torch.Tensor]]:
+         release_exact: bool, as_numpy: bool = False
+         ) -> LiftResult | tuple[LiftResult, dict[str, torch.Tensor]]:
     """The whole lifting on the CPU (see the module docstring); same results as
-    ``PoseModel3D._lift``."""
+    ``PoseModel3D._lift``. ``as_numpy``: the result holds numpy arrays (no torch)."""
     OBS_SLOTS, OBS_SOURCES = _slots()
     n_people = j.shape[0]
-    wn, v, lifted, centre, m, _ = normalise(j, vis, OBS_SOURCES, solve.MIN_VISIBLE)
-    coeffs, res, ang, capped, allres, cov, fitted = fit_groups(model, wn, v, release_exact,
-                                                               inter)
+    u, v, lifted, centre, m, all_vis = normalise(j, vis, OBS_SOURCES, solve.MIN_VISIBLE)
+    coeffs, res, ang, capped, allres, cov_t, qd = fit_groups(model, u, v, release_exact,
+                                                             inter, all_vis)
     np_ = model._np
     K = coeffs.shape[1]
+    J2 = u.shape[1] - 1
     # Step 3 (end) and 4.
     scale = coeffs[..., 0]
+    s2 = scale * scale
     residual = res * 0.5
-    score = residual + np_["lgdet"] * (scale * scale)
+    score = np_["lgdet"] * s2
+    score += residual
     best = score.argmin(1)
-    all_lifted = bool(lifted.all())
+    all_lifted = all_vis or bool(lifted.all())
     if not all_lifted:
         best[~lifted] = 0
-    # Step 5 for every component, rows (x, y, z) of X = U^T (mu + sum c E) (-|s|).
+    # Step 5 for every component, rows (x, y, z) of X = U^T (mu + sum c E) (-|s|), (N, K, 51).
     if n_people * K <= GATHER_MAX:
-        rec_model = (coeffs[:, :, None, :] @ np_["mrot"][np.arange(K), ang])[:, :, 0]
-        if not (scale < 0).all():  # -|s| = s for every fitted (capped) scale
+        mrot = np_["mrot"]
+        rec_model = (coeffs[:, :, None, :] @ mrot.reshape((-1,) + mrot.shape[2:]).take(
+            ang + np_["koff"], axis=0))[:, :, 0]
+        if scale.size and scale.max() >= 0:  # else -|s| = s for every fitted (capped) scale
             rec_model *= -np.sign(scale)[..., None]
-        rec_model = rec_model.reshape(n_people, K, 3, 17)
     else:
-        rec_model = model_pose(np_, scale, ang, coeffs[..., 1:] / coeffs[..., :1])
-    # projection (first two rows of C X) = (X_x, -X_z), normalised
-    px, pz = rec_model[:, :, 0], rec_model[:, :, 2]
-    joints_img = np.empty(px.shape + (2,))
-    mm = m[:, None, None]
-    joints_img[..., 0] = px * mm + centre[:, None, None, 0]
-    joints_img[..., 1] = centre[:, None, None, 1] - pz * mm
+        rec_model = model_pose(np_, scale, ang, coeffs[..., 1:] / coeffs[..., :1]).reshape(
+            n_people, K, 51)
+    maps = _blend_maps()
+    # the projection (first two rows of C X: (X_x, -X_z), normalised) of every joint and,
+    # from the same product, of the observed slots (as in u) for the fit's residual
+    proj = rec_model @ maps.img_map  # (N, K, 62)
+    joints_img = proj[..., :34].reshape(n_people, K, 17, 2) * m[:, None, None, None]
+    joints_img += centre[:, None, None, :]
     # blend with the observation on the visible joints: X = -(C^T Y); per coordinate
     # rec_blend = rec_model * sk + af (x: -(x keep + w_x kb), y: -y, z: -z keep + w_y kb)
-    # (sk and af from constant scatter matrices, ``_blend_maps``: exact, fewer operations)
-    sk_map, af_map, obs_map = _blend_maps()
-    vf = v.astype(np.float64)
-    wflat = wn.swapaxes(1, 2).reshape(n_people, 1, 2 * wn.shape[1])  # (N, 1, 28): x, y
-    sk = (vf @ sk_map - 1.0).reshape(n_people, 1, 3, 17)
-    af = (wflat @ af_map).reshape(n_people, 1, 3, 17)
-    rec_blend = rec_model * sk + af
-    bones = rec_blend @ np_["bone_matrix"]  # (N, K, 3, 16)
-    size = np.sqrt((bones * bones).sum((-1, -2)))  # (N, K)
+    if all_vis:
+        vf = None
+        rec_blend = rec_model * maps.sk_all
+    else:
+        vf = v.astype(np.float64)
+        rec_blend = rec_model * (vf @ maps.sk_map - 1.0)[:, None, :]
+    rec_blend += (u[:, :J2] @ maps.af_map)[:, None, :]
+    bm = np_["bone_matrix"]
+    bones = (rec_blend.reshape(n_people, K, 3, 17) @ bm).reshape(
+        n_people, K, 1, 3 * bm.shape[1])  # (N, K, 1, 48)
+    size = np.sqrt((bones @ bones.swapaxes(-1, -2))[..., 0, 0])  # (N, K)
     g = solve.OUTPUT_SIZE / size
-    pose = rec_blend * g[..., None, None]  # (N, K, 3, 17)
+    pose = (rec_blend * g[..., None]).reshape(n_people, K, 3, 17)
     pose_3d = pose.swapaxes(-1, -2)
-    # model millimetres -> output millimetres: x scale (mm -> normalised) x size factor
-    f = g * scale  # (N, K)
-    # the noise from the fit's own residual: its projection (x, -z: the image's x, y)
-    # against the visible joints
-    d = rec_model.reshape(n_people, K, 51) @ obs_map - wflat  # (N, K, 28)
-    d *= d
-    rss = (d @ np.concatenate([vf, vf], 1)[:, :, None])[..., 0]  # (N, K)
-    noise, dof = solve.fit_noise(rss, 2.0 * vf.sum(-1)[:, None], fitted, np_["lam"], scale)
-    jcov = cov * (model.cov_scale * f * f * noise)[..., None, None, None]
-    theta = np_["theta"][ang]
+    # the noise from the fit's own residual: its projection against the visible joints
+    d = proj[..., 34:] - u[:, None, :J2]  # (N, K, 28)
+    if vf is not None:
+        d *= np.concatenate([vf, vf], 1)[:, None, :]
+    rss = (d[..., None, :] @ d[..., :, None])[..., 0, 0]
+    # joint_cov x the t factor x cov_scale x (scale x size factor)^2 x the noise ratio
+    # (``solve.fit_noise_terms``)
+    jf = rss * qd[..., 0]
+    np.maximum(jf, s2, out=jf)
+    jf *= g * g
+    jf *= model.cov_scale
+    jcov = cov_t * jf[..., None, None, None]
+    dof = qd[..., 1]
+    theta = np_["theta"].take(ang)
     c = coeffs[..., 1:] / coeffs[..., :1]
 
     if not all_lifted:
@@ -378,7 +431,7 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
         def mask(x: np.ndarray) -> np.ndarray:
             return x
 
-    t = torch.from_numpy
+    t = _as_is if as_numpy else torch.from_numpy
     pose_3d, joints_img, jcov, dof = mask(pose_3d), mask(joints_img), mask(jcov), mask(dof)
     comps = ComponentFits(
         pose_3d=t(pose_3d), score=t(mask(score)), residual=t(mask(residual)),
@@ -401,10 +454,13 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
         joint_cov_dof=t(pick(dof)))
     if not inter:
         return result
+    t = torch.from_numpy
     w17 = np.zeros((n_people, 2, 17))
-    w17[:, :, OBS_SLOTS] = wn.swapaxes(1, 2)
+    w17[:, :, OBS_SLOTS] = u[:, :J2].reshape(n_people, 2, J2 // 2)
     v17 = np.zeros((n_people, 17), dtype=bool)
     v17[:, OBS_SLOTS] = v
+    rec_model = rec_model.reshape(n_people, K, 3, 17)
+    rec_blend = rec_blend.reshape(n_people, K, 3, 17)
     rec_renorm = rec_blend * (0.97 / size)[..., None, None]
     extra = {
         "transformed_xy": t(j[:, OBS_SOURCES, :]), "weights": t(v17 & lifted[:, None]),
@@ -415,6 +471,10 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
         "rec_renorm": t(mask(rec_renorm)), "pose_3d": t(mask(pose)), "capped": t(capped),
     }
     return result, extra
+
+
+def _as_is(x: np.ndarray) -> np.ndarray:
+    return x
 
 
 def model_pose(np_: dict[str, np.ndarray], scale: np.ndarray, ang: np.ndarray,

@@ -215,6 +215,7 @@ class PoseModel3D:
             ("ex", self._ex), ("ey", self._ey), ("ez", self._ez), ("mux", self._mux),
             ("muy", self._muy), ("muz", self._muz), ("rho", self._rho), ("lam", lam),
             ("e", e), ("obs", obs))})
+        self._np["koff"] = np.arange(k) * solve.NUM_ANGLES  # flat (component, angle)
         self._np["mrot"] = rotated_basis(self._np["mu"], self._np["ext"],
                                          self._np["sin"], self._np["cos"])
         if hasattr(self, "pattern_cache"):
@@ -361,7 +362,7 @@ class PoseModel3D:
             if not ((vis == 0) | (vis == 1)).all():
                 raise ValueError("lift: visible holds integers other than 0 and 1")
             vis = vis != 0
-        if not np.isfinite(j).all():
+        if not math.isfinite(j.sum()) and not np.isfinite(j).all():  # (the sum: cheaper)
             bad = vis & ~np.isfinite(j).all(-1)
             if bad.any():
                 n, k = (int(x) for x in np.argwhere(bad)[0])
@@ -382,7 +383,7 @@ class PoseModel3D:
         return method == "operators" or (method == "auto" and self._device.type == "cpu")
 
     def lift(self, joints_2d: Any, visible: Any, return_intermediates: bool = False,
-             release_exact: bool | None = None,
+             release_exact: bool | None = None, as_numpy: bool = False,
              ) -> LiftResult | tuple[LiftResult, dict[str, Tensor]]:
         """Lift CPM-14 2D joints (N, 14, 2) in image pixels (x, y) to H36M-17 3D poses.
 
@@ -392,14 +393,22 @@ class PoseModel3D:
         the spec's intermediate quantities (for tests and inspection). ``release_exact``
         (None: the model's ``release_exact``) True reproduces the release's capped refit
         with its depth shift; False (the default) centres capped components properly.
+        ``as_numpy`` True: the result holds numpy arrays (``LiftResult.numpy()``; what
+        ``poseviewer.result.Fit.from_lift`` reads, without the torch round trip), the
+        intermediates stay torch.
         """
         exact = self.release_exact if release_exact is None else bool(release_exact)
         if self._use_operators():
-            return self._lift(*self._inputs_np(joints_2d, visible), return_intermediates,
-                              exact)
+            j, vis = self._inputs_np(joints_2d, visible)
+            return fast.lift(self, j, vis, return_intermediates, exact, as_numpy)
         j, vis = self._inputs(joints_2d, visible)
         with self.torch_threads():
-            return self._lift(j, vis, return_intermediates, exact)
+            got = self._lift(j, vis, return_intermediates, exact)
+        if not as_numpy:
+            return got
+        if isinstance(got, tuple):
+            return got[0].numpy(), got[1]
+        return got.numpy()
 
     def torch_threads(self) -> Any:
         """Context: torch runs with ``lift_threads`` intra-op threads (see there)."""

@@ -62,9 +62,17 @@ class PatternOps:
     s_inv: Tensor  #: (K, A, J, J) S^-1
     rt: Tensor  #: (K, B, B) posterior covariance of the basis given image y
     capped: dict[bool, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    cov: np.ndarray | None = None  #: (K * A, 17, 3, 3) ``joint_cov``, filled on first need
-    cov_have: np.ndarray | None = None  #: (K * A,) bool: which entries of ``cov`` are filled
-    fitted: np.ndarray | None = None  #: (K * A,) ``joint_cov``'s fitted-parameter counts
+    #: (K * A, 17, 3, 3) ``joint_cov`` times the t factor and (K * A, 2) (lambda_d^2 / dof,
+    #: dof) (``solve.fit_noise_terms``), filled on first need (dof 0: not yet)
+    cov_t: np.ndarray | None = None
+    qd: np.ndarray | None = None
+    koff: np.ndarray = field(init=False)  #: arange(K) x A: flat (component, angle) offsets
+    coef_flat: np.ndarray = field(init=False)  #: ``coef`` as (K * A, 4 + B, 29) (a view)
+
+    def __post_init__(self) -> None:
+        K, A = self.coef.shape[:2]
+        self.koff = np.arange(K) * A
+        self.coef_flat = self.coef.reshape((K * A,) + self.coef.shape[2:])
 
     @property
     def nbytes(self) -> int:
@@ -72,39 +80,33 @@ class PatternOps:
         n = self.res_packed.nbytes + self.coef.nbytes
         n += sum(t.numel() * 8 for t in (self.q, self.w, self.dxrt, self.s_inv))
         n += sum(a.nbytes + b.nbytes for a, b in self.capped.values())
-        if self.cov is not None and self.fitted is not None:
-            n += self.cov.nbytes + self.fitted.nbytes
+        if self.cov_t is not None and self.qd is not None:
+            n += self.cov_t.nbytes + self.qd.nbytes
         return n
 
-    def joint_cov(self, model: Any, comp: np.ndarray, angle: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:
-        """``joint_cov(..., fitted=True)`` (normalised units) for component/angle pairs (any
-        shape), computed on first need and kept."""
-        return self.joint_cov_flat(model, comp * self.kappa.shape[1] + angle)
-
-    def joint_cov_flat(self, model: Any, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``joint_cov(..., fitted=True)`` for flat indices ``component * A + angle`` (any
-        shape)."""
-        if self.cov is None:
+    def noise_terms(self, model: Any, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``solve.fit_noise_terms`` of the pattern's ``joint_cov`` (normalised units) for
+        flat indices ``component * A + angle`` (any shape), computed on first need and
+        kept: (cov_t (..., 17, 3, 3), (lambda_d^2 / dof, dof) (..., 2))."""
+        if self.cov_t is None or self.qd is None:
             K, A = self.kappa.shape
-            self.cov = np.zeros((K * A, 17, 3, 3))
-            self.fitted = np.zeros(K * A)
-            self.cov_have = np.zeros(K * A, dtype=bool)
-        assert self.cov_have is not None and self.fitted is not None
-        have = self.cov_have.take(flat)
-        if not have.all():
+            self.cov_t = np.zeros((K * A, 17, 3, 3))
+            self.qd = np.zeros((K * A, 2))
+        qd = self.qd.take(flat, axis=0)
+        if not qd.min() > 0.0:  # q and dof > 0 once filled
             A = self.kappa.shape[1]
-            todo = np.unique(flat[~have])
+            todo = np.unique(flat[qd[..., 1] == 0])
             pk, pa = torch.from_numpy(todo // A), torch.from_numpy(todo % A)
             vis = torch.from_numpy(np.repeat(self.mask[None], len(todo), axis=0))
             with model.torch_threads():
                 cov, fitted = joint_cov(model._ex, model._ey, model._ez, model.e, model._rho,
                                         model._lam, model._sin, model._cos, vis, model._obs,
                                         pk, pa, fitted=True)
-            self.cov[todo] = cov.numpy()
-            self.fitted[todo] = fitted.numpy()
-            self.cov_have[todo] = True
-        return self.cov.take(flat, axis=0), self.fitted.take(flat)
+            lam = model._np["lam"][todo // A]
+            self.cov_t[todo], self.qd[todo] = solve.fit_noise_terms(
+                cov.numpy(), fitted.numpy(), 2.0 * float(self.mask.sum()), lam)
+            qd = self.qd.take(flat, axis=0)
+        return self.cov_t.take(flat, axis=0), qd
 
 
 def build(ex: Tensor, ey: Tensor, ez: Tensor, mux: Tensor, muy: Tensor, muz: Tensor,

@@ -118,6 +118,20 @@ def fit_noise(rss: _T, n_obs: _T, fitted: _T, lam: _T, scale: _T) -> tuple[_T, _
     return ratio * dof / (dof - 2.0), dof
 
 
+def fit_noise_terms(cov: np.ndarray, fitted: np.ndarray, n_obs: np.ndarray, lam: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``fit_noise`` rearranged for the CPU fast path, from what does not depend on the 2D
+    joints (numpy, any leading shape (..., K); ``lam`` (K,)).
+
+    With dof = max(n_obs - fitted, ``MIN_NOISE_DOF``), the scaled covariance of a fit is
+    ``cov x fit_noise(...)[0] x cov_scale x (g s)^2`` (g the size factor, s the scale)
+    = ``cov_t x cov_scale x g^2 x max(rss q, s^2)``. Returns (cov_t = cov x dof /
+    (dof - 2) (..., K, 17, 3, 3), (q = lambda_d^2 / dof, dof) (..., K, 2))."""
+    dof = np.maximum(n_obs - fitted, MIN_NOISE_DOF)
+    cov_t = cov * (dof / (dof - 2.0))[..., None, None, None]
+    return cov_t, np.stack([lam * lam / dof, dof], -1)
+
+
 def angles(device: torch.device | str = "cpu") -> tuple[Tensor, Tensor, Tensor]:
     """(theta, sin theta, cos theta), each (100,) float64."""
     theta = 2.0 * math.pi * torch.arange(NUM_ANGLES, dtype=torch.float64, device=device)

@@ -99,7 +99,7 @@ class VideoAnalyzer:
         model = getattr(self.estimator, "pose_model", None)
         fit = None
         if model is not None:
-            fit = Fit.from_lift(model.lift(smoothed, vis))
+            fit = Fit.from_lift(model.lift(smoothed, vis, as_numpy=True))
         for i, p in enumerate(persons):
             final = p.stages[-1]
             p.stages[-1] = dataclasses.replace(
