@@ -83,34 +83,35 @@ def fit_groups(model: PoseModel3D, u: np.ndarray, v: np.ndarray, release_exact: 
         cov_t[idx], qd[idx] = got[5], got[6]
     if direct:  # every unprepared pattern in one batched direct solve
         idx = np.concatenate(direct) if len(direct) > 1 else direct[0]
+        out = (coeffs, res, ang, capped, allres)
         if len(idx) * K <= solve.NUMPY_MAX_PAIRS:
             with model.torch_threads():  # the covariances' triangular solve is torch's
-                cov, fitted = _direct_np(model, u[idx], v[idx], release_exact, idx, coeffs,
-                                         res, ang, capped, allres)
+                cov_t[idx], qd[idx] = _direct_np(model, u[idx], v[idx], release_exact, idx,
+                                                 out)
         else:
             with model.torch_threads():
-                _direct(model, u[idx], v[idx], release_exact, idx, coeffs, res, ang,
-                        capped, allres)
+                _direct(model, u[idx], v[idx], release_exact, idx, *out)
                 pk = np.tile(kr, len(idx))
                 vis = torch.from_numpy(np.repeat(v[idx], K, axis=0))
                 got_cov, got_fit = operators.joint_cov(
                     model._ex, model._ey, model._ez, model.e, model._rho, model._lam,
                     model._sin, model._cos, vis, model._obs, torch.from_numpy(pk),
                     torch.from_numpy(ang[idx].reshape(-1)), fitted=True)
-                cov = got_cov.numpy().reshape(len(idx), K, 17, 3, 3)
-                fitted = got_fit.numpy().reshape(len(idx), K)
-        n_obs = 2.0 * v[idx].sum(-1)[:, None]
-        cov_t[idx], qd[idx] = solve.fit_noise_terms(cov, fitted, n_obs, model._np["lam"])
+            n_obs = 2.0 * v[idx].sum(-1)[:, None]
+            cov_t[idx], qd[idx] = solve.fit_noise_terms(
+                got_cov.numpy().reshape(len(idx), K, 17, 3, 3),
+                got_fit.numpy().reshape(len(idx), K), n_obs, model._np["lam"])
     return coeffs, res, ang, capped, allres, cov_t, qd
 
 
 def _direct_np(model: PoseModel3D, u: np.ndarray, v: np.ndarray, release_exact: bool,
-               idx: np.ndarray, coeffs: np.ndarray, res: np.ndarray, ang: np.ndarray,
-               capped: np.ndarray, allres: np.ndarray | None
+               idx: np.ndarray, out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                           np.ndarray | None]
                ) -> tuple[np.ndarray, np.ndarray]:
     """``_direct`` for a few people (n K <= ``solve.NUMPY_MAX_PAIRS`` pairs): the numpy
-    solvers called straight on the model's numpy arrays; returns ``joint_cov``'s
-    covariances (n, K, 17, 3, 3) and fitted-parameter counts (n, K)."""
+    solvers called straight on the model's numpy arrays, into ``out`` (coefficients,
+    residual, angle, capped, all residuals) at ``idx``. Returns the covariances' noise
+    terms (``solve.fit_noise_terms``) (n, K, ...)."""
     n = len(idx)
     d = model._np
     K = d["lam"].shape[0]
@@ -130,11 +131,12 @@ def _direct_np(model: PoseModel3D, u: np.ndarray, v: np.ndarray, release_exact: 
         rs[sel], a[sel], r[sel], c[sel] = solve._fit_pairs_np(
             *per_pair(pn[sel], pk[sel]), d["sin"], d["cos"], cap=solve.SCALE_CAP,
             release_exact=release_exact)
-    _store(idx, (c, r, a, cp, rs), (coeffs, res, ang, capped, allres))
+    _store(idx, (c, r, a, cp, rs), out)
     got_cov, got_fit = operators._joint_cov_np(
         d["ex"], d["ey"], d["ez"], d["e"], d["rho"], d["lam"], d["sin"], d["cos"],
         v[pn], d["obs"], pk, a, fitted=True)
-    return got_cov.reshape(n, K, 17, 3, 3), got_fit.reshape(n, K)
+    return solve.fit_noise_terms(got_cov.reshape(n, K, 17, 3, 3), got_fit.reshape(n, K),
+                                 2.0 * vf.sum(-1)[:, None], d["lam"])
 
 
 def _prepared(model: PoseModel3D, key: int, people: int, mask: np.ndarray
@@ -190,7 +192,7 @@ def _fit_prepared(model: PoseModel3D, ops: operators.PatternOps, ug: np.ndarray,
             rb[i, k] = rr[j]
             a[i, k] = cc[k, j] @ uu
         flat = best + ops.koff
-    cov_t, qd = ops.noise_terms(model, flat)
+    cov_t, qd = ops.noise.get(model, flat)
     return a, rb, best, cp, (r if keep_all else None), cov_t, qd
 
 

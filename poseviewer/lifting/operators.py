@@ -62,39 +62,47 @@ class PatternOps:
     s_inv: Tensor  #: (K, A, J, J) S^-1
     rt: Tensor  #: (K, B, B) posterior covariance of the basis given image y
     capped: dict[bool, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    #: (K * A, 17, 3, 3) ``joint_cov`` times the t factor and (K * A, 2) (lambda_d^2 / dof,
-    #: dof) (``solve.fit_noise_terms``), filled on first need (dof 0: not yet)
-    cov_t: np.ndarray | None = None
-    qd: np.ndarray | None = None
     koff: np.ndarray = field(init=False)  #: arange(K) x A: flat (component, angle) offsets
     coef_flat: np.ndarray = field(init=False)  #: ``coef`` as (K * A, 4 + B, 29) (a view)
+    noise: NoiseTerms = field(init=False)  #: the joint covariances' terms, on first need
 
     def __post_init__(self) -> None:
         K, A = self.coef.shape[:2]
         self.koff = np.arange(K) * A
         self.coef_flat = self.coef.reshape((K * A,) + self.coef.shape[2:])
+        self.noise = NoiseTerms(self.mask, K, A)
 
     @property
     def nbytes(self) -> int:
         """Memory held (bytes)."""
-        n = self.res_packed.nbytes + self.coef.nbytes
+        n = self.res_packed.nbytes + self.coef.nbytes + self.noise.nbytes
         n += sum(t.numel() * 8 for t in (self.q, self.w, self.dxrt, self.s_inv))
         n += sum(a.nbytes + b.nbytes for a, b in self.capped.values())
-        if self.cov_t is not None and self.qd is not None:
-            n += self.cov_t.nbytes + self.qd.nbytes
         return n
 
-    def noise_terms(self, model: Any, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``solve.fit_noise_terms`` of the pattern's ``joint_cov`` (normalised units) for
-        flat indices ``component * A + angle`` (any shape), computed on first need and
-        kept: (cov_t (..., 17, 3, 3), (lambda_d^2 / dof, dof) (..., 2))."""
-        if self.cov_t is None or self.qd is None:
-            K, A = self.kappa.shape
-            self.cov_t = np.zeros((K * A, 17, 3, 3))
-            self.qd = np.zeros((K * A, 2))
+
+class NoiseTerms:
+    """``solve.fit_noise_terms`` of ``joint_cov`` for one visibility pattern, per
+    (component, angle), computed on first need and kept (the covariances do not depend on
+    the 2D joints)."""
+
+    def __init__(self, mask: np.ndarray, K: int, A: int) -> None:
+        self.mask = np.asarray(mask, dtype=bool)
+        self.A = A
+        self.cov_t = np.zeros((K * A, 17, 3, 3))  #: joint_cov x dof / (dof - 2)
+        self.qd = np.zeros((K * A, 2))  #: (lambda_d^2 / dof, dof); dof 0: not yet filled
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held (bytes)."""
+        return self.cov_t.nbytes + self.qd.nbytes
+
+    def get(self, model: Any, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(cov_t (..., 17, 3, 3) in normalised units, (lambda_d^2 / dof, dof) (..., 2)) for
+        flat indices ``component * A + angle`` (any shape)."""
         qd = self.qd.take(flat, axis=0)
         if not qd.min() > 0.0:  # q and dof > 0 once filled
-            A = self.kappa.shape[1]
+            A = self.A
             todo = np.unique(flat[qd[..., 1] == 0])
             pk, pa = torch.from_numpy(todo // A), torch.from_numpy(todo % A)
             vis = torch.from_numpy(np.repeat(self.mask[None], len(todo), axis=0))
