@@ -244,7 +244,8 @@ def normalise(j: np.ndarray, vis: np.ndarray, obs_src: np.ndarray, min_visible: 
     n, J = len(j), len(obs_src)
     # the observed slots' joints, x block then y block, (N, 2J): one gather
     w = np.ascontiguousarray(j).reshape(n, 2 * j.shape[1]).take(_xy_index(obs_src), axis=1)
-    u = np.ones((n, 2 * J + 1))  # the last column stays 1
+    u = np.empty((n, 2 * J + 1))
+    u[:, 2 * J] = 1.0
     uw = u[:, : 2 * J].reshape(n, 2, J)  # a view: x block, y block
     if n and vis.all():  # every joint visible (the common case): no masks; the same arithmetic
         y = w[:, J:]
