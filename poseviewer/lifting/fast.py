@@ -311,6 +311,7 @@ class _BlendMaps(NamedTuple):
     img_map: np.ndarray  #: (51, 62): the model pose's normalised image coordinates (x, -z):
     #: columns 0-33 every joint's (x, y) pair, 34-61 the observed slots' as in u (to compare
     #: with the observation)
+    bone_map: np.ndarray  #: (51, 48): the bone vectors (child - parent) of rows x, y, z
 
 
 def _blend_maps() -> _BlendMaps:
@@ -332,7 +333,10 @@ def _blend_maps() -> _BlendMaps:
             af[J + i, 34 + slot] = kb
             img[slot, 34 + i] = 1.0
             img[34 + slot, 34 + J + i] = -1.0
-        _MAPS = _BlendMaps(sk, np.ones(J) @ sk - 1.0, af, img)
+        from poseviewer.lifting.model import _bone_matrix
+
+        _MAPS = _BlendMaps(sk, np.ones(J) @ sk - 1.0, af, img,
+                           np.kron(np.eye(3), _bone_matrix()))
     return _MAPS
 
 
@@ -400,11 +404,9 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
         vf = v.astype(np.float64)
         rec_blend = rec_model * (vf @ maps.sk_map - 1.0)[:, None, :]
     rec_blend += (u[:, :J2] @ maps.af_map)[:, None, :]
-    bm = np_["bone_matrix"]
-    bones = (rec_blend.reshape(n_people, K, 3, 17) @ bm).reshape(
-        n_people, K, 1, 3 * bm.shape[1])  # (N, K, 1, 48)
-    size = np.sqrt((bones @ bones.swapaxes(-1, -2))[..., 0, 0])  # (N, K)
-    g = solve.OUTPUT_SIZE / size
+    bones = (rec_blend @ maps.bone_map)[..., None, :]  # (N, K, 1, 48)
+    size2 = (bones @ bones.swapaxes(-1, -2))[..., 0, 0]  # (N, K) total bone size squared
+    g = solve.OUTPUT_SIZE / np.sqrt(size2)
     pose = (rec_blend * g[..., None]).reshape(n_people, K, 3, 17)
     pose_3d = pose.swapaxes(-1, -2)
     # the noise from the fit's own residual: its projection against the visible joints
@@ -416,8 +418,7 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
     # (``solve.fit_noise_terms``)
     jf = rss * qd[..., 0]
     np.maximum(jf, s2, out=jf)
-    jf *= g * g
-    jf *= model.cov_scale
+    jf *= (solve.OUTPUT_SIZE**2 * model.cov_scale) / size2  # x g^2 x cov_scale
     jcov = cov_t * jf[..., None, None, None]
     dof = qd[..., 1]
     theta = np_["theta"].take(ang)
@@ -464,7 +465,7 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
     v17[:, OBS_SLOTS] = v
     rec_model = rec_model.reshape(n_people, K, 3, 17)
     rec_blend = rec_blend.reshape(n_people, K, 3, 17)
-    rec_renorm = rec_blend * (0.97 / size)[..., None, None]
+    rec_renorm = rec_blend * (0.97 / np.sqrt(size2))[..., None, None]
     extra = {
         "transformed_xy": t(j[:, OBS_SOURCES, :]), "weights": t(v17 & lifted[:, None]),
         "norm_pose": t(mask(w17)), "m": t(mask(m)), "centre": t(mask(centre)),
