@@ -95,7 +95,8 @@ class ComponentFits:
 
 @dataclass
 class LiftResult:
-    """Lifting of N people (torch float64 by default; ``.numpy()`` for numpy)."""
+    """Lifting of N people (torch float64 by default; ``.numpy()``, or ``lift(...,
+    as_numpy=True)``, for numpy)."""
 
     pose_3d: Array
     """(N, 17, 3) best component's 3D pose, H36M-17, x right, y depth, z up, "mm"."""
