@@ -153,7 +153,9 @@ class LiftingCPM(nn.Module):
 
     # ---- 3D model ----------------------------------------------------------------------------
     def attach_pose_model(self, pose_model: Any) -> None:
-        """Use this ``PoseModel3D`` for the per-stage lifting (kept out of the state dict)."""
+        """Use this ``PoseModel3D`` for the per-stage lifting (kept out of the state dict);
+        any object whose ``lift(joints, visible, as_numpy=True)`` returns ``lifted`` and
+        ``joints_2d`` (numpy or torch) will do."""
         self.__dict__["_pose_model"] = pose_model
 
     @property
