@@ -236,14 +236,17 @@ def _store(idx: np.ndarray, flat: tuple[np.ndarray, ...],
             o[idx] = x.reshape((len(idx),) + o.shape[1:])
 
 
-def normalise(j: np.ndarray, vis: np.ndarray, obs_src: np.ndarray, min_visible: int
+def normalise(j: np.ndarray, vis: np.ndarray, obs_src: np.ndarray, xy_index: np.ndarray,
+              min_visible: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
     """Step 1 per person: (u (N, 29) = [w_x (14), w_y (14), 1], the observed slots'
     normalised joints (zero where invisible), v (N, 14), lifted (N,), centre (N, 2),
-    m (N,), whether every joint of every person is visible and every person lifted)."""
+    m (N,), whether every joint of every person is visible and every person lifted).
+    ``xy_index``: the x's, then the y's, of the joints ``obs_src`` in a flattened (14, 2)
+    joint array."""
     n, J = len(j), len(obs_src)
     # the observed slots' joints, x block then y block, (N, 2J): one gather
-    w = np.ascontiguousarray(j).reshape(n, 2 * j.shape[1]).take(_xy_index(obs_src), axis=1)
+    w = np.ascontiguousarray(j).reshape(n, 2 * j.shape[1]).take(xy_index, axis=1)
     u = np.empty((n, 2 * J + 1))
     u[:, 2 * J] = 1.0
     uw = u[:, : 2 * J].reshape(n, 2, J)  # a view: x block, y block
@@ -280,19 +283,6 @@ def normalise(j: np.ndarray, vis: np.ndarray, obs_src: np.ndarray, min_visible: 
         m = np.where(m == 0, 1.0, m)
     uw[...] = ((w - centre[:, None, :]) * (vf / m[:, None])[..., None]).swapaxes(1, 2)
     return u, v, lifted, centre, m, False
-
-
-_XY_INDEX: dict[bytes, np.ndarray] = {}
-
-
-def _xy_index(obs_src: np.ndarray) -> np.ndarray:
-    """Indices into a flattened (14, 2) joint array of the x's, then the y's, of the joints
-    ``obs_src`` (cached)."""
-    key = obs_src.tobytes()
-    got = _XY_INDEX.get(key)
-    if got is None:
-        got = _XY_INDEX[key] = np.concatenate([2 * obs_src, 2 * obs_src + 1])
-    return got
 
 
 _SLOTS: tuple[np.ndarray, np.ndarray] | None = None
@@ -363,10 +353,11 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
     ``PoseModel3D._lift``. ``as_numpy``: the result holds numpy arrays (no torch)."""
     OBS_SLOTS, OBS_SOURCES = _slots()
     n_people = j.shape[0]
-    u, v, lifted, centre, m, all_vis = normalise(j, vis, OBS_SOURCES, solve.MIN_VISIBLE)
+    np_ = model._np
+    u, v, lifted, centre, m, all_vis = normalise(j, vis, OBS_SOURCES, np_["xy_index"],
+                                                 solve.MIN_VISIBLE)
     coeffs, res, ang, capped, allres, cov_t, qd = fit_groups(model, u, v, release_exact,
                                                              inter, all_vis)
-    np_ = model._np
     K = coeffs.shape[1]
     J2 = u.shape[1] - 1
     # Step 3 (end) and 4.
@@ -381,9 +372,8 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
         best[~lifted] = 0
     # Step 5 for every component, rows (x, y, z) of X = U^T (mu + sum c E) (-|s|), (N, K, 51).
     if n_people * K <= GATHER_MAX:
-        mrot = np_["mrot"]
-        rec_model = (coeffs[:, :, None, :] @ mrot.reshape((-1,) + mrot.shape[2:]).take(
-            ang + np_["koff"], axis=0))[:, :, 0]
+        rec_model = (coeffs[:, :, None, :] @ np_["mrot"].take(ang + np_["koff"], axis=0))[
+            :, :, 0]
         if scale.size and scale.max() >= 0:  # else -|s| = s for every fitted (capped) scale
             rec_model *= -np.sign(scale)[..., None]
     else:

@@ -216,8 +216,9 @@ class PoseModel3D:
             ("muy", self._muy), ("muz", self._muz), ("rho", self._rho), ("lam", lam),
             ("e", e), ("obs", obs))})
         self._np["koff"] = np.arange(k) * solve.NUM_ANGLES  # flat (component, angle)
-        self._np["mrot"] = rotated_basis(self._np["mu"], self._np["ext"],
-                                         self._np["sin"], self._np["cos"])
+        mrot = rotated_basis(self._np["mu"], self._np["ext"], self._np["sin"], self._np["cos"])
+        self._np["mrot"] = mrot.reshape((-1,) + mrot.shape[2:])  # (K A, 4 + B, 51), koff
+        self._np["xy_index"] = np.concatenate([2 * OBS_SOURCES, 2 * OBS_SOURCES + 1])
         if hasattr(self, "pattern_cache"):
             self.pattern_cache.clear()
 
