@@ -113,10 +113,12 @@ class Report:
         self.t0 = time.perf_counter()
 
     def success(self, source: str, outputs: list[Path], persons: int,
-                messages: list[str]) -> None:
-        """Record a file that gave ``outputs`` (``persons`` people, the result's messages)."""
+                messages: list[str], extra: dict[str, Any] | None = None) -> None:
+        """Record a file that gave ``outputs`` (``persons`` people, the result's messages;
+        ``extra``: more keys for its entry, e.g. a video's frame and track counts)."""
         self.ok.append({"input": source, "persons": persons,
-                        "outputs": [str(p) for p in outputs], "messages": messages})
+                        "outputs": [str(p) for p in outputs], "messages": messages,
+                        **(extra or {})})
 
     def failure(self, source: str, exc: BaseException | str, write: Any = None) -> None:
         """Record and print a failed file (``exc``: the exception, or its message already

@@ -50,7 +50,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                    help="torch threads per Estimator (local default: torch's; ray: 1 per "
                    "actor; each ray actor reserves this many CPUs)")
     g.add_argument("--resume", action="store_true",
-                   help="skip inputs whose per-image files already exist in --out")
+                   help="skip inputs whose per-image files already exist in --out; a "
+                   "video's interrupted run (its <name>.partial folder) continues")
     g.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="ray: the cluster to join (e.g. ray://head:10001 or auto); default: "
                    "start Ray on this machine")

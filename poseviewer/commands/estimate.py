@@ -9,7 +9,10 @@ Examples:
 Folders are searched recursively for images (.jpg .jpeg .png .bmp .tif .tiff .webp) and
 videos (.mp4 .avi .mov .mkv .webm ...). Per video: <name>.json / .npz / .csv with a frame
 axis and person ids, <name>.coco.json (one image per frame) and <name>_person<ID>.bvh, one
-animation per person id (--every N, --max-frames M, --no-smoothing).
+animation per person id (--every N, --max-frames M, --no-smoothing, --min-track-frames M,
+--keep-maps, --stage-fits). A video's files are written as its frames come, in
+<name>.partial/ until the end (bounded memory); an interrupted run keeps that folder and
+--resume continues it.
 Per image: <name>.json / .csv / .npz and <name>_person<P>.bvh in --out (images found in
 sub-folders are named <sub>__<name>; repeated names get _2, _3, ...); the COCO keypoints
 of all images go to keypoints_coco.json. A file that fails is reported and skipped;
@@ -163,11 +166,16 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix_str(path.name, refresh=False)
             try:
                 if is_video_path(path):
-                    written, seq = estimate_video_file(estimator, path, stems(stem), args,
-                                                       formats, tqdm)
-                    report.success(str(path), written,
-                                   max((len(r.persons) for r in seq), default=0),
-                                   list(seq.messages) + [f"{len(seq)} frames"])
+                    res = estimate_video_file(estimator, path, stems(stem), args, formats,
+                                              tqdm)
+                    if res is None:
+                        report.success(str(path), [], 0,
+                                       ["skipped (--resume): its files exist"])
+                        continue
+                    report.success(str(path), res.files, res.max_people,
+                                   list(res.messages) + [f"{res.frames} frames"],
+                                   extra={"frames": res.frames, "tracks": res.tracks,
+                                          "resumed_at_frame": res.resumed_at})
                     continue
                 result = estimator.estimate(str(path))
                 written = export_result(result, args.out, stems(stem), per_image,

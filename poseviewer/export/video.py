@@ -116,20 +116,35 @@ def track_animation(seq: ResultSequence, track_id: int, stage: int = -1) -> Trac
     lengths for the clip (the median over the lifted frames); frames where the person was
     absent or not lifted are interpolated linearly (per joint, in time) between the nearest
     lifted frames and marked ``filled``. ValueError when the person was never lifted."""
-    parents = H36M17.parents()
-    if any(parents[j] >= j for j in range(1, len(parents))):  # pragma: no cover - data check
-        raise ValueError("H36M-17 parents must precede their children")
     poses = [_person_pose(r, track_id, stage) for r in seq.frames]
     lifted = [i for i, p in enumerate(poses) if p is not None]
     if not lifted:
         raise ValueError(f"person {track_id} was never lifted: no animation")
-    first, last = lifted[0], lifted[-1]
+    return animation_from_poses(track_id, np.array(lifted), np.stack([poses[i] for i in lifted]),
+                                seq.frame_index, seq.frame_time)
+
+
+def animation_from_poses(track_id: int, positions: np.ndarray, known: np.ndarray,
+                         frame_index: Any, frame_time: Any) -> TrackAnimation:
+    """The :class:`TrackAnimation` of one person from its lifted frames only: ``positions``
+    (L,) ascending frame positions in the sequence, ``known`` (L, 17, 3) the root-relative
+    best poses there; ``frame_index(i)`` / ``frame_time(i)`` give any position's frame
+    number and time (what :func:`track_animation` does, from small arrays: the streamed
+    exports keep these per id instead of the results)."""
+    parents = H36M17.parents()
+    if any(parents[j] >= j for j in range(1, len(parents))):  # pragma: no cover - data check
+        raise ValueError("H36M-17 parents must precede their children")
+    positions = np.asarray(positions, dtype=np.int64)
+    if not len(positions):
+        raise ValueError(f"person {track_id} was never lifted: no animation")
+    first, last = int(positions[0]), int(positions[-1])
     frames = np.arange(first, last + 1)
-    times = np.array([seq.frame_time(i) for i in frames], dtype=np.float64)
+    times = np.array([frame_time(int(i)) for i in frames], dtype=np.float64)
     if not np.isfinite(times).all():
         times = frames.astype(np.float64)
-    have = np.array([poses[i] is not None for i in frames])
-    known = np.stack([poses[i] for i in lifted])
+    have = np.zeros(len(frames), dtype=bool)
+    have[positions - first] = True
+    known = np.asarray(known, dtype=np.float64)
     lengths = np.r_[0.0, np.median(np.linalg.norm(known[:, 1:] - known[:, parents[1:]],
                                                   axis=-1), axis=0)]
     t_known = times[have]
@@ -141,7 +156,7 @@ def track_animation(seq: ResultSequence, track_id: int, stage: int = -1) -> Trac
     anim = np.stack([_retarget(p, lengths, parents) for p in filled_poses])
     return TrackAnimation(
         track_id=int(track_id), frames=frames.astype(np.int64),
-        frame_index=np.array([seq.frame_index(i) for i in frames], dtype=np.int64),
+        frame_index=np.array([frame_index(int(i)) for i in frames], dtype=np.int64),
         frame_time=times, filled=~have, bone_lengths=lengths, pose_3d=anim)
 
 
@@ -212,6 +227,26 @@ def track_to_dict(anim: TrackAnimation) -> dict[str, Any]:
     return {s.json_key: _lst(s, getattr(anim, s.name)) for s in TRACK_FIELDS}
 
 
+def frame_entry(doc: dict[str, Any], index: int, time: float,
+                path: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """One ``frames`` entry of the sequence JSON: the frame fields and the frame's result
+    document ``doc`` (from ``result_to_dict``; its keys common to every frame are removed
+    here, in place; the image path made relative to ``path``)."""
+    for k in _COMMON_KEYS:
+        doc.pop(k, None)
+    doc.pop("schema", None)
+    doc.pop("version", None)
+    doc["image"]["path"] = stored_image_path(doc["image"]["path"], path) if path else \
+        doc["image"]["path"]
+    values = {"index": index, "time": time}
+    return {**{s.json_key: _lst(s, values[s.name]) for s in FRAME_FIELDS}, "result": doc}
+
+
+def common_entries(doc: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a frame's result document that the sequence JSON writes once."""
+    return {k: doc[k] for k in _COMMON_KEYS if k in doc}
+
+
 def sequence_to_dict(seq: ResultSequence, frame: str = DEFAULT_FRAME,
                      path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The sequence JSON document: the shared per-image keys once, one entry per frame (the
@@ -219,18 +254,9 @@ def sequence_to_dict(seq: ResultSequence, frame: str = DEFAULT_FRAME,
     if not len(seq):
         raise ValueError("the sequence holds no frames")
     docs = [result_to_dict(in_frame(r, frame)) for r in seq.frames]
-    common = {k: docs[0][k] for k in _COMMON_KEYS if k in docs[0]}
-    frames = []
-    for i, doc in enumerate(docs):
-        for k in _COMMON_KEYS:
-            doc.pop(k, None)
-        doc.pop("schema", None)
-        doc.pop("version", None)
-        doc["image"]["path"] = stored_image_path(doc["image"]["path"], path) if path else \
-            doc["image"]["path"]
-        values = {"index": seq.frame_index(i), "time": seq.frame_time(i)}
-        frames.append({**{s.json_key: _lst(s, values[s.name]) for s in FRAME_FIELDS},
-                       "result": doc})
+    common = common_entries(docs[0])
+    frames = [frame_entry(doc, seq.frame_index(i), seq.frame_time(i), path)
+              for i, doc in enumerate(docs)]
     source = seq.source
     if source and path is not None and Path(source).exists():
         source = stored_image_path(source, path)
@@ -407,15 +433,22 @@ def sequence_csv_text(seq: ResultSequence, frame: str = DEFAULT_FRAME,
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(SEQUENCE_COLUMNS)
     image = image if image is not None else (seq.source or "")
-    person_col = COLUMNS.index("person")
     for i, r in enumerate(seq.frames):
-        rows = list(csv.reader(io.StringIO(csv_text(in_frame(r, frame), image))))[1:]
-        t = seq.frame_time(i)
-        for row in rows:
-            tid = r.persons[int(row[person_col])].track_id
-            w.writerow([i, seq.frame_index(i), repr(t) if math.isfinite(t) else "",
-                        "" if tid is None else tid] + row)
+        w.writerows(frame_csv_rows(r, i, seq.frame_index(i), seq.frame_time(i), frame, image))
     return buf.getvalue()
+
+
+def frame_csv_rows(result: EstimateResult, position: int, index: int, time: float,
+                   frame: str, image: str) -> list[list[Any]]:
+    """The sequence CSV's rows of one frame (see :func:`sequence_csv_text`)."""
+    person_col = COLUMNS.index("person")
+    rows = list(csv.reader(io.StringIO(csv_text(in_frame(result, frame), image))))[1:]
+    out = []
+    for row in rows:
+        tid = result.persons[int(row[person_col])].track_id
+        out.append([position, index, repr(time) if math.isfinite(time) else "",
+                    "" if tid is None else tid] + row)
+    return out
 
 
 def write_sequence_csv(seq: ResultSequence, path: str | os.PathLike[str],
@@ -431,18 +464,30 @@ def sequence_coco_dict(seq: ResultSequence, stage: int = -1) -> dict[str, Any]:
     name, plus ``frame_index``, ``frame_time`` and ``video``), annotations with the person's
     ``track_id``."""
     doc = coco_dict(list(seq.frames), stage)
-    name = Path(seq.source).name if seq.source else "video"
-    for i, im in enumerate(doc["images"]):
-        t = seq.frame_time(i)
-        im.update({"file_name": name, "path": seq.source, "video": seq.source,
-                   "frame_index": seq.frame_index(i), "frame_time": t if math.isfinite(t)
-                   else None})
-    k = 0
-    for r in seq.frames:
-        for p in r.persons:
-            doc["annotations"][k]["track_id"] = p.track_id
-            k += 1
+    doc["images"], doc["annotations"] = [], []
+    for i, r in enumerate(seq.frames):
+        im, anns = frame_coco_entries(r, i, seq.frame_index(i), seq.frame_time(i), seq.source,
+                                      len(doc["annotations"]), stage)
+        doc["images"].append(im)
+        doc["annotations"] += anns
     return doc
+
+
+def frame_coco_entries(result: EstimateResult, position: int, index: int, time: float,
+                       source: str | None, first_annotation: int, stage: int = -1
+                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The sequence COCO document's image entry of one frame and its annotations (ids
+    ``first_annotation + 1, ...``; see :func:`sequence_coco_dict`)."""
+    one = coco_dict([result], stage)
+    im = one["images"][0]
+    name = Path(source).name if source else "video"
+    im.update({"id": position + 1, "file_name": name, "path": source, "video": source,
+               "frame_index": index, "frame_time": time if math.isfinite(time) else None})
+    anns = one["annotations"]
+    for k, (a, p) in enumerate(zip(anns, result.persons, strict=True)):
+        a.update({"id": first_annotation + k + 1, "image_id": position + 1,
+                  "track_id": p.track_id})
+    return im, anns
 
 
 def write_sequence_coco(seq: ResultSequence, path: str | os.PathLike[str],
