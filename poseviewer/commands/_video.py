@@ -6,6 +6,7 @@ runs, ``--resume`` continues an interrupted run)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,8 @@ def estimate_video_file(estimator: Any, path: Path, stem: str, args: argparse.Na
         except KeyboardInterrupt:
             if partial.exists():
                 tqdm.write(f"poseviewer estimate: {path.name} interrupted: what was done is "
-                           f"kept in {partial}; run again with --resume to continue it")
+                           f"kept in {partial}; run again with --resume to continue it",
+                           file=sys.stderr)
             raise
         finally:
             bar.close()
