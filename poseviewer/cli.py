@@ -1,4 +1,5 @@
-"""Command line: ``poseviewer [IMAGE]`` opens the viewer; ``poseviewer COMMAND ...`` runs a tool.
+"""Command line: ``poseviewer [IMAGE or VIDEO]`` opens the viewer; ``poseviewer COMMAND ...``
+runs a tool.
 
 Each command is a module in ``poseviewer.commands`` with a docstring (its help text),
 ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when used,
@@ -36,7 +37,7 @@ def _summary(module_name: str) -> str:
 
 def _top_help() -> str:
     lines = [
-        "usage: poseviewer [IMAGE]            open the viewer (on IMAGE, or the bundled sample)",
+        "usage: poseviewer [IMAGE|VIDEO]      open the viewer (on IMAGE or VIDEO, or the sample)",
         "       poseviewer COMMAND [ARGS...]  run a tool; 'poseviewer COMMAND --help' for details",
         "",
         "commands:",

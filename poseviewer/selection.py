@@ -132,15 +132,38 @@ class Selection:
         if index == self.frame and image is None:
             return
         self.frame = index
+        old = self.person_result
         self.result, self.image = seq[index], image
         keys = {"frame", "result"}
         n_persons = len(self.result.persons)
-        if self.person >= n_persons:
+        same = [i for i, p in enumerate(self.result.persons)
+                if old is not None and old.track_id is not None and p.track_id == old.track_id]
+        if same and same[0] != self.person:  # the same person (by id) stays selected
+            self.person = same[0]
+            keys.add("person")
+        elif self.person >= n_persons:
             self.person = 0
             keys.add("person")
         self.stage = min(self.stage, max(self.num_stages - 1, 0))
         keys |= {"stage", "component"}
         self._emit(keys)
+
+    @property
+    def not_lifted_reason(self) -> str | None:
+        """Why the selected person's selected stage has no 3D pose (None: it has one, or
+        nobody is selected)."""
+        p, s = self.person_result, self.stage_result
+        if p is None or s is None:
+            return None
+        who = f"person {p.track_id if p.track_id is not None else self.person}"
+        if s.fit is None:
+            return f"{who} not lifted at stage {s.index + 1}: no 3D fit (no 3D model, or " \
+                "the fit was not kept)"
+        if bool(np.asarray(s.fit.lifted).reshape(-1)[0]):
+            return None
+        n = int(np.asarray(s.visible, dtype=bool).sum())
+        return (f"{who} not lifted at stage {s.index + 1}: only {n} of {len(s.visible)} "
+                "joints visible (too few to lift)")
 
     @property
     def num_frames(self) -> int:

@@ -10,6 +10,9 @@ not change, so every frame-to-frame change of the root-relative 3D joints is jit
     xvfb-run -a .venv/bin/python scripts/bench_video.py --scrub   # + the viewer's scrubbing
     .venv/bin/python scripts/bench_video.py --synthetic  # jitter with tests/test_video.py's
         # numpy pose network (template pose + Gaussian noise, every joint visible)
+    .venv/bin/python scripts/bench_video.py --long [--frames 3000]  # memory of a long clip
+        # streamed to every export format: peak RSS against the RSS after 100 frames
+        # (goal: within +300 MB) and the JSON's size per frame (goal: < 40 kB, one person)
 
 Prints the load (``uptime``): timings on a shared machine vary with it.
 """
@@ -41,7 +44,7 @@ from poseviewer.video.pipeline import PoseSmoother  # noqa: E402
 
 
 def write_clip(path: Path, frames: int, size: tuple[int, int] = (640, 480),
-               fps: float = 30.0) -> Path:
+               fps: float = 30.0, loop: int = 0) -> Path:
     w, h = size
     img = cv2.imread(str(resources_dir() / "sample_fullbody.jpg"))
     ph = int(h * 0.85)
@@ -51,7 +54,7 @@ def write_clip(path: Path, frames: int, size: tuple[int, int] = (640, 480),
     for i in range(frames):
         f = np.empty((h, w, 3), np.uint8)
         f[:] = (60, 120, 90)
-        x = min(10 + 4 * i, w - person.shape[1])
+        x = min(10 + 4 * (i % loop if loop else i), w - person.shape[1])
         f[(h - ph) // 2:(h - ph) // 2 + ph, x:x + person.shape[1]] = person
         wr.write(f)
     wr.release()
@@ -84,12 +87,17 @@ def main() -> int:
                     "network (Gaussian joint noise, stable visibility)")
     ap.add_argument("--save", default=None, metavar="NPZ",
                     help="save the raw joints, visibility, times and boxes (for tuning)")
+    ap.add_argument("--long", action="store_true",
+                    help="memory and file size of a long looped clip (--frames, e.g. 3000) "
+                    "streamed to every export format")
     args = ap.parse_args()
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     if args.synthetic:
         synthetic_jitter()
         return 0
     est = Estimator.default(device=args.device)
+    if args.long:
+        return long_clip(est, args.frames)
     print(f"device {est.device}; default network {est.backend.info().get('name')}")
     with tempfile.TemporaryDirectory() as tmp:
         clip = write_clip(Path(tmp) / "clip.mp4", args.frames + 1)
@@ -147,6 +155,53 @@ def main() -> int:
     print(f"  best mixture component per frame: {comp}")
     if args.scrub:
         scrub(seq, clip_frames(args.frames), args.switches)
+    print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    return 0
+
+
+def _rss_mb(key: str = "VmRSS") -> float:
+    """This process's resident memory (``VmRSS``) or its peak (``VmHWM``) in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def long_clip(est: Estimator, frames: int) -> int:
+    """A looped 640x480 one-person clip of ``frames`` frames through ``export_video`` (what
+    ``poseviewer estimate`` runs) to json, csv, npz, bvh and coco: resident memory after 100
+    frames and at its peak, and the size of each file per frame."""
+    from poseviewer.video.pipeline import export_video
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        clip = write_clip(Path(tmp) / "long.mp4", frames, loop=100)
+        print(f"wrote a {frames}-frame looped clip in {time.perf_counter() - t0:.1f} s")
+        marks: dict[int, float] = {}
+
+        def on_frame(done: int, total: int | None, result) -> None:
+            if done == 100 or done % 500 == 0:
+                marks[done] = _rss_mb()
+                print(f"  frame {done}: RSS {marks[done]:.0f} MB "
+                      f"({time.perf_counter() - t1:.0f} s)", flush=True)
+
+        t1 = time.perf_counter()
+        with VideoFileSource(clip) as src:
+            res = export_video(est, src, Path(tmp), "long", ("json", "csv", "npz", "bvh", "coco"),
+                               on_frame=on_frame)
+        wall = time.perf_counter() - t1
+        peak = _rss_mb("VmHWM")
+        print(f"\n{res.frames} frames in {wall:.0f} s ({res.frames / wall:.2f} frames/s, "
+              "every format written)")
+        base = marks.get(100, float("nan"))
+        print(f"RSS after 100 frames {base:.0f} MB; peak RSS {peak:.0f} MB: "
+              f"+{peak - base:.0f} MB (goal <= +300 MB)")
+        for f in res.files:
+            kb = f.stat().st_size / 1000.0 / res.frames
+            goal = " (goal < 40 kB, one person)" if f.suffix == ".json" and \
+                not f.name.endswith(".coco.json") else ""
+            print(f"  {f.name}: {kb:.1f} kB per frame{goal}")
+        print("tracks:", res.tracks)
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     return 0
 

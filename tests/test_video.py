@@ -730,11 +730,26 @@ def test_viewer_camera_mode_bad_and_long_videos(video_window, qtbot, tmp_path, c
     import poseviewer.app.video as app_video
 
     win, panel = video_window, video_window.video_panel
-    monkeypatch.setattr(app_video, "MAX_CACHE_BYTES", W * H * 3 * 5)  # room for 5 frames
+    budget = W * H * 3 * 5 + 14 * 16 * 16 * 4 * 2 * 2 * 5  # 5 frames and their maps
+    panel.cache_bytes = budget
     panel.open_video(str(clip))
-    qtbot.waitUntil(lambda: panel.status_label.text() == "estimated 5/5", timeout=60000)
-    assert panel.num_frames == 5
-    assert "only the first 5 frames" in win.statusBar().currentMessage()
+    qtbot.waitUntil(lambda: panel.status_label.text() == f"estimated {N_FRAMES}/{N_FRAMES}",
+                    timeout=120000)
+    assert panel.num_frames == N_FRAMES  # any length: every frame on the timeline
+    assert panel.cached_bytes <= budget and len(panel.job.frames) <= 5
+    first = panel.sequence[10]
+    assert 10 not in panel.job.frames
+    assert first.persons[0].final.cnn_maps.strides == (0, 0, 0)  # maps dropped ...
+    assert first.persons[0].track_id == 0 and first.persons[0].final.fit is not None
+    panel.show_frame(10)  # ... and estimated again when the user steps back to it
+    qtbot.waitUntil(lambda: 10 in panel.job.frames, timeout=60000)
+    assert panel.sequence[10] is first and app_video.AGAIN in first.messages
+    assert first.persons[0].final.cnn_maps.strides != (0, 0, 0)
+    assert first.persons[0].track_id == 0  # the ordered pass's id stays
+    err = [np.abs(win.state.image.astype(float) - f[..., ::-1]).mean() for f in _frames()]
+    assert int(np.argmin(err)) == 10  # the frame decoded again is frame 10
+    assert panel.cached_bytes <= budget
+    assert "frame 10: 1 person (ids 0)" in win.statusBar().currentMessage()
     rgb = [f[..., ::-1].copy() for f in _frames(30, step=1)]
     panel.open_camera(lambda: _PacedCamera(rgb, fps=100.0))
     qtbot.waitUntil(lambda: "camera ended" in panel.status_label.text(), timeout=120000)

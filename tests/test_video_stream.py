@@ -386,3 +386,75 @@ def test_min_track_frames_keeps_a_short_clip(tmp_path) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         export_video(_estimator(), ArraySource(frames[:2], fps=FPS), tmp_path, "z",
                      ("json",), min_track_frames=0)
+
+
+# ---- the viewer on video -------------------------------------------------------------------
+def _seq_two(clip2):
+    from poseviewer.video import VideoFileSource, estimate_video
+
+    with VideoFileSource(clip2) as src:
+        return estimate_video(_estimator(), src, max_frames=3)
+
+
+def test_selection_keeps_the_person_by_id_and_says_why_not_lifted(clip2) -> None:
+    import dataclasses
+
+    from poseviewer.selection import Selection
+
+    seq = _seq_two(clip2)
+    seq.frames[1].persons.reverse()  # frame 1 lists the same two people the other way round
+    sel = Selection()
+    sel.set_sequence(seq)
+    sel.set_person(1)
+    sel.set_stage(0)
+    tid = sel.person_result.track_id
+    sel.set_frame(1)
+    assert sel.person == 0 and sel.person_result.track_id == tid and sel.stage == 0
+    sel.set_frame(2)
+    assert sel.person == 1 and sel.person_result.track_id == tid
+    assert sel.not_lifted_reason is None
+    s = sel.stage_result  # make this stage's fit a failed one: 3 joints visible
+    vis = np.zeros(14, bool)
+    vis[:3] = True
+    p = sel.person_result
+    p.stages[0] = dataclasses.replace(s, visible=vis, fit=dataclasses.replace(
+        s.fit, lifted=np.array([False])))
+    assert sel.not_lifted_reason == (f"person {tid} not lifted at stage 1: only 3 of 14 "
+                                     "joints visible (too few to lift)")
+    p.stages[0] = dataclasses.replace(s, fit=None)
+    assert "no 3D fit" in sel.not_lifted_reason
+
+
+@pytest.mark.gui
+def test_poseviewer_clip_opens_the_video(clip2, qtbot, tmp_path, monkeypatch) -> None:
+    """``poseviewer two.mp4`` (the app's main) opens the video on the timeline (it used to
+    say it cannot decode an image); the status bar shows the frame's people and ids."""
+    pytest.importorskip("PySide6")
+    from PySide6.QtWidgets import QApplication
+
+    import poseviewer.app.main_window as mw
+    from poseviewer.cli import main
+
+    made = []
+
+    class Window(mw.MainWindow):
+        def __init__(self, *a, **k):
+            k["estimator_factory"] = lambda: _estimator()
+            super().__init__(*a, **k)
+            made.append(self)
+
+    monkeypatch.setattr(mw, "MainWindow", Window)
+    monkeypatch.setattr(QApplication, "exec", lambda self: 0)
+    monkeypatch.setenv("POSEVIEWER_SETTINGS", str(tmp_path / "s.ini"))
+    assert main([str(clip2)]) == 0
+    win = made[0]
+    panel = win.video_panel
+    try:
+        qtbot.waitUntil(lambda: panel.status_label.text() == "estimated 14/14", timeout=60000)
+        assert win.windowTitle() == "poseviewer - two.mp4"
+        panel.show_frame(2)
+        assert win.statusBar().currentMessage().startswith("frame 2: 2 persons (ids 0, 1)")
+        assert "cannot" not in win.statusBar().currentMessage().lower()
+    finally:
+        win.shutdown(30000)
+        win.close()

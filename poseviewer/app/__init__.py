@@ -1,6 +1,7 @@
 """The desktop viewer (PySide6 + pyqtgraph + vispy). The only package that imports Qt.
 
-``main(argv)`` opens the window on ``argv[0]`` (an image) or on the bundled sample photo.
+``main(argv)`` opens the window on ``argv[0]`` (an image or a video) or on the bundled sample
+photo.
 Settings live in the user's QSettings (organisation/application "poseviewer"), or in the
 ini file named by ``$POSEVIEWER_SETTINGS``. With ``$POSEVIEWER_QUIT_AFTER_FIRST_RESULT=1``
 the viewer prints the time from process start to the first result and quits (for timing
@@ -94,7 +95,7 @@ def _quit_after_first_result(app, win) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the viewer: ``poseviewer [IMAGE]``. Returns the exit code."""
+    """Run the viewer: ``poseviewer [IMAGE or VIDEO]``. Returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     from PySide6.QtWidgets import QApplication
 
@@ -120,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args:
         path = Path(args[0])
         if not path.is_file():
-            win.report_error("image", f"image not found: {path}")
+            win.report_error("image", f"file not found: {path}")
         else:
             win.open_image(path)
     else:

@@ -282,6 +282,14 @@ class MainWindow(QMainWindow):
         once the photo has been read: a file that cannot be opened changes nothing but
         shows the message."""
         path = str(path)
+        from poseviewer.video.source import is_video_path
+
+        panel = getattr(self, "video_panel", None)
+        if panel is not None and is_video_path(path) and boxes is None:  # a video: timeline
+            self._remember_folder(path)
+            self.setWindowTitle(f"poseviewer - {Path(path).name}")
+            panel.open_video(path)
+            return -1
         rid = self._submit("estimate", image=path, boxes=boxes,
                            message=f"Analysing {Path(path).name}...")
         self._opening = path if rid >= 0 else None

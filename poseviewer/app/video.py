@@ -1,8 +1,15 @@
 """Video and camera in the viewer: a timeline dock (slider, frame number and time,
-play/pause, one-frame steps with ',' and '.'), frames estimated in order in a worker
-thread with progress, cancel and a cache (the frame on screen estimated first, as a
-preview, when the ordered pass has not reached it), and a live camera mode that estimates
-the newest frame only, drops frames while busy and shows the rate achieved.
+play/pause, one-frame steps with ',' and '.'), frames decoded and estimated in order in a
+worker thread with progress and cancel, and a live camera mode that estimates the newest
+frame only, drops frames while busy and shows the rate achieved.
+
+Videos of any length: the decoded frames and the results' belief maps are kept in a cache
+with a memory budget (``video/cache_mb`` in the settings, default
+:data:`DEFAULT_CACHE_MB`); beyond it the least recently shown frames give up their pixels
+and maps (their joints, fits and ids stay). Showing such a frame again decodes it again
+and re-estimates it alone for its maps (the ids, smoothed joints and fits of the ordered
+pass stay); a frame the pass has not reached yet is estimated alone first, as a preview.
+The status bar shows the frame's people, ids and timings, and why a person is not lifted.
 
 ``install_video(window, estimator_factory)`` adds the File menu entries, the dock and the
 shortcuts to a :class:`~poseviewer.app.main_window.MainWindow`; the stage and component
@@ -34,9 +41,11 @@ from poseviewer.result import EstimateResult, ResultSequence
 
 VIDEO_FILTER = ("Videos (*.mp4 *.m4v *.avi *.mov *.mkv *.webm *.mpg *.mpeg *.wmv);;"
                 "All files (*)")
-#: Decoded frames kept in memory at most (bytes); longer videos are cut with a message.
-MAX_CACHE_BYTES = 1_500_000_000
+#: The memory budget of a video's cache of frames and maps (MB), unless the settings'
+#: ``video/cache_mb`` says otherwise.
+DEFAULT_CACHE_MB = 1024
 NOT_ESTIMATED = "frame not estimated yet"
+AGAIN = "re-estimated alone for its maps (ids, smoothed joints and fits from the ordered pass)"
 
 
 @dataclass
@@ -48,23 +57,28 @@ class VideoJob:
     """A path (file mode) or a callable returning a live ``FrameSource`` (camera mode)."""
     live: bool = False
     token: CancelToken = field(default_factory=CancelToken)
-    frames: list[np.ndarray] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)
-    indices: list[int] = field(default_factory=list)
+    frames: dict[int, np.ndarray] = field(default_factory=dict)
+    """Position -> decoded RGB frame, for the frames in the cache (the GUI evicts)."""
+    ready: set[int] = field(default_factory=set)
+    """Positions whose frame and maps are in the cache (kept by the GUI)."""
+    done: int = 0
+    """Frames of the ordered pass estimated so far."""
     wanted: int | None = None
-    """The frame on screen (set by the GUI): estimated first when the pass is behind."""
+    """The frame on screen (set by the GUI): decoded and estimated alone first when it is
+    not ready (ahead of the pass, or evicted from the cache)."""
     fps: float | None = None
     notes: list[str] = field(default_factory=list)
-    """Notes from reading (the file ended early, too many frames for the memory cap)."""
+    """Notes from reading (e.g. the file ended early)."""
 
 
 class VideoWorker(QObject):
     """Lives in the video thread; ``run`` is invoked by a queued signal."""
 
     decoded = Signal(int, int)
-    """job id, frames decoded (all of them: decoding ends before estimating starts)."""
-    frame_done = Signal(int, int, object, bool)
-    """job id, position, EstimateResult, preview (estimated alone, no ids/smoothing)."""
+    """job id, frames the video announces (0: unknown); the pass then starts."""
+    frame_done = Signal(int, int, object, object, bool)
+    """job id, position, EstimateResult, RGB frame, alone (estimated alone: a preview or
+    a frame decoded again for its maps)."""
     progress = Signal(int, int, int)
     """job id, frames estimated in order, total."""
     live_frame = Signal(int, object, object, object)
@@ -98,39 +112,47 @@ class VideoWorker(QObject):
             self.finished.emit(job.id, job.token.cancelled)
 
     def _file(self, job: VideoJob) -> None:
-        from poseviewer.video import Frame, VideoAnalyzer, VideoFileSource, iter_frames
+        from poseviewer.video import VideoAnalyzer, VideoFileSource, iter_frames
 
         with VideoFileSource(job.source) as src:
             job.fps = src.fps
-            w, h = src.size
-            cap = max(1, MAX_CACHE_BYTES // max(1, w * h * 3))
-            for frame in iter_frames(src, max_frames=cap):
+            total = src.frame_count or 0
+            self.decoded.emit(job.id, total)
+            est = self.estimator()
+            analyzer = VideoAnalyzer(est)
+            for i, frame in enumerate(iter_frames(src)):
+                self._serve(job)
                 if job.token.cancelled:
                     raise Cancelled("cancelled")
-                job.frames.append(frame.rgb)
-                job.times.append(frame.time)
-                job.indices.append(frame.index)
-            if len(job.frames) == cap and src.read() is not None:
-                job.notes.append(f"only the first {cap} frames fit in the viewer's memory "
-                                 "('poseviewer estimate' reads any length)")
+                res = analyzer.step(frame, cancel=job.token)
+                job.done = i + 1
+                self.frame_done.emit(job.id, i, res, frame.rgb, False)
+                self.progress.emit(job.id, i + 1, max(total, i + 1))
             job.notes += src.messages
-        self.decoded.emit(job.id, len(job.frames))
-        est = self.estimator()
-        analyzer = VideoAnalyzer(est)
-        previewed: set[int] = set()
-        n = len(job.frames)
-        for i in range(n):
-            w = job.wanted
-            if w is not None and i < w < n and w not in previewed:
-                previewed.add(w)
-                res = est.estimate(job.frames[w], cancel=job.token)
-                res.messages.append("preview: estimated alone (ids and smoothing follow "
-                                    "when the ordered pass gets here)")
-                self.frame_done.emit(job.id, w, res, True)
-            res = analyzer.step(Frame(job.indices[i], job.times[i], job.frames[i]),
-                                cancel=job.token)
-            self.frame_done.emit(job.id, i, res, False)
-            self.progress.emit(job.id, i + 1, n)
+        if total and job.done < total:
+            self.progress.emit(job.id, job.done, job.done)
+
+    def _serve(self, job: VideoJob) -> None:
+        """Decode and estimate alone the frame on screen when it is not ready."""
+        w = job.wanted
+        if w is None or w in job.ready or job.token.cancelled:
+            return
+        job.ready.add(w)  # asked once; the GUI takes it out again when it evicts the frame
+        rgb = _decode_at(str(job.source), w)
+        if rgb is None:
+            return
+        res = self.estimator().estimate(rgb, cancel=job.token)
+        self.frame_done.emit(job.id, w, res, rgb, True)
+
+    @Slot(object)
+    def again(self, job: VideoJob) -> None:
+        """After the pass: the frame on screen decoded and estimated again if evicted."""
+        try:
+            self._serve(job)
+        except Cancelled:
+            pass
+        except Exception as exc:  # noqa: BLE001 - a message, never a crash
+            self.failed.emit(job.id, str(exc) or type(exc).__name__)
 
     def _camera(self, job: VideoJob) -> None:
         from poseviewer.video import LatestFrame, VideoAnalyzer, run_live
@@ -146,6 +168,66 @@ class VideoWorker(QObject):
             grabber.stop()
 
 
+def _decode_at(path: str, index: int) -> np.ndarray | None:
+    """Frame ``index`` of the video at ``path`` (RGB), decoded by seeking; None if absent."""
+    import cv2
+
+    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    try:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, int(index))
+        ok, bgr = cap.read()
+    finally:
+        cap.release()
+    if not ok or bgr is None:
+        return None
+    if bgr.ndim == 2:
+        bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+def _maps_bytes(result: EstimateResult) -> int:
+    """Bytes held by the belief maps of ``result`` (zero-stride views hold none)."""
+    n = 0
+    for p in result.persons:
+        for s in p.stages:
+            for m in (s.cnn_maps, s.fused_maps, s.projected_maps):
+                if m is not None and 0 not in m.strides:
+                    n += m.nbytes
+    return n
+
+
+def _take_maps(into: EstimateResult, src: EstimateResult) -> bool:
+    """Put ``src``'s maps into ``into`` (the same frame estimated again): same people (by
+    box) and stages, else nothing is changed and False is returned."""
+    if len(into.persons) != len(src.persons):
+        return False
+    for a, b in zip(into.persons, src.persons, strict=True):
+        if len(a.stages) != len(b.stages) or not np.allclose(a.box, b.box, atol=1.0):
+            return False
+    for a, b in zip(into.persons, src.persons, strict=True):
+        for sa, sb in zip(a.stages, b.stages, strict=True):
+            sa.cnn_maps, sa.fused_maps, sa.projected_maps = (sb.cnn_maps, sb.fused_maps,
+                                                             sb.projected_maps)
+    return True
+
+
+def frame_status(result: EstimateResult, frame_text: str, selection: Any = None) -> str:
+    """The status bar's line for a video frame: its people and ids, its timings, notes,
+    and why the selected person is not lifted."""
+    n = len(result.persons)
+    ids = [p.track_id for p in result.persons if p.track_id is not None]
+    parts = [f"{frame_text}: {n} person{'s' if n != 1 else ''}"
+             + (f" (ids {', '.join(str(i) for i in ids)})" if ids else "")]
+    t = {k: v for k, v in (result.timings or {}).items() if isinstance(v, (int, float))}
+    if t:
+        parts.append(", ".join(f"{k} {1000 * v:.0f} ms" for k, v in t.items()))
+    why = None if selection is None else selection.not_lifted_reason
+    if why:
+        parts.append(why)
+    parts += [m for m in result.messages if m != NOT_ESTIMATED or n == 0]
+    return " - ".join(parts)
+
+
 def _placeholder(size: tuple[int, int]) -> EstimateResult:
     return EstimateResult(image_size=size, persons=[], timings={}, model={}, device="",
                           messages=[NOT_ESTIMATED])
@@ -155,6 +237,7 @@ class VideoPanel(QWidget):
     """The timeline and the video/camera runs of one window."""
 
     requested = Signal(object)
+    again_requested = Signal(object)
 
     def __init__(self, window: Any, estimator_factory: Callable[[], Any]) -> None:
         super().__init__()
@@ -170,6 +253,13 @@ class VideoPanel(QWidget):
         self.worker = VideoWorker(estimator_factory)
         self.worker.moveToThread(self._thread)
         self.requested.connect(self.worker.run)
+        self.again_requested.connect(self.worker.again)
+        self.cache_bytes = int(float(window.settings.value("video/cache_mb", DEFAULT_CACHE_MB))
+                               * 1e6)
+        """The cache's memory budget (bytes) for decoded frames and belief maps."""
+        self._lru: dict[int, int] = {}
+        """Position -> bytes held, least recently shown first."""
+        self._announced = 0
         self.worker.decoded.connect(self._on_decoded)
         self.worker.frame_done.connect(self._on_frame_done)
         self.worker.progress.connect(self._on_progress)
@@ -216,6 +306,7 @@ class VideoPanel(QWidget):
         self._next_id += 1
         self.job = VideoJob(self._next_id, source, live=live)
         self.sequence = None
+        self._lru = {}
         self.stats = None
         self.slider.blockSignals(True)
         self.slider.setRange(0, 0)
@@ -252,30 +343,86 @@ class VideoPanel(QWidget):
 
     @Slot(int, int)
     def _on_decoded(self, jid: int, n: int) -> None:
-        if not self._mine(jid) or not n:
+        if not self._mine(jid):
+            return
+        self._lru = {}
+        self._announced = n
+        self.status_label.setText("estimating 0" + (f"/{n}" if n else ""))
+
+    def _grow(self, n: int, size: tuple[int, int]) -> None:
+        """Make the timeline ``n`` frames long (placeholders for frames not estimated)."""
+        job = self.job
+        if self.sequence is None:
+            self.sequence = ResultSequence(frames=[], times=[], indices=[],
+                                           source=str(job.source), fps=job.fps)
+            first = True
+        else:
+            first = False
+        seq = self.sequence
+        while len(seq.frames) < n:
+            i = len(seq.frames)
+            seq.frames.append(_placeholder(size))
+            seq.times.append(i / job.fps if job.fps else float(i))
+            seq.indices.append(i)
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, len(seq.frames) - 1)
+        self.slider.blockSignals(False)
+        if first:
+            self.state.set_sequence(seq)
+            self.show_frame(0)
+
+    @Slot(int, int, object, object, bool)
+    def _on_frame_done(self, jid: int, i: int, result: Any, rgb: Any, alone: bool) -> None:
+        if not self._mine(jid):
             return
         job = self.job
-        h, w = job.frames[0].shape[:2]
-        self.sequence = ResultSequence(frames=[_placeholder((w, h)) for _ in range(n)],
-                                       times=list(job.times), indices=list(job.indices),
-                                       source=str(job.source), fps=job.fps)
-        self.state.set_sequence(self.sequence)
-        self.slider.blockSignals(True)
-        self.slider.setRange(0, n - 1)
-        self.slider.setValue(0)
-        self.slider.blockSignals(False)
-        self.show_frame(0)
-        self.status_label.setText(f"estimating 0/{n}")
-        for note in job.notes:
-            self.window_.statusBar().showMessage(note)
-
-    @Slot(int, int, object, bool)
-    def _on_frame_done(self, jid: int, i: int, result: Any, preview: bool) -> None:
-        if not self._mine(jid) or self.sequence is None:
-            return
-        self.sequence.frames[i] = result
+        h, w = rgb.shape[:2]
+        self._grow(max(i + 1, self.num_frames, self._announced), (w, h))
+        seq = self.sequence
+        old = seq.frames[i]
+        if alone and NOT_ESTIMATED not in old.messages:  # an evicted frame: its maps again
+            if _take_maps(old, result):
+                if AGAIN not in old.messages:
+                    old.messages.append(AGAIN)
+            else:  # the frame gave other people this time: show the new result
+                result.messages.append("preview: estimated alone (the ordered pass found "
+                                       "other people here)")
+                seq.frames[i] = result
+        elif alone:
+            result.messages.append("preview: estimated alone (ids and smoothing follow "
+                                   "when the ordered pass gets here)")
+            seq.frames[i] = result
+        else:
+            seq.frames[i] = result
+        job.frames[i] = rgb
+        job.ready.add(i)
+        self._account(i)
         if i == self.state.frame:
-            self.state.set_frame(i, self.job.frames[i])
+            self.state.set_frame(i, rgb)
+            self._show_status(i)
+
+    def _account(self, i: int) -> None:
+        """Count frame ``i``'s bytes in the cache and evict the least recently shown
+        frames (never the one on screen) while over the budget."""
+        job, seq = self.job, self.sequence
+        self._lru.pop(i, None)
+        rgb = job.frames.get(i)
+        self._lru[i] = (0 if rgb is None else rgb.nbytes) + _maps_bytes(seq.frames[i])
+        from poseviewer.video.pipeline import drop_maps
+
+        while sum(self._lru.values()) > self.cache_bytes and len(self._lru) > 1:
+            victim = next((k for k in self._lru if k != self.state.frame), None)
+            if victim is None:
+                break
+            del self._lru[victim]
+            job.frames.pop(victim, None)
+            job.ready.discard(victim)
+            drop_maps(seq.frames[victim])
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes the cache holds now (frames and maps)."""
+        return sum(self._lru.values())
 
     @Slot(int, int, int)
     def _on_progress(self, jid: int, done: int, total: int) -> None:
@@ -316,19 +463,36 @@ class VideoPanel(QWidget):
         return 0 if self.sequence is None else len(self.sequence)
 
     def show_frame(self, i: int) -> None:
-        """Show frame ``i`` (from the cache; the worker estimates it first when missing)."""
+        """Show frame ``i`` (from the cache; the worker decodes and estimates it alone first
+        when it is not there: ahead of the ordered pass, or evicted)."""
         if self.sequence is None or self.job is None:
             return
         i = int(np.clip(i, 0, self.num_frames - 1))
-        self.job.wanted = i
+        job = self.job
+        job.wanted = i
         if self.slider.value() != i:
             self.slider.blockSignals(True)
             self.slider.setValue(i)
             self.slider.blockSignals(False)
-        self.state.set_frame(i, self.job.frames[i])
+        rgb = job.frames.get(i)
+        if i in self._lru:  # most recently shown last
+            self._lru[i] = self._lru.pop(i)
+        self.state.set_frame(i, rgb)
+        if i not in job.ready and not job.live:
+            self.again_requested.emit(job)
         t = self.sequence.frame_time(i)
         self.frame_label.setText(f"frame {self.sequence.frame_index(i)}  "
                                  f"({i + 1}/{self.num_frames})  {t:.2f} s")
+        self._show_status(i)
+
+    def _show_status(self, i: int) -> None:
+        if self.sequence is None:
+            return
+        text = frame_status(self.sequence[i], f"frame {self.sequence.frame_index(i)}",
+                            self.state)
+        if i not in self.job.ready:
+            text += " - decoding and estimating this frame again..."
+        self.window_.statusBar().showMessage(text)
 
     def step(self, delta: int) -> None:
         """One frame forwards (+1) or backwards (-1)."""
