@@ -133,6 +133,7 @@ class Selection:
             return
         self.frame = index
         old = self.person_result
+        had_stages = self.num_stages
         self.result, self.image = seq[index], image
         keys = {"frame", "result"}
         n_persons = len(self.result.persons)
@@ -144,7 +145,8 @@ class Selection:
         elif self.person >= n_persons:
             self.person = 0
             keys.add("person")
-        self.stage = min(self.stage, max(self.num_stages - 1, 0))
+        self.stage = min(self.stage, max(self.num_stages - 1, 0)) if had_stages else \
+            max(self.num_stages - 1, 0)  # from a frame not estimated yet: the last stage
         keys |= {"stage", "component"}
         self._emit(keys)
 

@@ -455,6 +455,7 @@ def test_poseviewer_clip_opens_the_video(clip2, qtbot, tmp_path, monkeypatch) ->
         panel.show_frame(2)
         assert win.statusBar().currentMessage().startswith("frame 2: 2 persons (ids 0, 1)")
         assert "cannot" not in win.statusBar().currentMessage().lower()
+        assert win.state.stage == 1  # the last stage, though the timeline began empty
     finally:
         win.shutdown(30000)
         win.close()
