@@ -405,7 +405,8 @@ class PersonResult:
     centre: np.ndarray
     """(2,) float64 person centre in image pixels (x, y)."""
     source: str
-    """Where the person came from: 'user', 'detector', 'whole-image' or 'imported'."""
+    """Where the person came from: 'user', 'detector', 'whole-image', 'imported' or
+    'tracked' (video: the box followed from the previous frame, no detector run)."""
     map_to_image: np.ndarray
     """(2, 3) float64 affine: image_xy = map_to_image @ (map_x, map_y, 1)."""
     stages: list[StageResult] = field(default_factory=list)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from poseviewer.video.pipeline import DEFAULT_MIN_TRACK_FRAMES
+from poseviewer.video.pipeline import DEFAULT_DETECT_EVERY, DEFAULT_MIN_TRACK_FRAMES
 
 
 def add_video_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +29,11 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-maps", action="store_true",
                         help="videos: keep the belief maps (in the NPZ; default: each "
                         "frame's maps are dropped once its joints are read)")
+    parser.add_argument("--detect-every", type=int, default=DEFAULT_DETECT_EVERY, metavar="K",
+                        help="videos: run the people detector every K-th frame and follow "
+                        "the tracked people with their previous box in between (at once "
+                        "when a track is lost; default "
+                        f"{DEFAULT_DETECT_EVERY}; 1: the detector on every frame)")
     parser.add_argument("--stage-fits", action="store_true",
                         help="videos: export every stage's 3D fit (default: the last "
                         "stage's; earlier stages keep their 2D joints; ~2.5x larger JSON)")
@@ -40,6 +45,8 @@ def check_video_arguments(args: argparse.Namespace) -> str | None:
         return f"--every must be at least 1, not {args.every}"
     if args.max_frames is not None and args.max_frames < 1:
         return f"--max-frames must be at least 1, not {args.max_frames}"
+    if args.detect_every < 1:
+        return f"--detect-every must be at least 1, not {args.detect_every}"
     if args.min_track_frames < 1:
         return f"--min-track-frames must be at least 1, not {args.min_track_frames}"
     return None
@@ -81,7 +88,8 @@ def estimate_video_file(estimator: Any, path: Path, stem: str, args: argparse.Na
                 max_frames=args.max_frames,
                 smoothing=None if args.no_smoothing else DEFAULT_SMOOTHING,
                 min_track_frames=args.min_track_frames, keep_maps=args.keep_maps,
-                stage_fits=args.stage_fits, resume=resume, on_frame=progress)
+                stage_fits=args.stage_fits, detect_every=args.detect_every, resume=resume,
+                on_frame=progress)
         except KeyboardInterrupt:
             if partial.exists():
                 tqdm.write(f"poseviewer estimate: {path.name} interrupted: what was done is "

@@ -24,7 +24,7 @@ import numpy as np
 from poseviewer.errors import check_cancel
 from poseviewer.result import EstimateResult, Fit, ResultSequence
 from poseviewer.video.smooth import OneEuroFilter, OneEuroParams
-from poseviewer.video.source import Frame, FrameSource, VideoError, iter_frames
+from poseviewer.video.source import Frame, FrameSource, VideoError, iter_frames, prefetch
 from poseviewer.video.track import Tracker, TrackGate
 
 #: on_frame(done, total or None, result): after each frame
@@ -74,24 +74,106 @@ class VideoAnalyzer:
     """Estimates frames one after another, keeping the ids and the filters' state.
 
     ``estimator``: a :class:`~poseviewer.estimator.Estimator` (anything with ``estimate(
-    image, on_stage=, cancel=)`` and a ``pose_model`` with ``lift``); ``smoothing``: the One
-    Euro parameters, or None for none.
+    image, boxes=, on_stage=, cancel=)`` and a ``pose_model`` with ``lift``); ``smoothing``:
+    the One Euro parameters, or None for none.
+
+    ``detect_every`` (k > 1): follow the tracked people with their previous box instead of
+    running the people detector, which then runs on every k-th frame only, and at once
+    when a track was lost (a person missed, too few joints visible) or nobody is tracked.
+    A followed box is the person's last box moved by its joints' centroid motion over the
+    last frame; people entering the picture are found at the next detector frame.
     """
 
+    #: a followed person needs this many visible joints, else the detector runs next frame
+    FOLLOW_MIN_VISIBLE = 6
+
     def __init__(self, estimator: Any, smoothing: OneEuroParams | None = DEFAULT_SMOOTHING,
-                 tracker: Tracker | None = None) -> None:
+                 tracker: Tracker | None = None, detect_every: int = 1) -> None:
+        if detect_every < 1:
+            raise ValueError(f"detect_every must be at least 1, not {detect_every}")
         self.estimator = estimator
         self.smoothing = smoothing
         self.tracker = tracker if tracker is not None else Tracker()
+        self.detect_every = detect_every
         self._filters: dict[int, PoseSmoother] = {}
+        self._follow: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]] | None = None
+        """Per followed person: box, joint centroid, centroid step, detection score."""
+        self._since_detect = 0
+        self._n = 0
+        self._seen: dict[int, tuple[Any, ...]] = {}
+        self._scores: dict[int, float] = {}
+        self.detector_runs = 0
+        """Frames on which the people detector ran."""
+
+    def _followed_boxes(self, size: tuple[int, int]) -> np.ndarray | None:
+        if self.detect_every <= 1 or not self._follow or \
+                self._since_detect >= self.detect_every:
+            return None
+        w, h = size
+        out = []
+        for box, _, step, _ in self._follow:
+            b = box + np.r_[step, step]
+            if b[2] <= 0 or b[3] <= 0 or b[0] >= w or b[1] >= h:
+                return None  # leaving the picture: let the detector look
+            out.append(b)
+        return np.array(out)
+
+    def _remember(self, persons: list[Any], followed: bool) -> None:
+        """What the next frame needs to follow these people (None: run the detector).
+        The detector runs again while a track is tentative (so that a new person can be
+        seen in consecutive frames) or a confirmed one was missed."""
+        self._n += 1
+        tracks = self.tracker.tracks
+        confirmed = {t.id for t in tracks if t.confirmed and t.missing == 0}
+        lost = any(not t.confirmed or t.missing for t in tracks)
+        follow = []
+        for p in persons:
+            if p.track_id is None or p.track_id not in confirmed:
+                continue
+            vis = np.asarray(p.final.visible, dtype=bool)
+            if vis.sum() < self.FOLLOW_MIN_VISIBLE:
+                lost = True
+                continue
+            c = np.asarray(p.final.joints_2d, dtype=np.float64)[vis].mean(axis=0)
+            last = self._seen.get(p.track_id)  # (centroid, frame, detector centroid, frame)
+            if last is None:
+                step = np.zeros(2)
+            elif followed:
+                step = (c - last[0]) / max(1, self._n - last[1])
+            else:  # over the frames since the last detection (no jump of the correction)
+                step = (c - last[2]) / max(1, self._n - last[3])
+            det = (last[2], last[3]) if followed and last is not None else (c, self._n)
+            self._seen[p.track_id] = (c, self._n, *det)
+            score = float(p.score) if p.source != "tracked" else self._scores.get(
+                p.track_id, float(p.score))
+            self._scores[p.track_id] = score
+            follow.append((np.asarray(p.box, dtype=np.float64), c, step, score))
+        live = {t.id for t in tracks}
+        self._seen = {k: v for k, v in self._seen.items() if k in live}
+        self._scores = {k: v for k, v in self._scores.items() if k in live}
+        self._follow = None if lost or not follow else follow
 
     def step(self, frame: Frame, on_stage: Any = None, cancel: Any = None) -> EstimateResult:
         """Estimate ``frame`` (frames must come in time order), set the people's ids and
         smooth their joints."""
-        result = self.estimator.estimate(frame.rgb, on_stage=on_stage, cancel=cancel)
+        h, w = frame.rgb.shape[:2]
+        boxes = self._followed_boxes((w, h))
+        followed = boxes is not None
+        if followed:
+            self._since_detect += 1
+            result = self.estimator.estimate(frame.rgb, boxes=boxes, on_stage=on_stage,
+                                             cancel=cancel)
+            for p, f in zip(result.persons, self._follow, strict=False):
+                p.source, p.score = "tracked", f[3]
+        else:
+            self._since_detect = 1
+            self.detector_runs += 1
+            result = self.estimator.estimate(frame.rgb, on_stage=on_stage, cancel=cancel)
         persons = result.persons
         if not persons:
             self.tracker.update(np.zeros((0, 4)))
+            self._follow = None
+            self._n += 1
             return result
         boxes = np.stack([p.box for p in persons])
         joints = np.stack([p.final.joints_2d for p in persons])
@@ -100,18 +182,36 @@ class VideoAnalyzer:
             p.track_id = None if i is None else int(i)
         live = {t.id for t in self.tracker.tracks}
         self._filters = {k: v for k, v in self._filters.items() if k in live}
+        if self.detect_every > 1:
+            self._remember(persons, followed)
         if self.smoothing is not None:
             self._smooth(result, frame.time)
         return result
 
     def state(self) -> dict[str, Any]:
         """The tracker's and the filters' state after the last frame, as JSON types."""
+        follow = None if self._follow is None else [
+            [b.tolist(), c.tolist(), st.tolist(), sc] for b, c, st, sc in self._follow]
         return {"tracker": self.tracker.state(),
-                "filters": {str(k): f.state() for k, f in self._filters.items()}}
+                "filters": {str(k): f.state() for k, f in self._filters.items()},
+                "follow": follow, "since_detect": self._since_detect,
+                "detector_runs": self.detector_runs, "n": self._n,
+                "seen": {str(k): [np.asarray(v[0]).tolist(), v[1], np.asarray(v[2]).tolist(),
+                                  v[3]] for k, v in self._seen.items()},
+                "scores": {str(k): v for k, v in self._scores.items()}}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Continue from a :meth:`state` (a resumed run)."""
         self.tracker.load_state(state["tracker"])
+        follow = state.get("follow")
+        self._follow = None if follow is None else [
+            (np.array(b), np.array(c), np.array(st), float(sc)) for b, c, st, sc in follow]
+        self._since_detect = int(state.get("since_detect", 0))
+        self.detector_runs = int(state.get("detector_runs", 0))
+        self._n = int(state.get("n", 0))
+        self._seen = {int(k): (np.array(v[0]), int(v[1]), np.array(v[2]), int(v[3]))
+                      for k, v in state.get("seen", {}).items()}
+        self._scores = {int(k): float(v) for k, v in state.get("scores", {}).items()}
         self._filters = {}
         if self.smoothing is not None:
             for k, d in state["filters"].items():
@@ -216,6 +316,9 @@ def drop_stage_fits(result: EstimateResult) -> EstimateResult:
 DEFAULT_BIRTH_FRAMES = 3
 DEFAULT_BIRTH_SCORE = 0.5
 DEFAULT_MIN_TRACK_FRAMES = 10
+#: ``poseviewer estimate --detect-every``: the people detector on every K-th video frame
+#: (see ``scripts/bench_video.py --speed`` and docs/video.md for the measurements).
+DEFAULT_DETECT_EVERY = 1
 
 
 @dataclasses.dataclass
@@ -244,7 +347,8 @@ def export_video(estimator: Any, source: FrameSource, out_dir: Any, stem: str,
                  smoothing: OneEuroParams | None = DEFAULT_SMOOTHING,
                  tracker: Tracker | None = None,
                  min_track_frames: int = DEFAULT_MIN_TRACK_FRAMES, keep_maps: bool = False,
-                 stage_fits: bool = False, resume: bool = False, checkpoint_every: int = 50,
+                 stage_fits: bool = False, detect_every: int = 1,
+                 decode_thread: bool = True, resume: bool = False, checkpoint_every: int = 50,
                  on_frame: FrameCallback | None = None, cancel: Any = None) -> VideoExport:
     """Estimate ``source`` and write its exports as the frames come, in bounded memory
     (:class:`~poseviewer.export.stream.SequenceStreamWriter`): the same files as
@@ -256,8 +360,10 @@ def export_video(estimator: Any, source: FrameSource, out_dir: Any, stem: str,
     (each stage keeps its 2D joints: a one-person frame's JSON is ~30 kB instead of ~75).
     An interrupted run (an exception, ``KeyboardInterrupt``, ``Cancelled``)
     leaves its output in ``<out>/<stem>.partial`` and re-raises; ``resume=True``
-    continues such a run from its last checkpoint. ``on_frame(done, total, result)``
-    after each estimated frame."""
+    continues such a run from its last checkpoint. ``detect_every``: see
+    :class:`VideoAnalyzer`. ``decode_thread``: decode ahead in a thread
+    (:func:`~poseviewer.video.source.prefetch`). ``on_frame(done, total, result)`` after
+    each estimated frame."""
     from poseviewer.export.stream import SequenceStreamWriter
 
     if every < 1:
@@ -265,7 +371,8 @@ def export_video(estimator: Any, source: FrameSource, out_dir: Any, stem: str,
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"--max-frames must be at least 1, not {max_frames}")
     analyzer = VideoAnalyzer(estimator, smoothing,
-                             tracker if tracker is not None else default_tracker())
+                             tracker if tracker is not None else default_tracker(),
+                             detect_every=detect_every)
     gate = TrackGate(min_frames=min_track_frames)
     writer = SequenceStreamWriter(
         out_dir, stem, formats, frame, source=source.name, fps=source.fps,
@@ -294,7 +401,8 @@ def export_video(estimator: Any, source: FrameSource, out_dir: Any, stem: str,
     done = start
     try:
         if budget is None or budget > 0:
-            for fr in iter_frames(source, every, budget):
+            frames = iter_frames(source, every, budget)
+            for fr in prefetch(frames) if decode_thread else frames:
                 check_cancel(cancel)
                 result = analyzer.step(fr, cancel=cancel)
                 if not keep_maps:

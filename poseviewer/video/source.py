@@ -94,6 +94,47 @@ def iter_frames(src: FrameSource, every: int = 1, max_frames: int | None = None
             return
 
 
+def prefetch(frames: Iterator[Frame], depth: int = 4) -> Iterator[Frame]:
+    """``frames`` decoded ahead in a background thread (at most ``depth`` waiting), so that
+    the network never waits for the file. Errors of the decoding come out here; closing
+    the returned generator (or leaving it with an exception) stops the thread."""
+    import queue
+    import threading
+
+    q: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+    end = object()
+
+    def run() -> None:
+        try:
+            for f in frames:
+                while not stop.is_set():
+                    try:
+                        q.put(f, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(end)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(exc)
+
+    t = threading.Thread(target=run, name="poseviewer-decode", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        t.join(timeout=5.0)
+
+
 class VideoFileSource:
     """A video file read through OpenCV's FFmpeg backend.
 
