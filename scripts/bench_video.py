@@ -10,6 +10,8 @@ not change, so every frame-to-frame change of the root-relative 3D joints is jit
     xvfb-run -a .venv/bin/python scripts/bench_video.py --scrub   # + the viewer's scrubbing
     .venv/bin/python scripts/bench_video.py --synthetic  # jitter with tests/test_video.py's
         # numpy pose network (template pose + Gaussian noise, every joint visible)
+    .venv/bin/python scripts/bench_video.py --speed [--frames 20]  # frames/s table: 1 and 5
+        # people, mirror pass on/off, detector every frame / every 5th (followed boxes)
     .venv/bin/python scripts/bench_video.py --long [--frames 3000]  # memory of a long clip
         # streamed to every export format: peak RSS against the RSS after 100 frames
         # (goal: within +300 MB) and the JSON's size per frame (goal: < 40 kB, one person)
@@ -87,6 +89,10 @@ def main() -> int:
                     "network (Gaussian joint noise, stable visibility)")
     ap.add_argument("--save", default=None, metavar="NPZ",
                     help="save the raw joints, visibility, times and boxes (for tuning)")
+    ap.add_argument("--speed", action="store_true",
+                    help="the frames/s table of poseviewer estimate's video path (decode -> "
+                    "JSON), 1 and 5 people, mirror pass on/off, detector every frame or "
+                    "every 5th; --frames per run")
     ap.add_argument("--long", action="store_true",
                     help="memory and file size of a long looped clip (--frames, e.g. 3000) "
                     "streamed to every export format")
@@ -98,6 +104,8 @@ def main() -> int:
     est = Estimator.default(device=args.device)
     if args.long:
         return long_clip(est, args.frames)
+    if args.speed:
+        return speed_table(est, args.frames)
     print(f"device {est.device}; default network {est.backend.info().get('name')}")
     with tempfile.TemporaryDirectory() as tmp:
         clip = write_clip(Path(tmp) / "clip.mp4", args.frames + 1)
@@ -155,6 +163,66 @@ def main() -> int:
     print(f"  best mixture component per frame: {comp}")
     if args.scrub:
         scrub(seq, clip_frames(args.frames), args.switches)
+    print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    return 0
+
+
+def write_crowd_clip(path: Path, frames: int, people: int, size: tuple[int, int] = (640, 480),
+                     fps: float = 30.0) -> Path:
+    """``people`` copies of the bundled photo side by side (a 640 x 480 picture), each
+    walking right 2 px a frame."""
+    w, h = size
+    img = cv2.imread(str(resources_dir() / "sample_fullbody.jpg"))
+    pw = min(int(img.shape[1] * 0.85 * h / img.shape[0]), w // (people + 1))
+    ph = int(img.shape[0] * pw / img.shape[1])
+    person = cv2.resize(img, (pw, ph), interpolation=cv2.INTER_AREA)
+    pw = person.shape[1]
+    gap = (w - people * pw) // (people + 1)
+    wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for i in range(frames):
+        f = np.empty((h, w, 3), np.uint8)
+        f[:] = (60, 120, 90)
+        for k in range(people):
+            x = min(gap + k * (pw + gap) + 2 * i, w - pw)
+            y = (h - ph) // 2 + ((k % 2) * 2 - 1) * (h - ph) // 8
+            f[y:y + ph, x:x + pw] = person
+        wr.write(f)
+    wr.release()
+    return path
+
+
+def speed_table(est: Estimator, frames: int) -> int:
+    """Frames per second of ``export_video`` (decode in a thread -> estimate -> track ->
+    smooth -> JSON) for 1 and 5 people, mirror pass on and off, the detector on every
+    frame and on every 5th (followed boxes between), all in this one run."""
+    from poseviewer.video.pipeline import export_video
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for people in (1, 5):
+            clip = write_crowd_clip(Path(tmp) / f"p{people}.mp4", frames + 1, people)
+            for mirror in (True, False):
+                est.flip_test = mirror
+                for k in (1, 5):
+                    with VideoFileSource(clip) as src:  # warm-up: one frame
+                        export_video(est, src, Path(tmp), "w", ("json",), max_frames=1)
+                    t0 = time.perf_counter()
+                    with VideoFileSource(clip) as src:
+                        res = export_video(est, src, Path(tmp), "r", ("json",),
+                                           max_frames=frames, detect_every=k,
+                                           min_track_frames=1)
+                    fps = res.frames / (time.perf_counter() - t0)
+                    rows.append((people, mirror, k, fps, res.max_people))
+                    print(f"  {people} people, mirror {'on ' if mirror else 'off'}, detector "
+                          f"every {k}: {fps:.2f} frames/s ({res.max_people} found)", flush=True)
+    base = {p: next(r[3] for r in rows if r[0] == p and r[1] and r[2] == 1) for p in (1, 5)}
+    print("\n| people | mirror pass | detector | frames/s | x (mirror, every frame) |")
+    print("|---:|---|---|---:|---:|")
+    for people, mirror, k, fps, _ in rows:
+        print(f"| {people} | {'on' if mirror else 'off'} | "
+              f"{'every frame' if k == 1 else f'every {k}th, followed boxes'} | {fps:.2f} | "
+              f"{fps / base[people]:.2f} |")
+    print("(640 x 480, fp32, decode -> JSON; goals: one person >= 25 frames/s, five >= 8)")
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     return 0
 
