@@ -537,3 +537,32 @@ def test_prefetch_gives_the_frames_in_order_and_passes_errors() -> None:
     early = prefetch(iter(frames), depth=2)
     next(early)
     early.close()  # the thread stops
+
+
+def test_cli_videos_run_single_pass_unless_mirror_pass(clip2, tmp_path, monkeypatch) -> None:
+    """Videos: the mirror pass off while the video runs (photos keep the estimator's
+    setting, restored after), on with --mirror-pass."""
+    from poseviewer.cli import main
+    from poseviewer.commands import estimate as estimate_cmd
+
+    est = _estimator()
+    seen: list[bool] = []
+
+    class Est:  # the estimator, recording the mirror setting at each frame
+        flip_test = True
+
+        def __getattr__(self, name):
+            return getattr(est, name)
+
+        def estimate(self, *a, **k):
+            seen.append(self.flip_test)
+            return est.estimate(*a, **k)
+
+    wrapped = Est()
+    monkeypatch.setattr(estimate_cmd, "load_estimator", lambda args: wrapped)
+    args = ["estimate", str(clip2), "--format", "json", "--no-progress", "--max-frames", "3"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    assert seen == [False] * 3 and wrapped.flip_test is True
+    seen.clear()
+    assert main(args + ["--out", str(tmp_path / "b"), "--mirror-pass"]) == 0
+    assert seen == [True] * 3

@@ -34,6 +34,10 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
                         "the tracked people with their previous box in between (at once "
                         "when a track is lost; default "
                         f"{DEFAULT_DETECT_EVERY}; 1: the detector on every frame)")
+    parser.add_argument("--mirror-pass", action="store_true",
+                        help="videos: keep the network's mirror test-time pass (default for "
+                        "videos: a single pass, about twice as fast; PCK on 400 validation "
+                        "photos 69.4 instead of 70.8)")
     parser.add_argument("--stage-fits", action="store_true",
                         help="videos: export every stage's 3D fit (default: the last "
                         "stage's; earlier stages keep their 2D joints; ~2.5x larger JSON)")
@@ -82,6 +86,9 @@ def estimate_video_file(estimator: Any, path: Path, stem: str, args: argparse.Na
             bar.n = done
             bar.refresh()
 
+        mirror = getattr(estimator, "flip_test", None)
+        if mirror is not None and not args.mirror_pass:
+            estimator.flip_test = False  # videos: single pass unless --mirror-pass
         try:
             res = export_video(
                 estimator, src, out, stem, formats, args.frame, every=args.every,
@@ -98,6 +105,8 @@ def estimate_video_file(estimator: Any, path: Path, stem: str, args: argparse.Na
             raise
         finally:
             bar.close()
+            if mirror is not None:
+                estimator.flip_test = mirror
     if res.resumed_at:
         tqdm.write(f"poseviewer estimate: {path.name}: resumed after frame {res.resumed_at}")
     for note in res.messages:
