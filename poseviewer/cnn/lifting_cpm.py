@@ -65,6 +65,8 @@ from poseviewer.cnn.ops import (
 )
 from poseviewer.skeleton import h36m_to_cpm
 
+#: on_stage(stage_index, num_stages): called once per stage for the whole batch (every
+#: person at once); the network, its backend and the Estimator all take this one type.
 StageCallback = Callable[[int, int], None]
 
 
