@@ -168,11 +168,18 @@ def main() -> int:
 
 
 def write_crowd_clip(path: Path, frames: int, people: int, size: tuple[int, int] = (640, 480),
-                     fps: float = 30.0) -> Path:
+                     fps: float = 30.0, est: Estimator | None = None) -> Path:
     """``people`` copies of the bundled photo side by side (a 640 x 480 picture), each
-    walking right 2 px a frame."""
+    walking right 2 px a frame; with ``est``, several people show only the person's box
+    of the photo (as the estimator's detector finds it, 10 % wider), so that five fit."""
     w, h = size
     img = cv2.imread(str(resources_dir() / "sample_fullbody.jpg"))
+    if people > 1 and est is not None:
+        loaded = est.load_image(str(resources_dir() / "sample_fullbody.jpg"))
+        box = est.people(loaded).boxes[0] / loaded.scale
+        cx, bw = (box[0] + box[2]) / 2, (box[2] - box[0]) * 1.1
+        x0, x1 = int(max(0, cx - bw / 2)), int(min(img.shape[1], cx + bw / 2))
+        img = img[:, x0:x1]
     pw = min(int(img.shape[1] * 0.85 * h / img.shape[0]), w // (people + 1))
     ph = int(img.shape[0] * pw / img.shape[1])
     person = cv2.resize(img, (pw, ph), interpolation=cv2.INTER_AREA)
@@ -200,7 +207,7 @@ def speed_table(est: Estimator, frames: int) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for people in (1, 5):
-            clip = write_crowd_clip(Path(tmp) / f"p{people}.mp4", frames + 1, people)
+            clip = write_crowd_clip(Path(tmp) / f"p{people}.mp4", frames + 1, people, est=est)
             for mirror in (True, False):
                 est.flip_test = mirror
                 for k in (1, 5):
