@@ -697,7 +697,7 @@ def test_viewer_timeline_on_a_video(video_window, clip, qtbot) -> None:
     from PySide6.QtCore import Qt
     from PySide6.QtTest import QTest
 
-    from poseviewer.app.video import NOT_ESTIMATED
+    from poseviewer.app.video import AGAIN, NOT_ESTIMATED
 
     win, panel = video_window, video_window.video_panel
     panel.open_video(str(clip))
@@ -705,6 +705,7 @@ def test_viewer_timeline_on_a_video(video_window, clip, qtbot) -> None:
                     timeout=180000)
     assert panel.slider.maximum() == N_FRAMES - 1 and win.state.num_frames == N_FRAMES
     assert all(NOT_ESTIMATED not in r.messages for r in panel.sequence)
+    assert all(AGAIN not in r.messages for r in panel.sequence)  # none estimated twice
     assert [r.persons[0].track_id for r in panel.sequence] == [0] * N_FRAMES
     assert win.state.frame == 0 and win.state.result is panel.sequence[0]
     QTest.keyClick(win, Qt.Key.Key_Period)

@@ -126,6 +126,7 @@ class VideoWorker(QObject):
                     raise Cancelled("cancelled")
                 res = analyzer.step(frame, cancel=job.token)
                 job.done = i + 1
+                job.ready.add(i)  # before the GUI hears of it: never estimated twice
                 self.frame_done.emit(job.id, i, res, frame.rgb, False)
                 self.progress.emit(job.id, i + 1, max(total, i + 1))
             job.notes += src.messages
