@@ -14,7 +14,9 @@ not change, so every frame-to-frame change of the root-relative 3D joints is jit
         # people, mirror pass on/off, detector every frame / every 5th (followed boxes)
     .venv/bin/python scripts/bench_video.py --long [--frames 3000]  # memory of a long clip
         # streamed to every export format: peak RSS against the RSS after 100 frames
-        # (goal: within +300 MB) and the JSON's size per frame (goal: < 40 kB, one person)
+        # (goal: within +300 MB) and the JSON's size per frame (goal: < 40 kB, one person);
+        # with --synthetic the tests' numpy network instead of the default one (the
+        # streaming, tracking and export machinery alone, fast)
 
 Prints the load (``uptime``): timings on a shared machine vary with it.
 """
@@ -98,6 +100,17 @@ def main() -> int:
                     "streamed to every export format")
     args = ap.parse_args()
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    if args.synthetic and args.long:  # the streaming machinery alone, with a numpy network
+        sys.path.insert(0, str(ROOT / "tests"))
+        import test_video as tv
+
+        from poseviewer.lifting import load_pose_model
+        from poseviewer.paths import DEFAULT_POSE_MODEL
+
+        bg = np.array((60, 120, 90)[::-1], np.int16)
+        return long_clip(Estimator(tv._TemplateBackend(), load_pose_model(DEFAULT_POSE_MODEL),
+                                   device="cpu", detector=lambda rgb: _blob(rgb, bg)),
+                         args.frames)
     if args.synthetic:
         synthetic_jitter()
         return 0
@@ -232,6 +245,14 @@ def speed_table(est: Estimator, frames: int) -> int:
     print("(640 x 480, fp32, decode -> JSON; goals: one person >= 25 frames/s, five >= 8)")
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     return 0
+
+
+def _blob(rgb: np.ndarray, bg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The box of what differs from the background colour (``--long --synthetic``)."""
+    ys, xs = np.nonzero(np.abs(rgb.astype(np.int16) - bg).sum(axis=2) > 40)
+    if not len(xs):
+        return np.zeros((0, 4)), np.zeros(0)
+    return np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], float), np.ones(1)
 
 
 def _rss_mb(key: str = "VmRSS") -> float:
