@@ -20,6 +20,8 @@ continues from there (:attr:`~SequenceStreamWriter.frames_done`,
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -31,10 +33,10 @@ from typing import Any
 import numpy as np
 
 from poseviewer.atomic import atomic_open, atomic_write_text
-from poseviewer.export._io import DEFAULT_FRAME, fit_values, in_frame
+from poseviewer.export._io import DEFAULT_FRAME, in_frame
 from poseviewer.export.coco import coco_dict
 from poseviewer.export.json_format import result_to_dict, stored_image_path
-from poseviewer.export.npz_format import _FILL, result_arrays
+from poseviewer.export.npz_format import result_arrays
 from poseviewer.export.video import (
     _PERSON_KEYS,
     _SHARED_KEYS,
@@ -48,10 +50,11 @@ from poseviewer.export.video import (
     frame_coco_entries,
     frame_csv_rows,
     frame_entry,
+    lifted_pose,
+    track_arrays,
     track_to_dict,
 )
-from poseviewer.result import FRAME_FIELDS, TRACK_FIELDS, EstimateResult, ResultSequence
-from poseviewer.skeleton import H36M17
+from poseviewer.result import FRAME_FIELDS, EstimateResult, ResultSequence
 
 #: The partial folder's suffix: ``<stem>.partial`` holds an unfinished video's output.
 PARTIAL_SUFFIX = ".partial"
@@ -81,16 +84,6 @@ class _Track:
     def __init__(self) -> None:
         self.positions: list[int] = []
         self.poses: list[np.ndarray] = []
-
-
-def _best_pose(person: Any, stage: int) -> np.ndarray | None:
-    vals = fit_values(person.stages[stage].fit)
-    if vals is None or not bool(vals[0]["lifted"]):
-        return None
-    pose = np.asarray(vals[0]["pose_3d"], dtype=np.float64)
-    if not np.isfinite(pose).all():
-        return None
-    return pose - pose[0]
 
 
 class SequenceStreamWriter:
@@ -193,9 +186,6 @@ class SequenceStreamWriter:
                 entry = frame_entry(doc, int(index), float(time), self.out / f"{self.stem}.json")
                 self._append("frames.jsonl", json.dumps(entry, allow_nan=False) + "\n")
         if "csv" in self.formats:
-            import csv
-            import io
-
             buf = io.StringIO()
             csv.writer(buf, lineterminator="\n").writerows(
                 frame_csv_rows(result, pos, int(index), float(time), self.frame,
@@ -213,7 +203,7 @@ class SequenceStreamWriter:
         for person in result.persons:
             if person.track_id is None:
                 continue
-            pose = _best_pose(person, self.stage)
+            pose = lifted_pose(person, self.stage)
             track = self._tracks.setdefault(int(person.track_id), _Track())
             if pose is not None and (not track.positions or track.positions[-1] != pos):
                 track.positions.append(pos)
@@ -410,9 +400,6 @@ class SequenceStreamWriter:
         return path
 
     def _finish_csv(self) -> Path:
-        import csv
-        import io
-
         path = self.out / f"{self.stem}.csv"
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerow(SEQUENCE_COLUMNS)
@@ -485,15 +472,8 @@ class SequenceStreamWriter:
             values = {"index": self._index, "time": self._time}
             for s in FRAME_FIELDS:
                 put(s.npz_key, np.array(values[s.name], dtype=s.np_dtype))
-            f_max = max((len(a.frames) for a in anims), default=0)
-            dims = {"F": f_max, "J3": len(H36M17.joints)}
-            for s in TRACK_FIELDS:
-                arr = np.full((len(anims),) + s.concrete_shape(dims), _FILL[s.dtype],
-                              dtype=s.np_dtype)
-                for r, a in enumerate(anims):
-                    v = np.asarray(getattr(a, s.name), dtype=s.np_dtype)
-                    arr[(r,) + tuple(slice(0, x) for x in v.shape)] = v
-                put(s.npz_key, arr)
+            for k, v in track_arrays(anims).items():
+                put(k, v)
             put("sequence_json", np.array(json.dumps({
                 "schema": SEQUENCE_SCHEMA, "version": SEQUENCE_VERSION,
                 "source": self.source, "fps": self.fps, "smoothing": self.smoothing,

@@ -88,16 +88,20 @@ def _person_pose(result: EstimateResult, track_id: int, stage: int) -> np.ndarra
     """The (17, 3) root-relative best pose of ``track_id`` in ``result`` (None: absent or not
     lifted)."""
     for person in result.persons:
-        if person.track_id != track_id:
-            continue
-        vals = fit_values(person.stages[stage].fit)
-        if vals is None or not bool(vals[0]["lifted"]):
-            return None
-        pose = np.asarray(vals[0]["pose_3d"], dtype=np.float64)
-        if not np.isfinite(pose).all():
-            return None
-        return pose - pose[0]
+        if person.track_id == track_id:
+            return lifted_pose(person, stage)
     return None
+
+
+def lifted_pose(person: Any, stage: int = -1) -> np.ndarray | None:
+    """The (17, 3) root-relative best pose of ``person`` at ``stage`` (None: not lifted)."""
+    vals = fit_values(person.stages[stage].fit)
+    if vals is None or not bool(vals[0]["lifted"]):
+        return None
+    pose = np.asarray(vals[0]["pose_3d"], dtype=np.float64)
+    if not np.isfinite(pose).all():
+        return None
+    return pose - pose[0]
 
 
 def _retarget(pose: np.ndarray, lengths: np.ndarray, parents: np.ndarray) -> np.ndarray:
@@ -363,9 +367,19 @@ def sequence_arrays(seq: ResultSequence, frame: str = DEFAULT_FRAME) -> dict[str
               "time": [seq.frame_time(i) for i in range(n)]}
     for s in FRAME_FIELDS:
         out[s.npz_key] = np.array(values[s.name], dtype=s.np_dtype)
-    anims = track_animations(seq)
+    out.update(track_arrays(track_animations(seq)))
+    out["sequence_json"] = np.array(json.dumps({
+        "schema": SEQUENCE_SCHEMA, "version": SEQUENCE_VERSION, "source": seq.source,
+        "fps": seq.fps, "smoothing": seq.smoothing, "messages": list(seq.messages)},
+        allow_nan=False), dtype=np.str_)
+    return out
+
+
+def track_arrays(anims: list[TrackAnimation]) -> dict[str, np.ndarray]:
+    """The NPZ's track fields: one row per animation, frames padded to the longest."""
     f_max = max((len(a.frames) for a in anims), default=0)
     dims = {"F": f_max, "J3": len(H36M17.joints)}
+    out = {}
     for s in TRACK_FIELDS:
         arr = np.full((len(anims),) + s.concrete_shape(dims), _FILL[s.dtype],
                       dtype=s.np_dtype)
@@ -373,10 +387,6 @@ def sequence_arrays(seq: ResultSequence, frame: str = DEFAULT_FRAME) -> dict[str
             v = np.asarray(getattr(a, s.name), dtype=s.np_dtype)
             arr[(r,) + tuple(slice(0, x) for x in v.shape)] = v
         out[s.npz_key] = arr
-    out["sequence_json"] = np.array(json.dumps({
-        "schema": SEQUENCE_SCHEMA, "version": SEQUENCE_VERSION, "source": seq.source,
-        "fps": seq.fps, "smoothing": seq.smoothing, "messages": list(seq.messages)},
-        allow_nan=False), dtype=np.str_)
     return out
 
 

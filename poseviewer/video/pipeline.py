@@ -52,11 +52,11 @@ class PoseSmoother:
             + centre
 
     def state(self) -> dict[str, Any]:
-        """The filter's state as JSON types (NaN kept as null)."""
+        """The filter's state as lists (NaN stays NaN: Python's json writes and reads it)."""
         f = self.filter
 
         def lst(a: np.ndarray | None) -> Any:
-            return None if a is None else np.where(np.isfinite(a), a, np.nan).tolist()
+            return None if a is None else a.tolist()
 
         return {"height": self.height, "x": lst(f.x), "dx": lst(f.dx), "t": lst(f.t)}
 
