@@ -424,16 +424,38 @@ class SequenceStreamWriter:
         return path
 
     def _finish_npz(self, messages: list[str], anims: list[Any]) -> Path:
+        """The NPZ from the chunks: each chunk read once, each key's padded rows gathered in
+        a raw file of its own (``<partial>/raw/``), then each raw file copied into its
+        ``.npy`` member after the header (a zip takes one member at a time)."""
         path = self.out / f"{self.stem}.npz"
         n = self.frames_done
         chunks = [self.partial / f"npz_{c:06d}.npz" for c in range(self._npz_chunks)]
-
-        def frames() -> Iterable[tuple[int, Any]]:
+        raw = self.partial / "raw"
+        raw.mkdir(exist_ok=True)
+        specs = {}
+        for i, (k, info) in enumerate(self._npz_keys.items()):
+            dtype = np.dtype(info["dtype"])
+            lead = (self._p_max,) if k in _PERSON_KEYS else (self._p_max, self._t_max)
+            specs[k] = (raw / f"{i}.bin", dtype, lead + tuple(info["tail"]),
+                        _fill_for(np.empty(0, dtype=dtype)))
+        nums, metas = [], []
+        outs = {k: open(sp[0], "wb") for k, sp in specs.items()}  # noqa: SIM115
+        try:
             for c in chunks:
                 with np.load(c, allow_pickle=False) as d:
-                    for j in range(int(d["count"])):
-                        yield j, d
-
+                    arrays = {name: d[name] for name in d.files}
+                for j in range(int(arrays["count"])):
+                    nums.append(len(arrays[f"{j}:has_fit"]))
+                    metas.append(str(arrays[f"{j}:meta_json"]))
+                    for k, (_, dtype, shape, fill) in specs.items():
+                        block = np.full(shape, fill, dtype=dtype)
+                        v = arrays.get(f"{j}:{k}")
+                        if v is not None and v.size:
+                            block[tuple(slice(0, x) for x in v.shape)] = v
+                        outs[k].write(block.tobytes())
+        finally:
+            for fh in outs.values():
+                fh.close()
         with atomic_open(path, "wb") as fh, \
                 zipfile.ZipFile(fh, mode="w", compression=zipfile.ZIP_STORED,
                                 allowZip64=True) as zf:
@@ -442,31 +464,15 @@ class SequenceStreamWriter:
                 with zf.open(key + ".npy", "w", force_zip64=True) as f:
                     np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
 
-            for k, info in self._npz_keys.items():
-                dtype = np.dtype(info["dtype"])
-                tail = tuple(info["tail"])
-                person = k in _PERSON_KEYS
-                lead = (self._p_max,) if person else (self._p_max, self._t_max)
-                fill = _fill_for(np.empty(0, dtype=np.dtype(info["dtype"])))
+            for k, (file, dtype, shape, _) in specs.items():
                 header = {"descr": np.lib.format.dtype_to_descr(dtype),
-                          "fortran_order": False, "shape": (n,) + lead + tail}
-                with zf.open(k + ".npy", "w", force_zip64=True) as f:
+                          "fortran_order": False, "shape": (n,) + shape}
+                with zf.open(k + ".npy", "w", force_zip64=True) as f, open(file, "rb") as src:
                     np.lib.format.write_array_header_2_0(f, header)
-                    for j, d in frames():
-                        block = np.full(lead + tail, fill, dtype=dtype)
-                        key = f"{j}:{k}"
-                        if key in d.files:
-                            v = d[key]
-                            if v.size:
-                                block[tuple(slice(0, s) for s in v.shape)] = v
-                        f.write(block.tobytes())
+                    shutil.copyfileobj(src, f, 1 << 20)
             with np.load(chunks[0], allow_pickle=False) as d0:
                 for k in _SHARED_KEYS:
                     put(k, d0[f"0:{k}"])
-            nums, metas = [], []
-            for j, d in frames():
-                nums.append(len(d[f"{j}:has_fit"]))
-                metas.append(str(d[f"{j}:meta_json"]))
             put("num_persons", np.array(nums, dtype=np.int64))
             put("frame_meta_json", np.array(metas, dtype=np.str_))
             values = {"index": self._index, "time": self._time}
