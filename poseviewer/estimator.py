@@ -55,6 +55,7 @@ from poseviewer.imageio import MAX_PIXELS, ImageError, LoadedImage, load_image
 from poseviewer.lifting import ModelFileError, ModelFileNotFoundError, PoseModel3D, load_pose_model
 from poseviewer.paths import DEFAULT_CNN, DEFAULT_POSE_MODEL
 from poseviewer.result import EstimateResult, Fit, PersonResult, StageResult
+from poseviewer.skeleton import finite_visible
 
 __all__ = ["Cancelled", "CancelToken", "Crops", "Estimator", "ImageError",
            "ModelNotFoundError", "People", "WeightsError", "DEFAULT_CNN", "DEFAULT_POSE_MODEL"]
@@ -415,8 +416,9 @@ class Estimator:
             return [None] * len(stages)
         check_cancel(cancel)
         n = len(map_to_image)
+        xy = np.concatenate(joints)
         fit = Fit.from_lift(self.pose_model.lift(
-            np.concatenate(joints), np.concatenate([s.visible for s in stages]),
+            xy, finite_visible(xy, np.concatenate([s.visible for s in stages])),
             as_numpy=True))
         return [fit.select(list(range(t * n, (t + 1) * n))) for t in range(len(stages))]
 

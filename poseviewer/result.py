@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from poseviewer.skeleton import finite_visible
+
 #: The lifting's scale cap (lifting spec, step 3): a component whose scale sits exactly here
 #: was refitted with the capped scale.
 SCALE_CAP = -0.001
@@ -379,7 +381,8 @@ class StageResult:
     confidence: np.ndarray
     """(14,) float64: per-joint confidence."""
     visible: np.ndarray
-    """(14,) bool: joints judged visible (confidence above the model's threshold)."""
+    """(14,) bool: joints judged visible (confidence above the model's threshold); never a
+    joint with a NaN or infinite coordinate (``skeleton.finite_visible``, applied here)."""
     fit: Fit | None
     """The lifting of ``joints_2d`` (N = 1, every component), or None if not run."""
     seconds: float = 0.0
@@ -394,6 +397,7 @@ class StageResult:
     def __post_init__(self) -> None:
         if self.fit is not None and not isinstance(self.fit, Fit):  # a lifting result
             self.fit = Fit.from_lift(self.fit)
+        self.visible = finite_visible(self.joints_2d, self.visible)
 
 
 @dataclass

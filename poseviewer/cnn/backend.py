@@ -26,7 +26,7 @@ from poseviewer.cnn.lifting_cpm import LiftingCPM
 from poseviewer.cnn.ops import legacy_resize
 from poseviewer.cnn.preprocess import find_person_centres, normalise, release_resize
 from poseviewer.result import Fit
-from poseviewer.skeleton import CPM14, Skeleton
+from poseviewer.skeleton import CPM14, Skeleton, finite_visible
 
 #: on_stage(stage_index, num_stages), called once per stage for the whole batch
 StageCallback = Callable[[int, int], None]
@@ -67,7 +67,8 @@ class StageMaps:
     confidence: np.ndarray
     """(N, J) float64."""
     visible: np.ndarray
-    """(N, J) bool: confidence above the network's visibility threshold."""
+    """(N, J) bool: confidence above the network's visibility threshold (and the joint
+    finite)."""
     fit: Fit | None = None
     """The in-network lifting of the CNN's joints (N people, map-grid coordinates), or None."""
     cnn_joints: np.ndarray | None = None
@@ -188,11 +189,12 @@ class CPMBackend:
         stages = []
         for s in out.stages:
             conf = s.confidence.float().cpu().numpy().astype(np.float64)
+            joints = s.joints.float().cpu().numpy().astype(np.float64)
             stages.append(StageMaps(
                 cnn=_np32(s.cnn, j), fused=_np32(s.fused, j),
                 projected=None if s.projected is None else _np32(s.projected, j),
-                joints=s.joints.float().cpu().numpy().astype(np.float64),
-                confidence=conf, visible=conf > self.visibility_threshold,
+                joints=joints, confidence=conf,
+                visible=finite_visible(joints, conf > self.visibility_threshold),
                 fit=None if s.lift is None else Fit.from_lift(s.lift),
                 cnn_joints=None if s.lift is None or s.cnn_joints is None
                 else s.cnn_joints.float().cpu().numpy().astype(np.float64),

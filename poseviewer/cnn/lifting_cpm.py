@@ -207,6 +207,11 @@ class LiftingCPM(nn.Module):
         bg = 1.0 - b.detach().amax(dim=1, keepdim=True)
         return torch.cat([b, bg], dim=1), z
 
+    def judge_visible(self, joints: Tensor, confidence: Tensor) -> Tensor:
+        """Visible: confidence above the threshold and both coordinates finite (a NaN or
+        infinite joint, e.g. from broken maps, is never visible nor lifted)."""
+        return (confidence > self.config.visibility_threshold) & torch.isfinite(joints).all(-1)
+
     def read(self, maps: Tensor, size: int) -> tuple[Tensor, Tensor]:
         """Joints (B, J, 2) in map units and confidence (B, J) from maps (B, C, h, w), by
         the config's ``joint_reading``; ``size`` is the crop side (release reading)."""
@@ -350,14 +355,14 @@ class LiftingCPM(nn.Module):
             if fuse or read_joints:
                 with torch.no_grad():
                     out.joints, out.confidence = self.read(b, size)
-                    out.visible = out.confidence > cfg.visibility_threshold
+                    out.visible = self.judge_visible(out.joints, out.confidence)
                     out.cnn_joints, out.cnn_confidence = out.joints, out.confidence
             if fuse:
                 out.fused = self._fuse(t, b, out)
                 if cfg.report_joints == "fused":
                     with torch.no_grad():
                         out.joints, out.confidence = self.read(out.fused, size)
-                        out.visible = out.confidence > cfg.visibility_threshold
+                        out.visible = self.judge_visible(out.joints, out.confidence)
             stages.append(out)
             prev = out.fused
             if on_stage is not None:
