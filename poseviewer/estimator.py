@@ -237,7 +237,8 @@ class Estimator:
             raise ModelNotFoundError(str(exc)) from exc
         except ModelFileError as exc:
             raise WeightsError(str(exc)) from exc
-        person = load_cpm(person_weights) if person_weights is not None else None
+        person = (load_cpm(person_weights, what="person weights (PersonNet)")
+                  if person_weights is not None else None)
         info = {"weights": str(w), "pose_model": pose_path,
                 "person_weights": None if person_weights is None else str(person_weights)}
         return cls(model, pm, person, device=device, info=info, **kwargs)

@@ -14,8 +14,8 @@ Per image: <name>.json / .csv / .npz and <name>_person<P>.bvh in --out (images f
 sub-folders are named <sub>__<name>; repeated names get _2, _3, ...); the COCO keypoints
 of all images go to keypoints_coco.json. A file that fails is reported and skipped;
 report.json in --out lists every input's outcome and poses.parquet holds every person's
-2D and 3D joints (--engine local or ray). Exit code 0 when every image succeeded, 1 when
-some failed, 2 on a usage or model error.
+2D and 3D joints (--engine local or ray; not written when every input failed). Exit
+codes: below.
 
 Engines: local (default; images decoded in --workers processes, --batch-size images per
 network batch), ray (a Ray Data pipeline on this machine or --ray-address; --num-gpus G
@@ -38,6 +38,7 @@ from poseviewer.commands._batch import (
     check_out_dir,
     finish_batch,
     make_out_dir,
+    missing_inputs,
 )
 from poseviewer.commands._engines import add_engine_arguments, run_engine
 from poseviewer.commands._video import (
@@ -124,11 +125,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"poseviewer estimate: {problem}", file=sys.stderr)
         return 2
     files, problems = collect_images(list(args.paths))
-    if not files:
-        for path, why in problems:
-            print(f"poseviewer estimate: {path}: {why}", file=sys.stderr)
-        print("poseviewer estimate: no images to process", file=sys.stderr)
-        return 2
+    if problems:  # a missing path: a usage error even among good ones (exit 2, nothing run)
+        return missing_inputs("estimate", problems)
     try:  # the output folder first, then the models; the folder is made only after both
         check_out_dir(args.out)
         estimator = load_estimator(args)
@@ -148,11 +146,9 @@ def run(args: argparse.Namespace) -> int:
               "local or plain)", file=sys.stderr)
         return 2
     if args.engine != "plain" and not videos:  # local or ray: commands/_engines.py
-        return run_engine(args, estimator, files, problems, formats)
+        return run_engine(args, estimator, files, formats)
     per_image = [f for f in formats if not EXPORTERS[f].collect]
     report = Report("estimate", args.out)
-    for path, why in problems:
-        report.failure(path, FileNotFoundError(why))
     coco = CocoCollector()
     stems = UniqueStems()
     interrupted = False
@@ -176,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
                     coco.add(result)
                 report.success(str(path), written, len(result.persons), list(result.messages))
             except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
-                report.failure(str(path), exc, write=tqdm.write)
+                report.failure(path, exc)
     except KeyboardInterrupt:
         interrupted = True
     finally:

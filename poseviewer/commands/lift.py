@@ -6,8 +6,7 @@ Examples:
 
 Each input may hold several images; every image gives one result (no belief maps, one
 stage) exported in every chosen format. COCO-17 input: the neck is the shoulders'
-midpoint and the head top is unknown. Exit code 0 when every input succeeded, 1 when some
-failed (see report.json in the output folder), 2 on a usage or model error.
+midpoint and the head top is unknown. Exit codes: below.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from poseviewer.commands._batch import (
     check_out_dir,
     finish_batch,
     make_out_dir,
+    missing_inputs,
 )
 from poseviewer.export import EXPORTERS, export_result, lift_imported, parse_formats, read_joints_2d
 from poseviewer.paths import DEFAULT_POSE_MODEL
@@ -46,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
     """Run ``poseviewer lift``; returns the exit code."""
     from poseviewer.lifting import load_pose_model  # torch: only when running
 
+    missing = [(str(p), "no such file") for p in args.inputs if not p.is_file()]
+    if missing:  # a missing path: a usage error even among good ones (exit 2, nothing run)
+        return missing_inputs("lift", missing)
     try:  # the output folder first, then the model; the folder is made only after both
         formats = parse_formats(args.format)
         check_out_dir(args.out)
@@ -65,10 +68,10 @@ def run(args: argparse.Namespace) -> int:
             try:
                 items = read_joints_2d(src, layout=args.layout)
             except (ValueError, OSError) as exc:
-                report.failure(str(src), exc)
+                report.failure(src, exc)
                 continue
             for i, item in enumerate(items):
-                label = f"{src}" + (f" [{item.image or i}]" if len(items) > 1 else "")
+                label = str(item.image or i) if len(items) > 1 else None
                 try:
                     result = lift_imported(item, model, model_path=model_path)
                     base = Path(item.image).stem if item.image else src.stem
@@ -76,9 +79,10 @@ def run(args: argparse.Namespace) -> int:
                                             frame=args.frame)
                     if "coco" in formats:
                         coco.add(result)
-                    report.success(label, written, len(result.persons), result.messages)
+                    report.success(src, written, len(result.persons), result.messages,
+                                   item=label)
                 except (ValueError, OSError, RuntimeError) as exc:
-                    report.failure(label, exc)
+                    report.failure(src, exc, item=label)
     except KeyboardInterrupt:
         interrupted = True
     return finish_batch(report, coco, args.out, interrupted)
