@@ -470,6 +470,11 @@ def test_estimate_with_per_stage_lifting_and_fusion(pose_model):
     p = r.persons[0]
     m = p.map_to_image
     assert r.model["fusion_active"] and r.timings["lift"] > 0
+    # every phase is timed, under the documented keys
+    from poseviewer.result import TIMINGS
+
+    assert set(r.timings) == set(TIMINGS)
+    assert r.timings["total"] >= r.timings["cnn"] + r.timings["fusion"] + r.timings["lift"]
     for s in p.stages:
         fit = s.fit
         assert len(fit) == 1 and bool(fit.lifted[0])
