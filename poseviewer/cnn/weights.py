@@ -95,7 +95,7 @@ def load_cpm(path: str | os.PathLike[str], device: str | torch.device = "cpu",
         raise WeightsError(f"cannot read {what} {path}: {exc}") from exc
     problem = state_mismatch(model.state_dict(), state)
     if problem:
-        raise WeightsError(f"{what} {path} do not match their config '{cfg.name}': "
+        raise WeightsError(f"{path} ({what}) does not match its config '{cfg.name}': "
                            f"{problem}")
     model.load_state_dict(state)
     return model.to(device)
