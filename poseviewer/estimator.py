@@ -49,11 +49,12 @@ from poseviewer.cnn.backend import (
 from poseviewer.cnn.cancel import Cancelled, CancelToken, check_cancel
 from poseviewer.cnn.lifting_cpm import LiftingCPM
 from poseviewer.cnn.preprocess import crop_centred, normalise, release_resize, warp_crop
-from poseviewer.cnn.prior import TargetPrior, log_prior
+from poseviewer.cnn.prior import DEFAULT_PRIOR, TargetPrior, log_prior
 from poseviewer.cnn.weights import WeightsError, load_cpm
 from poseviewer.detect import find_people
 from poseviewer.imageio import MAX_PIXELS, ImageError, LoadedImage, load_image
 from poseviewer.lifting import ModelFileError, ModelFileNotFoundError, PoseModel3D, load_pose_model
+from poseviewer.lifting.plausibility import PLAUSIBILITY_FILE, PlausibilityLimits, judge_fit
 from poseviewer.paths import DEFAULT_CNN, DEFAULT_POSE_MODEL
 from poseviewer.result import EstimateResult, Fit, PersonResult, StageResult
 
@@ -209,7 +210,10 @@ class Estimator:
             self.flip_test = flip_test
         self.max_pixels = int(max_pixels)
         self.info = dict(info or {})
-        self.target_prior = TargetPrior() if target_prior is None else target_prior
+        self.plausibility: PlausibilityLimits | None = (
+            PlausibilityLimits.load() if PLAUSIBILITY_FILE.is_file() else None)
+        """The limits that judge every fit (``Fit.plausible``); None: not judged."""
+        self.target_prior = DEFAULT_PRIOR if target_prior is None else target_prior
         """Whom each crop is about (``poseviewer.cnn.prior``): the target's box and the
         other people's boxes weight the belief maps; ``TargetPrior(0, 0)`` turns it off.
         Used when the backend takes a prior (``accepts_prior``)."""
@@ -436,15 +440,21 @@ class Estimator:
         own (moved from the map grid), else one post-hoc lifting of all stages and people
         at once, else None (no 3D model)."""
         if any(s.fit is not None for s in stages):
-            return [None if s.fit is None else s.fit.to_image(map_to_image) for s in stages]
+            return [None if s.fit is None else self.judge(s.fit.to_image(map_to_image))
+                    for s in stages]
         if self.pose_model is None or not stages:
             return [None] * len(stages)
         check_cancel(cancel)
         n = len(map_to_image)
-        fit = Fit.from_lift(self.pose_model.lift(
+        fit = self.judge(Fit.from_lift(self.pose_model.lift(
             np.concatenate(joints), np.concatenate([s.visible for s in stages]),
-            as_numpy=True))
+            as_numpy=True)))
         return [fit.select(list(range(t * n, (t + 1) * n))) for t in range(len(stages))]
+
+    def judge(self, fit: Fit) -> Fit:
+        """``fit`` with its plausibility filled in (``poseviewer.lifting.plausibility``),
+        unchanged when there are no limits."""
+        return judge_fit(fit, self.plausibility)
 
     def package(self, loaded: LoadedImage, people: People, map_to_image: np.ndarray,
                 stages: list[StageMaps], joints: list[np.ndarray], fits: list[Fit | None],

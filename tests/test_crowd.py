@@ -110,3 +110,52 @@ def test_random_scenes_are_seeded() -> None:
         assert (sa.joints >= 0).all() and (sa.joints[..., 0] < sa.image.shape[1]).all()
         assert (sa.joints[..., 0] >= sa.boxes[:, None, 0]).all()
         assert (sa.joints[..., 1] <= sa.boxes[:, None, 3]).all()
+
+
+def test_training_with_neighbours_pastes_unlabelled_people_beside_the_target() -> None:
+    from poseviewer.train2d.augment import AugmentConfig, make_batch, paste_neighbours
+
+    size = 96
+    # cache rows: row 0 the target (red body), rows 1-3 neighbours (blue bodies), each a
+    # person of 60 px in the middle of a 96 px grey cache image
+    j = _stick_person(38, 18)
+    images = np.full((4, size, size, 3), 128, np.uint8)
+    from poseviewer.train2d.crowd import person_mask
+
+    body = person_mask(j, np.ones(14, bool), (size, size), 8.0) > 0.5
+    images[0][body] = (220, 20, 20)
+    for r in (1, 2, 3):
+        images[r][body] = (20, 20, 220)
+    joints = np.repeat(j[None], 4, 0).astype(np.float32)
+    visible = np.ones((4, 14), bool)
+    cfg = AugmentConfig(neighbours=1.0, neighbour_count=(2, 2), scale=(1.0, 1.0),
+                        full_circle=0.0, small_rotation=0.0, translate=0.0, flip=0.0)
+    # the target's crop (no augmentation): cache 96 px with enlarge 1.6 -> same pixels
+    crop, xy, vis = images[0].copy(), joints[0].copy(), visible[0].copy()
+    blue_before = (crop[..., 2] > 150).sum()
+    new, new_vis = paste_neighbours(np.random.default_rng(3), crop, xy, vis, images, joints,
+                                    visible, np.array([1, 2, 3]), 1.6, cfg)
+    assert blue_before == 0
+    blue = new[..., 2] > 150
+    assert blue.sum() > 200  # two bodies pasted
+    cols = np.flatnonzero(blue.any(0))
+    assert cols.min() < 30 or cols.max() > 66  # beside the target, not on its centre line
+    # the target's joints a neighbour covers are unlabelled, the others keep their red
+    for k in range(14):
+        x, y = np.round(xy[k]).astype(int)
+        if blue[y, x]:
+            assert not new_vis[k]
+        elif new_vis[k]:
+            assert new[y, x, 0] > 150
+    assert new_vis.any()
+    # through make_batch: probability 1 changes the crops, 0 leaves them exactly as before
+    idx = np.array([0, 1, 2, 3])
+    plain = make_batch(np.random.default_rng(0), images, joints, visible, idx, 1.6, size,
+                       AugmentConfig(scale=(1.0, 1.0)))
+    plain2 = make_batch(np.random.default_rng(0), images, joints, visible, idx, 1.6, size,
+                        AugmentConfig(scale=(1.0, 1.0), neighbours=0.0))
+    np.testing.assert_array_equal(plain[0], plain2[0])
+    crowded = make_batch(np.random.default_rng(0), images, joints, visible, idx, 1.6, size,
+                         AugmentConfig(scale=(1.0, 1.0), neighbours=1.0))
+    assert crowded[0].shape == plain[0].shape
+    assert not np.array_equal(crowded[0], plain[0])

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from poseviewer.atomic import AtomicWriteError, atomic_write_text
 from poseviewer.export import DEFAULT_FRAME, coco_dict, formats_help
 from poseviewer.result import FRAMES_3D, EstimateResult
@@ -71,6 +73,17 @@ class UniqueStems:
         return name
 
 
+def implausible_count(result: EstimateResult) -> int:
+    """People of ``result`` whose final lifting was judged not believable (lifted, with
+    ``plausible`` False; ``poseviewer.lifting.plausibility``)."""
+    n = 0
+    for person in result.persons:
+        fit = person.stages[-1].fit if person.stages else None
+        if fit is not None and fit.plausible is not None:
+            n += int(bool(np.asarray(fit.lifted)[0]) and not bool(np.asarray(fit.plausible)[0]))
+    return n
+
+
 class CocoCollector:
     """Gathers the COCO keypoints of many results into one document."""
 
@@ -113,9 +126,10 @@ class Report:
         self.t0 = time.perf_counter()
 
     def success(self, source: str, outputs: list[Path], persons: int,
-                messages: list[str]) -> None:
-        """Record a file that gave ``outputs`` (``persons`` people, the result's messages)."""
-        self.ok.append({"input": source, "persons": persons,
+                messages: list[str], implausible: int = 0) -> None:
+        """Record a file that gave ``outputs`` (``persons`` people, ``implausible`` of them
+        lifted to a pose that is not believable, the result's messages)."""
+        self.ok.append({"input": source, "persons": persons, "implausible": implausible,
                         "outputs": [str(p) for p in outputs], "messages": messages})
 
     def failure(self, source: str, exc: BaseException | str, write: Any = None) -> None:
@@ -138,6 +152,8 @@ class Report:
             "interrupted": interrupted,
             "seconds": round(time.perf_counter() - self.t0, 3),
             "failures": self.failed,
+            "people": sum(r["persons"] for r in self.ok),
+            "implausible": sum(r.get("implausible", 0) for r in self.ok),
             "results": self.ok,
             "other_outputs": [str(p) for p in extra_outputs or []],
         }
@@ -147,8 +163,11 @@ class Report:
         except AtomicWriteError as exc:  # e.g. the folder became unwritable meanwhile
             print(f"poseviewer {self.command}: {exc}", file=sys.stderr)
             path = None
+        people = sum(r["persons"] for r in self.ok)
+        odd = sum(r.get("implausible", 0) for r in self.ok)
         print(f"{self.command}: {len(self.ok)} of {n} succeeded, {len(self.failed)} failed"
-              f"{' (interrupted)' if interrupted else ''}; report: {path}")
+              f"{' (interrupted)' if interrupted else ''}; {people} people, {odd} of them "
+              f"with an implausible 3D pose; report: {path}")
         for f in self.failed:
             print(f"  FAILED {f['input']}: {f['error']}", file=sys.stderr)
         return path

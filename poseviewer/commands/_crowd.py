@@ -65,7 +65,7 @@ def crowd_scenes(args: argparse.Namespace) -> list[Any]:
         return bgr[..., ::-1].copy()
 
     return list(random_scenes(load, ann.joints, ann.visible, val, args.scenes,
-                              seed=args.crowd_seed))
+                              seed=args.crowd_seed, people=tuple(args.crowd_people)))
 
 
 def score_crowd(est: Any, scenes: list[Any], detector: bool) -> dict[str, Any]:
@@ -115,6 +115,7 @@ def run_crowd(args: argparse.Namespace, model: Any) -> int:
     print(f"target prior: outside {est.target_prior.outside}, neighbour "
           f"{est.target_prior.neighbour}")
     report: dict[str, Any] = {"weights": str(args.weights), "scenes": len(scenes),
+                              "people_per_scene": list(args.crowd_people),
                               "target_prior": vars(est.target_prior),
                               "people": people, "seed": args.crowd_seed,
                               "flip_test": bool(model.config.flip_test)}

@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenes", type=int, default=150,
                         help="--crowd: how many scenes (seeded: the same set every run)")
     parser.add_argument("--crowd-seed", type=int, default=22, help="--crowd: scene seed")
+    parser.add_argument("--crowd-people", type=int, nargs=2, default=(2, 4),
+                        metavar=("MIN", "MAX"),
+                        help="--crowd: people per scene (1 1: the single-person reference)")
     parser.add_argument("--prior-outside", type=float, default=None,
                         help="--crowd: weight of the target prior's outside-the-box term "
                              "(default: the Estimator's)")

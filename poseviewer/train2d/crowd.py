@@ -156,9 +156,11 @@ def background_strip(photo: np.ndarray, joints: np.ndarray, labelled: np.ndarray
 
 
 def random_scenes(load_photo, joints: np.ndarray, labelled: np.ndarray, rows: np.ndarray,
-                  count: int, seed: int = 22, height: float = 150.0) -> Iterator[Scene]:
+                  count: int, seed: int = 22, height: float = 150.0,
+                  people: tuple[int, int] = (2, 4)) -> Iterator[Scene]:
     """``count`` scenes from annotation ``rows`` (CPM-14 ``joints``/``labelled`` of every
-    row; ``load_photo(row)`` -> RGB uint8), the same for the same seed: two to four people
+    row; ``load_photo(row)`` -> RGB uint8), the same for the same seed: ``people`` (two to
+    four by default; one gives the single-person reference on the same kind of scene)
     of extent ``height`` x U(0.85, 1.15), each overlapping the one before by 0-40 % of the
     narrower one's width, on the background strip of another row's photo."""
     rng = np.random.default_rng(seed)
@@ -166,11 +168,11 @@ def random_scenes(load_photo, joints: np.ndarray, labelled: np.ndarray, rows: np
     if len(usable) < 5:
         raise ValueError("need at least 5 photos with enough labelled joints")
     for _ in range(count):
-        n = int(rng.integers(2, 5))
-        people = rng.choice(usable, n, replace=False)
+        n = int(rng.integers(people[0], people[1] + 1))
+        chosen = rng.choice(usable, n, replace=False)
         placements, widths = [], []
         x = 0.0
-        for k, r in enumerate(people):
+        for k, r in enumerate(chosen):
             lab = labelled[r]
             centre, ext = person_box(joints[r], lab)
             s = height * rng.uniform(0.85, 1.15) / ext
@@ -190,14 +192,14 @@ def random_scenes(load_photo, joints: np.ndarray, labelled: np.ndarray, rows: np
                  for s, x, dy, c in placements]
         background = None
         while background is None:
-            b = int(rng.choice(np.setdiff1d(rows, people)))
+            b = int(rng.choice(np.setdiff1d(rows, chosen)))
             strip = background_strip(load_photo(b), joints[b], labelled[b])
             if strip is not None:
                 background = cv2.resize(strip, (width, scene_h), interpolation=cv2.INTER_LINEAR)
         order = rng.permutation(n)
-        yield compose_scene(background, [load_photo(int(r)) for r in people],
-                            joints[people], labelled[people], final, order,
-                            sources=[int(r) for r in people])
+        yield compose_scene(background, [load_photo(int(r)) for r in chosen],
+                            joints[chosen], labelled[chosen], final, order,
+                            sources=[int(r) for r in chosen])
 
 
 @dataclass
