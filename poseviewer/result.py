@@ -442,6 +442,15 @@ class PersonResult:
             return np.full((17, 3), np.nan)
         return np.asarray(fit.pose_3d[0])
 
+    @property
+    def implausible(self) -> bool:
+        """The final lifting was judged not believable (lifted, ``plausible`` False; see
+        ``poseviewer.lifting.plausibility``); False when not lifted or not judged."""
+        fit = self.final.fit if self.stages else None
+        if fit is None or fit.plausible is None:
+            return False
+        return bool(np.asarray(fit.lifted)[0]) and not bool(np.asarray(fit.plausible)[0])
+
 
 @dataclass
 class EstimateResult:

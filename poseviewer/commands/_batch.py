@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from poseviewer.atomic import AtomicWriteError, atomic_write_text
 from poseviewer.export import DEFAULT_FRAME, coco_dict, formats_help
 from poseviewer.result import FRAMES_3D, EstimateResult
@@ -74,14 +72,9 @@ class UniqueStems:
 
 
 def implausible_count(result: EstimateResult) -> int:
-    """People of ``result`` whose final lifting was judged not believable (lifted, with
-    ``plausible`` False; ``poseviewer.lifting.plausibility``)."""
-    n = 0
-    for person in result.persons:
-        fit = person.stages[-1].fit if person.stages else None
-        if fit is not None and fit.plausible is not None:
-            n += int(bool(np.asarray(fit.lifted)[0]) and not bool(np.asarray(fit.plausible)[0]))
-    return n
+    """People of ``result`` whose final lifting was judged not believable
+    (``PersonResult.implausible``)."""
+    return sum(p.implausible for p in result.persons)
 
 
 class CocoCollector:

@@ -70,13 +70,17 @@ def crowd_scenes(args: argparse.Namespace) -> list[Any]:
 
 def score_crowd(est: Any, scenes: list[Any], detector: bool) -> dict[str, Any]:
     """Score the Estimator on ``scenes`` with the given boxes or (``detector``) its own."""
-    from poseviewer.train2d.crowd import CrowdScore, score_scene
+    from poseviewer.train2d.crowd import LIMB_JOINTS, CrowdScore, score_scene
 
     score = CrowdScore()
     extra = 0
+    # the plausibility flag against the limb joints a person got wrong (0, 1-2, >= 3)
+    flags = {"none wrong": [0, 0], "1-2 wrong": [0, 0], ">= 3 wrong": [0, 0]}
     for sc in scenes:
         res = est.estimate(sc.image, boxes=None if detector else sc.boxes)
         got = np.array([p.final.joints_2d for p in res.persons]).reshape(-1, 14, 2)
+        odd = np.array([p.implausible for p in res.persons], bool)
+        idx = np.arange(len(sc.boxes))
         if detector:
             found = np.array([p.box for p in res.persons]).reshape(-1, 4)
             idx = match_detections(sc.boxes, found)
@@ -86,7 +90,17 @@ def score_crowd(est: Any, scenes: list[Any], detector: bool) -> dict[str, Any]:
         else:
             pred = got
         score_scene(score, sc, pred)
+        for i, k in enumerate(idx):
+            if k < 0:
+                continue
+            limbs = [j for j in LIMB_JOINTS if sc.visible[i, j]]
+            d = np.linalg.norm(pred[i, limbs] - sc.joints[i, limbs], axis=-1)
+            n_wrong = int((d > 0.1 * sc.extent[i]).sum())
+            key = "none wrong" if n_wrong == 0 else "1-2 wrong" if n_wrong < 3 else ">= 3 wrong"
+            flags[key][0] += int(odd[k])
+            flags[key][1] += 1
     d = score.to_dict()
+    d["implausible_flag"] = {k: {"flagged": a, "people": b} for k, (a, b) in flags.items()}
     if detector:
         d["unmatched_detections"] = extra
     return d
@@ -119,6 +133,7 @@ def run_crowd(args: argparse.Namespace, model: Any) -> int:
                               "target_prior": vars(est.target_prior),
                               "people": people, "seed": args.crowd_seed,
                               "flip_test": bool(model.config.flip_test)}
+    flagged: list[tuple[str, dict]] = []
     paths = [("boxes", False)] + ([] if args.no_detector else [("detector", True)])
     print("\n| path | people | missed | limb joints right | all joints right | "
           "wrong joints taken from a neighbour |\n|---|---:|---:|---:|---:|---:|")
@@ -128,6 +143,12 @@ def run_crowd(args: argparse.Namespace, model: Any) -> int:
         print(f"| {name} | {d['people']} | {d['missed']} | {d['limb_pck']:.3f} "
               f"({d['limb_joints']}) | {d['all_pck']:.3f} ({d['all_joints']}) | "
               f"{d['neighbour_share']:.3f} ({d['from_neighbour']} of {d['wrong']}) |")
+        flagged.append((name, d["implausible_flag"]))
+    print("\nPeople flagged as implausible 3D poses, by how many of their limb joints are "
+          "wrong:")
+    for name, fl in flagged:
+        print(f"- {name}: " + "; ".join(f"{k}: {v['flagged']} of {v['people']}"
+                                        for k, v in fl.items()))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0
