@@ -159,3 +159,19 @@ def test_training_with_neighbours_pastes_unlabelled_people_beside_the_target() -
                          AugmentConfig(scale=(1.0, 1.0), neighbours=1.0))
     assert crowded[0].shape == plain[0].shape
     assert not np.array_equal(crowded[0], plain[0])
+
+
+def test_a_tiny_training_run_with_neighbours_resumes(tmp_path) -> None:
+    import json
+
+    from poseviewer.train2d.loop import TrainConfig, read_log, train
+    from test_train2d import synthetic_cache
+
+    cache = synthetic_cache(tmp_path / "cache")
+    cfg = TrainConfig(cache_dir=str(cache), out_dir=str(tmp_path / "run"), preset="tiny-test",
+                      epochs=2, fusion_epochs=0, batch_size=4, n_val=8, max_batches=2,
+                      warmup_steps=1, threads=1, progress=False, neighbours=1.0)
+    train(TrainConfig(**{**cfg.__dict__, "epochs": 1}), log=lambda s: None)
+    out = train(cfg, resume=True, log=lambda s: None)
+    assert [r["epoch"] for r in read_log(out / "log.jsonl")] == [1, 2]
+    assert json.loads((out / "train_config.json").read_text())["neighbours"] == 1.0
