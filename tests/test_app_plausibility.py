@@ -8,9 +8,9 @@ pytest.importorskip("PySide6")
 
 import numpy as np  # noqa: E402
 import pyqtgraph as pg  # noqa: E402
+from test_plausibility import _result_with_broken_person  # noqa: E402
 
 from poseviewer.app import configure  # noqa: E402
-from test_plausibility import _result_with_broken_person  # noqa: E402
 
 
 def test_viewer_marks_an_implausible_person(qtbot, settings, artifacts_dir) -> None:

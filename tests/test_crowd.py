@@ -164,8 +164,9 @@ def test_training_with_neighbours_pastes_unlabelled_people_beside_the_target() -
 def test_a_tiny_training_run_with_neighbours_resumes(tmp_path) -> None:
     import json
 
-    from poseviewer.train2d.loop import TrainConfig, read_log, train
     from test_train2d import synthetic_cache
+
+    from poseviewer.train2d.loop import TrainConfig, read_log, train
 
     cache = synthetic_cache(tmp_path / "cache")
     cfg = TrainConfig(cache_dir=str(cache), out_dir=str(tmp_path / "run"), preset="tiny-test",
