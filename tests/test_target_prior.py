@@ -108,3 +108,29 @@ def test_estimator_gives_each_crop_its_own_prior() -> None:
     # switched off: no prior with neighbours either
     est.target_prior = TargetPrior(0.0, 0.0)
     assert est.crops(loaded, people).prior is None
+
+
+def test_estimate_many_applies_each_crops_prior_as_estimate_does() -> None:
+    """Batched images get the same prior per crop (padding included) as one at a time."""
+    from poseviewer.cnn.weights import load_cpm as load
+
+    boxes = np.array([TARGET, NEIGHBOUR])
+    est = Estimator(load(DEFAULT_CNN), None, device="cpu",
+                    detector=lambda rgb: (boxes, np.ones(2)))
+    est.flip_test = False
+    rng = np.random.default_rng(0)
+    imgs = [(rng.random((200, 300, 3)) * 255).astype(np.uint8) for _ in range(2)]
+    one = [est.estimate(im) for im in imgs]
+    off = Estimator(load(DEFAULT_CNN), None, device="cpu",
+                    detector=lambda rgb: (boxes, np.ones(2)),
+                    target_prior=TargetPrior(0.0, 0.0))
+    off.flip_test = False
+    plain = off.estimate(imgs[0])
+    for batch in (None, 3):
+        many = est.estimate_many(imgs, batch_size=batch)
+        for a, b in zip(one, many, strict=True):
+            for pa, pb in zip(a.persons, b.persons, strict=True):
+                np.testing.assert_allclose(pa.final.cnn_maps, pb.final.cnn_maps, atol=1e-4)
+    # and the prior did something: the maps differ from those without it
+    assert not np.allclose(one[0].persons[0].final.cnn_maps, plain.persons[0].final.cnn_maps,
+                           atol=1e-3)
