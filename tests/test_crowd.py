@@ -176,3 +176,30 @@ def test_a_tiny_training_run_with_neighbours_resumes(tmp_path) -> None:
     out = train(cfg, resume=True, log=lambda s: None)
     assert [r["epoch"] for r in read_log(out / "log.jsonl")] == [1, 2]
     assert json.loads((out / "train_config.json").read_text())["neighbours"] == 1.0
+
+
+def test_eval_2d_crowd_prints_the_baseline_first_and_the_prior_helps_or_keeps(tmp_path,
+                                                                              capsys) -> None:
+    """`poseviewer eval-2d --crowd --baseline` on a few real scenes: the prior-off rows come
+    first, the JSON holds every path, and the prior takes no more joints from neighbours."""
+    import argparse
+    import json
+
+    from conftest import require_shared
+
+    from poseviewer.commands import eval_2d
+
+    require_shared("data", "lspet", "annotations.npz")
+    parser = argparse.ArgumentParser()
+    eval_2d.add_arguments(parser)
+    out = tmp_path / "crowd.json"
+    args = parser.parse_args(["--crowd", "--scenes", "4", "--baseline", "--no-detector",
+                              "--single-pass", "--json", str(out)])
+    assert eval_2d.run(args) == 0
+    text = capsys.readouterr().out
+    assert text.index("| boxes, prior off |") < text.index("| boxes |")
+    rep = json.loads(out.read_text())
+    off, on = rep["boxes, prior off"], rep["boxes"]
+    assert off["people"] == on["people"] == rep["people"] >= 8
+    assert off["limb_joints"] == on["limb_joints"] > 0
+    assert on["from_neighbour"] <= off["from_neighbour"]

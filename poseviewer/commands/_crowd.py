@@ -135,10 +135,17 @@ def run_crowd(args: argparse.Namespace, model: Any) -> int:
                               "flip_test": bool(model.config.flip_test)}
     flagged: list[tuple[str, dict]] = []
     paths = [("boxes", False)] + ([] if args.no_detector else [("detector", True)])
+    runs = [(name, det, est.target_prior) for name, det in paths]
+    if args.baseline:
+        runs = [(f"{name}, prior off", det, TargetPrior(0.0, 0.0)) for name, det in paths] \
+            + runs
     print("\n| path | people | missed | limb joints right | all joints right | "
           "wrong joints taken from a neighbour |\n|---|---:|---:|---:|---:|---:|")
-    for name, det in paths:
+    chosen = est.target_prior
+    for name, det, prior in runs:
+        est.target_prior = prior
         d = score_crowd(est, scenes, det)
+        est.target_prior = chosen
         report[name] = d
         print(f"| {name} | {d['people']} | {d['missed']} | {d['limb_pck']:.3f} "
               f"({d['limb_joints']}) | {d['all_pck']:.3f} ({d['all_joints']}) | "

@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prior-neighbour", type=float, default=None,
                         help="--crowd: weight of its neighbours' term (default: the "
                              "Estimator's; 0 with --prior-outside 0 turns the prior off)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="--crowd: first the same figures with the target prior off")
     parser.add_argument("--no-detector", action="store_true",
                         help="--crowd: score the given boxes only, not the detector path")
 
