@@ -137,6 +137,18 @@ STAGE_FIELDS: tuple[FieldSpec, ...] = (
 FIT_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("lifted", (), "bool", "-", "-",
               "lifting succeeded (False, with NaN outputs, when < 5 joints were visible)"),
+    FieldSpec("plausible", (), "bool", "-", "-",
+              "the pose is believable: bone_excess and residual_excess within the limits "
+              "of resources/models/plausibility.json (poseviewer.lifting.plausibility); "
+              "False when not lifted; absent when not judged", csv="plausible",
+              optional=True),
+    FieldSpec("bone_excess", (), "f8", "-", "-",
+              "how far the limb bones' proportions lie outside their range over the 3D "
+              "model's Human3.6M training poses, over the plausibility limit (above 1: "
+              "implausible)", csv="bone_excess", optional=True),
+    FieldSpec("residual_excess", (), "f8", "-", "-",
+              "the best component's residual over the plausibility limit (above 1: "
+              "implausible)", csv="residual_excess", optional=True),
     FieldSpec("component", (), "i8", "-", "-", "best mixture component (argmin of score)",
               json="best_component", npz="best_component"),
     FieldSpec("pose_3d", ("J3", 3), "f8", "size-normalised mm", "pose_3d",
@@ -297,6 +309,9 @@ class Fit:
     norm: np.ndarray | None = None
     joint_cov: np.ndarray | None = None
     joint_cov_dof: np.ndarray | None = None
+    plausible: np.ndarray | None = None
+    bone_excess: np.ndarray | None = None
+    residual_excess: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(np.shape(self.lifted)[0])
@@ -430,6 +445,15 @@ class PersonResult:
         if fit is None:
             return np.full((17, 3), np.nan)
         return np.asarray(fit.pose_3d[0])
+
+    @property
+    def implausible(self) -> bool:
+        """The final lifting was judged not believable (lifted, ``plausible`` False; see
+        ``poseviewer.lifting.plausibility``); False when not lifted or not judged."""
+        fit = self.final.fit if self.stages else None
+        if fit is None or fit.plausible is None:
+            return False
+        return bool(np.asarray(fit.lifted)[0]) and not bool(np.asarray(fit.plausible)[0])
 
 
 #: Every key of ``EstimateResult.timings`` (seconds) and what it measures; a result holds the

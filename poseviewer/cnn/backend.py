@@ -158,6 +158,10 @@ class CPMBackend:
         self.visibility_threshold = float(cfg.visibility_threshold)
         s = float(cfg.stride)
         self.map_to_crop = np.array([[s, 0.0, 0.0], [0.0, s, 0.0]])
+        self.map_size = -(-self.input_size // int(cfg.stride))
+        """Side of the belief maps (the grid a ``prior`` is given on)."""
+        self.accepts_prior = True
+        """``forward`` takes ``prior`` (log-weights per crop on the map grid)."""
 
     @property
     def config(self) -> Any:
@@ -175,12 +179,15 @@ class CPMBackend:
         return nullcontext()
 
     def forward(self, crops: np.ndarray, on_stage: StageCallback | None = None,
-                cancel: Any = None) -> list[StageMaps]:
-        """Run every stage on the batch of crops; see :class:`PoseBackend`."""
+                cancel: Any = None, prior: np.ndarray | None = None) -> list[StageMaps]:
+        """Run every stage on the batch of crops; see :class:`PoseBackend`. ``prior``:
+        (N, h, w) log-weights on the map grid per crop (``poseviewer.cnn.prior``) or None."""
         x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).to(self.device)
         x = x.contiguous(memory_format=torch.channels_last)
+        p = None if prior is None else torch.from_numpy(
+            np.ascontiguousarray(prior, dtype=np.float32))[:, None].to(self.device)
         with torch.inference_mode(), self.autocast():
-            out = self.model(x, on_stage=on_stage, cancel=cancel)
+            out = self.model(x, on_stage=on_stage, cancel=cancel, prior=p)
         j = self.model.config.num_joints
         stages = []
         for s in out.stages:

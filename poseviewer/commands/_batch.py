@@ -71,6 +71,12 @@ class UniqueStems:
         return name
 
 
+def implausible_count(result: EstimateResult) -> int:
+    """People of ``result`` whose final lifting was judged not believable
+    (``PersonResult.implausible``)."""
+    return sum(p.implausible for p in result.persons)
+
+
 class CocoCollector:
     """Gathers the COCO keypoints of many results into one document."""
 
@@ -129,9 +135,11 @@ class Report:
         self.t0 = time.perf_counter()
 
     def success(self, source: str | os.PathLike[str], outputs: list[Path], persons: int,
-                messages: list[str], item: str | None = None) -> None:
-        """Record a file that gave ``outputs`` (``persons`` people, the result's messages)."""
+                messages: list[str], implausible: int = 0, item: str | None = None) -> None:
+        """Record a file that gave ``outputs`` (``persons`` people, ``implausible`` of them
+        lifted to a pose that is not believable, the result's messages)."""
         self.ok.append({"input": report_path(source, item), "persons": persons,
+                        "implausible": implausible,
                         "outputs": [report_path(p) for p in outputs], "messages": messages})
 
     def failure(self, source: str | os.PathLike[str], exc: BaseException | str,
@@ -157,6 +165,8 @@ class Report:
             "interrupted": interrupted,
             "seconds": round(time.perf_counter() - self.t0, 3),
             "failures": self.failed,
+            "people": sum(r["persons"] for r in self.ok),
+            "implausible": sum(r.get("implausible", 0) for r in self.ok),
             "results": self.ok,
             "other_outputs": [report_path(p) for p in extra_outputs or []],
         }
@@ -166,9 +176,11 @@ class Report:
         except AtomicWriteError as exc:  # e.g. the folder became unwritable meanwhile
             print(f"poseviewer {self.command}: {exc}", file=sys.stderr)
             path = None
+        people = sum(r["persons"] for r in self.ok)
+        odd = sum(r.get("implausible", 0) for r in self.ok)
         print(f"{self.command}: {len(self.ok)} of {n} succeeded, {len(self.failed)} failed"
-              f"{' (interrupted)' if interrupted else ''}; report: "
-              f"{report_path(path) if path else None}")
+              f"{' (interrupted)' if interrupted else ''}; {people} people, {odd} of them "
+              f"with an implausible 3D pose; report: {report_path(path) if path else None}")
         return path
 
 

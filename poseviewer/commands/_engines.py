@@ -24,7 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from poseviewer.commands._batch import CocoCollector, Report, UniqueStems, finish_batch
+from poseviewer.commands._batch import (
+    CocoCollector,
+    Report,
+    UniqueStems,
+    finish_batch,
+    implausible_count,
+)
 from poseviewer.export import EXPORTERS, coco_dict, export_result
 from poseviewer.export.table import ParquetTable, person_rows
 from poseviewer.imageio import LoadedImage, load_image
@@ -122,6 +128,7 @@ def process(estimator: Any, items: list[tuple[int, str, str, LoadedImage | str]]
             records.append(_record(
                 index, source, stem, outputs=[str(p) for p in written],
                 persons=len(result.persons), messages=list(result.messages),
+                implausible=implausible_count(result),
                 coco=coco_dict(result) if opts.coco else None,
                 rows=person_rows(result, source, stem, opts.frame)))
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
@@ -186,7 +193,7 @@ class Sink:
             return
         self.skipped += bool(rec.get("skipped"))
         self.report.success(rec["input"], [Path(p) for p in rec["outputs"]], rec["persons"],
-                            rec["messages"])
+                            rec["messages"], rec.get("implausible", 0))
         if self.want_coco and rec["coco"] is not None:
             self.coco.add_dict(rec["coco"])
         if self.table is not None:

@@ -37,6 +37,7 @@ from poseviewer.commands._batch import (
     add_output_arguments,
     check_out_dir,
     finish_batch,
+    implausible_count,
     make_out_dir,
     missing_inputs,
 )
@@ -75,6 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the 2D network once per crop, without its mirror "
                         "test-time augmentation (about twice as fast; the default network's "
                         "PCK drops by about 1.5 points)")
+    parser.add_argument("--no-target-prior", action="store_true",
+                        help="do not weight each person's belief maps by whom the crop is "
+                        "about (by default evidence nearer another person's box than the "
+                        "person's own counts less)")
     parser.add_argument("--save-maps", action="store_true",
                         help="also store the belief maps in the NPZ files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -104,11 +109,14 @@ def collect_images(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[tupl
 
 def load_estimator(args: argparse.Namespace) -> Any:
     """The Estimator for the command's options."""
+    from poseviewer.cnn.prior import TargetPrior
     from poseviewer.estimator import Estimator
 
     return Estimator.load(weights=args.weights, pose_model=args.pose_model,
                           device=args.device, person_weights=args.person_weights,
-                          bf16=args.bf16, flip_test=False if args.single_pass else None)
+                          bf16=args.bf16, flip_test=False if args.single_pass else None,
+                          target_prior=TargetPrior(0.0, 0.0)
+                          if getattr(args, "no_target_prior", False) else None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -170,7 +178,8 @@ def run(args: argparse.Namespace) -> int:
                                         save_maps=args.save_maps, frame=args.frame)
                 if "coco" in formats:
                     coco.add(result)
-                report.success(str(path), written, len(result.persons), list(result.messages))
+                report.success(str(path), written, len(result.persons), list(result.messages),
+                               implausible_count(result))
             except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
                 report.failure(path, exc)
     except KeyboardInterrupt:

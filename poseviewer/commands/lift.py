@@ -23,10 +23,12 @@ from poseviewer.commands._batch import (
     add_output_arguments,
     check_out_dir,
     finish_batch,
+    implausible_count,
     make_out_dir,
     missing_inputs,
 )
 from poseviewer.export import EXPORTERS, export_result, lift_imported, parse_formats, read_joints_2d
+from poseviewer.lifting.plausibility import PLAUSIBILITY_FILE, PlausibilityLimits, judge_result
 from poseviewer.paths import DEFAULT_POSE_MODEL
 
 
@@ -60,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     model_path = str(args.model or DEFAULT_POSE_MODEL)
     per_image = [f for f in formats if not EXPORTERS[f].collect]
     report = Report("lift", args.out)
+    limits = PlausibilityLimits.load() if PLAUSIBILITY_FILE.is_file() else None
     coco = CocoCollector()
     stems = UniqueStems()
     interrupted = False
@@ -74,13 +77,14 @@ def run(args: argparse.Namespace) -> int:
                 label = str(item.image or i) if len(items) > 1 else None
                 try:
                     result = lift_imported(item, model, model_path=model_path)
+                    judge_result(result, limits)
                     base = Path(item.image).stem if item.image else src.stem
                     written = export_result(result, args.out, stems(base), per_image,
                                             frame=args.frame)
                     if "coco" in formats:
                         coco.add(result)
                     report.success(src, written, len(result.persons), result.messages,
-                                   item=label)
+                                   implausible_count(result), item=label)
                 except (ValueError, OSError, RuntimeError) as exc:
                     report.failure(src, exc, item=label)
     except KeyboardInterrupt:
