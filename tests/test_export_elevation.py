@@ -69,3 +69,27 @@ def test_elevation_in_json_keys_csv_and_parquet(tilted, tmp_path) -> None:
         table.add([person_rows(tilted, "x.png", "x")[p]])
     col = read_table(table.close()).column("fit_elevation").to_pylist()
     assert col == pytest.approx([float(e[0][0]) for e in _elev(tilted)])
+
+
+def test_bvh_upright_and_as_the_camera_saw_it(tilted, tmp_path) -> None:
+    """The BVH is upright by default; ``camera_view`` tilts it by the fitted elevation, the
+    same rotation as ``eval3d.tilt`` (the camera looking down by e)."""
+    from test_export_bvh import recovered_pose
+
+    from poseviewer.eval3d import tilt
+    from poseviewer.export import write_bvh
+    from poseviewer.export.bvh import camera_tilt
+
+    for p, person in enumerate(tilted.persons):
+        fit = person.final.fit
+        pose = np.asarray(fit.pose_3d)[0]
+        pose = pose - pose[0]
+        up = recovered_pose(write_bvh(tilted, tmp_path / "u.bvh", person=p).read_text())
+        np.testing.assert_allclose(up, pose, atol=1e-3)
+        cam = recovered_pose(write_bvh(tilted, tmp_path / "c.bvh", person=p,
+                                       camera_view=True).read_text())
+        el = float(np.asarray(fit.elevation)[0])
+        np.testing.assert_allclose(cam, camera_tilt(pose, el), atol=1e-3)
+        np.testing.assert_allclose(camera_tilt(pose, el),
+                                   tilt(pose[None], np.degrees(el))[0], atol=1e-9)
+    assert any(float(np.asarray(p.final.fit.elevation)[0]) != 0 for p in tilted.persons)
