@@ -17,7 +17,6 @@ says so when it happens.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable
 
 import numpy as np
