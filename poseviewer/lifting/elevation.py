@@ -236,7 +236,7 @@ def noise_terms(model, ops, eops: ElevOps, flat: np.ndarray
             eops.cov_t[todo[lev]], eops.qd[todo[lev]] = ops.noise.get(model, k[lev] * A + a[lev])
         if (~lev).any():
             sel = ~lev
-            np_ = model._np
+            np_ = model.observed_arrays()
             vis = np.repeat(ops.mask[None], int(sel.sum()), axis=0)
             cov, fitted = joint_cov(np_, vis, k[sel], a[sel], eops.elev[e[sel]])
             eops.cov_t[todo[sel]], eops.qd[todo[sel]] = solve.fit_noise_terms(
@@ -337,7 +337,7 @@ def fit_prepared(model, ops, eops: ElevOps, ug: np.ndarray, keep_all: bool
     cp = a[..., 0] > solve.SCALE_CAP
     if cp.any():
         for i, k in zip(*np.nonzero(cp), strict=True):  # rare: a loop
-            rr, j, cf = capped_refit(model._np, ops, eops, int(k), ug[i])
+            rr, j, cf = capped_refit(model.observed_arrays(), ops, eops, int(k), ug[i])
             r[i, k] = rr
             best[i, k] = j
             rb[i, k] = rr[j]

@@ -186,9 +186,11 @@ def _fit_elevated(model: PoseModel3D, key: int, mask: np.ndarray, ug: np.ndarray
     elev, level = grid
     spike = float(model.elevation_spike)
     gkey = (tuple(model.elevations), spike)
+    obs = model.observed_arrays()
+    gkey = gkey + (float(obs["head_top"][0]),)
     eops = ops.elev.get(gkey)
     if eops is None:
-        eops = elevation.build(model._np, ops, elev, level, spike)
+        eops = elevation.build(obs, ops, elev, level, spike)
         ops.elev = {gkey: eops}  # one grid at a time
         model.pattern_cache.trim()
     return elevation.fit_prepared(model, ops, eops, ug, keep_all)
@@ -459,6 +461,13 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
     if eidx is not None:  # the level camera's vertical shift (the model's mean pose is
         # centred on 17 joints, the observation on the visible ones)
         proj += tz[..., None] * maps.img_y
+        a, i = model.observed_arrays()["head_top"]
+        if a:  # the head slot shows, and is compared as, LSP's head top
+            h, nk, i = 2 * OBS_SLOTS[int(i)], 2 * solve_neck(), int(i)
+            top = (1.0 + a) * proj[..., h : h + 2] - a * proj[..., nk : nk + 2]
+            proj[..., h : h + 2] = top
+            proj[..., 34 + i] = top[..., 0]
+            proj[..., 34 + J2 // 2 + i] = top[..., 1]
     joints_img = proj[..., :34].reshape(n_people, K, 17, 2) * m[:, None, None, None]
     joints_img += centre[:, None, None, :]
     # blend with the observation on the visible joints: X = -(C^T Y); per coordinate
@@ -554,6 +563,13 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
         "elevation": t(mask(elev)),
     }
     return result, extra
+
+
+def solve_neck() -> int:
+    """The H36M neck/nose joint (below the head)."""
+    from poseviewer.lifting.model import NECK_SLOT
+
+    return int(NECK_SLOT)
 
 
 def _as_is(x: np.ndarray) -> np.ndarray:

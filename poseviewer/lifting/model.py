@@ -34,6 +34,9 @@ _ORDER = np.argsort(CPM_TO_H36M_SLOTS)
 OBS_SLOTS = CPM_TO_H36M_SLOTS[_ORDER]
 OBS_SOURCES = CPM_TO_H36M_SOURCES[_ORDER]
 _BONES = np.array(H36M17.bones, dtype=np.int64)
+#: The H36M head (where the CPM head top is observed) and the neck/nose below it.
+HEAD_SLOT = H36M17.index("head")
+NECK_SLOT = H36M17.index("neck_nose")
 
 
 def _bone_matrix() -> np.ndarray:
@@ -186,6 +189,12 @@ class PoseModel3D:
         #: The elevation prior: non-level rotations' residuals times 1 + this.
         self.elevation_spike: float = solve.ELEVATION_SPIKE
         self._grid_cache: tuple[Any, Any] | None = None
+        #: The elevation grid's observation of the CPM head top: head + this x (head -
+        #: neck/nose) (``solve.HEAD_TOP_OFFSET``; a model's ``meta["head_top_offset"]``
+        #: overrides it). The yaw-only fit observes the head itself, as the release.
+        self.head_top_offset: float = float(self.meta.get("head_top_offset",
+                                                          solve.HEAD_TOP_OFFSET))
+        self._obs_cache: tuple[float, dict[str, np.ndarray]] | None = None
         self._device = torch.device("cpu")
         self._set(mu_t, e_t, s_t)
 
@@ -428,6 +437,27 @@ class PoseModel3D:
         if got is None or got[0] != key:
             grid = solve.elevation_grid(key)
             got = self._grid_cache = (key, None if len(grid[0]) == 1 else grid)
+        return got[1]
+
+    def observed_arrays(self) -> dict[str, np.ndarray]:
+        """The model's numpy arrays (``_np``) with the observed slots' basis and mean rows
+        (ex, ey, ez, mux, muy, muz) of the elevation grid's fit: the head slot observed as
+        LSP's head top (``head_top_offset``)."""
+        a = float(self.head_top_offset)
+        got = self._obs_cache
+        if got is None or got[0] != a:
+            d = dict(self._np)
+            i = int(np.flatnonzero(OBS_SLOTS == HEAD_SLOT)[0])
+            mu, e = self._np["mu"], self._np["e"]  # (K, 3, 17), (K, B, 3, 17)
+            for r, name in enumerate("xyz"):
+                base = d["e" + name].copy()
+                base[:, i] = (1.0 + a) * e[:, :, r, HEAD_SLOT] - a * e[:, :, r, NECK_SLOT]
+                d["e" + name] = base
+                m = d["mu" + name].copy()
+                m[:, i] = (1.0 + a) * mu[:, r, HEAD_SLOT] - a * mu[:, r, NECK_SLOT]
+                d["mu" + name] = m
+            d["head_top"] = np.array([a, float(i)])
+            got = self._obs_cache = (a, d)
         return got[1]
 
     def torch_threads(self) -> Any:

@@ -469,3 +469,12 @@ def elevation_grid(elevations_deg: tuple[float, ...]) -> tuple[np.ndarray, int]:
     if not len(level):
         raise ValueError(f"the elevation grid must hold 0 (level), got {elevations_deg}")
     return np.deg2rad(e), int(level[0])
+
+
+#: LSP's head top as the 3D model sees it, in the elevation grid's fit: the CPM head top is
+#: observed as the point head + HEAD_TOP_OFFSET x (head - neck/nose) of the H36M-17 pose
+#: (Human3.6M's "head" joint is the middle of the head, not its top), the joint that the
+#: fit's residual, the blend and the projected head top (``joints_2d``'s head slot) use.
+#: Learned from LSP-extended training labels through the fit's residual
+#: (``scripts/head_top_offset.py``); 0 is the release's observation.
+HEAD_TOP_OFFSET = 0.0
