@@ -173,7 +173,7 @@ def decode_multipose(maps: dict[str, np.ndarray], max_people: int = 10,
 def _net_class() -> Any:
     from torch import nn
 
-    from poseviewer.tfjs.trunk import GraphTrunk
+    from poseviewer.cnn.graph_trunk import GraphTrunk
 
     class DetectorNet(nn.Module):
         """Trunk + CenterNet heads from a detector spec; forward gives {head: maps}."""

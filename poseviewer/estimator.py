@@ -42,6 +42,7 @@ from poseviewer.cnn.backend import (
     CPMBackend,
     PersonNetFinder,
     PoseBackend,
+    StageCallback,
     StageMaps,
     native_bf16,
     resolve_device,
@@ -59,8 +60,6 @@ from poseviewer.result import EstimateResult, Fit, PersonResult, StageResult
 __all__ = ["Cancelled", "CancelToken", "Crops", "Estimator", "ImageError",
            "ModelNotFoundError", "People", "WeightsError", "DEFAULT_CNN", "DEFAULT_POSE_MODEL"]
 
-#: on_stage(stage_index, num_stages): once per stage, for every person at once
-StageCallback = Callable[[int, int], None]
 #: image_rgb -> (boxes (N, 4) x0 y0 x1 y1, scores (N,)) or a list of (box, score)
 PeopleFinder = Callable[[np.ndarray], Any]
 

@@ -438,6 +438,22 @@ class PersonResult:
         return np.asarray(fit.pose_3d[0])
 
 
+#: Every key of ``EstimateResult.timings`` (seconds) and what it measures; a result holds the
+#: phases that ran.
+TIMINGS: dict[str, str] = {
+    "load": "reading and decoding the image (and downscaling a large one)",
+    "detect": "finding the people (the detector or PersonNet)",
+    "preprocess": "cutting and normalising the crops",
+    "cnn": "the network's forward pass without its per-stage lifting and fusion (in a batch, "
+           "the image's share)",
+    "lift": "lifting to 3D: each stage's lifting inside the network and the final fits",
+    "fusion": "fusing the 3D poses' projected maps with the network's",
+    "read": "reading the joints from the maps",
+    "results": "building the result",
+    "total": "the whole estimate, wall clock",
+}
+
+
 @dataclass
 class EstimateResult:
     """Everything one ``Estimator.estimate`` call produced for one image."""
@@ -447,7 +463,7 @@ class EstimateResult:
     these pixels, even when the analysis ran on a downscaled copy (see ``messages``)."""
     persons: list[PersonResult]
     timings: dict[str, float]
-    """Seconds per phase: 'load', 'people', 'crops', 'forward', 'joints', 'lift', ..."""
+    """Seconds per phase, keys from :data:`TIMINGS`."""
     model: dict[str, Any]
     """Model info: name, version, settings, weight files."""
     device: str

@@ -97,6 +97,13 @@ class Skeleton:
             par[b] = a
         if int((par == -1).sum()) != 1:
             raise ValueError(f"{self.name}: bones do not form a single tree")
+        for j in range(self.num_joints):  # every joint reaches the root: no cycle
+            seen, k = 0, j
+            while par[k] != -1:
+                k, seen = int(par[k]), seen + 1
+                if seen > self.num_joints:
+                    raise ValueError(f"{self.name}: bones form a cycle through "
+                                     f"{self.joints[j]}")
         return par
 
 

@@ -19,7 +19,7 @@
 
 ``--quick``: one timed run per figure (no extra warm-up), smaller matmul: every figure, less
 precise. A summary with the goals is printed at the end. The machine is shared: the script
-prints ``uptime`` before and after; run it on a quiet machine for the README figures.
+prints ``uptime`` before and after; run it on a quiet machine for the documented figures.
 """
 
 from __future__ import annotations

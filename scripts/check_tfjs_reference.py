@@ -19,7 +19,7 @@ What it does:
 2. runs ``node scripts/tfjs_reference/run.mjs WORK [TFJS_DIR]``, which loads the graph
    model with ``tf.loadGraphModel`` (CPU backend) and writes ``model.execute(input,
    nodes)`` of every node (skip with ``--skip-node`` to reuse its outputs);
-3. runs our :class:`~poseviewer.tfjs.trunk.GraphTrunk` on the same inputs and prints, per
+3. runs our :class:`~poseviewer.cnn.graph_trunk.GraphTrunk` on the same inputs and prints, per
    node, the largest absolute difference, the reference's value range and the relative
    difference (max abs diff / max abs reference value), over all inputs:
 
@@ -52,8 +52,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from poseviewer.cnn.graph_trunk import GraphTrunk  # noqa: E402
 from poseviewer.tfjs.convert import SOURCES, heatmap_head, read_source, trunk_for_our_input  # noqa: E402
-from poseviewer.tfjs.trunk import GraphTrunk, extract_trunk, input_affine  # noqa: E402
+from poseviewer.tfjs.trunk import extract_trunk, input_affine  # noqa: E402
 
 _FE = "StatefulPartitionedCall/center_net_mobile_net_v2fpn_feature_extractor/model_1/"
 LSPET_IMAGES = ("im00001.jpg", "im04000.jpg", "im08000.jpg")

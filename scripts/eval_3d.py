@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Evaluate 3D pose models side by side: a wrapper for ``poseviewer eval-3d`` (same options).
 
-Example (the numbers in README and resources/models/pose3d_default.md):
+Example (the numbers in docs/lifting.md and resources/models/pose3d_default.md):
   .venv/bin/python scripts/eval_3d.py --plot resources/models/pose3d_eval.png
 """
 

@@ -594,6 +594,29 @@ def test_export_every_format_and_read_back(qtbot, settings, tmp_path, messages):
     assert messages[-1][0] == "Export failed"
 
 
+def test_export_menu_lists_the_registry(qtbot, settings, tmp_path, monkeypatch):
+    """File > Export holds one action per registered exporter, with its label, in order, and
+    triggering one writes that exporter's file where the save dialog said."""
+    from poseviewer import export
+    from poseviewer.app import main_window
+    from poseviewer.export.registry import EXPORTERS
+
+    win = make_window(qtbot, settings, FakeEstimator(stages=3))
+    file_menu = next(a.menu() for a in win.menuBar().actions() if a.text() == "&File")
+    export_menu = next(a.menu() for a in file_menu.actions() if a.text() == "&Export")
+    actions = [a for a in export_menu.actions() if not a.isSeparator()]
+    assert [a.text() for a in actions] == [e.label for e in EXPORTERS.values()]
+    open_and_wait(qtbot, win, write_image(tmp_path / "p.png"))
+    for (key, exporter), action in zip(EXPORTERS.items(), actions, strict=True):
+        target = tmp_path / f"menu_{key}{exporter.suffix}"
+        monkeypatch.setattr(main_window.QFileDialog, "getSaveFileName",
+                            lambda *a, t=target, f=exporter.file_filter: (str(t), f))
+        action.trigger()
+        assert target.is_file() and target.stat().st_size > 0, key
+    back = export.read_json(tmp_path / "menu_json.json")
+    assert back.num_stages == 3
+
+
 def test_import_joints_and_reopen_result(qtbot, settings, tmp_path, messages, artifacts_dir):
     from poseviewer import export
 

@@ -76,10 +76,28 @@ def test_flip_swaps_left_and_right(s: sk.Skeleton) -> None:
         assert s.joints[j].startswith("right_")
 
 
-def test_h36m_bones_form_a_tree_rooted_at_pelvis() -> None:
-    par = sk.H36M17.parents()
-    assert par[0] == -1 and (par[1:] >= 0).all()
-    assert sk.H36M17.bone_colours().shape == (16, 3)
+@pytest.mark.parametrize("skel", [sk.CPM14, sk.H36M17])
+def test_bones_form_a_tree(skel: sk.Skeleton) -> None:
+    """Every joint reaches the one root by following parents, in fewer than J steps."""
+    par = skel.parents()
+    roots = np.flatnonzero(par == -1)
+    assert len(roots) == 1 and len(skel.bones) == skel.num_joints - 1
+    for j in range(skel.num_joints):
+        k, steps = j, 0
+        while par[k] != -1:
+            k, steps = par[k], steps + 1
+            assert steps < skel.num_joints
+        assert k == roots[0]
+    assert sk.H36M17.parents()[0] == -1  # pelvis is H36M's root
+    assert skel.bone_colours().shape == (len(skel.bones), 3)
+
+
+def test_parents_rejects_a_cycle_beside_the_root() -> None:
+    """One root and one parent per joint is not enough: a detached cycle is no tree."""
+    cyc = sk.Skeleton("cyc", joints=("r", "a", "b", "c"), bones=((0, 1), (2, 3), (3, 2)),
+                      left=(), right=())
+    with pytest.raises(ValueError, match="cycle"):
+        cyc.parents()
 
 
 def test_coco_mapping_covers_limbs() -> None:

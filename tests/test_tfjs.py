@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 import torch
 
+from poseviewer.cnn.graph_trunk import GraphTrunk
 from poseviewer.tfjs.graph_model import (
     GraphModelError,
     read_graph_model,
     read_graph_model_from_tarball,
 )
-from poseviewer.tfjs.trunk import GraphTrunk, extract_trunk, input_affine, layer_name
+from poseviewer.tfjs.trunk import extract_trunk, input_affine, layer_name
 
 RNG = np.random.default_rng(7)
 

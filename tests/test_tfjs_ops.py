@@ -17,8 +17,9 @@ import pytest
 import torch
 from test_tfjs import np_resize2x
 
+from poseviewer.cnn.graph_trunk import GraphTrunk
 from poseviewer.tfjs.graph_model import GraphModelError, read_graph_model
-from poseviewer.tfjs.trunk import GraphTrunk, extract_trunk
+from poseviewer.tfjs.trunk import extract_trunk
 
 RNG = np.random.default_rng(11)
 

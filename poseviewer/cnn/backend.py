@@ -13,7 +13,6 @@ outputs are numpy: torch stays inside the backend.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +21,11 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from poseviewer.cnn.lifting_cpm import LiftingCPM
+from poseviewer.cnn.lifting_cpm import LiftingCPM, StageCallback
 from poseviewer.cnn.ops import legacy_resize
 from poseviewer.cnn.preprocess import find_person_centres, normalise, release_resize
 from poseviewer.result import Fit
 from poseviewer.skeleton import CPM14, Skeleton
-
-#: on_stage(stage_index, num_stages), called once per stage for the whole batch
-StageCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ Per stage t (``forward``):
    the same.
 
 Trunk: conv + max-pool layers (``CPMConfig.trunk``) or a converted pretrained graph
-(``CPMConfig.graph_trunk``, :class:`poseviewer.tfjs.trunk.GraphTrunk`). Maps: the stage
+(``CPMConfig.graph_trunk``, :class:`poseviewer.cnn.graph_trunk.GraphTrunk`). Maps: the stage
 convs output the maps themselves (``map_activation='linear'``) or one logit map per joint
 (``'softmax'``: ``b = exp(z - max z)``, background ``1 - max_j b_j``; with
 ``stage_residual`` stages 2..T add their output to ``log f_{t-1}``), read with
@@ -65,6 +65,8 @@ from poseviewer.cnn.ops import (
 )
 from poseviewer.skeleton import h36m_to_cpm
 
+#: on_stage(stage_index, num_stages): called once per stage for the whole batch (every
+#: person at once); the network, its backend and the Estimator all take this one type.
 StageCallback = Callable[[int, int], None]
 
 
@@ -144,7 +146,7 @@ class LiftingCPM(nn.Module):
             self.fusion_logit = None
         self.graph = None
         if cfg.graph_trunk is not None:
-            from poseviewer.tfjs.trunk import GraphTrunk
+            from poseviewer.cnn.graph_trunk import GraphTrunk
 
             self.graph = GraphTrunk(cfg.graph_trunk)
         self._pose_model: Any = None

@@ -1,4 +1,4 @@
-"""Train the default 2D network (lifting CPM) on LSP-extended (see the README recipe).
+"""Train the default 2D network (lifting CPM) on LSP-extended (recipe: docs/training.md).
 
 Builds the pre-cropped image cache on first use, then trains with checkpoints every epoch
 in the run folder (outside the repository), a JSON-lines log and a PNG plot. The last

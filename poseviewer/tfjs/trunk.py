@@ -1,17 +1,18 @@
 """A TF.js graph's convolutional part as named torch modules.
 
-:func:`extract_trunk` walks the graph from an input node to an output node and turns
-every op on the way into a small, JSON-serialisable op list (the *trunk spec*) plus torch
+:func:`extract_trunk` walks the graph from an input node to an output node and turns every
+op on the way into a small, JSON-serialisable op list (the *trunk spec*) plus torch
 parameters named after the Keras layers (``block_1_expand.weight``, ``conv2d_3.bias``...).
-:class:`GraphTrunk` runs such a spec. Supported ops: ``_FusedConv2D`` (BiasAdd with optional
-Relu / Relu6), ``FusedDepthwiseConv2dNative``, ``DepthwiseConv2dNative``, ``Conv2D``,
-``AddV2`` of two tensors, ``ResizeBilinear`` by an integer factor (a constant size, or the
-Keras ``UpSampling2D`` pattern ``Shape(x)[1:3] * factor`` of graphs with a dynamic input
-size), ``Pad`` (spatial, zeros), ``DepthToSpace`` (NHWC's DCR order), ``Relu``, ``Relu6``.
-A trunk may end in several nodes (e.g. a detector's heads at three scales).
+:class:`poseviewer.cnn.graph_trunk.GraphTrunk` runs such a spec. Supported ops:
+``_FusedConv2D`` (BiasAdd with optional Relu / Relu6), ``FusedDepthwiseConv2dNative``,
+``DepthwiseConv2dNative``, ``Conv2D``, ``AddV2`` of two tensors, ``ResizeBilinear`` by an
+integer factor (a constant size, or the Keras ``UpSampling2D`` pattern ``Shape(x)[1:3] *
+factor`` of graphs with a dynamic input size), ``Pad`` (spatial, zeros), ``DepthToSpace``
+(NHWC's DCR order), ``Relu``, ``Relu6``. A trunk may end in several nodes (e.g. a detector's
+heads at three scales).
 
 TensorFlow's 'SAME' padding puts the odd pixel at the right / bottom (it matters at stride
-2): convolutions pad explicitly, never symmetric when TF would not.
+2): the spec records each convolution's padding and the runner pads as TF does.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from poseviewer.tfjs.graph_model import GraphModel, GraphModelError, Node
 
@@ -266,81 +266,6 @@ def extract_trunk(graph: GraphModel, input_node: str, output_node: str | Sequenc
     if not isinstance(output_node, str):
         spec["outputs"], spec["strides"] = outs, strides
     return spec, state
-
-
-def _same_pad(x: Tensor, k: int, s: int, d: int) -> Tensor:
-    ih, iw = x.shape[-2:]
-    eff = (k - 1) * d + 1
-    ph = max((math.ceil(ih / s) - 1) * s + eff - ih, 0)
-    pw = max((math.ceil(iw / s) - 1) * s + eff - iw, 0)
-    if ph == 0 and pw == 0:
-        return x
-    return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
-
-
-class GraphTrunk(nn.Module):
-    """Runs a trunk spec from :func:`extract_trunk`; parameters are ``<layer>.weight/bias``."""
-
-    def __init__(self, spec: dict[str, Any]) -> None:
-        super().__init__()
-        self.spec = spec
-        self.layers = nn.ModuleDict()
-        self._plan: list[tuple[str, str, list[str], dict[str, Any]]] = []
-        for op in spec["ops"]:
-            if op["op"] in ("conv", "dwconv"):
-                k, s, d = op["kernel"], op["stride"], op["dilation"]
-                symmetric = op["padding"] == "same" and s == 1 and (k - 1) * d % 2 == 0
-                conv = nn.Conv2d(op["in"], op["out"], k, stride=s, dilation=d,
-                                 groups=op["groups"], bias=op["bias"],
-                                 padding=(k - 1) * d // 2 if symmetric else 0)
-                self.layers[op["name"]] = conv
-                extra = {"explicit_pad": op["padding"] == "same" and not symmetric}
-            else:
-                extra = {}
-            self._plan.append((op["name"], op["op"], list(op["inputs"]), {**op, **extra}))
-        self.stride = int(spec["stride"])
-        self.out_channels = int(spec["out_channels"])
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, out_channels, H / stride, W / stride); H, W multiples of the
-        largest internal stride (32 for MobileNet)."""
-        return self._run(x)[self.spec["output"]]
-
-    def forward_all(self, x: Tensor) -> list[Tensor]:
-        """Every output node's tensor (``spec["outputs"]``, else the one output)."""
-        values = self._run(x)
-        return [values[o] for o in self.spec.get("outputs", [self.spec["output"]])]
-
-    def _run(self, x: Tensor) -> dict[str, Tensor]:
-        values: dict[str, Tensor] = {"input": x}
-        for name, kind, inputs, op in self._plan:
-            a = values[inputs[0]]
-            if kind in ("conv", "dwconv"):
-                if op["explicit_pad"]:
-                    a = _same_pad(a, op["kernel"], op["stride"], op["dilation"])
-                y = self.layers[name](a)
-                act = op.get("act")
-                if act == "relu":
-                    y = F.relu(y)
-                elif act == "relu6":
-                    y = F.relu6(y)
-            elif kind == "add":
-                y = a + values[inputs[1]]
-            elif kind == "resize":
-                y = F.interpolate(a, scale_factor=op["factor"], mode="bilinear",
-                                  align_corners=False)
-            elif kind == "pad":
-                t, b, le, r = op["pads"]
-                y = F.pad(a, (le, r, t, b))
-            elif kind == "depth_to_space":  # TF DCR: channel (i * block + j) * C + c
-                n, c, h, w = a.shape
-                k = op["block"]
-                y = a.reshape(n, k, k, c // (k * k), h, w).permute(0, 3, 4, 1, 5, 2) \
-                    .reshape(n, c // (k * k), h * k, w * k)
-            else:  # act
-                y = F.relu(a) if op["act"] == "relu" else F.relu6(a)
-            values[name] = y
-        return values
 
 
 def input_affine(graph: GraphModel, placeholder: str, input_node: str) -> tuple[float, float]:
