@@ -492,6 +492,9 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
     size2 = (bones @ bones.swapaxes(-1, -2))[..., 0, 0]  # (N, K) total bone size squared
     g = solve.OUTPUT_SIZE / np.sqrt(size2)
     pose = (rec_blend * g[..., None]).reshape(n_people, K, 3, 17)
+    if grid is not None:  # a tilted camera's vertical shift is a depth translation: the
+        # depth origin is put at the joint centroid (the pose's shape is unchanged)
+        pose[:, :, 1] -= pose[:, :, 1].mean(-1, keepdims=True)
     pose_3d = pose.swapaxes(-1, -2)
     # the noise from the fit's own residual: its projection against the visible joints
     if eidx is None:
