@@ -5,7 +5,8 @@ file) and a random yaw (seeded), the pose is placed in the lifting's camera fram
 (x = image right, y = depth away from the camera, z = up; centred on its joint mean) and
 projected to 2D either orthographically or with a pinhole camera ``distance`` mm away.
 The 14 CPM joints (H36M-17 -> CPM-14 through ``poseviewer.skeleton``: the CPM neck is the
-H36M thorax, the head top the H36M head) are lifted with each model, optionally with 1, 2
+H36M thorax, the head top the H36M head, so the models observe it as the head:
+``h36m_head_top``) are lifted with each model, optionally with 1, 2
 or 4 random joints hidden (the same joints for every model). Errors over all 17 joints:
 
 - P-MPJPE: after similarity Procrustes alignment (``poseviewer.metrics.p_mpjpe``);
@@ -30,7 +31,8 @@ Every model sees exactly the same 2D inputs within one run.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,6 +184,22 @@ def load_test_poses(
     return poses[sl], act[sl], subj[sl]
 
 
+@contextmanager
+def h36m_head_top(model) -> Iterator[None]:
+    """Within the block the model observes the CPM head top as Human3.6M's head joint (the
+    2D inputs here are Human3.6M's joints, which have no top of the head): its
+    ``head_top_offset`` (LSP's head top, for photos) is set to 0 and restored after."""
+    old = getattr(model, "head_top_offset", None)
+    if old is None:
+        yield
+        return
+    model.head_top_offset = 0.0
+    try:
+        yield
+    finally:
+        model.head_top_offset = old
+
+
 def _lift(model, joints: np.ndarray, vis: np.ndarray, batch: int
           ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
     out = np.empty((len(joints), H36M17.num_joints, 3))
@@ -189,7 +207,8 @@ def _lift(model, joints: np.ndarray, vis: np.ndarray, batch: int
     dof = np.full(len(joints), np.inf)
     lifted = np.ones(len(joints), dtype=bool)
     for i in range(0, len(joints), batch):
-        fit = model.lift(joints[i : i + batch], vis[i : i + batch], as_numpy=True)
+        with h36m_head_top(model):
+            fit = model.lift(joints[i : i + batch], vis[i : i + batch], as_numpy=True)
         out[i : i + batch] = np.asarray(fit.pose_3d, dtype=np.float64)
         lifted[i : i + batch] = np.asarray(fit.lifted, dtype=bool)
         jc = getattr(fit, "joint_cov", None)
@@ -579,7 +598,8 @@ def evaluate_elevations(model, poses: np.ndarray, elevations: Sequence[float] = 
         pred = np.empty((n, 17, 3))
         fitted = np.empty(n)
         for i in range(0, n, batch):
-            fit = model.lift(img[i : i + batch], masks[h][i : i + batch], as_numpy=True)
+            with h36m_head_top(model):
+                fit = model.lift(img[i : i + batch], masks[h][i : i + batch], as_numpy=True)
             pred[i : i + batch] = fit.pose_3d
             el = getattr(fit, "elevation", None)
             fitted[i : i + batch] = np.nan if el is None else np.degrees(el)
