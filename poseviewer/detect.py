@@ -215,6 +215,12 @@ class PersonDetector:
         # channels_last: ~25 % faster for this MobileNet on the CPU (measured here)
         self.net = self.net.to(memory_format=torch.channels_last)
         self._torch = torch
+        self.threads: int | None = 1
+        """Torch intra-op threads the network runs with (None: the caller's). One image at
+        a time, its 1 x 1 convolutions split their sums over the threads, so its float32
+        rounding (and the boxes, to ~1e-5 px, which moves the crops' pixels) would depend
+        on the caller's thread count: with 1 the boxes are the same in the viewer, the
+        plain, local and Ray engines whatever their thread counts."""
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] = DEFAULT_DETECTOR) -> PersonDetector:
@@ -249,7 +255,9 @@ class PersonDetector:
         torch = self._torch
         x = torch.from_numpy(np.ascontiguousarray(square)).permute(2, 0, 1)[None].float()
         x = (x / 255.0 - 0.5).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
+        from poseviewer.lifting.model import _torch_threads  # the one thread-count lock
+
+        with _torch_threads(self.threads, torch.device("cpu")), torch.inference_mode():
             out = self.net(x)
         return {k: v[0].numpy() for k, v in out.items()}
 

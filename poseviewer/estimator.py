@@ -50,12 +50,15 @@ from poseviewer.cnn.backend import (
 from poseviewer.cnn.cancel import Cancelled, CancelToken, check_cancel
 from poseviewer.cnn.lifting_cpm import LiftingCPM
 from poseviewer.cnn.preprocess import crop_centred, normalise, release_resize, warp_crop
+from poseviewer.cnn.prior import DEFAULT_PRIOR, TargetPrior, log_prior
 from poseviewer.cnn.weights import WeightsError, load_cpm
 from poseviewer.detect import find_people
 from poseviewer.imageio import MAX_PIXELS, ImageError, LoadedImage, load_image
 from poseviewer.lifting import ModelFileError, ModelFileNotFoundError, PoseModel3D, load_pose_model
+from poseviewer.lifting.plausibility import PLAUSIBILITY_FILE, PlausibilityLimits, judge_fit
 from poseviewer.paths import DEFAULT_CNN, DEFAULT_POSE_MODEL
 from poseviewer.result import EstimateResult, Fit, PersonResult, StageResult
+from poseviewer.skeleton import finite_visible
 
 __all__ = ["Cancelled", "CancelToken", "Crops", "Estimator", "ImageError",
            "ModelNotFoundError", "People", "WeightsError", "DEFAULT_CNN", "DEFAULT_POSE_MODEL"]
@@ -130,6 +133,8 @@ class Crops:
     """(P, S, S, 3) float32 normalised crops."""
     to_image: np.ndarray
     """(P, 2, 3) crop pixels -> original-image pixels."""
+    prior: np.ndarray | None = None
+    """(P, h, w) log-weights on each crop's map grid (whom to look at), or None."""
 
 
 @dataclass
@@ -183,7 +188,8 @@ class Estimator:
                  bf16: bool = False, max_pixels: int = MAX_PIXELS,
                  info: dict[str, Any] | None = None,
                  detector: PeopleFinder | None = find_people,
-                 flip_test: bool | None = None) -> None:
+                 flip_test: bool | None = None,
+                 target_prior: TargetPrior | None = None) -> None:
         self.device = resolve_device(device)
         self.pose_model = pose_model
         if isinstance(model, LiftingCPM):
@@ -204,6 +210,13 @@ class Estimator:
             self.flip_test = flip_test
         self.max_pixels = int(max_pixels)
         self.info = dict(info or {})
+        self.plausibility: PlausibilityLimits | None = (
+            PlausibilityLimits.load() if PLAUSIBILITY_FILE.is_file() else None)
+        """The limits that judge every fit (``Fit.plausible``); None: not judged."""
+        self.target_prior = DEFAULT_PRIOR if target_prior is None else target_prior
+        """Whom each crop is about (``poseviewer.cnn.prior``): the target's box and the
+        other people's boxes weight the belief maps; ``TargetPrior(0, 0)`` turns it off.
+        Used when the backend takes a prior (``accepts_prior``)."""
 
     # ---- construction --------------------------------------------------------------------
     @classmethod
@@ -235,7 +248,8 @@ class Estimator:
             raise ModelNotFoundError(str(exc)) from exc
         except ModelFileError as exc:
             raise WeightsError(str(exc)) from exc
-        person = load_cpm(person_weights) if person_weights is not None else None
+        person = (load_cpm(person_weights, what="person weights (PersonNet)")
+                  if person_weights is not None else None)
         info = {"weights": str(w), "pose_model": pose_path,
                 "person_weights": None if person_weights is None else str(person_weights)}
         return cls(model, pm, person, device=device, info=info, **kwargs)
@@ -379,13 +393,31 @@ class Estimator:
                 images.append(crop)
                 to_image.append(m)
         m = np.stack(to_image)
+        prior = self._prior(people, m)
         if (w, h) != tuple(loaded.original_size):
             m = m / loaded.scale  # analysed -> original pixels
-        return Crops(np.stack(images), m)
+        return Crops(np.stack(images), m, prior)
+
+    def _prior(self, people: People, to_image: np.ndarray) -> np.ndarray | None:
+        """(P, h, w) log-prior per crop from every person's box (analysed pixels), or None
+        when off or when the backend takes none."""
+        tp = self.target_prior
+        size = getattr(self.backend, "map_size", None)
+        if not tp.active or not getattr(self.backend, "accepts_prior", False) or not size:
+            return None
+        m = _compose(to_image, self.backend.map_to_crop)
+        n = len(people)
+        if not tp.outside > 0 and n < 2:
+            return None
+        return np.stack([log_prior(tp, people.boxes[i], np.delete(people.boxes, i, 0), m[i],
+                                   (size, size)) for i in range(n)])
 
     def forward(self, crops: Crops, on_stage: StageCallback | None = None,
                 cancel: Any = None) -> list[StageMaps]:
         """Phase 4: every stage for every crop at once."""
+        if crops.prior is not None:
+            return self.backend.forward(crops.images, on_stage=on_stage, cancel=cancel,
+                                        prior=crops.prior)
         return self.backend.forward(crops.images, on_stage=on_stage, cancel=cancel)
 
     def map_to_image(self, crops: Crops) -> np.ndarray:
@@ -409,15 +441,22 @@ class Estimator:
         own (moved from the map grid), else one post-hoc lifting of all stages and people
         at once, else None (no 3D model)."""
         if any(s.fit is not None for s in stages):
-            return [None if s.fit is None else s.fit.to_image(map_to_image) for s in stages]
+            return [None if s.fit is None else self.judge(s.fit.to_image(map_to_image))
+                    for s in stages]
         if self.pose_model is None or not stages:
             return [None] * len(stages)
         check_cancel(cancel)
         n = len(map_to_image)
-        fit = Fit.from_lift(self.pose_model.lift(
-            np.concatenate(joints), np.concatenate([s.visible for s in stages]),
-            as_numpy=True))
+        xy = np.concatenate(joints)
+        fit = self.judge(Fit.from_lift(self.pose_model.lift(
+            xy, finite_visible(xy, np.concatenate([s.visible for s in stages])),
+            as_numpy=True)))
         return [fit.select(list(range(t * n, (t + 1) * n))) for t in range(len(stages))]
+
+    def judge(self, fit: Fit) -> Fit:
+        """``fit`` with its plausibility filled in (``poseviewer.lifting.plausibility``),
+        unchanged when there are no limits."""
+        return judge_fit(fit, self.plausibility)
 
     def package(self, loaded: LoadedImage, people: People, map_to_image: np.ndarray,
                 stages: list[StageMaps], joints: list[np.ndarray], fits: list[Fit | None],
@@ -491,8 +530,14 @@ class Estimator:
         per_job: dict[int, list[StageMaps]] = {}
         if todo:
             t0 = time.perf_counter()
+            priors = None
+            if any(j.crops.prior is not None for j in todo):
+                priors = np.concatenate([
+                    j.crops.prior if j.crops.prior is not None else np.zeros(
+                        (len(j.crops.images),) + (self.backend.map_size,) * 2, np.float32)
+                    for j in todo])
             stages = self._forward_padded(np.concatenate([j.crops.images for j in todo]),
-                                          batch_size)
+                                          batch_size, priors)
             cnn_s = time.perf_counter() - t0
             n_all = sum(len(j.crops.images) for j in todo)
             start = 0
@@ -514,19 +559,27 @@ class Estimator:
                 out.append(exc)
         return out
 
-    def _forward_padded(self, crops: np.ndarray, batch_size: int | None) -> list[StageMaps]:
+    def _forward_padded(self, crops: np.ndarray, batch_size: int | None,
+                        prior: np.ndarray | None = None) -> list[StageMaps]:
         """``forward`` in batches of exactly ``batch_size`` crops (the last one padded with
-        blank crops, dropped again); None: all at once."""
+        blank crops, dropped again); None: all at once. ``prior``: per crop, or None."""
+
+        def fwd(c: np.ndarray, p: np.ndarray | None) -> list[StageMaps]:
+            return self.backend.forward(c) if p is None else self.backend.forward(c, prior=p)
+
         if batch_size is None or len(crops) == batch_size:
-            return self.backend.forward(crops)
+            return fwd(crops, prior)
         b = max(int(batch_size), 1)
         parts = []
         for a in range(0, len(crops), b):
             chunk = crops[a:a + b]
+            pc = None if prior is None else prior[a:a + b]
             n = len(chunk)
             if n < b:
                 chunk = np.concatenate([chunk, np.zeros((b - n, *chunk.shape[1:]), chunk.dtype)])
-            parts.append([_slice_stage(s, 0, n) for s in self.backend.forward(chunk)])
+                if pc is not None:
+                    pc = np.concatenate([pc, np.zeros((b - n, *pc.shape[1:]), pc.dtype)])
+            parts.append([_slice_stage(s, 0, n) for s in fwd(chunk, pc)])
         if len(parts) == 1:
             return parts[0]
         return [_concat_stages([p[t] for p in parts]) for t in range(len(parts[0]))]

@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from poseviewer.skeleton import finite_visible
+
 #: The lifting's scale cap (lifting spec, step 3): a component whose scale sits exactly here
 #: was refitted with the capped scale.
 SCALE_CAP = -0.001
@@ -135,6 +137,18 @@ STAGE_FIELDS: tuple[FieldSpec, ...] = (
 FIT_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("lifted", (), "bool", "-", "-",
               "lifting succeeded (False, with NaN outputs, when < 5 joints were visible)"),
+    FieldSpec("plausible", (), "bool", "-", "-",
+              "the pose is believable: bone_excess and residual_excess within the limits "
+              "of resources/models/plausibility.json (poseviewer.lifting.plausibility); "
+              "False when not lifted; absent when not judged", csv="plausible",
+              optional=True),
+    FieldSpec("bone_excess", (), "f8", "-", "-",
+              "how far the limb bones' proportions lie outside their range over the 3D "
+              "model's Human3.6M training poses, over the plausibility limit (above 1: "
+              "implausible)", csv="bone_excess", optional=True),
+    FieldSpec("residual_excess", (), "f8", "-", "-",
+              "the best component's residual over the plausibility limit (above 1: "
+              "implausible)", csv="residual_excess", optional=True),
     FieldSpec("component", (), "i8", "-", "-", "best mixture component (argmin of score)",
               json="best_component", npz="best_component"),
     FieldSpec("pose_3d", ("J3", 3), "f8", "size-normalised mm", "pose_3d",
@@ -305,6 +319,9 @@ class Fit:
     joint_cov: np.ndarray | None = None
     joint_cov_dof: np.ndarray | None = None
     elevation: np.ndarray | None = None
+    plausible: np.ndarray | None = None
+    bone_excess: np.ndarray | None = None
+    residual_excess: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(np.shape(self.lifted)[0])
@@ -389,7 +406,8 @@ class StageResult:
     confidence: np.ndarray
     """(14,) float64: per-joint confidence."""
     visible: np.ndarray
-    """(14,) bool: joints judged visible (confidence above the model's threshold)."""
+    """(14,) bool: joints judged visible (confidence above the model's threshold); never a
+    joint with a NaN or infinite coordinate (``skeleton.finite_visible``, applied here)."""
     fit: Fit | None
     """The lifting of ``joints_2d`` (N = 1, every component), or None if not run."""
     seconds: float = 0.0
@@ -404,6 +422,7 @@ class StageResult:
     def __post_init__(self) -> None:
         if self.fit is not None and not isinstance(self.fit, Fit):  # a lifting result
             self.fit = Fit.from_lift(self.fit)
+        self.visible = finite_visible(self.joints_2d, self.visible)
 
 
 @dataclass
@@ -436,6 +455,15 @@ class PersonResult:
         if fit is None:
             return np.full((17, 3), np.nan)
         return np.asarray(fit.pose_3d[0])
+
+    @property
+    def implausible(self) -> bool:
+        """The final lifting was judged not believable (lifted, ``plausible`` False; see
+        ``poseviewer.lifting.plausibility``); False when not lifted or not judged."""
+        fit = self.final.fit if self.stages else None
+        if fit is None or fit.plausible is None:
+            return False
+        return bool(np.asarray(fit.lifted)[0]) and not bool(np.asarray(fit.plausible)[0])
 
 
 #: Every key of ``EstimateResult.timings`` (seconds) and what it measures; a result holds the

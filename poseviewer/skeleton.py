@@ -227,4 +227,12 @@ def h36m_to_cpm(x: Any) -> Any:
     return x[..., CPM_TO_H36M, :]
 
 
+def finite_visible(joints: Any, visible: Any) -> np.ndarray:
+    """The visibility that every reader, importer, estimator and exporter keeps: a joint is
+    visible only when it is marked visible and both its coordinates are finite (a NaN or
+    infinite joint is never visible). ``joints`` (..., J, 2), ``visible`` (..., J) -> bool."""
+    return np.asarray(visible, dtype=bool) & np.isfinite(np.asarray(joints, dtype=np.float64)
+                                                          ).all(axis=-1)
+
+
 SKELETONS: dict[str, Skeleton] = {s.name: s for s in (CPM14, H36M17, LSP14, COCO17)}

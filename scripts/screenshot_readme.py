@@ -28,6 +28,10 @@ def main() -> int:
     ap.add_argument("--size", default="1400x860", help="window size WxH (default 1400x860)")
     ap.add_argument("--width", type=int, default=1100,
                     help="width of the saved picture in pixels (default 1100)")
+    ap.add_argument("--crop", action="store_true",
+                    help="belief maps over the person's crop (the maps panel's Crop box)")
+    ap.add_argument("--uncertainty", action="store_true",
+                    help="the 3D panel's ellipsoids on")
     ap.add_argument("--colours", type=int, default=192,
                     help="palette size of the saved PNG (default 192; 0: full colour)")
     args = ap.parse_args()
@@ -65,6 +69,8 @@ def main() -> int:
     if win.state.result is None or win.last_error:
         print(f"screenshot_readme: no result: {win.last_error}", file=sys.stderr)
         return 1
+    win.maps_panel.crop_check.setChecked(args.crop)
+    win.view3d.cov_check.setChecked(args.uncertainty)
     for _ in range(5):  # let every panel draw the result (the 3D panel renders offscreen)
         app.processEvents()
         QTimer.singleShot(50, loop.quit)

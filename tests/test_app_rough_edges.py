@@ -202,10 +202,14 @@ def test_3d_panel_tags_apart_and_no_gl_widget_in_the_window(qtbot, settings, tmp
     others = [c for c in range(n) if c != win.state.component]
     assert [t for t, _ in placed] == [f"#{c + 1}" for c in others] and n >= 3
     assert _overlaps([r for _, r in placed]) == []
-    # each tag names the head of its own ghost: anchored at that head's projection
+    # each tag sits beside the poses (not on a torso), near its own ghost's head's height
     head = v.project(np.array([a for _, a in v.tags]))
-    for (_, r), (hx, hy) in zip(placed, head, strict=True):
-        assert r.bottom() <= hy and abs(r.left() - hx) < 40
+    poses = v.pose_rect()
+    assert poses.width() > 0 and poses.height() > 0
+    for (_, r), (_hx, hy) in zip(placed, head, strict=True):
+        assert not r.intersects(poses)
+        assert r.left() >= poses.right() or r.right() <= poses.left()
+        assert abs(r.center().y() - hy) < 3 * r.height() * len(placed)
     if not can_render():
         pytest.skip("rendering needs a real X display")
     # what the widget shows is the offscreen render; the camera follows the mouse

@@ -313,8 +313,10 @@ def test_fits_move_to_the_image_one_affine_per_person_at_once(k2_result) -> None
     for i in range(2):
         alone = fit.select([i]).to_image(m[i])
         for spec in FIT_FIELDS:
-            np.testing.assert_allclose(getattr(together, spec.name)[i : i + 1],
-                                       getattr(alone, spec.name), rtol=0, atol=1e-9)
+            a = getattr(together, spec.name)
+            if a is not None or not spec.optional:
+                np.testing.assert_allclose(a[i : i + 1], getattr(alone, spec.name),
+                                           rtol=0, atol=1e-9)
         for spec in COMPONENT_FIELDS:
             a = getattr(together.components, spec.name)
             if a is not None:

@@ -18,8 +18,7 @@ from poseviewer.export.table import KEY_COLUMNS, TABLE_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 N_LSP = 8
-ENGINE_ARGS = ["--threads", "1", "--batch-size", "4", "--no-progress",
-               "--format", "json,csv,bvh,coco"]
+ENGINE_ARGS = ["--no-progress", "--format", "json,csv,bvh,coco"]  # the default batch (8)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +37,11 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def local_out(photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("local") / "out"
+    # two torch threads here, one per Ray actor (its default) below: the results must not
+    # depend on it (the person detector's sums did, by ~1e-5 px in the boxes and ~0.01 px
+    # in the joints)
     assert main(["estimate", str(photos), "--out", str(out), "--engine", "local",
-                 "--workers", "1", *ENGINE_ARGS]) == 1  # the corrupt file failed
+                 "--workers", "1", "--threads", "2", *ENGINE_ARGS]) == 1  # corrupt file
     return out
 
 
@@ -82,6 +84,35 @@ def test_estimate_many_matches_one_by_one_and_does_not_depend_on_the_batch() -> 
     assert isinstance(mixed[1], Exception) and "no-such" in str(mixed[1])
     np.testing.assert_array_equal(mixed[0].persons[0].final.joints_2d,
                                   together[0].persons[0].final.joints_2d)
+
+
+def test_results_do_not_depend_on_the_torch_thread_count() -> None:
+    """The Ray engine runs one torch thread per actor, ``local`` torch's default (the
+    cores): on real photos, at the default batch size, the same boxes and joints to the bit
+    with 1 and 2 threads (the person detector, one image at a time, used to round
+    differently with 2 threads: boxes 1.6e-5 px apart, joints up to 0.009 px, 3D up to
+    0.04 mm)."""
+    import torch
+
+    from poseviewer.estimator import Estimator
+
+    est = Estimator.default(device="cpu")
+    imgs = [str(p) for p in sorted(require_shared("data", "lspet", "images").glob("*.jpg"))[:4]]
+    old = torch.get_num_threads()
+    try:
+        runs = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            runs.append(est.estimate_many(imgs, batch_size=8))
+    finally:
+        torch.set_num_threads(old)
+    for a, b in zip(*runs, strict=True):
+        assert len(a.persons) == len(b.persons) >= 1
+        for pa, pb in zip(a.persons, b.persons, strict=True):
+            np.testing.assert_array_equal(pa.box, pb.box)
+            for sa, sb in zip(pa.stages, pb.stages, strict=True):
+                np.testing.assert_array_equal(sa.joints_2d, sb.joints_2d)
+            np.testing.assert_allclose(pa.pose_3d, pb.pose_3d, rtol=0, atol=1e-9)
 
 
 def test_local_engine_writes_files_report_and_table(photos: Path, local_out: Path) -> None:
@@ -147,7 +178,7 @@ def test_ray_engine_gives_the_local_files_and_joints(photos: Path, local_out: Pa
 
     out = tmp_path / "ray"
     code = main(["estimate", str(photos), "--out", str(out), "--engine", "ray",
-                 "--actors", "1", *ENGINE_ARGS])
+                 "--actors", "1", *ENGINE_ARGS])  # one thread per actor (local: two)
     assert code == 1  # the corrupt image is reported; the job finished
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(p.name for p in local_out.iterdir())

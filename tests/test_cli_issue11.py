@@ -83,7 +83,8 @@ def test_unwritable_output_folder_is_refused_first(models, tmp_path, capsys, mon
                  *_args(models)])
     cap = capsys.readouterr()
     assert code == 2 and "is not a folder" in cap.err and "Traceback" not in cap.err
-    code = main(["lift", str(tmp_path / "none.json"), "--out", str(out), "--model",
+    (tmp_path / "people.json").write_text("[]")
+    code = main(["lift", str(tmp_path / "people.json"), "--out", str(out), "--model",
                  str(models[1])])
     assert code == 2 and "cannot write to the output folder" in capsys.readouterr().err
 

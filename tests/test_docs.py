@@ -189,3 +189,22 @@ def test_the_two_commands_are_what_bootstrap_and_ci_run() -> None:
     ci = ROOT / ".ci" / "run"
     if ci.is_file():
         assert re.search(r"^scripts/bootstrap test$", _text(ci), flags=re.M)
+
+
+def test_readme_states_the_rules_the_code_follows() -> None:
+    """Exit codes, report paths and the memory bound: in the README, and the same numbers
+    as the code (the exit codes also in the batch commands' --help)."""
+    from poseviewer.commands._batch import EXIT_RULE
+    from poseviewer.imageio import HARD_MAX_PIXELS, MAX_PIXELS
+
+    rules = _text(ROOT / "README.md").split("## Rules")[1].split("\n## ")[0]
+    flat = " ".join(rules.split())
+    for code in ("0 every input succeeded", "1 some input failed", "2 a usage error",
+                 "130 interrupted"):
+        assert code in flat, code
+    assert "a path that does not exist, even among good ones" in flat
+    assert "does not exist (even among good ones)" in " ".join(EXIT_RULE.split())
+    assert "`report.json`** are absolute" in flat and "absolute" in EXIT_RULE
+    assert f"above {MAX_PIXELS // 10**6} megapixels" in flat
+    assert HARD_MAX_PIXELS == 2**30 and "2^30" in flat
+    assert "NaN or infinite coordinate is never visible" in flat

@@ -122,5 +122,8 @@ class ControlsBar(QWidget):
             self.person_label.setText("")
         else:
             p = res.persons[st.person]
+            odd = sum(q.implausible for q in res.persons)
             self.person_label.setText(
-                f"person {st.person + 1}/{len(res.persons)} ({p.source})")
+                f"person {st.person + 1}/{len(res.persons)} ({p.source})"
+                + (", implausible 3D pose" if p.implausible else "")
+                + (f"; {odd} of {len(res.persons)} implausible" if odd else ""))

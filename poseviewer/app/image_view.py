@@ -34,6 +34,11 @@ def bone_segments(joints: np.ndarray, bones: np.ndarray, keep: np.ndarray) -> np
     return joints[b.reshape(-1)]
 
 
+#: How a person whose 3D pose is not believable (``PersonResult.implausible``) is marked.
+IMPLAUSIBLE_TEXT = "implausible 3D pose"
+IMPLAUSIBLE_RGB = (255, 70, 70)
+
+
 def overlay_lut(max_alpha: int = 190) -> np.ndarray:
     """(256, 4) uint8 'inferno' lookup table whose alpha grows with the value, so low
     belief leaves the photo visible."""
@@ -217,16 +222,26 @@ class ImagePanel(pg.GraphicsLayoutWidget):
         res = self.state.result
         persons = res.persons if res is not None else []
         for i, p in enumerate(persons):
+            odd = p.implausible
+            if odd:  # marked on the photo, selected or not
+                tag = pg.TextItem(IMPLAUSIBLE_TEXT, color=IMPLAUSIBLE_RGB,
+                                  fill=pg.mkBrush(0, 0, 0, 150), anchor=(0, 1))
+                tag.setPos(float(p.box[0]), float(p.box[1]))
+                tag.setZValue(21)
+                self.vb.addItem(tag, ignoreBounds=True)
+                self.other_boxes.append(tag)
             if i == self.state.person:
                 continue
             x0, y0, x1, y1 = (float(v) for v in p.box)
             rect = QGraphicsRectItem(QRectF(x0, y0, x1 - x0, y1 - y0))
-            rect.setPen(pg.mkPen((200, 200, 200, 160), width=1.5, style=Qt.PenStyle.DashLine,
-                                 cosmetic=True))
+            rect.setPen(pg.mkPen((*IMPLAUSIBLE_RGB, 220) if odd else (200, 200, 200, 160),
+                                 width=1.5, style=Qt.PenStyle.DashLine, cosmetic=True))
             rect.setZValue(10)
             self.vb.addItem(rect, ignoreBounds=True)
             self.other_boxes.append(rect)
         p = self.state.person_result
+        self.box_roi.setPen(pg.mkPen(IMPLAUSIBLE_RGB if p is not None and p.implausible
+                                     else (255, 230, 0), width=2))
         self._roi_updating = True
         try:
             if p is None:

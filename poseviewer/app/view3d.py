@@ -85,13 +85,16 @@ def ellipsoid_segments(centres: np.ndarray, covs_mm2: np.ndarray, n: int = 24,
     return np.concatenate(rings).astype(np.float32)
 
 
-def grid_lines(z: float, half: float = 1.0, step: float = 0.25) -> np.ndarray:
-    """Segment end points of a square ground grid at height ``z``."""
-    ticks = np.arange(-half, half + 1e-9, step)
+def grid_lines(z: float, half: float = 1.0, step: float = 0.25,
+               centre: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """Segment end points of a square ground grid at height ``z`` around ``centre`` (x, y)."""
+    n = int(np.ceil(half / step - 1e-9))
+    ticks = np.arange(-n, n + 1) * step
+    h = n * step
     pts = []
     for t in ticks:
-        pts += [(t, -half, z), (t, half, z), (-half, t, z), (half, t, z)]
-    return np.array(pts, dtype=np.float32)
+        pts += [(t, -h, z), (t, h, z), (-h, t, z), (h, t, z)]
+    return (np.array(pts, dtype=np.float64) + [centre[0], centre[1], 0.0]).astype(np.float32)
 
 
 class OffscreenCanvas(scene.SceneCanvas):
@@ -314,6 +317,9 @@ class Pose3DPanel(QWidget):
         self.shown_ghosts = np.zeros((0, 3))
         self.shown_labels: list[str] = []
         self._solid: np.ndarray | None = None  # the solid pose as drawn (17, 3)
+        self._ghost_poses: list[np.ndarray] = []  # the ghosts as drawn
+        #: height of the ground grid (display frame, m): under the lowest point drawn
+        self.ground = -1.0
         #: ghost tags painted over the scene: (text, 3D anchor in the display frame)
         self.tags: list[tuple[str, np.ndarray]] = []
         self._tag_font = QFont()
@@ -357,14 +363,33 @@ class Pose3DPanel(QWidget):
         """Where the ghost tags are painted (widget pixels), laid out without overlaps."""
         return [(t, r) for t, r, _ in self._placed_tags()]
 
+    def pose_rect(self) -> QRectF:
+        """The widget-pixel bounding box of every skeleton drawn (solid and ghosts)."""
+        pts = [p for p in (self._solid, *self._ghost_poses) if p is not None]
+        if not pts:
+            return QRectF()
+        xy = self.project(np.concatenate(pts))
+        (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0)
+        return QRectF(float(x0), float(y0), float(x1 - x0), float(y1 - y0))
+
     def _placed_tags(self) -> list[tuple[str, QRectF, np.ndarray]]:
+        """Each ghost's tag beside the poses (right of them, else left), at the height of
+        that ghost's head, kept apart; a hairline joins it to the head."""
         if not self.tags:
             return []
         fm = QFontMetricsF(self._tag_font)
-        anchors = self.project(np.array([a for _, a in self.tags]))
+        heads = self.project(np.array([a for _, a in self.tags]))
         sizes = np.array([(fm.horizontalAdvance(t) + 4.0, fm.height()) for t, _ in self.tags])
-        rects = layout_tags(anchors, sizes, QRectF(self.scene_view.rect()))
-        return [(t, r, a) for (t, _), r, a in zip(self.tags, rects, anchors, strict=True)]
+        bounds = QRectF(self.scene_view.rect())
+        poses = self.pose_rect()
+        margin = 8.0
+        if poses.right() + margin + sizes[:, 0].max() <= bounds.right():
+            x = np.full(len(heads), poses.right() + margin - 4.0)  # layout adds 4 px
+        else:
+            x = poses.left() - margin - 4.0 - sizes[:, 0]
+        anchors = np.stack([x, heads[:, 1] + sizes[:, 1] / 2 + 4.0], axis=1)  # centred
+        rects = layout_tags(anchors, sizes, bounds)
+        return [(t, r, a) for (t, _), r, a in zip(self.tags, rects, heads, strict=True)]
 
     def paint_tags(self, painter: QPainter) -> None:
         """Paint the ghost tags (and a hairline to the head they name when moved away)."""
@@ -373,9 +398,10 @@ class Pose3DPanel(QWidget):
             return
         painter.setFont(self._tag_font)
         for text, rect, (ax, ay) in placed:
-            if rect.bottom() < ay - 12 or rect.top() > ay:
+            if not rect.adjusted(-12, -12, 12, 12).contains(QPointF(ax, ay)):
+                near = rect.left() if ax < rect.left() else rect.right()
                 painter.setPen(QPen(QColor(200, 200, 200, 110), 1))
-                painter.drawLine(QPointF(ax, ay), QPointF(rect.left(), rect.center().y()))
+                painter.drawLine(QPointF(ax, ay), QPointF(near, rect.center().y()))
             painter.setPen(QColor(220, 220, 220, 220))
             painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
 
@@ -394,11 +420,13 @@ class Pose3DPanel(QWidget):
         if not self.cov_check.isChecked() or jc is None or k is None or self._solid is None:
             self.ellipsoids.visible = False
             self.shown_ellipsoids = np.zeros((0, 3))
+            self._place_ground()
             return
         cov = np.asarray(jc[0, k], dtype=np.float64)
         if not np.isfinite(cov).all():
             self.ellipsoids.visible = False
             self.shown_ellipsoids = np.zeros((0, 3))
+            self._place_ground()
             return
         dof = getattr(fit.components, "joint_cov_dof", None)
         r2 = _CHI2_3_90 if dof is None else float(
@@ -407,6 +435,23 @@ class Pose3DPanel(QWidget):
         self.ellipsoids.set_data(pos=seg, connect="segments")
         self.ellipsoids.visible = True
         self.shown_ellipsoids = seg
+        self._place_ground()
+
+    def _place_ground(self) -> None:
+        """The ground grid just under the lowest point drawn (every skeleton's feet, and the
+        ellipsoids when shown), centred under the solid pose's feet."""
+        pts = [p for p in (self._solid, *self._ghost_poses) if p is not None]
+        if self.ellipsoids.visible and len(self.shown_ellipsoids):
+            pts.append(self.shown_ellipsoids)
+        if not pts:
+            return
+        allp = np.concatenate(pts)
+        self.ground = float(allp[:, 2].min()) - 0.02
+        feet = self._solid[[H36M17.index(n) for n in ("right_ankle", "left_ankle")]] \
+            if self._solid is not None else allp
+        cx, cy = (float(v) for v in feet[:, :2].mean(axis=0))
+        half = max(1.0, float(np.abs(allp[:, :2] - [cx, cy]).max()) + 0.25)
+        self.grid.set_data(pos=grid_lines(self.ground, half=half, centre=(cx, cy)))
 
     def _clear(self) -> None:
         for v in (self.bones, self.ghosts, self.joints, self.selected, self.ellipsoids):
@@ -417,6 +462,7 @@ class Pose3DPanel(QWidget):
         self.shown_labels = []
         self.tags = []
         self._solid = None
+        self._ghost_poses = []
 
     def on_state_changed(self, keys: frozenset) -> None:
         """Redraw the 3D scene when the shown fit, component or joint changes."""
@@ -454,8 +500,6 @@ class Pose3DPanel(QWidget):
             if abs(centroid).max() > FAR_AWAY_M:
                 far.append((c, centroid))
         centred = np.stack(centred)
-        ground = float(centred[:, :, 2].min()) - 0.02
-        self.grid.set_data(pos=grid_lines(ground))
 
         seg = segments(centred[k]).astype(np.float32)
         self.bones.set_data(pos=seg, color=self._bone_rgba, connect="segments")
@@ -476,6 +520,7 @@ class Pose3DPanel(QWidget):
             # (paint_tags); the scores go in the legend below
             head = H36M17.index("head")
             self.tags = [(f"#{c + 1}", centred[c][head]) for c in others]
+            self._ghost_poses = [centred[c] for c in others]
             self.shown_ghosts = gseg
             self.shown_labels = [f"#{c + 1} score {scores[c]:.4g}"
                                  + (" (best)" if c == best else "") for c in others]
@@ -484,6 +529,7 @@ class Pose3DPanel(QWidget):
             self.shown_ghosts = np.zeros((0, 3))
             self.shown_labels = []
             self.tags = []
+            self._ghost_poses = []
 
         self._solid = centred[k]
         self._draw_selected()

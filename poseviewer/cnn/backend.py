@@ -25,7 +25,7 @@ from poseviewer.cnn.lifting_cpm import LiftingCPM, StageCallback
 from poseviewer.cnn.ops import legacy_resize
 from poseviewer.cnn.preprocess import find_person_centres, normalise, release_resize
 from poseviewer.result import Fit
-from poseviewer.skeleton import CPM14, Skeleton
+from poseviewer.skeleton import CPM14, Skeleton, finite_visible
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,8 @@ class StageMaps:
     confidence: np.ndarray
     """(N, J) float64."""
     visible: np.ndarray
-    """(N, J) bool: confidence above the network's visibility threshold."""
+    """(N, J) bool: confidence above the network's visibility threshold (and the joint
+    finite)."""
     fit: Fit | None = None
     """The in-network lifting of the CNN's joints (N people, map-grid coordinates), or None."""
     cnn_joints: np.ndarray | None = None
@@ -157,6 +158,10 @@ class CPMBackend:
         self.visibility_threshold = float(cfg.visibility_threshold)
         s = float(cfg.stride)
         self.map_to_crop = np.array([[s, 0.0, 0.0], [0.0, s, 0.0]])
+        self.map_size = -(-self.input_size // int(cfg.stride))
+        """Side of the belief maps (the grid a ``prior`` is given on)."""
+        self.accepts_prior = True
+        """``forward`` takes ``prior`` (log-weights per crop on the map grid)."""
 
     @property
     def config(self) -> Any:
@@ -174,21 +179,25 @@ class CPMBackend:
         return nullcontext()
 
     def forward(self, crops: np.ndarray, on_stage: StageCallback | None = None,
-                cancel: Any = None) -> list[StageMaps]:
-        """Run every stage on the batch of crops; see :class:`PoseBackend`."""
+                cancel: Any = None, prior: np.ndarray | None = None) -> list[StageMaps]:
+        """Run every stage on the batch of crops; see :class:`PoseBackend`. ``prior``:
+        (N, h, w) log-weights on the map grid per crop (``poseviewer.cnn.prior``) or None."""
         x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).to(self.device)
         x = x.contiguous(memory_format=torch.channels_last)
+        p = None if prior is None else torch.from_numpy(
+            np.ascontiguousarray(prior, dtype=np.float32))[:, None].to(self.device)
         with torch.inference_mode(), self.autocast():
-            out = self.model(x, on_stage=on_stage, cancel=cancel)
+            out = self.model(x, on_stage=on_stage, cancel=cancel, prior=p)
         j = self.model.config.num_joints
         stages = []
         for s in out.stages:
             conf = s.confidence.float().cpu().numpy().astype(np.float64)
+            joints = s.joints.float().cpu().numpy().astype(np.float64)
             stages.append(StageMaps(
                 cnn=_np32(s.cnn, j), fused=_np32(s.fused, j),
                 projected=None if s.projected is None else _np32(s.projected, j),
-                joints=s.joints.float().cpu().numpy().astype(np.float64),
-                confidence=conf, visible=conf > self.visibility_threshold,
+                joints=joints, confidence=conf,
+                visible=finite_visible(joints, conf > self.visibility_threshold),
                 fit=None if s.lift is None else Fit.from_lift(s.lift),
                 cnn_joints=None if s.lift is None or s.cnn_joints is None
                 else s.cnn_joints.float().cpu().numpy().astype(np.float64),

@@ -209,6 +209,11 @@ class LiftingCPM(nn.Module):
         bg = 1.0 - b.detach().amax(dim=1, keepdim=True)
         return torch.cat([b, bg], dim=1), z
 
+    def judge_visible(self, joints: Tensor, confidence: Tensor) -> Tensor:
+        """Visible: confidence above the threshold and both coordinates finite (a NaN or
+        infinite joint, e.g. from broken maps, is never visible nor lifted)."""
+        return (confidence > self.config.visibility_threshold) & torch.isfinite(joints).all(-1)
+
     def read(self, maps: Tensor, size: int) -> tuple[Tensor, Tensor]:
         """Joints (B, J, 2) in map units and confidence (B, J) from maps (B, C, h, w), by
         the config's ``joint_reading``; ``size`` is the crop side (release reading)."""
@@ -256,6 +261,18 @@ class LiftingCPM(nn.Module):
         out.seconds["fusion"] = time.perf_counter() - t1
         return fused
 
+    def _apply_prior(self, z: Tensor, prior: Tensor, first: bool) -> Tensor:
+        """Stage output ``z`` with the log-prior (B, 1, h, w) applied (see ``forward``)."""
+        cfg = self.config
+        p = prior.to(device=z.device, dtype=z.dtype)
+        if p.shape[0] != z.shape[0] or p.shape[-2:] != z.shape[-2:]:
+            raise ValueError(f"prior {tuple(p.shape)} does not match the maps "
+                             f"{tuple(z.shape)}")
+        if cfg.map_activation == "softmax":
+            return z + p if first or not cfg.stage_residual else z
+        J = cfg.num_joints
+        return torch.cat([z[:, :J] * p.exp(), z[:, J:]], dim=1)
+
     def set_flip_test(self, on: bool) -> None:
         """Turn the mirror test-time pass (``CPMConfig.flip_test``) on or off: the config
         is replaced (and validated: it needs softmax maps to turn on)."""
@@ -291,6 +308,7 @@ class LiftingCPM(nn.Module):
         on_stage: StageCallback | None = None,
         cancel: Any = None,
         read_joints: bool = True,
+        prior: Tensor | None = None,
     ) -> CPMOutput:
         """Run all stages.
 
@@ -300,6 +318,11 @@ class LiftingCPM(nn.Module):
         on_stage(stage_index, num_stages) is called after each stage; ``cancel`` (a token
         with ``cancelled`` or a callable) is checked before each stage and raises
         ``Cancelled``. ``read_joints=False`` skips joint reading when fusion is inactive.
+        prior: (B, 1, h, w) log-weights on the map grid for every joint map
+        (``poseviewer.cnn.prior``: whom to look at), or None. It enters each stage's maps
+        once: added to the logits of stage 1 and of every stage that does not build on the
+        previous stage's log maps (``stage_residual``); for linear maps the joint maps are
+        multiplied by its exp at every stage.
         """
         cfg = self.config
         if images.ndim != 4 or images.shape[1] != 3:
@@ -346,20 +369,22 @@ class LiftingCPM(nn.Module):
                     z = z + prev[:, : cfg.num_joints].clamp_min(1e-6).log()
             if flip:
                 z = 0.5 * (z[:B] + self.mirror_maps(z[B:], size))
+            if prior is not None:
+                z = self._apply_prior(z, prior, first=t == 0)
             b, logits = self._activate(z)
             out = StageOutput(cnn=b, fused=b, logits=logits)
             out.seconds["cnn"] = time.perf_counter() - t0
             if fuse or read_joints:
                 with torch.no_grad():
                     out.joints, out.confidence = self.read(b, size)
-                    out.visible = out.confidence > cfg.visibility_threshold
+                    out.visible = self.judge_visible(out.joints, out.confidence)
                     out.cnn_joints, out.cnn_confidence = out.joints, out.confidence
             if fuse:
                 out.fused = self._fuse(t, b, out)
                 if cfg.report_joints == "fused":
                     with torch.no_grad():
                         out.joints, out.confidence = self.read(out.fused, size)
-                        out.visible = out.confidence > cfg.visibility_threshold
+                        out.visible = self.judge_visible(out.joints, out.confidence)
             stages.append(out)
             prev = out.fused
             if on_stage is not None:

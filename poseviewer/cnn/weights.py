@@ -38,20 +38,22 @@ def save_cpm(model: LiftingCPM, path: str | os.PathLike[str],
     return atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
-def read_cpm_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The metadata of a CPM weights file (config as a CPMConfig, other values decoded)."""
+def read_cpm_metadata(path: str | os.PathLike[str], what: str = "CNN weights"
+                      ) -> dict[str, Any]:
+    """The metadata of a CPM weights file (config as a CPMConfig, other values decoded);
+    ``what`` names the file in messages (e.g. 'person weights (PersonNet)')."""
     from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"CNN weights not found: {path}")
+        raise WeightsError(f"{what} not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
     except Exception as exc:  # safetensors raises several types for corrupt headers
-        raise WeightsError(f"cannot read CNN weights {path}: {exc}") from exc
+        raise WeightsError(f"cannot read {what} {path}: {exc}") from exc
     if "config" not in meta:
-        raise WeightsError(f"{path} has no 'config' in its safetensors metadata; "
+        raise WeightsError(f"{what} {path} has no 'config' in its safetensors metadata; "
                            "not a poseviewer CPM weights file")
     try:
         out: dict[str, Any] = {"config": CPMConfig.from_json(meta.pop("config"))}
@@ -79,19 +81,21 @@ def state_mismatch(expected: dict[str, Any], state: dict[str, Any]) -> str | Non
 
 
 def load_cpm(path: str | os.PathLike[str], device: str | torch.device = "cpu",
-             config: CPMConfig | None = None) -> LiftingCPM:
-    """Build the network from the file's config (or ``config``) and load its weights."""
+             config: CPMConfig | None = None, what: str = "CNN weights") -> LiftingCPM:
+    """Build the network from the file's config (or ``config``) and load its weights;
+    ``what`` names the file in messages."""
     from safetensors.torch import load_file
 
-    meta = read_cpm_metadata(path)
+    meta = read_cpm_metadata(path, what)
     cfg = config or meta["config"]
     model = LiftingCPM(cfg)
     try:
         state = load_file(str(path), device=str(device))
     except Exception as exc:
-        raise WeightsError(f"cannot read CNN weights {path}: {exc}") from exc
+        raise WeightsError(f"cannot read {what} {path}: {exc}") from exc
     problem = state_mismatch(model.state_dict(), state)
     if problem:
-        raise WeightsError(f"{path} does not match its config '{cfg.name}': {problem}")
+        raise WeightsError(f"{path} ({what}) does not match its config '{cfg.name}': "
+                           f"{problem}")
     model.load_state_dict(state)
     return model.to(device)

@@ -71,6 +71,12 @@ class UniqueStems:
         return name
 
 
+def implausible_count(result: EstimateResult) -> int:
+    """People of ``result`` whose final lifting was judged not believable
+    (``PersonResult.implausible``)."""
+    return sum(p.implausible for p in result.persons)
+
+
 class CocoCollector:
     """Gathers the COCO keypoints of many results into one document."""
 
@@ -102,8 +108,24 @@ class CocoCollector:
         return atomic_write_text(path, json.dumps(self.doc, indent=1, allow_nan=False) + "\n")
 
 
+def report_path(path: str | os.PathLike[str], item: str | None = None) -> str:
+    """How ``report.json`` writes a path: absolute (``os.path.abspath``: the current folder
+    joined, ``..`` resolved, links kept), whatever the command line said; ``item`` names a
+    part of the file (an image inside an imported JSON) as ``path [item]``."""
+    text = os.path.abspath(os.fspath(path))
+    return f"{text} [{item}]" if item is not None else text
+
+
+def print_failure(source: str, msg: str) -> None:
+    """Print one FAILED line, once, on stderr (above any progress bar)."""
+    from tqdm import tqdm
+
+    tqdm.write(f"FAILED {source}: {msg}", file=sys.stderr)
+
+
 class Report:
-    """Per-file outcomes: printed as they happen and written to ``report.json``."""
+    """Per-file outcomes: each failure printed once as it happens (stderr), all of them in
+    ``report.json`` (every path absolute: :func:`report_path`)."""
 
     def __init__(self, command: str, out_dir: Path) -> None:
         self.command = command
@@ -112,23 +134,28 @@ class Report:
         self.failed: list[dict[str, Any]] = []
         self.t0 = time.perf_counter()
 
-    def success(self, source: str, outputs: list[Path], persons: int,
-                messages: list[str]) -> None:
-        """Record a file that gave ``outputs`` (``persons`` people, the result's messages)."""
-        self.ok.append({"input": source, "persons": persons,
-                        "outputs": [str(p) for p in outputs], "messages": messages})
+    def success(self, source: str | os.PathLike[str], outputs: list[Path], persons: int,
+                messages: list[str], implausible: int = 0, item: str | None = None) -> None:
+        """Record a file that gave ``outputs`` (``persons`` people, ``implausible`` of them
+        lifted to a pose that is not believable, the result's messages)."""
+        self.ok.append({"input": report_path(source, item), "persons": persons,
+                        "implausible": implausible,
+                        "outputs": [report_path(p) for p in outputs], "messages": messages})
 
-    def failure(self, source: str, exc: BaseException | str, write: Any = None) -> None:
+    def failure(self, source: str | os.PathLike[str], exc: BaseException | str,
+                item: str | None = None) -> None:
         """Record and print a failed file (``exc``: the exception, or its message already
-        formatted as 'Type: message'; ``write``: the print function, default stderr)."""
+        formatted as 'Type: message')."""
         msg = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+        source = report_path(source, item)
         self.failed.append({"input": source, "error": msg})
-        (write or (lambda s: print(s, file=sys.stderr)))(f"FAILED {source}: {msg}")
+        print_failure(source, msg)
 
     def finish(self, extra_outputs: list[Path] | None = None,
                interrupted: bool = False) -> Path | None:
-        """Write ``report.json``, print the summary and the failures; returns the path (None
-        when it could not be written: the reason is printed, no traceback)."""
+        """Write ``report.json`` and print the summary (the failures were printed as they
+        happened); returns the path (None when it could not be written: the reason is
+        printed, no traceback)."""
         n = len(self.ok) + len(self.failed)
         doc = {
             "command": self.command,
@@ -138,8 +165,10 @@ class Report:
             "interrupted": interrupted,
             "seconds": round(time.perf_counter() - self.t0, 3),
             "failures": self.failed,
+            "people": sum(r["persons"] for r in self.ok),
+            "implausible": sum(r.get("implausible", 0) for r in self.ok),
             "results": self.ok,
-            "other_outputs": [str(p) for p in extra_outputs or []],
+            "other_outputs": [report_path(p) for p in extra_outputs or []],
         }
         try:
             path = atomic_write_text(self.out_dir / "report.json",
@@ -147,11 +176,22 @@ class Report:
         except AtomicWriteError as exc:  # e.g. the folder became unwritable meanwhile
             print(f"poseviewer {self.command}: {exc}", file=sys.stderr)
             path = None
+        people = sum(r["persons"] for r in self.ok)
+        odd = sum(r.get("implausible", 0) for r in self.ok)
         print(f"{self.command}: {len(self.ok)} of {n} succeeded, {len(self.failed)} failed"
-              f"{' (interrupted)' if interrupted else ''}; report: {path}")
-        for f in self.failed:
-            print(f"  FAILED {f['input']}: {f['error']}", file=sys.stderr)
+              f"{' (interrupted)' if interrupted else ''}; {people} people, {odd} of them "
+              f"with an implausible 3D pose; report: {report_path(path) if path else None}")
         return path
+
+
+def missing_inputs(command: str, problems: list[tuple[str, str]]) -> int:
+    """The exit-code rule for inputs: a path on the command line that does not exist (or a
+    folder without anything to read) is a usage error, whether or not other paths are
+    good: each is printed once on stderr, nothing runs, nothing is written, exit 2.
+    Returns 2 when there were such paths, else 0."""
+    for path, why in problems:
+        print(f"poseviewer {command}: {path}: {why}", file=sys.stderr)
+    return 2 if problems else 0
 
 
 def finish_batch(report: Report, coco: CocoCollector, out_dir: Path, interrupted: bool,
@@ -164,16 +204,27 @@ def finish_batch(report: Report, coco: CocoCollector, out_dir: Path, interrupted
         written = coco.write(Path(out_dir) / "keypoints_coco.json")
         extra += [written] if written else []
     except AtomicWriteError as exc:
-        report.failure("keypoints_coco.json", exc)
+        report.failure(Path(out_dir) / "keypoints_coco.json", exc)
     path = report.finish(extra, interrupted)
     if interrupted:
         return 130
     return 1 if report.failed or path is None else 0
 
 
+#: The batch commands' exit codes and report (their --help epilog; README "Rules").
+EXIT_RULE = """\
+exit codes: 0 every input succeeded; 1 some input failed (unreadable, corrupt, ...: each
+printed once on stderr as 'FAILED path: reason', all listed in report.json; the others
+still ran); 2 usage error, nothing ran and nothing was written: a bad option, a path that
+does not exist (even among good ones), a folder with nothing to read, a model or an output
+folder that cannot be used; 130 interrupted (report.json says so).
+report.json: every path in it is absolute."""
+
+
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """``--out DIR``, ``--format LIST`` (from the exporter registry) and ``--frame``, shared
-    by the ``estimate`` and ``lift`` commands."""
+    by the ``estimate`` and ``lift`` commands (and their exit-code rule as the epilog)."""
+    parser.epilog = EXIT_RULE
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="output folder (created if missing)")
     parser.add_argument("--format", default="json", metavar="LIST", help=formats_help())

@@ -24,7 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from poseviewer.commands._batch import CocoCollector, Report, UniqueStems, finish_batch
+from poseviewer.commands._batch import (
+    CocoCollector,
+    Report,
+    UniqueStems,
+    finish_batch,
+    implausible_count,
+)
 from poseviewer.export import EXPORTERS, coco_dict, export_result
 from poseviewer.export.table import ParquetTable, person_rows
 from poseviewer.imageio import LoadedImage, load_image
@@ -122,6 +128,7 @@ def process(estimator: Any, items: list[tuple[int, str, str, LoadedImage | str]]
             records.append(_record(
                 index, source, stem, outputs=[str(p) for p in written],
                 persons=len(result.persons), messages=list(result.messages),
+                implausible=implausible_count(result),
                 coco=coco_dict(result) if opts.coco else None,
                 rows=person_rows(result, source, stem, opts.frame)))
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
@@ -164,7 +171,7 @@ def has_pyarrow() -> bool:
 class Sink:
     """Takes the records in input order: the report, the COCO file, the Parquet table."""
 
-    def __init__(self, out: Path, frame: str, coco: bool, write: Any = None) -> None:
+    def __init__(self, out: Path, frame: str, coco: bool) -> None:
         self.out = Path(out)
         self.report = Report("estimate", self.out)
         self.coco = CocoCollector()
@@ -175,7 +182,6 @@ class Sink:
         else:
             print(f"poseviewer estimate: {TABLE_NAME} not written: it needs pyarrow "
                   "(pip install 'poseviewer[cluster]')", file=sys.stderr)
-        self.write = write
         self.skipped = 0
         self.seen: set[int] = set()
 
@@ -183,11 +189,11 @@ class Sink:
         """One image's record."""
         self.seen.add(rec["index"])
         if rec["error"] is not None:
-            self.report.failure(rec["input"], rec["error"], write=self.write)
+            self.report.failure(rec["input"], rec["error"])
             return
         self.skipped += bool(rec.get("skipped"))
         self.report.success(rec["input"], [Path(p) for p in rec["outputs"]], rec["persons"],
-                            rec["messages"])
+                            rec["messages"], rec.get("implausible", 0))
         if self.want_coco and rec["coco"] is not None:
             self.coco.add_dict(rec["coco"])
         if self.table is not None:
@@ -199,13 +205,17 @@ class Sink:
             self.table.abort()
 
     def finish(self, interrupted: bool) -> int:
-        """Close the table, write the COCO file and ``report.json``; the exit code."""
+        """Close the table, write the COCO file and ``report.json``; the exit code. No
+        input succeeded (every one failed): no table at all, not an empty one."""
         table = None
         try:
-            table = None if self.table is None else self.table.close()
+            if self.table is not None and not self.report.ok:
+                self.abort()
+            elif self.table is not None:
+                table = self.table.close()
         except Exception as exc:  # noqa: BLE001 - reported as a failure, the rest stands
             self.abort()
-            self.report.failure(TABLE_NAME, exc)
+            self.report.failure(self.out / TABLE_NAME, exc)
         if self.skipped:
             print(f"estimate: {self.skipped} input(s) skipped (--resume: their files exist)")
         return finish_batch(self.report, self.coco, self.out, interrupted,
@@ -353,7 +363,7 @@ def _abs(p: Any) -> str | None:
 
 # ---- the command ---------------------------------------------------------------------
 def run_engine(args: argparse.Namespace, estimator: Any, files: list[tuple[Path, str]],
-               problems: list[tuple[str, str]], formats: tuple[str, ...]) -> int:
+               formats: tuple[str, ...]) -> int:
     """Run ``poseviewer estimate`` with ``--engine local`` or ``ray`` (the models loaded,
     the output folder made); returns the exit code."""
     from tqdm import tqdm
@@ -372,9 +382,7 @@ def run_engine(args: argparse.Namespace, estimator: Any, files: list[tuple[Path,
     todo = [n for n in named if not (args.resume and outputs_exist(out, n[2], opts.per_image))]
     bar = tqdm(total=len(todo), unit="image", disable=True if args.no_progress else None,
                dynamic_ncols=True)
-    sink = Sink(out, args.frame, opts.coco, write=tqdm.write)
-    for path, why in problems:
-        sink.report.failure(path, FileNotFoundError(why))
+    sink = Sink(out, args.frame, opts.coco)
     interrupted = False
     done = {n[0] for n in named} - {t[0] for t in todo}
     try:

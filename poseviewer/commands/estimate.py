@@ -14,8 +14,8 @@ Per image: <name>.json / .csv / .npz and <name>_person<P>.bvh in --out (images f
 sub-folders are named <sub>__<name>; repeated names get _2, _3, ...); the COCO keypoints
 of all images go to keypoints_coco.json. A file that fails is reported and skipped;
 report.json in --out lists every input's outcome and poses.parquet holds every person's
-2D and 3D joints (--engine local or ray). Exit code 0 when every image succeeded, 1 when
-some failed, 2 on a usage or model error.
+2D and 3D joints (--engine local or ray; not written when every input failed). Exit
+codes: below.
 
 Engines: local (default; images decoded in --workers processes, --batch-size images per
 network batch), ray (a Ray Data pipeline on this machine or --ray-address; --num-gpus G
@@ -37,7 +37,9 @@ from poseviewer.commands._batch import (
     add_output_arguments,
     check_out_dir,
     finish_batch,
+    implausible_count,
     make_out_dir,
+    missing_inputs,
 )
 from poseviewer.commands._engines import add_engine_arguments, run_engine
 from poseviewer.commands._video import (
@@ -74,6 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the 2D network once per crop, without its mirror "
                         "test-time augmentation (about twice as fast; the default network's "
                         "PCK drops by about 1.5 points)")
+    parser.add_argument("--no-target-prior", action="store_true",
+                        help="do not weight each person's belief maps by whom the crop is "
+                        "about (by default evidence nearer another person's box than the "
+                        "person's own counts less)")
     parser.add_argument("--save-maps", action="store_true",
                         help="also store the belief maps in the NPZ files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -103,11 +109,14 @@ def collect_images(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[tupl
 
 def load_estimator(args: argparse.Namespace) -> Any:
     """The Estimator for the command's options."""
+    from poseviewer.cnn.prior import TargetPrior
     from poseviewer.estimator import Estimator
 
     return Estimator.load(weights=args.weights, pose_model=args.pose_model,
                           device=args.device, person_weights=args.person_weights,
-                          bf16=args.bf16, flip_test=False if args.single_pass else None)
+                          bf16=args.bf16, flip_test=False if args.single_pass else None,
+                          target_prior=TargetPrior(0.0, 0.0)
+                          if getattr(args, "no_target_prior", False) else None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,11 +133,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"poseviewer estimate: {problem}", file=sys.stderr)
         return 2
     files, problems = collect_images(list(args.paths))
-    if not files:
-        for path, why in problems:
-            print(f"poseviewer estimate: {path}: {why}", file=sys.stderr)
-        print("poseviewer estimate: no images to process", file=sys.stderr)
-        return 2
+    if problems:  # a missing path: a usage error even among good ones (exit 2, nothing run)
+        return missing_inputs("estimate", problems)
     try:  # the output folder first, then the models; the folder is made only after both
         check_out_dir(args.out)
         estimator = load_estimator(args)
@@ -148,11 +154,9 @@ def run(args: argparse.Namespace) -> int:
               "local or plain)", file=sys.stderr)
         return 2
     if args.engine != "plain" and not videos:  # local or ray: commands/_engines.py
-        return run_engine(args, estimator, files, problems, formats)
+        return run_engine(args, estimator, files, formats)
     per_image = [f for f in formats if not EXPORTERS[f].collect]
     report = Report("estimate", args.out)
-    for path, why in problems:
-        report.failure(path, FileNotFoundError(why))
     coco = CocoCollector()
     stems = UniqueStems()
     interrupted = False
@@ -174,9 +178,10 @@ def run(args: argparse.Namespace) -> int:
                                         save_maps=args.save_maps, frame=args.frame)
                 if "coco" in formats:
                     coco.add(result)
-                report.success(str(path), written, len(result.persons), list(result.messages))
+                report.success(str(path), written, len(result.persons), list(result.messages),
+                               implausible_count(result))
             except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
-                report.failure(str(path), exc, write=tqdm.write)
+                report.failure(path, exc)
     except KeyboardInterrupt:
         interrupted = True
     finally:

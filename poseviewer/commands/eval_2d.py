@@ -35,6 +35,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="write the full report here")
     parser.add_argument("--single-pass", action="store_true",
                         help="without the network's mirror test-time pass (if it has one)")
+    parser.add_argument("--crowd", action="store_true",
+                        help="score crowded scenes composed from the validation photos "
+                             "(2-4 labelled people side by side and overlapping) instead")
+    parser.add_argument("--scenes", type=int, default=150,
+                        help="--crowd: how many scenes (seeded: the same set every run)")
+    parser.add_argument("--crowd-seed", type=int, default=22, help="--crowd: scene seed")
+    parser.add_argument("--crowd-people", type=int, nargs=2, default=(2, 4),
+                        metavar=("MIN", "MAX"),
+                        help="--crowd: people per scene (1 1: the single-person reference)")
+    parser.add_argument("--prior-outside", type=float, default=None,
+                        help="--crowd: weight of the target prior's outside-the-box term "
+                             "(default: the Estimator's)")
+    parser.add_argument("--prior-neighbour", type=float, default=None,
+                        help="--crowd: weight of its neighbours' term (default: the "
+                             "Estimator's; 0 with --prior-outside 0 turns the prior off)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="--crowd: first the same figures with the target prior off")
+    parser.add_argument("--no-detector", action="store_true",
+                        help="--crowd: score the given boxes only, not the detector path")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.single_pass:
         model.set_flip_test(False)
+    if args.crowd:
+        from poseviewer.commands._crowd import run_crowd
+
+        return run_crowd(args, model)
     have_data = (Path(args.data) / "annotations.npz").is_file()
     if args.cache:
         cache_dir = Path(args.cache)

@@ -6,8 +6,7 @@ Examples:
 
 Each input may hold several images; every image gives one result (no belief maps, one
 stage) exported in every chosen format. COCO-17 input: the neck is the shoulders'
-midpoint and the head top is unknown. Exit code 0 when every input succeeded, 1 when some
-failed (see report.json in the output folder), 2 on a usage or model error.
+midpoint and the head top is unknown. Exit codes: below.
 """
 
 from __future__ import annotations
@@ -24,9 +23,12 @@ from poseviewer.commands._batch import (
     add_output_arguments,
     check_out_dir,
     finish_batch,
+    implausible_count,
     make_out_dir,
+    missing_inputs,
 )
 from poseviewer.export import EXPORTERS, export_result, lift_imported, parse_formats, read_joints_2d
+from poseviewer.lifting.plausibility import PLAUSIBILITY_FILE, PlausibilityLimits, judge_result
 from poseviewer.paths import DEFAULT_POSE_MODEL
 
 
@@ -46,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     """Run ``poseviewer lift``; returns the exit code."""
     from poseviewer.lifting import load_pose_model  # torch: only when running
 
+    missing = [(str(p), "no such file") for p in args.inputs if not p.is_file()]
+    if missing:  # a missing path: a usage error even among good ones (exit 2, nothing run)
+        return missing_inputs("lift", missing)
     try:  # the output folder first, then the model; the folder is made only after both
         formats = parse_formats(args.format)
         check_out_dir(args.out)
@@ -57,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     model_path = str(args.model or DEFAULT_POSE_MODEL)
     per_image = [f for f in formats if not EXPORTERS[f].collect]
     report = Report("lift", args.out)
+    limits = PlausibilityLimits.load() if PLAUSIBILITY_FILE.is_file() else None
     coco = CocoCollector()
     stems = UniqueStems()
     interrupted = False
@@ -65,20 +71,22 @@ def run(args: argparse.Namespace) -> int:
             try:
                 items = read_joints_2d(src, layout=args.layout)
             except (ValueError, OSError) as exc:
-                report.failure(str(src), exc)
+                report.failure(src, exc)
                 continue
             for i, item in enumerate(items):
-                label = f"{src}" + (f" [{item.image or i}]" if len(items) > 1 else "")
+                label = str(item.image or i) if len(items) > 1 else None
                 try:
                     result = lift_imported(item, model, model_path=model_path)
+                    judge_result(result, limits)
                     base = Path(item.image).stem if item.image else src.stem
                     written = export_result(result, args.out, stems(base), per_image,
                                             frame=args.frame)
                     if "coco" in formats:
                         coco.add(result)
-                    report.success(label, written, len(result.persons), result.messages)
+                    report.success(src, written, len(result.persons), result.messages,
+                                   implausible_count(result), item=label)
                 except (ValueError, OSError, RuntimeError) as exc:
-                    report.failure(label, exc)
+                    report.failure(src, exc, item=label)
     except KeyboardInterrupt:
         interrupted = True
     return finish_batch(report, coco, args.out, interrupted)

@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fusion-lr", type=float, default=1e-2)
     parser.add_argument("--no-batchnorm", action="store_true",
                         help="train without BatchNorm (pretrained trunks, softmax maps)")
+    parser.add_argument("--neighbours", type=float, default=0.0, metavar="P",
+                        help="probability of pasting other training people beside and over "
+                             "a sample, their labels dropped (training with neighbours)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -69,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         max_batches=args.max_batches, val_limit=args.val_limit,
         progress=not args.no_progress, time_budget_min=args.time_budget,
         fusion_fraction=args.fusion_fraction, init=args.init, trunk_lr=args.trunk_lr,
-        fusion_lr=args.fusion_lr, batchnorm=not args.no_batchnorm)
+        fusion_lr=args.fusion_lr, batchnorm=not args.no_batchnorm,
+        neighbours=args.neighbours)
     try:
         out = train(cfg, resume=args.resume)
     except NeedPoseModel as exc:

@@ -81,8 +81,18 @@ def _annotation(stage: StageResult, box: np.ndarray, score: float, ann_id: int,
             "cpm14_names": list(CPM14.joints),
             "cpm14_keypoints": _flat(cpm),
             "cpm14_scores": np.nan_to_num(np.asarray(stage.confidence, float)).tolist(),
+            **_judgement(stage),
         },
     }
+
+
+def _judgement(stage: StageResult) -> dict[str, Any]:
+    """The stage's plausibility (``Fit.plausible``), when it was judged: {'plausible': bool}
+    (a person not lifted is not plausible)."""
+    fit = stage.fit
+    if fit is None or getattr(fit, "plausible", None) is None:
+        return {}
+    return {"plausible": bool(np.asarray(fit.plausible)[0])}
 
 
 def coco_dict(results: EstimateResult | Sequence[EstimateResult], stage: int = -1) -> dict:

@@ -27,7 +27,7 @@ from poseviewer.export._io import (
     in_frame,
 )
 from poseviewer.export.json_format import stored_image_path
-from poseviewer.result import COMPONENT_FIELDS, EstimateResult
+from poseviewer.result import COMPONENT_FIELDS, FIT_FIELDS, EstimateResult
 from poseviewer.skeleton import CPM14, H36M17
 
 #: per-component scalar columns, from the field table
@@ -37,10 +37,14 @@ _COV_FIELDS = tuple(f for f in COMPONENT_FIELDS if f.csv and f.shape[-2:] == (3,
 _UPPER = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
 _COV_COLUMNS = tuple(f"{f.csv}{'xyz'[a]}{'xyz'[b]}" for f in _COV_FIELDS for a, b in _UPPER)
 
+#: per-fit scalar columns (the best component's judgement, e.g. plausible), on every row of
+#: the stage, from the field table
+_FIT_COLUMNS = tuple(f for f in FIT_FIELDS if f.csv and f.shape == ())
+
 COLUMNS = (
     "image", "person", "stage", "kind", "component", "best", "lifted", "joint_set",
     "joint_index", "joint", "x", "y", "z", "image_x", "image_y", "confidence", "visible",
-) + tuple(f.csv for f in _COMP_COLUMNS) + _COV_COLUMNS
+) + tuple(f.csv for f in _COMP_COLUMNS) + _COV_COLUMNS + tuple(f.csv for f in _FIT_COLUMNS)
 
 
 def _num(x: float) -> str:
@@ -66,13 +70,16 @@ def csv_text(result: EstimateResult, image: str | None = None) -> str:
         for stage in person.stages:
             vals = fit_values(stage.fit)
             lifted = "" if vals is None else int(bool(vals[0]["lifted"]))
+            judged = [""] * len(_FIT_COLUMNS) if vals is None else [
+                "" if vals[0].get(f.name) is None else _cell(vals[0][f.name])
+                for f in _FIT_COLUMNS]
             base = [image, p, stage.index]
             for j, name in enumerate(CPM14.joints):
                 w.writerow(base + [
                     "2d", "", "", lifted, CPM14.name, j, name, "", "", "",
                     _num(stage.joints_2d[j][0]), _num(stage.joints_2d[j][1]),
                     _num(stage.confidence[j]), int(bool(stage.visible[j])),
-                ] + blank)
+                ] + blank + judged)
             if vals is None:
                 continue
             fit, comps = vals
@@ -90,7 +97,7 @@ def csv_text(result: EstimateResult, image: str | None = None) -> str:
                         "3d", k, int(k == best), lifted, H36M17.name, j, name,
                         _num(xyz[0]), _num(xyz[1]), _num(xyz[2]), _num(uv[0]), _num(uv[1]),
                         "", "",
-                    ] + comp + cov)
+                    ] + comp + cov + judged)
     return buf.getvalue()
 
 

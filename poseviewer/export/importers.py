@@ -15,7 +15,13 @@ import numpy as np
 from poseviewer.export._io import ImportFormatError
 from poseviewer.export.json_format import SCHEMA, resolved_image_path, result_from_dict
 from poseviewer.result import EstimateResult, Fit, PersonResult, StageResult
-from poseviewer.skeleton import COCO17, CPM14, CPM_TO_COCO_DST, CPM_TO_COCO_SRC
+from poseviewer.skeleton import (
+    COCO17,
+    CPM14,
+    CPM_TO_COCO_DST,
+    CPM_TO_COCO_SRC,
+    finite_visible,
+)
 
 
 @dataclass
@@ -25,7 +31,7 @@ class Imported2D:
     joints_2d: np.ndarray
     """(P, 14, 2) float64; NaN where a joint is unknown (e.g. head top from COCO-17)."""
     visible: np.ndarray
-    """(P, 14) bool: joints to use for the lifting."""
+    """(P, 14) bool: joints to use for the lifting (never a NaN or infinite joint)."""
     confidence: np.ndarray
     """(P, 14) float64 (the file's scores, else 1 for visible and 0 for other joints)."""
     boxes: np.ndarray
@@ -37,6 +43,9 @@ class Imported2D:
     """Where the joints came from, e.g. 'coco17 keypoints from people.json'."""
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.visible = finite_visible(self.joints_2d, self.visible)
+
 
 def _box_of(joints: np.ndarray) -> np.ndarray:
     ok = np.all(np.isfinite(joints), axis=1)
@@ -47,14 +56,15 @@ def _box_of(joints: np.ndarray) -> np.ndarray:
 
 
 def _from_xyv(kp: Any, n: int, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flat [x, y, v, ...] -> (n, 2) xy (NaN where v = 0), (n,) visible (v = 2), (n,) v."""
+    """Flat [x, y, v, ...] -> (n, 2) xy (NaN where v = 0), (n,) visible (v = 2 and finite),
+    (n,) v."""
     try:
         arr = np.asarray(kp, dtype=np.float64).reshape(n, 3)
     except (TypeError, ValueError) as exc:
         raise ImportFormatError(f"{what}: expected {3 * n} numbers [x, y, v, ...]") from exc
     v = arr[:, 2]
     xy = np.where((v > 0)[:, None], arr[:, :2], np.nan)
-    return xy, v >= 2, v
+    return xy, finite_visible(xy, v >= 2), v
 
 
 def _coco_annotation_to_cpm(ann: dict, layout: str | None, what: str
@@ -94,14 +104,14 @@ def _coco_annotation_to_cpm(ann: dict, layout: str | None, what: str
     conf[CPM_TO_COCO_SRC] = cconf[CPM_TO_COCO_DST]
     ls, rs = COCO17.index("left_shoulder"), COCO17.index("right_shoulder")
     neck = CPM14.index("neck")
-    if cv[ls] > 0 and cv[rs] > 0:
+    if np.isfinite(cxy[[ls, rs]]).all():
         xy[neck] = (cxy[ls] + cxy[rs]) / 2
         vis[neck] = bool(cvis[ls] and cvis[rs])
         conf[neck] = min(cconf[ls], cconf[rs])
         notes.append("neck = midpoint of the COCO shoulders")
     # the head top is one of the lifting's 14 observed joints (H36M 'head'); without it
     # the person is lifted from the other 13
-    notes.append("COCO-17 has no head top: unknown; lifted without it (13 joints)")
+    notes.append("COCO-17 has no head top: unknown; lifted without it")
     return xy, vis, conf, notes
 
 
@@ -218,8 +228,8 @@ def lift_imported(item: Imported2D, model: Any, model_path: str | None = None
     with one stage per person."""
     t0 = time.perf_counter()
     p_n = item.joints_2d.shape[0]
-    vis = np.asarray(item.visible, dtype=bool)
     joints = np.asarray(item.joints_2d, dtype=np.float64)
+    vis = finite_visible(joints, item.visible)  # NaN / infinite joints: never visible
     messages = [f"2D joints imported ({item.source}); no belief maps"] + list(item.notes)
     fit = None
     if p_n:
@@ -231,7 +241,11 @@ def lift_imported(item: Imported2D, model: Any, model_path: str | None = None
     for p in range(p_n):
         pfit = fit.select([p])
         if not bool(np.asarray(pfit.lifted)[0]):
-            messages.append(f"person {p}: fewer than 5 visible joints, not lifted")
+            n_vis = int(vis[p].sum())
+            messages.append(f"person {p}: {n_vis} visible joint{'s' * (n_vis != 1)}, fewer "
+                            "than 5: not lifted" if n_vis < 5 else
+                            f"person {p}: its {n_vis} visible joints lie on one image row: "
+                            "not lifted")
         box = np.asarray(item.boxes[p], dtype=np.float64)
         persons.append(PersonResult(
             box=box,

@@ -4,6 +4,13 @@ The warp composes: move the person's centre (the cache centre) to the origin, op
 horizontal flip, scale (the base scale maps a ``box`` x person-extent square onto the
 input), rotation, then move to the input centre plus a small translation. A flip also swaps
 left and right joints (``CPM14.flip_permutation``). Colour jitter works on the warped crop.
+
+Training with neighbours (``AugmentConfig.neighbours``, issue 22): with that probability a
+sample gets one or two other people of the batch pasted beside and partly over the target
+(each warped with its own random scale, rotation and flip, cut out with the soft skeleton
+mask of ``poseviewer.train2d.crowd``); their labels are dropped, and the target's joints
+they cover are marked unlabelled, so the network learns to answer for the person in the
+middle of the crop only.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import cv2
 import numpy as np
 
 from poseviewer.skeleton import CPM14
+from poseviewer.train2d.crowd import LIMB_WIDTH, person_mask
 from poseviewer.train2d.data import PAD_VALUE, apply_affine
 
 FLIP = CPM14.flip_permutation()
@@ -40,6 +48,13 @@ class AugmentConfig:
     channel_gain: float = 0.1
     grey: float = 0.1
     """Probability of turning the crop grey."""
+    neighbours: float = 0.0
+    """Probability of pasting other people of the batch beside and over the target."""
+    neighbour_count: tuple[int, int] = (1, 2)
+    """How many neighbours (inclusive range)."""
+    neighbour_offset: tuple[float, float] = (0.3, 0.65)
+    """A neighbour's centre lies this far (fraction of the input side) left or right of
+    the target's."""
 
 
 def sample_affine(rng: np.random.Generator, cache_size: int, enlarge: float, input_size: int,
@@ -105,5 +120,41 @@ def make_batch(rng: np.random.Generator, images: np.ndarray, joints: np.ndarray,
     for k, i in enumerate(idx):
         m, flip = sample_affine(rng, cache_size, cache_enlarge, input_size, cfg)
         crop, xy[k], vis[k] = warp_sample(images[i], joints[i], visible[i], m, flip, input_size)
+        if cfg is not None and cfg.neighbours > 0 and len(idx) > 1 \
+                and rng.random() < cfg.neighbours:
+            others = np.asarray(idx)[np.arange(len(idx)) != k]
+            crop, vis[k] = paste_neighbours(rng, crop, xy[k], vis[k], images, joints, visible,
+                                            others, cache_enlarge, cfg)
         out[k] = colour_jitter(rng, crop, cfg) if cfg is not None else crop
     return out, xy, vis
+
+
+def paste_neighbours(rng: np.random.Generator, crop: np.ndarray, xy: np.ndarray,
+                     vis: np.ndarray, images: np.ndarray, joints: np.ndarray,
+                     visible: np.ndarray, pool: np.ndarray, cache_enlarge: float,
+                     cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Paste ``cfg.neighbour_count`` people from cache rows ``pool`` beside and over the
+    target of ``crop`` (uint8, input pixels). Returns the new crop and the target's
+    visibility (joints a neighbour covers, mask above one half, become unlabelled); the
+    target's positions ``xy`` do not move and the neighbours' labels are dropped."""
+    size = crop.shape[0]
+    out = crop.astype(np.float32)
+    vis = vis.copy()
+    n = int(rng.integers(cfg.neighbour_count[0], cfg.neighbour_count[1] + 1))
+    for r in rng.choice(pool, size=min(n, len(pool)), replace=False):
+        m, flip = sample_affine(rng, images.shape[1], cache_enlarge, size, cfg)
+        side = rng.choice([-1.0, 1.0])
+        m[:, 2] += [side * rng.uniform(*cfg.neighbour_offset) * size,
+                    rng.uniform(-0.15, 0.15) * size]
+        img, nxy, nvis = warp_sample(images[r], joints[r], visible[r], m, flip, size)
+        if nvis.sum() < 2:
+            continue
+        ext = float(np.ptp(nxy[nvis], axis=0).max())
+        alpha = person_mask(nxy, nvis, (size, size), LIMB_WIDTH * max(ext, 8.0))[..., None]
+        out = out * (1 - alpha) + img.astype(np.float32) * alpha
+        p = np.round(xy).astype(int)
+        ok = vis & (p[:, 0] >= 0) & (p[:, 0] < size) & (p[:, 1] >= 0) & (p[:, 1] < size)
+        covered = np.zeros(len(vis), bool)
+        covered[ok] = alpha[p[ok, 1], p[ok, 0], 0] > 0.5
+        vis &= ~covered
+    return np.clip(np.round(out), 0, 255).astype(np.uint8), vis

@@ -81,6 +81,9 @@ class TrainConfig:
     warm-up and decay as ``lr``."""
     fusion_lr: float = 1e-2
     """Peak learning rate of the fusion weights."""
+    neighbours: float = 0.0
+    """Probability of pasting other people beside and over a training sample
+    (``AugmentConfig.neighbours``)."""
 
 
 class NeedPoseModel(RuntimeError):
@@ -164,7 +167,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
 
     def progress() -> float:
         return trained / budget if budget else step / max(1, total)
-    aug = AugmentConfig()
+    aug = AugmentConfig(neighbours=cfg.neighbours)
     val_crops = eval_crops(cache, val_idx, mcfg.input_size)
     pose_model = None
 
