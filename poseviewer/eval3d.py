@@ -5,7 +5,8 @@ file) and a random yaw (seeded), the pose is placed in the lifting's camera fram
 (x = image right, y = depth away from the camera, z = up; centred on its joint mean) and
 projected to 2D either orthographically or with a pinhole camera ``distance`` mm away.
 The 14 CPM joints (H36M-17 -> CPM-14 through ``poseviewer.skeleton``: the CPM neck is the
-H36M thorax, the head top the H36M head) are lifted with each model, optionally with 1, 2
+H36M thorax, the head top the H36M head, so the models observe it as the head:
+``h36m_head_top``) are lifted with each model, optionally with 1, 2
 or 4 random joints hidden (the same joints for every model). Errors over all 17 joints:
 
 - P-MPJPE: after similarity Procrustes alignment (``poseviewer.metrics.p_mpjpe``);
@@ -30,7 +31,8 @@ Every model sees exactly the same 2D inputs within one run.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,6 +184,22 @@ def load_test_poses(
     return poses[sl], act[sl], subj[sl]
 
 
+@contextmanager
+def h36m_head_top(model) -> Iterator[None]:
+    """Within the block the model observes the CPM head top as Human3.6M's head joint (the
+    2D inputs here are Human3.6M's joints, which have no top of the head): its
+    ``head_top_offset`` (LSP's head top, for photos) is set to 0 and restored after."""
+    old = getattr(model, "head_top_offset", None)
+    if old is None:
+        yield
+        return
+    model.head_top_offset = 0.0
+    try:
+        yield
+    finally:
+        model.head_top_offset = old
+
+
 def _lift(model, joints: np.ndarray, vis: np.ndarray, batch: int
           ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
     out = np.empty((len(joints), H36M17.num_joints, 3))
@@ -189,7 +207,8 @@ def _lift(model, joints: np.ndarray, vis: np.ndarray, batch: int
     dof = np.full(len(joints), np.inf)
     lifted = np.ones(len(joints), dtype=bool)
     for i in range(0, len(joints), batch):
-        fit = model.lift(joints[i : i + batch], vis[i : i + batch], as_numpy=True)
+        with h36m_head_top(model):
+            fit = model.lift(joints[i : i + batch], vis[i : i + batch], as_numpy=True)
         out[i : i + batch] = np.asarray(fit.pose_3d, dtype=np.float64)
         lifted[i : i + batch] = np.asarray(fit.lifted, dtype=bool)
         jc = getattr(fit, "joint_cov", None)
@@ -501,3 +520,110 @@ def plot_calibration(result: EvalResult, path: str | Path) -> None:
         atomic_write_with(path, lambda f: fig.savefig(f, format="png"))
     finally:
         plt.close(fig)
+
+
+# --------------------------------------------------------------------------- elevations
+
+#: Elevations (degrees) of the ``--elevations`` table: the camera tilted down by e.
+TABLE_ELEVATIONS = (-20.0, 0.0, 15.0, 30.0, 45.0, 60.0, 75.0)
+#: The table's conditions: (name, hidden joints, 2D noise as a fraction of the torso).
+ELEVATION_CONDITIONS = (("all visible", 0, 0.0), ("4 hidden", 4, 0.0),
+                        ("noise 5%", 0, 0.05))
+
+
+def tilt(cam: np.ndarray, elevation_deg: float) -> np.ndarray:
+    """Camera-frame poses (N, J, 3) (x right, y depth, z up) as a camera tilted down by
+    ``elevation_deg`` sees them: (x, depth', up') with up' = sin e y + cos e z (a point
+    further away appears higher) and depth' = cos e y - sin e z."""
+    e = np.deg2rad(elevation_deg)
+    out = cam.copy()
+    out[..., 1] = np.cos(e) * cam[..., 1] - np.sin(e) * cam[..., 2]
+    out[..., 2] = np.sin(e) * cam[..., 1] + np.cos(e) * cam[..., 2]
+    return out
+
+
+def torso_length_2d(joints: np.ndarray) -> np.ndarray:
+    """(N,) image length of the torso of CPM-14 joints (N, 14, 2): neck to mid-hip."""
+    from poseviewer.skeleton import CPM14
+
+    j = CPM14.joints
+    neck = joints[:, j.index("neck")]
+    hips = 0.5 * (joints[:, j.index("right_hip")] + joints[:, j.index("left_hip")])
+    return np.linalg.norm(neck - hips, axis=-1)
+
+
+@dataclass
+class ElevationResult:
+    """Per condition and elevation: P-MPJPE (N,) mm and the fitted elevation (N,) deg."""
+
+    elevations: tuple[float, ...]
+    n_poses: int
+    errors: dict[tuple[str, float], np.ndarray] = field(default_factory=dict)
+    fitted: dict[tuple[str, float], np.ndarray] = field(default_factory=dict)
+
+    def mean(self, cond: str, e: float) -> float:
+        return _nanmean(self.errors[(cond, e)])
+
+    def elevation_mae(self, cond: str, within: tuple[float, float] | None = None) -> float:
+        """Mean |fitted - true| elevation (degrees) over the table's elevations (within
+        ``within``, inclusive, when given)."""
+        errs = [np.abs(self.fitted[(cond, e)] - e) for e in self.elevations
+                if within is None or within[0] <= e <= within[1]]
+        return _nanmean(np.concatenate(errs))
+
+
+def evaluate_elevations(model, poses: np.ndarray, elevations: Sequence[float] = TABLE_ELEVATIONS,
+                        seed: int = 0, conditions=ELEVATION_CONDITIONS, batch: int = 256,
+                        progress: bool = False) -> ElevationResult:
+    """The ``--elevations`` protocol: every pose at a random yaw (seeded), seen by an
+    orthographic camera tilted down by each elevation, ground-truth 2D (CPM-14 through
+    ``h36m_to_cpm``), optionally with random hidden joints or Gaussian 2D noise of a
+    fraction of the 2D torso length; P-MPJPE and the fitted elevation of each pose."""
+    from tqdm import tqdm
+
+    poses = np.asarray(poses, dtype=np.float64)
+    n = len(poses)
+    rng = np.random.default_rng(seed)
+    gt = camera_frame(poses, rng.uniform(0.0, 2 * np.pi, size=n))
+    masks = hidden_masks(n, sorted({h for _, h, _ in conditions}), rng)
+    noise = rng.standard_normal((n, 14, 2))
+    cfg = EvalConfig()
+    out = ElevationResult(tuple(elevations), n)
+    jobs = [(c, e) for c in conditions for e in elevations]
+    for (name, h, sigma), e in tqdm(jobs, desc="elevations", disable=not progress,
+                                    leave=False):
+        img = h36m_to_cpm(project(tilt(gt, e), "orthographic", cfg))
+        if sigma:
+            img = img + noise * (sigma * torso_length_2d(img))[:, None, None]
+        pred = np.empty((n, 17, 3))
+        fitted = np.empty(n)
+        for i in range(0, n, batch):
+            with h36m_head_top(model):
+                fit = model.lift(img[i : i + batch], masks[h][i : i + batch], as_numpy=True)
+            pred[i : i + batch] = fit.pose_3d
+            el = getattr(fit, "elevation", None)
+            fitted[i : i + batch] = np.nan if el is None else np.degrees(el)
+        out.errors[(name, e)] = p_mpjpe(pred, gt)
+        out.fitted[(name, e)] = fitted
+    return out
+
+
+def elevation_table(result: ElevationResult, model_name: str = "") -> str:
+    """Markdown: P-MPJPE (mm) per condition and elevation, the ratio of the worst
+    elevation in -20..60 to the level figure, and the elevation's mean absolute error."""
+    els = result.elevations
+    head = ("| condition | " + " | ".join(f"{e:g}" for e in els)
+            + " | worst -20..60 / level | elevation MAE (deg) |")
+    lines = [head, "|" + " --- |" * (len(els) + 3)]
+    conds = list(dict.fromkeys(c for c, _ in result.errors))
+    for c in conds:
+        vals = [result.mean(c, e) for e in els]
+        lvl = result.mean(c, 0.0) if 0.0 in els else float("nan")
+        worst = max((v for e, v in zip(els, vals, strict=True) if -20 <= e <= 60),
+                    default=float("nan"))
+        lines.append(f"| {c} | " + " | ".join(f"{v:.1f}" for v in vals)
+                     + f" | {worst / lvl:.3f} | {result.elevation_mae(c):.1f} |")
+    title = (f"P-MPJPE (mm) by camera elevation (degrees, camera tilted down), "
+             f"{result.n_poses} poses, orthographic, ground-truth 2D"
+             + (f", model {model_name}" if model_name else "") + ":")
+    return title + "\n\n" + "\n".join(lines)

@@ -169,6 +169,11 @@ FIT_FIELDS: tuple[FieldSpec, ...] = (
               "degrees of freedom of that posterior, a Student-t: the level-p ellipsoid is "
               "d^2 <= 3 F^-1(p; 3, dof) (dof - 2) / dof in joint_cov's metric",
               optional=True),
+    FieldSpec("elevation", (), "f8", "radians", "pose_3d",
+              "the camera's elevation the best component's fit chose with its yaw "
+              "(positive: the camera looks down on the person; 0: level, and always 0 for "
+              "the release's yaw-only fit); the 3D pose stays upright (z up) whatever it is",
+              json="camera_elevation", npz="fit_elevation", optional=True),
 )
 
 COMPONENT_FIELDS: tuple[FieldSpec, ...] = (
@@ -200,6 +205,9 @@ COMPONENT_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("joint_cov_dof", ("K",), "f8", "-", "-",
               "degrees of freedom of each component's posterior (Student-t)",
               npz="components_joint_cov_dof", csv="cov_dof", optional=True),
+    FieldSpec("elevation", ("K",), "f8", "radians", "pose_3d",
+              "camera elevation chosen with the yaw (positive: looking down)",
+              npz="components_elevation", csv="elevation_rad", optional=True),
 )
 
 #: Per frame of a video (:class:`ResultSequence`).
@@ -294,6 +302,7 @@ class ComponentFit:
     coeffs: np.ndarray | None = None
     joint_cov: np.ndarray | None = None
     joint_cov_dof: np.ndarray | None = None
+    elevation: np.ndarray | None = None
 
 
 @dataclass
@@ -309,6 +318,7 @@ class Fit:
     norm: np.ndarray | None = None
     joint_cov: np.ndarray | None = None
     joint_cov_dof: np.ndarray | None = None
+    elevation: np.ndarray | None = None
     plausible: np.ndarray | None = None
     bone_excess: np.ndarray | None = None
     residual_excess: np.ndarray | None = None

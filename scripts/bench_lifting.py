@@ -18,7 +18,11 @@ Per batch size N, in one run:
 - warm np: ``lift(..., as_numpy=True)``, the result as numpy arrays (no torch wrapping):
   what the estimator, the video pipeline, the importers and eval-3d request;
 Goals (issue 13): N = 32 warm >= 1000x the loop; one person warm <= 0.1 ms; cold no slower
-than direct. The 2D inputs are the 21 reference cases of
+than direct. Since the yaw x elevation grid (issue 20) ``lift`` (and ``direct``, which the
+grid routes through the same operators) searches 7 elevations: goals one person warm <=
+0.25 ms, N = 32 with 5 visibility patterns >= 1000x the loop, the operator cache under its
+budget (``operators.CACHE_BUDGET``); the last block prints these beside the yaw-only fit
+(``elevations = (0,)``) measured in the same run. The 2D inputs are the 21 reference cases of
 ``../shared/reference/lftd/lift_vectors_dev.npz`` (5 visibility patterns) tiled, with a
 little noise, to the batch size. The loop's and the direct solver's results are compared
 with ``lift`` (max |difference| of the 3D poses, mm; the loop is the release's own procedure,
@@ -207,8 +211,48 @@ def main() -> int:
         print(f"one person warm: {one[0] * 1e3:.3f} ms with a torch result, "
               f"{one[1] * 1e3:.3f} ms with a numpy result (as_numpy, the product's path); "
               f"goal <= 0.1 ms")
+    _grid_block(model, path, base_xy, base_vis, mu, e, sigma)
     print(f"load average after: {os.getloadavg()}")
     return 0
+
+
+def _grid_block(model: PoseModel3D, path, base_xy: np.ndarray, base_vis: np.ndarray,
+                mu, e, sigma) -> None:
+    """The elevation grid against the yaw-only fit, in one run: one person warm (numpy
+    result), N = 32 with the reference cases' 5 visibility patterns, the operator cache."""
+    from poseviewer.lifting import operators
+
+    level = (PoseModel3D.from_mat(path) if Path(path).suffix == ".mat"
+             else PoseModel3D.load(path))
+    level.elevations = (0.0,)
+    level.lift_threads = model.lift_threads
+    n = 32
+    idx = np.arange(n) % len(base_xy)
+    xy, vis = base_xy[idx], base_vis[idx]
+    assert len({tuple(r) for r in vis}) == 5
+    rows = []
+    for name, m in (("grid", model), ("yaw-only", level)):
+        t1 = _time(lambda m=m: m.lift(xy[:1], vis[:1], as_numpy=True), 300)
+        t32 = _time(lambda m=m: m.lift(xy, vis, as_numpy=True), 100)
+        m.pattern_cache.clear()
+        t_cold = _time(lambda m=m: (m.pattern_cache.clear(), m.lift(xy, vis)), 3)
+        m.lift(xy, vis)
+        rows.append((name, t1, t32, t_cold, m.pattern_cache.nbytes, len(m.pattern_cache)))
+    t0 = time.perf_counter()
+    lift_loop(xy[:8], vis[:8], mu, e, sigma)
+    t_loop = (time.perf_counter() - t0) * n / 8
+    print(f"\nelevation grid {model.elevations} deg, spike {model.elevation_spike}; "
+          f"release-style loop {t_loop * 1e3:.0f} ms for N = {n} (timed on 8, scaled)")
+    print(f"{'fit':>9} {'1 warm ms':>10} {'N=32 5 patterns ms':>19} {'vs loop':>9} "
+          f"{'cold N=32 ms':>13} {'cache MB':>9} {'patterns':>9}")
+    for name, t1, t32, tc, nb, npat in rows:
+        print(f"{name:>9} {t1 * 1e3:10.3f} {t32 * 1e3:19.3f} {t_loop / t32:8.0f}x "
+              f"{tc * 1e3:13.1f} {nb / 2**20:9.1f} {npat:9d}")
+    g, y = rows
+    print(f"grid / yaw-only: one person {g[1] / y[1]:.2f}x, N = 32 {g[2] / y[2]:.2f}x; "
+          f"cache {g[4] / 2**20 / g[5]:.1f} MB a pattern, budget "
+          f"{operators.CACHE_BUDGET / 2**20:.0f} MB (goals: one person <= 0.25 ms, "
+          f">= 1000x the loop)")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ def lifter(request, model):
     m = PoseModel3D(model.mu, model.e, model.sigma)
     m.lift_method = request.param
     m.build_min = 0
+    m.elevations = (0.0,)  # the yaw-only fit of the spec (the elevation grid:
+    # tests/test_lifting_elevation.py)
     return m
 
 
@@ -524,6 +526,7 @@ def test_concurrent_lifts_restore_torch_threads(model: PoseModel3D, ref) -> None
     b = PoseModel3D(model.mu, model.e, model.sigma)
     a.lift_threads, b.lift_threads = 1, 3
     a.lift_method = b.lift_method = "direct"  # the fast path sets threads only to prepare
+    a.elevations = b.elevations = (0.0,)  # the direct solver is the yaw-only fit's
     xy, vis = _xy(ref)[:2], np.ones((2, 14), dtype=bool)
     seen: dict[str, object] = {}
     a_returned = threading.Event()
@@ -574,6 +577,7 @@ def test_pattern_operators_cold_warm_and_direct_agree(model, ref):
     direct.lift_method = "direct"
     m = PoseModel3D(model.mu, model.e, model.sigma)
     m.build_min = 2
+    direct.elevations = m.elevations = (0.0,)  # the yaw-only fit's routes
     for exact in (True, False):
         want = direct.lift(xy, vis, release_exact=exact)
         m.pattern_cache.clear()

@@ -16,6 +16,7 @@ says so when it happens.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -327,12 +328,29 @@ class Pose3DPanel(QWidget):
         state.changed.connect(self.on_state_changed)
 
     def reset_view(self) -> None:
-        """Camera back to its defaults."""
+        """Camera back to its defaults, looking down on the floor as the photo's camera
+        did (the fit's elevation; the default elevation for a level camera)."""
         cam = self.view.camera
         for k, v in CAMERA_DEFAULTS.items():
             setattr(cam, k, v)
+        cam.elevation = self.view_elevation()
         cam.center = (0.0, 0.0, 0.0)
         self.canvas.update()
+
+    def fitted_elevation(self) -> float | None:
+        """The shown component's fitted camera elevation (degrees), None without a fit."""
+        fit, k = self.state.fit, self.state.component
+        el = None if fit is None or k is None else getattr(fit.components, "elevation", None)
+        if el is None:
+            return None if fit is None or k is None else 0.0
+        v = float(np.asarray(el)[0, k])
+        return math.degrees(v) if math.isfinite(v) else None
+
+    def view_elevation(self) -> float:
+        """The reset view's elevation (degrees): the photo camera's (the fitted one) when
+        it was tilted, else the default view's slight look down on the floor grid."""
+        el = self.fitted_elevation()
+        return CAMERA_DEFAULTS["elevation"] if not el else el
 
     def project(self, points: np.ndarray) -> np.ndarray:
         """(N, 3) display-frame points -> (N, 2) widget pixels (logical), as the camera
@@ -454,6 +472,10 @@ class Pose3DPanel(QWidget):
             self._draw_selected()
         else:
             self._draw()
+            if keys & {"result", "person", "component"}:  # look as the camera did
+                self.view.camera.elevation = self.view_elevation()
+                if keys & {"result", "person"}:
+                    self.view.camera.azimuth = CAMERA_DEFAULTS["azimuth"]
         self.canvas.update()
 
     def _draw(self) -> None:
@@ -515,7 +537,9 @@ class Pose3DPanel(QWidget):
 
         tag = " (best)" if k == best else ""
         ghosts = "; ghosts: " + ", ".join(self.shown_labels) if self.shown_labels else ""
-        self.summary.setText(f"solid: #{k + 1}{tag}, score {scores[k]:.4g}{ghosts} "
+        el = self.fitted_elevation()
+        camera = "" if el is None else f"camera elevation {el:.0f}\N{DEGREE SIGN}; "
+        self.summary.setText(f"{camera}solid: #{k + 1}{tag}, score {scores[k]:.4g}{ghosts} "
                              "(lower is better; each pose centred for display)")
         note = ""
         if far:

@@ -171,10 +171,16 @@ def write_bvh(
     stage: int = -1,
     component: int | None = None,
     frame: str = DEFAULT_FRAME,
+    camera_view: bool = False,
 ) -> Path:
     """Write one person's 3D pose (a stage, a component: default last stage, best component)
     as a one-frame BVH file (atomic). ``frame='pelvis'`` (default) puts the root (pelvis) at
-    the origin; ``'lifting'`` keeps the lifting's own frame."""
+    the origin; ``'lifting'`` keeps the lifting's own frame.
+
+    The pose is upright (the fit's camera elevation removed: the root orientation is the
+    body's relative to the floor). ``camera_view`` True tilts it by the fitted elevation
+    (``Fit.elevation``) about the image's x axis instead, so that the file shows the person
+    as the photo's camera saw them (looking down by the elevation)."""
     if not 0 <= person < len(result.persons):
         raise ValueError(f"no person {person}: the result has {len(result.persons)}")
     st = in_frame(result, frame).persons[person].stages[stage]
@@ -189,4 +195,17 @@ def write_bvh(
         if not 0 <= component < k:
             raise ValueError(f"no component {component}: the fit has {k}")
         pose = comps["pose_3d"][component]
+    if camera_view:
+        el = fit.get("elevation") if component is None else comps.get("elevation", [None] *
+                                                                       (component + 1))[component]
+        pose = camera_tilt(pose, 0.0 if el is None else float(el))
     return atomic_write_text(path, bvh_text(pose))
+
+
+def camera_tilt(pose_3d: np.ndarray, elevation: float) -> np.ndarray:
+    """An upright pose (J, 3) (x right, y away, z up) as seen by a camera looking down by
+    ``elevation`` radians: rotated about x so that the camera's up is z (a point further
+    away moves up: z' = sin e y + cos e z, y' = cos e y - sin e z)."""
+    c, s = np.cos(elevation), np.sin(elevation)
+    rot = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    return np.asarray(pose_3d, dtype=np.float64) @ rot.T

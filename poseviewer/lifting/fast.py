@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import torch
 
-from poseviewer.lifting import operators, solve
+from poseviewer.lifting import elevation, operators, solve
 from poseviewer.lifting.result import ComponentFits, LiftResult
 
 if TYPE_CHECKING:
@@ -139,19 +139,61 @@ def _direct_np(model: PoseModel3D, u: np.ndarray, v: np.ndarray, release_exact: 
                                  2.0 * vf.sum(-1)[:, None], d["lam"])
 
 
-def _prepared(model: PoseModel3D, key: int, people: int, mask: np.ndarray
-              ) -> operators.PatternOps | None:
+def _prepared(model: PoseModel3D, key: int, people: int, mask: np.ndarray,
+              force: bool = False) -> operators.PatternOps | None:
     """The cached operators of pattern ``key``, prepared now once ``model.build_min``
-    people have met it; None: solve directly."""
+    people have met it (``force``: now); None: solve directly."""
     cache = model.pattern_cache
     ops = cache.get(key)
-    if ops is None and cache.count(key, people) >= model.build_min:
+    if ops is None and (cache.count(key, people) >= model.build_min or force):
         with model.torch_threads():
             ops = operators.build(model._ex, model._ey, model._ez, model._mux,
                                   model._muy, model._muz, model._rho, model._lam,
                                   model._sin, model._cos, mask)
         cache.put(key, ops)
     return ops
+
+
+def fit_groups_elevated(model: PoseModel3D, u: np.ndarray, v: np.ndarray, keep_all: bool,
+                        grid: tuple[np.ndarray, int]) -> tuple[np.ndarray, ...]:
+    """``fit_groups`` over the yaw x elevation grid (``elevation``): the same outputs with
+    the elevation index (N, K) after the angle index; every pattern's operators are
+    prepared (the cache's memory budget bounds them)."""
+    n = len(u)
+    elev, level = grid
+    K, nb, A, E = model.num_components, model.num_basis + 4, solve.NUM_ANGLES, len(elev)
+    keys = pattern_key(v)
+    if n == 1 or keys.min() == keys.max():  # one pattern: no scatter
+        return _fit_elevated(model, int(keys[0]), v[0], u, keep_all, grid)
+    uniq, inv = np.unique(keys, return_inverse=True)
+    out = [np.empty((n, K, nb)), np.empty((n, K)), np.empty((n, K), dtype=np.int64),
+           np.empty((n, K), dtype=np.int64), np.empty((n, K)), np.zeros((n, K), dtype=bool),
+           np.empty((n, K, E * A)) if keep_all else None, np.empty((n, K, 17, 3, 3)),
+           np.empty((n, K, 2))]
+    for g, key in enumerate(uniq):
+        idx = np.flatnonzero(inv == g)
+        got = _fit_elevated(model, int(key), v[idx[0]], u[idx], keep_all, grid)
+        for o, x in zip(out, got, strict=True):
+            if o is not None:
+                o[idx] = x
+    return tuple(out)
+
+
+def _fit_elevated(model: PoseModel3D, key: int, mask: np.ndarray, ug: np.ndarray,
+                  keep_all: bool, grid: tuple[np.ndarray, int]) -> tuple[np.ndarray, ...]:
+    """One pattern of ``fit_groups_elevated`` (its operators prepared on first need)."""
+    ops = _prepared(model, key, len(ug), mask, force=True)
+    elev, level = grid
+    spike = float(model.elevation_spike)
+    gkey = (tuple(model.elevations), spike)
+    obs = model.observed_arrays()
+    gkey = gkey + (float(obs["head_top"][0]),)
+    eops = ops.elev.get(gkey)
+    if eops is None:
+        eops = elevation.build(obs, ops, elev, level, spike)
+        ops.elev = {gkey: eops}  # one grid at a time
+        model.pattern_cache.trim()
+    return elevation.fit_prepared(model, ops, eops, ug, keep_all)
 
 
 def _fit_prepared(model: PoseModel3D, ops: operators.PatternOps, ug: np.ndarray,
@@ -302,6 +344,12 @@ class _BlendMaps(NamedTuple):
     #: columns 0-33 every joint's (x, y) pair, 34-61 the observed slots' as in u (to compare
     #: with the observation)
     bone_map: np.ndarray  #: (51, 48): the bone vectors (child - parent) of rows x, y, z
+    img_y: np.ndarray  #: (62,): 1 on img_map's image-y columns
+    depth_map: np.ndarray  #: (51, 62): -X_y on img_map's image-y columns (a tilted camera
+    #: sees -(sin e X_y + cos e X_z))
+    blend_x: np.ndarray  #: (14, 51): kb on the x rows of the observed slots
+    blend_y: np.ndarray  #: (14, 51): -kb on their y rows
+    blend_z: np.ndarray  #: (14, 51): -kb on their z rows
 
 
 def _blend_maps() -> _BlendMaps:
@@ -325,8 +373,20 @@ def _blend_maps() -> _BlendMaps:
             img[34 + slot, 34 + J + i] = -1.0
         from poseviewer.lifting.model import _bone_matrix
 
+        img_y = np.zeros(34 + 2 * J)
+        img_y[1:34:2] = 1.0
+        img_y[34 + J :] = 1.0
+        depth = np.zeros((51, 34 + 2 * J))
+        for jt in range(17):
+            depth[17 + jt, 2 * jt + 1] = -1.0
+        bx, by, bz = (np.zeros((J, 51)) for _ in range(3))
+        for i, slot in enumerate(obs):
+            depth[17 + slot, 34 + J + i] = -1.0
+            bx[i, slot] = kb
+            by[i, 17 + slot] = -kb
+            bz[i, 34 + slot] = -kb
         _MAPS = _BlendMaps(sk, np.ones(J) @ sk - 1.0, af, img,
-                           np.kron(np.eye(3), _bone_matrix()))
+                           np.kron(np.eye(3), _bone_matrix()), img_y, depth, bx, by, bz)
     return _MAPS
 
 
@@ -356,8 +416,14 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
     np_ = model._np
     u, v, lifted, centre, m, all_vis = normalise(j, vis, OBS_SOURCES, np_["xy_index"],
                                                  solve.MIN_VISIBLE)
-    coeffs, res, ang, capped, allres, cov_t, qd = fit_groups(model, u, v, release_exact,
-                                                             inter, all_vis)
+    grid = model.elevation_grid(release_exact)
+    eidx, tz = None, np.zeros((n_people, model.num_components))
+    if grid is None:
+        coeffs, res, ang, capped, allres, cov_t, qd = fit_groups(model, u, v, release_exact,
+                                                                 inter, all_vis)
+    else:
+        coeffs, res, ang, eidx, tz, capped, allres, cov_t, qd = fit_groups_elevated(
+            model, u, v, inter, grid)
     K = coeffs.shape[1]
     J2 = u.shape[1] - 1
     # Step 3 (end) and 4.
@@ -365,6 +431,8 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
     s2 = scale * scale
     residual = res * 0.5
     score = np_["lgdet"] * s2
+    if eidx is not None:  # the size term x cos e (see solve.ELEVATION_SPIKE)
+        score *= np.cos(grid[0][eidx])
     score += residual
     best = score.argmin(1)
     all_lifted = all_vis or bool(lifted.all())
@@ -383,32 +451,63 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
     # the projection (first two rows of C X: (X_x, -X_z), normalised) of every joint and,
     # from the same product, of the observed slots (as in u) for the fit's residual
     proj = rec_model @ maps.img_map  # (N, K, 62)
+    if eidx is not None:  # a tilted camera: image y = -(sin e X_y + cos e X_z)
+        elev = grid[0][eidx]
+        se, ce = np.sin(elev)[..., None], np.cos(elev)[..., None]
+        proj *= 1.0 + maps.img_y * (ce - 1.0)
+        proj += se * (rec_model @ maps.depth_map)
+    else:
+        elev = np.zeros(scale.shape)
+    if eidx is not None:  # the level camera's vertical shift (the model's mean pose is
+        # centred on 17 joints, the observation on the visible ones)
+        proj += tz[..., None] * maps.img_y
+        a, i = model.observed_arrays()["head_top"]
+        if a:  # the head slot shows, and is compared as, LSP's head top
+            h, nk, i = 2 * OBS_SLOTS[int(i)], 2 * solve_neck(), int(i)
+            top = (1.0 + a) * proj[..., h : h + 2] - a * proj[..., nk : nk + 2]
+            proj[..., h : h + 2] = top
+            proj[..., 34 + i] = top[..., 0]
+            proj[..., 34 + J2 // 2 + i] = top[..., 1]
     joints_img = proj[..., :34].reshape(n_people, K, 17, 2) * m[:, None, None, None]
     joints_img += centre[:, None, None, :]
     # blend with the observation on the visible joints: X = -(C^T Y); per coordinate
     # rec_blend = rec_model * sk + af (x: -(x keep + w_x kb), y: -y, z: -z keep + w_y kb)
-    if all_vis:
-        vf = None
+    vf = None if all_vis else v.astype(np.float64)
+    if eidx is not None:  # along the tilted image plane: -X + kb (proj - w) (visible)
+        d = proj[..., 34:] - u[:, None, :J2]  # (N, K, 28)
+        if vf is not None:
+            d *= np.concatenate([vf, vf], 1)[:, None, :]
+        dx, dy = d[..., : J2 // 2], d[..., J2 // 2 :]
+        rec_blend = dx @ maps.blend_x
+        rec_blend += (se * dy) @ maps.blend_y
+        rec_blend += (ce * dy) @ maps.blend_z
+        rec_blend -= rec_model
+    elif vf is None:
         rec_blend = rec_model * maps.sk_all
+        rec_blend += (u[:, :J2] @ maps.af_map)[:, None, :]
     else:
-        vf = v.astype(np.float64)
         rec_blend = rec_model * (vf @ maps.sk_map - 1.0)[:, None, :]
-    rec_blend += (u[:, :J2] @ maps.af_map)[:, None, :]
+        rec_blend += (u[:, :J2] @ maps.af_map)[:, None, :]
     bones = (rec_blend @ maps.bone_map)[..., None, :]  # (N, K, 1, 48)
     size2 = (bones @ bones.swapaxes(-1, -2))[..., 0, 0]  # (N, K) total bone size squared
     g = solve.OUTPUT_SIZE / np.sqrt(size2)
     pose = (rec_blend * g[..., None]).reshape(n_people, K, 3, 17)
+    if grid is not None:  # a tilted camera's vertical shift is a depth translation: the
+        # depth origin is put at the joint centroid (the pose's shape is unchanged)
+        pose[:, :, 1] -= pose[:, :, 1].mean(-1, keepdims=True)
     pose_3d = pose.swapaxes(-1, -2)
     # the noise from the fit's own residual: its projection against the visible joints
-    d = proj[..., 34:] - u[:, None, :J2]  # (N, K, 28)
-    if vf is not None:
-        d *= np.concatenate([vf, vf], 1)[:, None, :]
+    if eidx is None:
+        d = proj[..., 34:] - u[:, None, :J2]  # (N, K, 28)
+        if vf is not None:
+            d *= np.concatenate([vf, vf], 1)[:, None, :]
     rss = (d[..., None, :] @ d[..., :, None])[..., 0, 0]
     # joint_cov x the t factor x cov_scale x (scale x size factor)^2 x the noise ratio
     # (``solve.fit_noise_terms``)
     jf = rss * qd[..., 0]
     np.maximum(jf, s2, out=jf)
-    jf *= (solve.OUTPUT_SIZE**2 * model.cov_scale) / size2  # x g^2 x cov_scale
+    cs = model.cov_scale if grid is None else model.cov_scale * solve.ELEVATION_COV_FACTOR
+    jf *= (solve.OUTPUT_SIZE**2 * cs) / size2  # x g^2 x cov_scale
     jcov = cov_t * jf[..., None, None, None]
     dof = qd[..., 1]
     theta = np_["theta"].take(ang)
@@ -430,7 +529,8 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
     comps = ComponentFits(
         pose_3d=t(pose_3d), score=t(mask(score)), residual=t(mask(residual)),
         scale=t(mask(scale)), yaw=t(mask(theta)), coeffs=t(mask(c)),
-        joints_2d=t(joints_img), joint_cov=t(jcov), joint_cov_dof=t(dof))
+        joints_2d=t(joints_img), joint_cov=t(jcov), joint_cov_dof=t(dof),
+        elevation=t(mask(elev)), shift=t(mask(tz)))
     if n_people == 1:  # a copy of the best component (basic indexing: cheaper)
         b = int(best[0])
 
@@ -445,7 +545,7 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
         pose_3d=t(pick(pose_3d)), component=t(best), lifted=t(lifted),
         joints_2d=t(pick(joints_img)), components=comps,
         centre=t(mask(centre)), norm=t(mask(m)), joint_cov=t(pick(jcov)),
-        joint_cov_dof=t(pick(dof)))
+        joint_cov_dof=t(pick(dof)), elevation=t(pick(mask(elev))))
     if not inter:
         return result
     t = torch.from_numpy
@@ -463,8 +563,16 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
         "sincos": t(mask(np.stack([np.sin(theta), np.cos(theta)], -1))),
         "rec_model": t(mask(rec_model)), "rec_blend": t(mask(rec_blend)),
         "rec_renorm": t(mask(rec_renorm)), "pose_3d": t(mask(pose)), "capped": t(capped),
+        "elevation": t(mask(elev)),
     }
     return result, extra
+
+
+def solve_neck() -> int:
+    """The H36M neck/nose joint (below the head)."""
+    from poseviewer.lifting.model import NECK_SLOT
+
+    return int(NECK_SLOT)
 
 
 def _as_is(x: np.ndarray) -> np.ndarray:

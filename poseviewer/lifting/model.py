@@ -34,6 +34,9 @@ _ORDER = np.argsort(CPM_TO_H36M_SLOTS)
 OBS_SLOTS = CPM_TO_H36M_SLOTS[_ORDER]
 OBS_SOURCES = CPM_TO_H36M_SOURCES[_ORDER]
 _BONES = np.array(H36M17.bones, dtype=np.int64)
+#: The H36M head (where the CPM head top is observed) and the neck/nose below it.
+HEAD_SLOT = H36M17.index("head")
+NECK_SLOT = H36M17.index("neck_nose")
 
 
 def _bone_matrix() -> np.ndarray:
@@ -180,6 +183,18 @@ class PoseModel3D:
         #: posterior. A calibration factor fitted on held-out data can be kept in the
         #: model's ``meta["joint_cov_scale"]`` (read here).
         self.cov_scale: float = float(self.meta.get("joint_cov_scale", 1.0))
+        #: Camera elevations (degrees) searched with the yaws (``elevation``); (0.0,) is
+        #: the release's yaw-only fit, which ``release_exact`` always uses.
+        self.elevations: tuple[float, ...] = solve.ELEVATIONS_DEG
+        #: The elevation prior: non-level rotations' residuals times 1 + this.
+        self.elevation_spike: float = solve.ELEVATION_SPIKE
+        self._grid_cache: tuple[Any, Any] | None = None
+        #: The elevation grid's observation of the CPM head top: head + this x (head -
+        #: neck/nose) (``solve.HEAD_TOP_OFFSET``; a model's ``meta["head_top_offset"]``
+        #: overrides it). The yaw-only fit observes the head itself, as the release.
+        self.head_top_offset: float = float(self.meta.get("head_top_offset",
+                                                          solve.HEAD_TOP_OFFSET))
+        self._obs_cache: tuple[float, dict[str, np.ndarray]] | None = None
         self._device = torch.device("cpu")
         self._set(mu_t, e_t, s_t)
 
@@ -399,7 +414,8 @@ class PoseModel3D:
         intermediates stay torch.
         """
         exact = self.release_exact if release_exact is None else bool(release_exact)
-        if self._use_operators():
+        if self._use_operators() or self.elevation_grid(exact) is not None:
+            # the elevation grid has one implementation, the operators' (numpy, CPU)
             j, vis = self._inputs_np(joints_2d, visible)
             return fast.lift(self, j, vis, return_intermediates, exact, as_numpy)
         j, vis = self._inputs(joints_2d, visible)
@@ -410,6 +426,39 @@ class PoseModel3D:
         if isinstance(got, tuple):
             return got[0].numpy(), got[1]
         return got.numpy()
+
+    def elevation_grid(self, release_exact: bool) -> tuple[np.ndarray, int] | None:
+        """(elevations in radians, the level one's index) searched with the yaws, or None
+        for the yaw-only fit (``release_exact``, or a grid of 0 alone)."""
+        if release_exact:
+            return None
+        key = tuple(self.elevations)
+        got = self._grid_cache
+        if got is None or got[0] != key:
+            grid = solve.elevation_grid(key)
+            got = self._grid_cache = (key, None if len(grid[0]) == 1 else grid)
+        return got[1]
+
+    def observed_arrays(self) -> dict[str, np.ndarray]:
+        """The model's numpy arrays (``_np``) with the observed slots' basis and mean rows
+        (ex, ey, ez, mux, muy, muz) of the elevation grid's fit: the head slot observed as
+        LSP's head top (``head_top_offset``)."""
+        a = float(self.head_top_offset)
+        got = self._obs_cache
+        if got is None or got[0] != a:
+            d = dict(self._np)
+            i = int(np.flatnonzero(OBS_SLOTS == HEAD_SLOT)[0])
+            mu, e = self._np["mu"], self._np["e"]  # (K, 3, 17), (K, B, 3, 17)
+            for r, name in enumerate("xyz"):
+                base = d["e" + name].copy()
+                base[:, i] = (1.0 + a) * e[:, :, r, HEAD_SLOT] - a * e[:, :, r, NECK_SLOT]
+                d["e" + name] = base
+                m = d["mu" + name].copy()
+                m[:, i] = (1.0 + a) * mu[:, r, HEAD_SLOT] - a * mu[:, r, NECK_SLOT]
+                d["mu" + name] = m
+            d["head_top"] = np.array([a, float(i)])
+            got = self._obs_cache = (a, d)
+        return got[1]
 
     def torch_threads(self) -> Any:
         """Context: torch runs with ``lift_threads`` intra-op threads (see there)."""
@@ -519,13 +568,14 @@ class PoseModel3D:
         comps = ComponentFits(
             pose_3d=mask(pose_3d), score=mask(score), residual=mask(residual),
             scale=mask(scale), yaw=mask(theta), coeffs=mask(c), joints_2d=mask(joints_img),
-            joint_cov=mask(jcov), joint_cov_dof=mask(dof))
+            joint_cov=mask(jcov), joint_cov_dof=mask(dof), elevation=mask(torch.zeros_like(
+                scale)), shift=mask(torch.zeros_like(scale)))
         ar = torch.arange(n_people, device=dev)
         result = LiftResult(
             pose_3d=comps.pose_3d[ar, best], component=best, lifted=lifted,
             joints_2d=comps.joints_2d[ar, best], components=comps,
             centre=mask(centre), norm=mask(m), joint_cov=comps.joint_cov[ar, best],
-            joint_cov_dof=comps.joint_cov_dof[ar, best])
+            joint_cov_dof=comps.joint_cov_dof[ar, best], elevation=comps.elevation[ar, best])
         if not inter:
             return result
         norm_pose = torch.zeros(n_people, 2, NUM_JOINTS_3D, dtype=f64, device=dev)
@@ -563,5 +613,12 @@ class PoseModel3D:
 
         comps = fit.components
         x = self._model_pose(t(comps.scale), t(comps.yaw), t(comps.coeffs))
-        proj = torch.stack([x[:, :, 0], -x[:, :, 2]], dim=-1)
+        el = getattr(comps, "elevation", None)
+        el = torch.zeros_like(x[:, :, 0, :1]) if el is None else t(el)[..., None]
+        # image y = -(sin e X_y + cos e X_z): a camera tilted by the fit's elevation
+        proj = torch.stack([x[:, :, 0], -(torch.sin(el) * x[:, :, 1]
+                                          + torch.cos(el) * x[:, :, 2])], dim=-1)
+        shift = getattr(comps, "shift", None)
+        if shift is not None:
+            proj[..., 1] += t(shift)[..., None]
         return proj * t(fit.norm)[:, None, None, None] + t(fit.centre)[:, None, None, :]

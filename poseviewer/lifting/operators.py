@@ -62,6 +62,8 @@ class PatternOps:
     s_inv: Tensor  #: (K, A, J, J) S^-1
     rt: Tensor  #: (K, B, B) posterior covariance of the basis given image y
     capped: dict[bool, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: the elevated operators (``elevation.ElevOps``) of the current grid, on first need
+    elev: dict[Any, Any] = field(default_factory=dict)
     koff: np.ndarray = field(init=False)  #: arange(K) x A: flat (component, angle) offsets
     coef_flat: np.ndarray = field(init=False)  #: ``coef`` as (K * A, 4 + B, 29) (a view)
     noise: NoiseTerms = field(init=False)  #: the joint covariances' terms, on first need
@@ -78,6 +80,7 @@ class PatternOps:
         n = self.res_packed.nbytes + self.coef.nbytes + self.noise.nbytes
         n += sum(t.numel() * 8 for t in (self.q, self.w, self.dxrt, self.s_inv))
         n += sum(a.nbytes + b.nbytes for a, b in self.capped.values())
+        n += sum(e.nbytes for e in self.elev.values())
         return n
 
 
@@ -263,11 +266,19 @@ def capped_ops(ops: PatternOps, lam: Tensor, sin: Tensor, cos: Tensor, release_e
     return out
 
 
-class PatternCache:
-    """A small LRU cache of ``PatternOps`` keyed by the visibility pattern (thread-safe)."""
+#: Default memory budget of a model's pattern cache (bytes): with the elevation grid a
+#: pattern's operators take about 20 MB (K = 3), the level ones alone about 8 MB.
+CACHE_BUDGET = 300 * 1024 * 1024
 
-    def __init__(self, max_patterns: int = 16) -> None:
+
+class PatternCache:
+    """A small LRU cache of ``PatternOps`` keyed by the visibility pattern (thread-safe),
+    bounded by a number of patterns and by ``max_bytes`` (the least recently used are
+    dropped first; the newest is always kept)."""
+
+    def __init__(self, max_patterns: int = 16, max_bytes: int = CACHE_BUDGET) -> None:
         self.max_patterns = max_patterns
+        self.max_bytes = max_bytes
         self._d: OrderedDict[int, PatternOps] = OrderedDict()
         self._seen: OrderedDict[int, int] = OrderedDict()
         self.lock = threading.RLock()
@@ -300,6 +311,15 @@ class PatternCache:
             while len(self._d) > self.max_patterns:
                 dropped, _ = self._d.popitem(last=False)
                 self._seen.pop(dropped, None)  # must earn its place again
+            self.trim()
+
+    def trim(self) -> None:
+        """Drop the least recently used patterns while the cache holds more than
+        ``max_bytes`` (never the most recent one)."""
+        with self.lock:
+            while len(self._d) > 1 and self.nbytes > self.max_bytes:
+                dropped, _ = self._d.popitem(last=False)
+                self._seen.pop(dropped, None)
 
     def clear(self) -> None:
         """Forget every pattern."""

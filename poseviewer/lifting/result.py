@@ -14,6 +14,8 @@ Array = Any  # torch.Tensor (default) or numpy.ndarray (after .numpy())
 
 
 def _take(x: Array, idx: Array) -> Array:
+    if x is None:
+        return None
     if isinstance(x, np.ndarray):
         return x[np.asarray(idx)]
     return x[torch.as_tensor(idx, device=x.device)]
@@ -54,6 +56,8 @@ def ellipsoid_d2(level: float, dof: Any) -> np.ndarray:
 
 
 def _to_numpy(x: Array) -> np.ndarray:
+    if x is None:
+        return None
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
@@ -85,6 +89,14 @@ class ComponentFits:
     joint_cov_dof: Array
     """(N, K) degrees of freedom of that posterior, a Student-t (``solve.fit_noise``): its
     level-p ellipsoid is d^2 <= ``ellipsoid_d2(p, dof)`` in the covariance's metric."""
+    elevation: Array = None
+    """(N, K) the camera's elevation chosen with the yaw, radians (positive: the camera
+    looks down on the person; 0 for the release's yaw-only fit, ``release_exact``)."""
+    shift: Array = None
+    """(N, K) the fit's vertical image shift beyond what the model's translations give, in
+    the normalised units of step 1 (the elevation grid fits one at the level camera,
+    where E_1..E_3 move the image horizontally only; 0 otherwise): ``PoseModel3D.project``
+    adds it."""
 
     @property
     def capped(self) -> Array:
@@ -116,6 +128,8 @@ class LiftResult:
     """(N, 17, 3, 3) the best component's ``components.joint_cov`` (mm^2)."""
     joint_cov_dof: Array
     """(N,) the best component's ``components.joint_cov_dof``."""
+    elevation: Array = None
+    """(N,) the best component's ``components.elevation`` (radians)."""
 
     def __len__(self) -> int:
         return int(self.lifted.shape[0])

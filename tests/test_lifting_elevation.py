@@ -1,0 +1,250 @@
+"""The lifting's yaw x elevation fit (``poseviewer.lifting.elevation``): its least squares
+against a hand-built spec system with R = R_x(e) R_z(yaw), the level grid against the
+yaw-only fit, a pose rendered from a known elevation, and the cache's memory budget."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from poseviewer.eval3d import camera_frame, project, tilt
+from poseviewer.lifting import PoseModel3D, elevation
+from poseviewer.lifting.fast import _prepared, normalise
+from poseviewer.lifting.model import OBS_SLOTS, OBS_SOURCES
+from poseviewer.metrics import p_mpjpe
+from poseviewer.skeleton import h36m_to_cpm
+
+pytestmark = pytest.mark.shared
+
+_CAM = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
+
+
+def _xy(ref: dict[str, np.ndarray]) -> np.ndarray:
+    return np.ascontiguousarray(ref["in_pose_2d_yx"][:, :, ::-1])
+
+
+def _fresh(model: PoseModel3D) -> PoseModel3D:
+    """A new model observing the head top as H36M's head (the poses rendered here have no
+    top of the head; the offset has its own test)."""
+    m = PoseModel3D(model.mu, model.e, model.sigma)
+    m.head_top_offset = 0.0
+    return m
+
+
+def _model_poses(model: PoseModel3D, n: int, seed: int) -> np.ndarray:
+    """(n, 17, 3) poses drawn from component 0 of the model (half its prior spread)."""
+    rng = np.random.default_rng(seed)
+    mu, e, sig = model.mu.numpy()[0], model.e.numpy()[0], model.sigma.numpy()[0]
+    c = rng.standard_normal((n, e.shape[0])) / (5.2 * sig[: e.shape[0]]) * 0.5
+    return (mu[None] + np.einsum("ni,iab->nab", c, e)).swapaxes(1, 2)
+
+
+def _spec_residual(model: PoseModel3D, w: np.ndarray, vis17: np.ndarray, k: int,
+                   theta: float, elev: float) -> tuple[float, np.ndarray]:
+    """The spec's step-2 system (80 x 29 with its 1e-5 prior rows), projected with
+    P = first two rows of C R_x(e) U(theta)^T, solved by numpy's lstsq; at e = 0 with a
+    30th column, a vertical image shift (prior row 1e-5), the other elevations' E_1..E_3
+    move the image vertically."""
+    mu, e, sig = model.mu.numpy()[k], model.e.numpy()[k], model.sigma.numpy()[k]
+    big = np.zeros((29, 3, 17))
+    big[0] = mu
+    big[1, 0] = big[3, 0] = 1.0
+    big[2, 1] = 1.0
+    big[4:] = e
+    reg = np.r_[0.0, 1e-5, 1e-5, 1e-5, 5.2 * sig[:25]]
+    t = np.zeros(29)
+    t[0] = -0.003
+    s, c = math.sin(theta), math.cos(theta)
+    u_mat = np.array([[s, -c, 0], [c, s, 0], [0, 0, 1.0]])
+    se, ce = math.sin(elev), math.cos(elev)
+    rx = np.array([[1.0, 0, 0], [0, ce, -se], [0, se, ce]])
+    p = (_CAM @ rx @ u_mat.T)[:2]
+    pe = np.einsum("ab,ibj->aji", p, big).reshape(34, 29)
+    vv = np.r_[vis17, vis17]
+    lam = sig[25]
+    if elev == 0.0:
+        pe = np.concatenate([pe, np.r_[np.zeros(17), np.ones(17)][:, None]], 1)
+        reg, t = np.r_[reg, 1e-5], np.r_[t, 0.0]
+    a_mat = np.vstack([lam * vv[:, None] * pe, np.diag(reg)])
+    b = np.r_[lam * vv * w.reshape(-1), t]
+    a, *_ = np.linalg.lstsq(a_mat, b, rcond=None)
+    return float(((a_mat @ a - b) ** 2).sum()), a
+
+
+@pytest.mark.parametrize("case", [0, 4])
+def test_elevated_forms_match_the_spec_system(model, ref, case):
+    """Every rotation's prepared residual and coefficients equal lstsq on the spec's system
+    with the tilted camera (hidden joints included: case 4 has some)."""
+    xy, vis = _xy(ref)[case : case + 1], ref["in_visibility"][case : case + 1]
+    m = _fresh(model)
+    u, v, *_ = normalise(xy, vis, OBS_SOURCES, m._np["xy_index"], 5)
+    ops = _prepared(m, -1, 1, v[0], force=True)
+    elev = np.deg2rad(np.array([0.0, 20.0, 65.0, -15.0]))
+    eops = elevation.build(m._np, ops, elev, 0, 0.0)
+    feats = u[:, ops.full_i] * u[:, ops.full_j]
+    r = (feats @ eops.res_packed).reshape(3, 4, 100)
+    w = np.zeros((2, 17))
+    w[0, OBS_SLOTS], w[1, OBS_SLOTS] = u[0, :14], u[0, 14:28]
+    vis17 = np.zeros(17)
+    vis17[OBS_SLOTS] = v[0]
+    for k in range(3):
+        for ei in range(4):
+            for j in (0, 37, 81):
+                want, a = _spec_residual(m, w, vis17, k, 2 * math.pi * j / 100, elev[ei])
+                assert r[k, ei, j] == pytest.approx(want, rel=1e-9, abs=1e-13)
+                got = eops.coef32[(k * 4 + ei) * 100 + j].astype(np.float64) @ u[0]
+                # float32 maps; the translations' split among E_1..E_3 is the
+                # minimum-norm one, as lstsq's; the last entry is the level shift
+                if ei:
+                    a = np.r_[a, 0.0]
+                np.testing.assert_allclose(got, a, rtol=1e-4, atol=1e-6)
+
+
+def test_level_grid_is_the_yaw_only_fit(model, ref):
+    """With the grid {0} the fit is the yaw-only one (to the bit), and the elevated fit
+    reports 0 wherever it chose the level camera."""
+    xy, vis = _xy(ref), ref["in_visibility"]
+    level = _fresh(model)
+    level.elevations = (0.0,)
+    exact = _fresh(model).lift(xy, vis, release_exact=True, as_numpy=True)
+    a = level.lift(xy, vis, as_numpy=True)
+    b = level.lift(xy, vis, release_exact=False, as_numpy=True)
+    np.testing.assert_allclose(a.pose_3d, b.pose_3d, atol=1e-9)
+    assert (a.elevation == 0).all() and (exact.elevation == 0).all()
+    grid = _fresh(model).lift(xy, vis, as_numpy=True)
+    el = grid.components.elevation
+    assert set(np.round(np.degrees(el[np.isfinite(el)])).tolist()) <= {
+        -15.0, 0.0, 15.0, 30.0, 45.0, 60.0, 75.0}
+    # the grid's level camera also fits a vertical shift: never a worse residual
+    flat = (el == 0) & ~grid.components.capped & ~a.components.capped
+    assert flat.any()
+    assert (grid.components.residual[flat] <= a.components.residual[flat] + 1e-9).all()
+
+
+@pytest.mark.parametrize("elev_deg", [0.0, 30.0, 60.0])
+def test_pose_rendered_at_a_known_elevation_is_recovered(model, elev_deg):
+    """Model poses seen from a camera tilted down by e (orthographic): the fitted
+    elevation is e (the grid holds it) for most of them, within one grid step for all but
+    a few, and the 3D pose is close."""
+    poses = _model_poses(model, 24, seed=3)
+    gt = camera_frame(poses, np.random.default_rng(4).uniform(0, 2 * np.pi, len(poses)))
+    from poseviewer.eval3d import EvalConfig
+
+    img = h36m_to_cpm(project(tilt(gt, elev_deg), "orthographic", EvalConfig()))
+    fit = _fresh(model).lift(img, np.ones((len(img), 14), bool), as_numpy=True)
+    got = np.degrees(fit.elevation)
+    assert np.mean(np.abs(got - elev_deg) < 1e-6) >= 0.5, got
+    assert np.mean(np.abs(got - elev_deg) <= 15.0 + 1e-6) >= 0.85, got
+    assert np.median(p_mpjpe(fit.pose_3d, gt)) < 30.0
+    # its projection is the fit's, through the tilted camera
+    proj = np.asarray(_fresh(model).project(fit))
+    np.testing.assert_allclose(proj, fit.components.joints_2d, atol=1e-8)
+
+
+def test_yaw_only_fit_fails_where_the_grid_recovers(model):
+    """The point of the grid: from 60 degrees up, the yaw-only fit's 3D error is several
+    times the elevated fit's."""
+    poses = _model_poses(model, 16, seed=5)
+    gt = camera_frame(poses, np.random.default_rng(6).uniform(0, 2 * np.pi, len(poses)))
+    from poseviewer.eval3d import EvalConfig
+
+    img = h36m_to_cpm(project(tilt(gt, 60.0), "orthographic", EvalConfig()))
+    vis = np.ones((len(img), 14), bool)
+    level = _fresh(model)
+    level.elevations = (0.0,)
+    yaw_only = p_mpjpe(level.lift(img, vis, as_numpy=True).pose_3d, gt).mean()
+    tilted = p_mpjpe(_fresh(model).lift(img, vis, as_numpy=True).pose_3d, gt).mean()
+    assert tilted * 2.0 < yaw_only, (tilted, yaw_only)
+
+
+def test_elevated_fit_torch_and_numpy_and_methods_agree(model, ref):
+    """One implementation: the torch result, the numpy result and the "direct" method
+    give the same numbers over the grid."""
+    xy, vis = _xy(ref), ref["in_visibility"]
+    m = _fresh(model)
+    a = m.lift(xy, vis, as_numpy=True)
+    b = m.lift(xy, vis).numpy()
+    d = _fresh(model)
+    d.lift_method = "direct"
+    c = d.lift(xy, vis, as_numpy=True)
+    for x in (b, c):
+        np.testing.assert_allclose(x.pose_3d, a.pose_3d, atol=1e-9)
+        np.testing.assert_array_equal(x.elevation, a.elevation)
+        np.testing.assert_allclose(x.joint_cov, a.joint_cov, rtol=1e-9, atol=1e-9)
+
+
+def test_elevated_joint_cov_is_a_covariance(model, ref):
+    """The covariances over the grid are symmetric positive definite, finite, and of the
+    size of the level ones (the tilt changes their shape, not their order of magnitude)."""
+    xy, vis = _xy(ref), ref["in_visibility"]
+    fit = _fresh(model).lift(xy, vis, as_numpy=True)
+    cov = fit.components.joint_cov
+    tilted = fit.components.elevation != 0
+    assert tilted.any()
+    c = cov[tilted]
+    np.testing.assert_allclose(c, c.swapaxes(-1, -2), atol=1e-9)
+    assert (np.linalg.eigvalsh(c) > 0).all()
+    lvl = cov[~tilted]
+    ratio = np.median(np.trace(c, axis1=-2, axis2=-1)) / np.median(
+        np.trace(lvl, axis1=-2, axis2=-1))
+    assert 0.2 < ratio < 5.0
+
+
+def test_cache_stays_within_its_memory_budget(model, ref):
+    """The pattern cache drops the least recently used patterns beyond ``max_bytes``."""
+    xy, vis = _xy(ref), ref["in_visibility"]
+    m = _fresh(model)
+    m.lift(xy[:1], vis[:1])
+    one = m.pattern_cache.nbytes
+    assert one > 0
+    m.pattern_cache.max_bytes = int(2.5 * one)
+    m.lift(xy, vis)  # 5 visibility patterns
+    assert len(m.pattern_cache) == 2
+    assert m.pattern_cache.nbytes <= m.pattern_cache.max_bytes
+
+
+def test_bad_grids(model, ref):
+    m = _fresh(model)
+    xy, vis = _xy(ref)[:1], ref["in_visibility"][:1]
+    for grid, msg in (((15.0, 30.0), "hold 0"), ((0.0, 95.0), "-90, 90"),
+                      ((0.0, 0.0), "distinct")):
+        m.elevations = grid
+        with pytest.raises(ValueError, match=msg):
+            m.lift(xy, vis)
+
+
+def test_head_top_offset_is_observed_through_the_fit(model):
+    """With ``head_top_offset`` a the grid's fit observes the CPM head top as head +
+    a (head - neck/nose): on poses whose 2D head top is rendered that way, the matching
+    offset reproduces it (the head slot of ``joints_2d`` shows the projected head top)
+    far better than the release's observation of the head itself, and the 3D pose is
+    closer; the observed rows are that combination of the model's rows."""
+    a = 1.5
+    m = _fresh(model)
+    m.head_top_offset = a
+    obs = m.observed_arrays()
+    i = int(np.flatnonzero(OBS_SLOTS == 10)[0])
+    mu = model.mu.numpy()
+    np.testing.assert_allclose(obs["muz"][:, i], (1 + a) * mu[:, 2, 10] - a * mu[:, 2, 9])
+    np.testing.assert_allclose(obs["ex"][:, i], (1 + a) * model.e.numpy()[:, :, 0, 10]
+                               - a * model.e.numpy()[:, :, 0, 9])
+    poses = _model_poses(model, 16, seed=7)
+    gt = camera_frame(poses, np.random.default_rng(8).uniform(0, 2 * np.pi, len(poses)))
+    from poseviewer.eval3d import EvalConfig
+
+    img17 = project(tilt(gt, 30.0), "orthographic", EvalConfig())
+    top = (1 + a) * img17[:, 10] - a * img17[:, 9]
+    img = h36m_to_cpm(img17)
+    img[:, 0] = top  # the CPM head top: LSP's top of the head
+    vis = np.ones((len(img), 14), bool)
+    errs, pm = {}, {}
+    for off in (0.0, a):
+        m.head_top_offset = off
+        fit = m.lift(img, vis, as_numpy=True)
+        errs[off] = np.linalg.norm(fit.joints_2d[:, 10] - top, axis=-1).mean()
+        pm[off] = p_mpjpe(fit.pose_3d, gt).mean()
+    height = np.ptp(img[:, :, 1], axis=1).mean()
+    assert errs[a] < 0.01 * height < errs[0.0], errs
+    assert pm[a] < pm[0.0]
