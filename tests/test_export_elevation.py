@@ -21,6 +21,7 @@ pytestmark = pytest.mark.shared
 @pytest.fixture(scope="module")
 def tilted(ref, model) -> EstimateResult:
     """Two people lifted with the elevation grid: fits at non-zero elevations."""
+    model.elevation_search = True  # (a module-scoped model of this file's own)
     persons = []
     for case in (0, 16):
         xy = ref["in_pose_2d_yx"][case][:, ::-1].copy()

@@ -106,6 +106,18 @@ def test_estimator_switch_and_cli_flag() -> None:
                                                             "--single-pass"]))
     assert not single.flip_test
     default = estimate_cmd.load_estimator(parser.parse_args(["x.jpg", "--out", "o"]))
+    # --elevation-search reaches the 3D model, through the plain settings a Ray actor gets
+    import json
+
+    from poseviewer.commands._batch import estimator_settings
+    from poseviewer.lifting.solve import ELEVATIONS_DEG
+
+    assert not default.elevation_search
+    args = parser.parse_args(["x.jpg", "--out", "o", "--elevation-search"])
+    settings = json.loads(json.dumps(estimator_settings(args), default=str))
+    searching = estimate_cmd.load_estimator(settings)
+    assert searching.elevation_search and searching.pose_model.elevations == ELEVATIONS_DEG
+    assert searching._model_info()["elevation_search"] is True
     from poseviewer.cnn import load_cpm
     from poseviewer.paths import DEFAULT_CNN
 

@@ -26,9 +26,11 @@ def _xy(ref: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def _fresh(model: PoseModel3D) -> PoseModel3D:
-    """A new model observing the head top as H36M's head (the poses rendered here have no
-    top of the head; the offset has its own test)."""
+    """A new model searching the elevation grid and observing the head top as H36M's head
+    (the poses rendered here have no top of the head; the offset has its own test)."""
     m = PoseModel3D(model.mu, model.e, model.sigma)
+    assert not m.elevation_search  # the default: the release's yaw-only fit
+    m.elevation_search = True
     m.head_top_offset = 0.0
     return m
 
@@ -248,3 +250,23 @@ def test_head_top_offset_is_observed_through_the_fit(model):
     height = np.ptp(img[:, :, 1], axis=1).mean()
     assert errs[a] < 0.01 * height < errs[0.0], errs
     assert pm[a] < pm[0.0]
+
+
+def test_elevation_search_switch_and_its_grid(model):
+    """Off by default (the release's yaw-only fit); on, the fit searches the grid and a
+    pose seen from 45 degrees above gets a non-level elevation; off again, level."""
+    from poseviewer.eval3d import EvalConfig
+    from poseviewer.lifting import solve
+
+    m = PoseModel3D(model.mu, model.e, model.sigma)
+    assert not m.elevation_search and tuple(m.elevations) == solve.LEVEL
+    gt = _model_poses(m, 8, seed=5)
+    img = h36m_to_cpm(project(tilt(camera_frame(gt, np.linspace(0, 6, 8)), 45.0),
+                              "orthographic", EvalConfig()))
+    vis = np.ones((8, 14), bool)
+    assert not np.asarray(m.lift(img, vis, as_numpy=True).elevation).any()
+    m.elevation_search = True
+    assert tuple(m.elevations) == solve.ELEVATIONS_DEG
+    assert (np.degrees(m.lift(img, vis, as_numpy=True).elevation) > 10).mean() >= 0.5
+    m.elevation_search = False
+    assert not np.asarray(m.lift(img, vis, as_numpy=True).elevation).any()

@@ -36,3 +36,35 @@ def test_view_and_info_line_follow_the_fitted_elevation(qtbot, settings, tmp_pat
     win.state.set_component(other)  # a level fit: the default view, "0 deg" said
     assert panel.view.camera.elevation == pytest.approx(CAMERA_DEFAULTS["elevation"])
     assert "camera elevation 0\N{DEGREE SIGN}" in panel.summary.text()
+
+
+class ElevationEstimator(FakeEstimator):
+    """A fake with the Estimator's ``elevation_search`` switch, recorded per call."""
+
+    def __init__(self) -> None:
+        super().__init__(stages=1)
+        self.elevation_search = False
+
+    def estimate(self, image, boxes=None, on_stage=None, cancel=None):
+        res = super().estimate(image, boxes, on_stage, cancel)
+        self.calls[-1]["elevation_search"] = self.elevation_search
+        res.model = {**(res.model or {}), "elevation_search": self.elevation_search}
+        return res
+
+
+def test_run_menu_turns_the_elevation_search_on_and_reruns(qtbot, settings, tmp_path):
+    """Off by default; the Run menu's item re-runs the image with the search applied in
+    the worker, and turning it off again re-runs without."""
+    est = ElevationEstimator()
+    win = make_window(qtbot, settings, est)
+    open_and_wait(qtbot, win, write_image(tmp_path / "p.png"))
+    assert not win.action_elevation.isChecked() and est.calls[-1]["elevation_search"] is False
+    with qtbot.waitSignal(win.worker.succeeded, timeout=10000):
+        win.action_elevation.trigger()
+    assert est.calls[-1]["elevation_search"] is True and len(est.calls) == 2
+    assert "camera elevation 0\N{DEGREE SIGN}" in win.view3d.summary.text()
+    with qtbot.waitSignal(win.worker.succeeded, timeout=10000):
+        win.action_elevation.trigger()
+    assert est.calls[-1]["elevation_search"] is False and len(est.calls) == 3
+    text = win.view3d.summary.text()  # a level fit by assumption is not called measured
+    assert "level camera assumed" in text and "camera elevation 0" not in text

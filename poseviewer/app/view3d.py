@@ -538,7 +538,13 @@ class Pose3DPanel(QWidget):
         tag = " (best)" if k == best else ""
         ghosts = "; ghosts: " + ", ".join(self.shown_labels) if self.shown_labels else ""
         el = self.fitted_elevation()
-        camera = "" if el is None else f"camera elevation {el:.0f}\N{DEGREE SIGN}; "
+        model = getattr(self.state.result, "model", None) or {}
+        if el is None:
+            camera = ""
+        elif model.get("elevation_search") is False:  # the fit assumed it: say so
+            camera = "level camera assumed (Run > Search camera elevation); "
+        else:
+            camera = f"camera elevation {el:.0f}\N{DEGREE SIGN}; "
         self.summary.setText(f"{camera}solid: #{k + 1}{tag}, score {scores[k]:.4g}{ghosts} "
                              "(lower is better; each pose centred for display)")
         note = ""

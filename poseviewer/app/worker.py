@@ -47,6 +47,8 @@ class Request:
     token: CancelToken = field(default_factory=CancelToken)
     flip_test: bool | None = None
     """For 'estimate': the network's mirror test-time pass on/off (None: as it is)."""
+    elevation_search: bool | None = None
+    """For 'estimate': the 3D fit's search of the camera elevation (None: as it is)."""
 
 
 class EstimateWorker(QObject):
@@ -119,6 +121,8 @@ class EstimateWorker(QObject):
             raise _ModelError(_message(exc)) from exc
         if req.flip_test is not None and hasattr(est, "flip_test"):
             est.flip_test = req.flip_test
+        if req.elevation_search is not None and hasattr(est, "elevation_search"):
+            est.elevation_search = req.elevation_search
         # The estimator downscales to its own ``max_pixels`` itself and reports everything
         # in the pixels of what it is given: the full-resolution array (= the file's pixels),
         # or the file itself when the photo was too big even for display (then the shown

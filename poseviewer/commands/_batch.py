@@ -235,3 +235,34 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
                         help="origin of the exported 3D poses: pelvis (root-relative, the "
                         "default) or lifting (the lifting's own frame, origin near the joint "
                         "centroid); size-normalised millimetres, x right, y depth, z up")
+
+
+def estimator_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The command's options for ``load_estimator``, as plain values (a Ray actor gets
+    them too)."""
+    return {"weights": args.weights, "pose_model": args.pose_model, "device": args.device,
+            "person_weights": args.person_weights, "bf16": bool(args.bf16),
+            "flip_test": False if getattr(args, "single_pass", False) else None,
+            "target_prior_off": bool(getattr(args, "no_target_prior", False)),
+            "elevation_search": bool(getattr(args, "elevation_search", False))}
+
+
+def load_estimator(args: argparse.Namespace | dict[str, Any]) -> Any:
+    """The Estimator for the command's options (or ``estimator_settings`` of them)."""
+    from poseviewer.cnn.prior import TargetPrior
+    from poseviewer.estimator import Estimator
+
+    s = args if isinstance(args, dict) else estimator_settings(args)
+    return Estimator.load(weights=s["weights"], pose_model=s["pose_model"],
+                          device=s["device"], person_weights=s["person_weights"],
+                          bf16=s["bf16"], flip_test=s["flip_test"],
+                          target_prior=TargetPrior(0.0, 0.0) if s["target_prior_off"]
+                          else None, elevation_search=s["elevation_search"])
+
+
+def add_elevation_argument(parser: argparse.ArgumentParser) -> None:
+    """``--elevation-search`` (estimate, lift): the 3D model's ``elevation_search``."""
+    parser.add_argument("--elevation-search", action="store_true",
+                        help="let the 3D fit find the camera's elevation (photos taken from "
+                        "above or below; exported as the fit's elevation); each new "
+                        "visibility pattern then costs about 0.15 s more")

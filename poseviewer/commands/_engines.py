@@ -28,8 +28,10 @@ from poseviewer.commands._batch import (
     CocoCollector,
     Report,
     UniqueStems,
+    estimator_settings,
     finish_batch,
     implausible_count,
+    load_estimator,
 )
 from poseviewer.export import EXPORTERS, coco_dict, export_result
 from poseviewer.export.table import ParquetTable, person_rows
@@ -284,14 +286,9 @@ class EstimateActor:
     def __init__(self, settings: dict[str, Any], opts: dict[str, Any]) -> None:
         import torch
 
-        from poseviewer.estimator import Estimator
-
         if settings.get("threads"):
             torch.set_num_threads(int(settings["threads"]))
-        self.estimator = Estimator.load(
-            weights=settings["weights"], pose_model=settings["pose_model"],
-            device=settings["device"], person_weights=settings["person_weights"],
-            bf16=settings["bf16"], flip_test=settings.get("flip_test"))
+        self.estimator = load_estimator(settings)
         self.opts = BatchOptions(**{**opts, "per_image": tuple(opts["per_image"])})
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -335,10 +332,9 @@ def _run_ray(todo: list[tuple[int, str, str, str]], opts: BatchOptions,
             cpus = int(ray.cluster_resources().get("CPU", 1))
             actors = int(args.actors or max((cpus - 1) // threads, 1))
             res = {"num_cpus": threads}
-        settings = {"weights": _abs(args.weights), "pose_model": _abs(args.pose_model),
-                    "person_weights": _abs(args.person_weights), "device": args.device,
-                    "bf16": bool(args.bf16), "threads": threads,
-                    "flip_test": False if getattr(args, "single_pass", False) else None}
+        settings = {**estimator_settings(args), "weights": _abs(args.weights),
+                    "pose_model": _abs(args.pose_model),
+                    "person_weights": _abs(args.person_weights), "threads": threads}
         rows = [{"index": i, "input": src, "stem": stem, "path": path}
                 for i, src, stem, path in todo]
         b = opts.batch_size

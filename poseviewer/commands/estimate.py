@@ -30,17 +30,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from poseviewer.commands._batch import (
     CocoCollector,
     OutputFolderError,
     Report,
     UniqueStems,
+    add_elevation_argument,
     add_output_arguments,
     check_out_dir,
     finish_batch,
     implausible_count,
+    load_estimator,
     make_out_dir,
     missing_inputs,
 )
@@ -79,6 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the 2D network once per crop, without its mirror "
                         "test-time augmentation (about twice as fast; the default network's "
                         "PCK drops by about 1.5 points)")
+    add_elevation_argument(parser)
     parser.add_argument("--no-target-prior", action="store_true",
                         help="do not weight each person's belief maps by whom the crop is "
                         "about (by default evidence nearer another person's box than the "
@@ -108,18 +110,6 @@ def collect_images(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[tupl
         else:
             problems.append((str(path), "no such file or folder"))
     return found, problems
-
-
-def load_estimator(args: argparse.Namespace) -> Any:
-    """The Estimator for the command's options."""
-    from poseviewer.cnn.prior import TargetPrior
-    from poseviewer.estimator import Estimator
-
-    return Estimator.load(weights=args.weights, pose_model=args.pose_model,
-                          device=args.device, person_weights=args.person_weights,
-                          bf16=args.bf16, flip_test=False if args.single_pass else None,
-                          target_prior=TargetPrior(0.0, 0.0)
-                          if getattr(args, "no_target_prior", False) else None)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -91,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             specs = default_models()
         models = {name: load_pose_model(p) for name, p in specs.items()}
+        if args.elevations:  # the table measures the fit that searches the elevation
+            for m in models.values():
+                m.elevation_search = True
         config = eval3d.EvalConfig(
             subjects=_ints(args.subjects), stride=args.stride, seed=args.seed,
             hidden=_ints(args.hidden),

@@ -20,6 +20,7 @@ from poseviewer.commands._batch import (
     OutputFolderError,
     Report,
     UniqueStems,
+    add_elevation_argument,
     add_output_arguments,
     check_out_dir,
     finish_batch,
@@ -42,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"(default: {DEFAULT_POSE_MODEL.name})")
     parser.add_argument("--layout", choices=("coco17", "cpm14"), default=None,
                         help="force the COCO keypoint layout (default: from the file)")
+    add_elevation_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         formats = parse_formats(args.format)
         check_out_dir(args.out)
         model = load_pose_model(args.model)
+        model.elevation_search = bool(getattr(args, "elevation_search", False))
         make_out_dir(args.out)
     except (OutputFolderError, ValueError, OSError) as exc:  # bad format, folder or model
         print(f"poseviewer lift: {exc}", file=sys.stderr)

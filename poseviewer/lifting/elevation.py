@@ -174,17 +174,21 @@ class ElevOps:
     coef32: np.ndarray  #: (K E A, 5 + B, 29) float32 maps of the coefficients and tz
     cov_t: np.ndarray = field(init=False)  #: the joint covariances' terms, on first need
     qd: np.ndarray = field(init=False)
+    capped: dict[int, tuple[np.ndarray, np.ndarray]] = field(init=False)
+    """Component -> step 3's capped-scale forms over the grid (residual forms (E, A, 29, 29),
+    coefficient maps (E, A, 5 + B, 29)), made on the first person who needs them."""
 
     def __post_init__(self) -> None:
         n = self.coef32.shape[0]
         self.cov_t = np.zeros((n, 17, 3, 3))
         self.qd = np.zeros((n, 2))
+        self.capped = {}
 
     @property
     def nbytes(self) -> int:
         """Memory held (bytes)."""
         return self.res_packed.nbytes + self.coef32.nbytes + self.cov_t.nbytes + \
-            self.qd.nbytes
+            self.qd.nbytes + sum(r.nbytes + c.nbytes for r, c in self.capped.values())
 
 
 def build(np_: dict[str, np.ndarray], ops, elev: np.ndarray, level: int, spike: float
@@ -211,14 +215,18 @@ def capped_refit(np_: dict[str, np.ndarray], ops, eops: ElevOps, k: int, uu: np.
     prior targeting 0): (every rotation's residual (E A,), the chosen rotation e A + a,
     its coefficients and ``tz`` (5 + B,))."""
     elev = eops.elev
-    one = _component(np_, k)
-    x, prior, tmap = design(one, ops.mask, elev)
-    res, coef = solve_forms(x, prior, tmap, one["lam"], solve.SCALE_CAP)
-    rr = (res[0] @ uu) @ uu  # (E, A)
+    forms = eops.capped.get(k)
+    if forms is None:  # the pattern's first capped fit of component k: solved once, kept
+        one = _component(np_, k)
+        x, prior, tmap = design(one, ops.mask, elev)
+        res, coef = solve_forms(x, prior, tmap, one["lam"], solve.SCALE_CAP)
+        forms = eops.capped[k] = (res[0], coef[0])
+    res, coef = forms
+    rr = (res @ uu) @ uu  # (E, A)
     rr[elev != 0.0] *= 1.0 + eops.spike
     j = int(rr.argmin())
     e, a = divmod(j, rr.shape[1])
-    return rr.reshape(-1), j, coef[0, e, a] @ uu
+    return rr.reshape(-1), j, coef[e, a] @ uu
 
 
 def noise_terms(model, ops, eops: ElevOps, flat: np.ndarray
@@ -336,12 +344,15 @@ def fit_prepared(model, ops, eops: ElevOps, ug: np.ndarray, keep_all: bool
     a = (eops.coef32.take(flat, axis=0).astype(np.float64) @ ug[:, None, :, None])[..., 0]
     cp = a[..., 0] > solve.SCALE_CAP
     if cp.any():
-        for i, k in zip(*np.nonzero(cp), strict=True):  # rare: a loop
+        held = eops.nbytes
+        for i, k in zip(*np.nonzero(cp), strict=True):  # a loop: forms kept per component
             rr, j, cf = capped_refit(model.observed_arrays(), ops, eops, int(k), ug[i])
             r[i, k] = rr
             best[i, k] = j
             rb[i, k] = rr[j]
             a[i, k] = cf
+        if eops.nbytes > held:  # new capped forms: keep the cache within its budget
+            model.pattern_cache.trim()
         flat = best + np.arange(K) * (E * A)
     ei, ai = np.divmod(best, A)
     cov_t, qd = noise_terms(model, ops, eops, flat)

@@ -184,8 +184,9 @@ class PoseModel3D:
         #: model's ``meta["joint_cov_scale"]`` (read here).
         self.cov_scale: float = float(self.meta.get("joint_cov_scale", 1.0))
         #: Camera elevations (degrees) searched with the yaws (``elevation``); (0.0,) is
-        #: the release's yaw-only fit, which ``release_exact`` always uses.
-        self.elevations: tuple[float, ...] = solve.ELEVATIONS_DEG
+        #: the release's yaw-only fit (the default, and what ``release_exact`` always
+        #: uses); ``elevation_search = True`` sets the grid ``solve.ELEVATIONS_DEG``.
+        self.elevations: tuple[float, ...] = solve.LEVEL
         #: The elevation prior: non-level rotations' residuals times 1 + this.
         self.elevation_spike: float = solve.ELEVATION_SPIKE
         self._grid_cache: tuple[Any, Any] | None = None
@@ -426,6 +427,17 @@ class PoseModel3D:
         if isinstance(got, tuple):
             return got[0].numpy(), got[1]
         return got.numpy()
+
+    @property
+    def elevation_search(self) -> bool:
+        """Whether the fit searches the camera's elevation (``elevations`` holds more than
+        the level camera); setting it chooses the grid ``solve.ELEVATIONS_DEG`` or the
+        release's yaw-only fit ``solve.LEVEL``."""
+        return len(tuple(self.elevations)) > 1
+
+    @elevation_search.setter
+    def elevation_search(self, on: bool) -> None:
+        self.elevations = solve.ELEVATIONS_DEG if on else solve.LEVEL
 
     def elevation_grid(self, release_exact: bool) -> tuple[np.ndarray, int] | None:
         """(elevations in radians, the level one's index) searched with the yaws, or None

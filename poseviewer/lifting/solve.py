@@ -431,6 +431,11 @@ def _min_residual(tgg: _T, tgh: _T, thh: _T, tgt: _T, tht: _T, ttt: _T, kappa: _
 #: the person, R = R_x(e) R_z(yaw)). The level one (0) is solved exactly as the
 #: release's yaw-only fit; ``release_exact`` searches it alone.
 ELEVATIONS_DEG = (-15.0, 0.0, 15.0, 30.0, 45.0, 60.0, 75.0)
+#: The release's yaw-only fit (a level camera): the default. The grid costs a visibility
+#: pattern about 0.15 s to prepare on first sight (yaw-only: ~10 ms; measured on a 2-core
+#: CPU), so a folder of photos estimates about 2.5x slower with it: users turn it on
+#: (``PoseModel3D.elevation_search``, ``--elevation-search``, the viewer's Run menu).
+LEVEL = (0.0,)
 #: The "spike" prior on the elevation: the residual of every non-level rotation is
 #: multiplied by 1 + this, before the choice of the rotation and in the score (level photos
 #: keep their fit unless a tilted camera explains the joints clearly better). Measured
