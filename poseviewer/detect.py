@@ -255,9 +255,9 @@ class PersonDetector:
         torch = self._torch
         x = torch.from_numpy(np.ascontiguousarray(square)).permute(2, 0, 1)[None].float()
         x = (x / 255.0 - 0.5).contiguous(memory_format=torch.channels_last)
-        from poseviewer.lifting.model import _torch_threads  # the one thread-count lock
+        from poseviewer.threads import torch_threads  # the one thread-count lock
 
-        with _torch_threads(self.threads, torch.device("cpu")), torch.inference_mode():
+        with torch_threads(self.threads, torch.device("cpu")), torch.inference_mode():
             out = self.net(x)
         return {k: v[0].numpy() for k, v in out.items()}
 

@@ -12,7 +12,6 @@ outputs are numpy: torch stays inside the backend.
 
 from __future__ import annotations
 
-import copy
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,9 +209,9 @@ class CPMBackend:
         cached = getattr(self, "_config_dict", None)
         if cached is None or cached[0] is not cfg:  # to_dict of a converted trunk: ~1 ms
             cached = self._config_dict = (cfg, cfg.to_dict())
-        return {
-            "name": cfg.name,
-            "config": copy.deepcopy(cached[1]),
+        return {  # the config dict is shared by every result of this config: read only
+            "name": cfg.name,                # (a deep copy per result cost ~4 ms a frame)
+            "config": cached[1],
             "fusion_active": self.model.fusion_active,
             "fusion_weights": None if fw is None else fw.detach().cpu().tolist(),
             "bf16": self.bf16,

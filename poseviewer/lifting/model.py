@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,7 @@ from poseviewer.atomic import atomic_write_bytes
 from poseviewer.lifting import fast, operators, solve
 from poseviewer.lifting.result import ComponentFits, LiftResult
 from poseviewer.skeleton import CPM14, CPM_TO_H36M_SLOTS, CPM_TO_H36M_SOURCES, H36M17
+from poseviewer.threads import torch_threads
 
 #: Joints of the 3D model (H36M-17) and of the 2D input (CPM-14).
 NUM_JOINTS_3D = H36M17.num_joints
@@ -82,36 +80,6 @@ def _as_f64(x: Any, name: str) -> Tensor:
         raise ValueError(f"PoseModel3D: {name} is not a numeric array ({exc})") from None
 
 
-#: Serialises the lifts that change torch's thread count (see :func:`_torch_threads`).
-_THREADS_LOCK = threading.RLock()
-
-
-@contextmanager
-def _torch_threads(n: int | None, device: torch.device) -> Iterator[None]:
-    """Run the block with ``n`` intra-op CPU threads (None: leave torch's setting).
-
-    ``torch.set_num_threads`` is not scoped to the calling thread: it also changes the
-    count that other and new threads get (OpenMP/MKL globals). So the whole block runs
-    under a module-level lock: lifts that change the count never overlap, each restores
-    exactly the value it found, and the change lasts only as long as one lift (about a
-    millisecond for one person). Other torch work running at that moment in another
-    thread may see the changed count; callers that mind set ``lift_threads = None``.
-    """
-    if n is None or device.type != "cpu":
-        yield
-        return
-    with _THREADS_LOCK:
-        old = torch.get_num_threads()
-        if n == old:
-            yield
-            return
-        torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(old)
-
-
 class PoseModel3D:
     """Mixture of K probabilistic PCA models of H36M-17 3D poses (the paper's 3D model).
 
@@ -161,7 +129,7 @@ class PoseModel3D:
         #: operations; fork/join of a thread pool costs more than it saves, and far more on
         #: a machine loaded by other work (measured: scripts/bench_lifting.py). Torch's
         #: thread count is not per thread: while ``lift`` runs it changes for the process;
-        #: such lifts are serialised by a module lock (see ``_torch_threads``). The
+        #: such lifts are serialised by one lock (see ``poseviewer.threads.torch_threads``). The
         #: operators' fast path changes it only while it prepares a pattern or solves
         #: directly (a warm lift leaves torch's threads alone: changing them right after a
         #: network's parallel forward pass can wait for the thread pool, tens of ms).
@@ -474,7 +442,7 @@ class PoseModel3D:
 
     def torch_threads(self) -> Any:
         """Context: torch runs with ``lift_threads`` intra-op threads (see there)."""
-        return _torch_threads(self.lift_threads, self._device)
+        return torch_threads(self.lift_threads, self._device)
 
     def _lift(self, j: Any, vis: Any, inter: bool, release_exact: bool = False):
         """numpy inputs: the operators' fast path (``fast``); torch: the direct solver."""
