@@ -13,6 +13,8 @@ from poseviewer.errors import ImageError  # noqa: F401  (raised here; re-exporte
 
 #: Images above this many pixels are downscaled (with a message) before analysis.
 MAX_PIXELS = 40_000_000
+#: The suffixes read as photos (folders are searched for them; the viewer's Open dialog).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 #: Files whose decoded size would exceed this are refused (OpenCV's own limit is 2^30).
 HARD_MAX_PIXELS = 1 << 30
 #: Images with a side shorter than this are refused: too small to hold a person.

@@ -617,6 +617,25 @@ def test_export_menu_lists_the_registry(qtbot, settings, tmp_path, monkeypatch):
     assert back.num_stages == 3
 
 
+def test_open_dialogs_offer_every_suffix_the_readers_take():
+    """The Open dialogs' filters come from the one list of photo and video suffixes that
+    the CLI's folder search and the video reader use."""
+    import re
+
+    from poseviewer.app.main_window import IMAGE_FILTER
+    from poseviewer.app.video import VIDEO_FILTER
+    from poseviewer.commands import estimate as estimate_cmd
+    from poseviewer.imageio import IMAGE_EXTENSIONS
+    from poseviewer.video.source import VIDEO_EXTENSIONS
+
+    def offered(text: str) -> set[str]:
+        return set(re.findall(r"\*(\.\w+)", text.split(";;")[0]))
+
+    assert offered(IMAGE_FILTER) == set(IMAGE_EXTENSIONS)
+    assert offered(VIDEO_FILTER) == set(VIDEO_EXTENSIONS)
+    assert estimate_cmd.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS
+
+
 def test_import_joints_and_reopen_result(qtbot, settings, tmp_path, messages, artifacts_dir):
     from poseviewer import export
 

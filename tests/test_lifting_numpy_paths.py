@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from poseviewer.lifting import operators, solve
+from poseviewer.result import SCALE_CAP
 
 pytestmark = pytest.mark.shared
 
@@ -38,7 +39,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_fit_pairs_numpy_equals_torch(model, n: int) -> None:
     rng = np.random.default_rng(n)
     args = _pairs(model, rng, n)
-    for cap, exact in [(None, False), (solve.SCALE_CAP, False), (solve.SCALE_CAP, True)]:
+    for cap, exact in [(None, False), (SCALE_CAP, False), (SCALE_CAP, True)]:
         want = solve._fit_pairs_torch(*args, cap=cap, release_exact=exact)
         got = solve.PairFit(*(torch.from_numpy(x) for x in solve._fit_pairs_np(
             *(a.numpy() for a in args), cap=cap, release_exact=exact)))

@@ -33,8 +33,10 @@ from poseviewer.app.view3d import Pose3DPanel
 from poseviewer.app.worker import WorkerController
 from poseviewer.atomic import atomic_write_with
 from poseviewer.export.registry import EXPORTERS, ExportOptions
+from poseviewer.imageio import IMAGE_EXTENSIONS
 
-IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp);;All files (*)"
+IMAGE_FILTER = ("Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_EXTENSIONS))
+                + ");;All files (*)")
 MAX_RECENT = 10
 
 #: Export formats: key -> (menu label, file filter, default suffix), from the registry.

@@ -38,9 +38,10 @@ from PySide6.QtWidgets import (
 
 from poseviewer.errors import Cancelled, CancelToken
 from poseviewer.result import EstimateResult, ResultSequence
+from poseviewer.video.source import VIDEO_EXTENSIONS
 
-VIDEO_FILTER = ("Videos (*.mp4 *.m4v *.avi *.mov *.mkv *.webm *.mpg *.mpeg *.wmv);;"
-                "All files (*)")
+VIDEO_FILTER = ("Videos (" + " ".join(f"*{s}" for s in sorted(VIDEO_EXTENSIONS))
+                + ");;All files (*)")
 #: The memory budget of a video's cache of frames and maps (MB), unless the settings'
 #: ``video/cache_mb`` says otherwise.
 DEFAULT_CACHE_MB = 1024

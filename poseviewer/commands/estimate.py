@@ -52,9 +52,8 @@ from poseviewer.commands._video import (
     estimate_video_file,
 )
 from poseviewer.export import EXPORTERS, export_result, parse_formats
+from poseviewer.imageio import IMAGE_EXTENSIONS
 from poseviewer.video.source import is_video_path
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from poseviewer.lifting import solve
+from poseviewer.result import SCALE_CAP
 
 
 def _trig(sin: np.ndarray, cos: np.ndarray, elev: np.ndarray
@@ -219,7 +220,7 @@ def capped_refit(np_: dict[str, np.ndarray], ops, eops: ElevOps, k: int, uu: np.
     if forms is None:  # the pattern's first capped fit of component k: solved once, kept
         one = _component(np_, k)
         x, prior, tmap = design(one, ops.mask, elev)
-        res, coef = solve_forms(x, prior, tmap, one["lam"], solve.SCALE_CAP)
+        res, coef = solve_forms(x, prior, tmap, one["lam"], SCALE_CAP)
         forms = eops.capped[k] = (res[0], coef[0])
     res, coef = forms
     rr = (res @ uu) @ uu  # (E, A)
@@ -342,7 +343,7 @@ def fit_prepared(model, ops, eops: ElevOps, ug: np.ndarray, keep_all: bool
     rb = np.take_along_axis(r, best[..., None], -1)[..., 0]
     flat = best + np.arange(K) * (E * A)
     a = (eops.coef32.take(flat, axis=0).astype(np.float64) @ ug[:, None, :, None])[..., 0]
-    cp = a[..., 0] > solve.SCALE_CAP
+    cp = a[..., 0] > SCALE_CAP
     if cp.any():
         held = eops.nbytes
         for i, k in zip(*np.nonzero(cp), strict=True):  # a loop: forms kept per component

@@ -22,6 +22,7 @@ import torch
 
 from poseviewer.lifting import elevation, operators, solve
 from poseviewer.lifting.result import ComponentFits, LiftResult
+from poseviewer.result import SCALE_CAP
 
 if TYPE_CHECKING:
     from poseviewer.lifting.model import PoseModel3D
@@ -125,11 +126,11 @@ def _direct_np(model: PoseModel3D, u: np.ndarray, v: np.ndarray, release_exact: 
                 d["mux"][pk], d["muy"][pk], d["muz"][pk], d["rho"][pk], d["lam"][pk]]
 
     rs, a, r, c = solve._fit_pairs_np(*per_pair(pn, pk), d["sin"], d["cos"])
-    cp = c[:, 0] > solve.SCALE_CAP
+    cp = c[:, 0] > SCALE_CAP
     if cp.any():
         sel = np.flatnonzero(cp)
         rs[sel], a[sel], r[sel], c[sel] = solve._fit_pairs_np(
-            *per_pair(pn[sel], pk[sel]), d["sin"], d["cos"], cap=solve.SCALE_CAP,
+            *per_pair(pn[sel], pk[sel]), d["sin"], d["cos"], cap=SCALE_CAP,
             release_exact=release_exact)
     _store(idx, (c, r, a, cp, rs), out)
     got_cov, got_fit = operators._joint_cov_np(
@@ -215,10 +216,10 @@ def _fit_prepared(model: PoseModel3D, ops: operators.PatternOps, ug: np.ndarray,
     flat = best + ops.koff  # (n, K) flat (component, angle) indices
     rb = r.reshape(-1).take(flat) if n == 1 else r.min(-1)  # the residual there
     a = (ops.coef_flat.take(flat, axis=0) @ ug[:, None, :, None])[..., 0]  # (n, K, nb)
-    if a[..., 0].max() <= solve.SCALE_CAP:
+    if a[..., 0].max() <= SCALE_CAP:
         cp = np.zeros((n, K), dtype=bool)
     else:
-        cp = a[..., 0] > solve.SCALE_CAP
+        cp = a[..., 0] > SCALE_CAP
         got = ops.capped.get(release_exact)
         if got is None:
             with model.torch_threads():
@@ -258,12 +259,12 @@ def _direct(model: PoseModel3D, u: np.ndarray, v: np.ndarray, release_exact: boo
     fit = solve.fit_pairs(*gather(pn, pk), model._sin, model._cos)
     c, r, a, rs = (x.numpy().copy() for x in (fit.coeffs, fit.residual, fit.angle,
                                                fit.residuals))
-    cp = c[:, 0] > solve.SCALE_CAP
+    cp = c[:, 0] > SCALE_CAP
     if cp.any():
         sel = np.flatnonzero(cp)
         st = torch.from_numpy(sel)
         cf = solve.fit_pairs(*gather(pn[st], pk[st]), model._sin, model._cos,
-                             cap=solve.SCALE_CAP, release_exact=release_exact)
+                             cap=SCALE_CAP, release_exact=release_exact)
         c[sel], r[sel], a[sel], rs[sel] = (x.numpy() for x in (cf.coeffs, cf.residual,
                                                                cf.angle, cf.residuals))
     _store(idx, (c, r, a, cp, rs), (coeffs, res, ang, capped, allres))

@@ -15,6 +15,7 @@ from torch import Tensor
 from poseviewer.atomic import atomic_write_bytes
 from poseviewer.lifting import fast, operators, solve
 from poseviewer.lifting.result import ComponentFits, LiftResult
+from poseviewer.result import SCALE_CAP
 from poseviewer.skeleton import CPM14, CPM_TO_H36M_SLOTS, CPM_TO_H36M_SOURCES, H36M17
 from poseviewer.threads import torch_threads
 
@@ -489,11 +490,11 @@ class PoseModel3D:
         coeffs, res, ang = fit.coeffs, fit.residual, fit.angle
         residuals = fit.residuals
         # Step 3: refit the components whose scale exceeds the cap.
-        capped = coeffs[:, 0] > solve.SCALE_CAP
+        capped = coeffs[:, 0] > SCALE_CAP
         if capped.any():
             idx = capped.nonzero()[:, 0]
             cf = solve.fit_pairs(*gather(pn[idx], pk[idx]), self._sin, self._cos,
-                                 cap=solve.SCALE_CAP, release_exact=release_exact)
+                                 cap=SCALE_CAP, release_exact=release_exact)
             coeffs, res, ang = coeffs.clone(), res.clone(), ang.clone()
             residuals = residuals.clone()
             coeffs[idx], res[idx], ang[idx], residuals[idx] = (

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from poseviewer.lifting import solve
+from poseviewer.result import SCALE_CAP
 
 
 @dataclass
@@ -239,7 +240,7 @@ def capped_ops(ops: PatternOps, lam: Tensor, sin: Tensor, cos: Tensor, release_e
         return got
     q, kappa = ops.q, ops.kappa
     nu = q.shape[-1] - 2
-    cap = solve.SCALE_CAP
+    cap = SCALE_CAP
     if release_exact:
         tau0 = (solve.SCALE_PRIOR / math.sqrt(solve.TRANSLATION_PRIOR)) * sin
     else:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from poseviewer.lifting.solve import SCALE_CAP
+from poseviewer.result import SCALE_CAP
 
 Array = Any  # torch.Tensor (default) or numpy.ndarray (after .numpy())
 

@@ -57,8 +57,6 @@ NUM_ANGLES = 100
 TRANSLATION_PRIOR = 1e-10
 #: Right-hand side of the first prior row (the scale prior, -0.003).
 SCALE_PRIOR = -0.003
-#: Scale cap of step 3.
-SCALE_CAP = -0.001
 #: Multiplier of sigma in the regulariser weights.
 SIGMA_FACTOR = 5.2
 #: Weight of the observation in the blend of step 5.2.
