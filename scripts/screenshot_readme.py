@@ -30,6 +30,8 @@ def main() -> int:
                     help="width of the saved picture in pixels (default 1100)")
     ap.add_argument("--crop", action="store_true",
                     help="belief maps over the person's crop (the maps panel's Crop box)")
+    ap.add_argument("--elevation-search", action="store_true",
+                    help="turn on Run > Search camera elevation first")
     ap.add_argument("--uncertainty", action="store_true",
                     help="the 3D panel's ellipsoids on")
     ap.add_argument("--colours", type=int, default=192,
@@ -59,6 +61,7 @@ def main() -> int:
     w, h = (int(v) for v in args.size.lower().split("x"))
     win.resize(w, h)
     win.show()
+    win.action_elevation.setChecked(args.elevation_search)
 
     loop = QEventLoop()
     win.worker.succeeded.connect(lambda *_a: loop.quit())
