@@ -725,6 +725,24 @@ def test_viewer_timeline_on_a_video(video_window, clip, qtbot) -> None:
     assert panel.play_button.text() == "Play"
 
 
+def test_viewer_video_runs_with_the_windows_estimator_settings(video_window, clip, qtbot,
+                                                               estimator) -> None:
+    """The Run menu's settings (here the elevation search) reach the video worker's
+    estimator when a video starts, and every frame's result says it ran so."""
+    win, panel = video_window, video_window.video_panel
+    assert not estimator.elevation_search
+    win.elevation_search = True  # as Run > Search camera elevation does
+    try:
+        panel.open_video(str(clip))
+        qtbot.waitUntil(lambda: panel.status_label.text() == f"estimated {N_FRAMES}/{N_FRAMES}",
+                        timeout=180000)
+        assert estimator.elevation_search
+        assert all(r.model["elevation_search"] is True for r in panel.sequence)
+    finally:
+        panel.stop()
+        estimator.elevation_search = False  # the module's estimator, shared by other tests
+
+
 @pytest.mark.gui
 def test_viewer_camera_mode_bad_and_long_videos(video_window, qtbot, tmp_path, clip,
                                                monkeypatch) -> None:

@@ -69,6 +69,9 @@ class VideoJob:
     not ready (ahead of the pass, or evicted from the cache)."""
     fps: float | None = None
     notes: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The window's estimator settings when the run started (``flip_test``,
+    ``elevation_search``; None: as the estimator is), applied by the worker."""
     """Notes from reading (e.g. the file ended early)."""
 
 
@@ -93,9 +96,13 @@ class VideoWorker(QObject):
         self._factory = estimator_factory
         self._estimator: Any = None
 
-    def estimator(self) -> Any:
+    def estimator(self, job: VideoJob | None = None) -> Any:
+        """The estimator (made on first use), with ``job``'s settings applied."""
         if self._estimator is None:
             self._estimator = self._factory()
+        for name, value in (job.settings if job is not None else {}).items():
+            if value is not None and hasattr(self._estimator, name):
+                setattr(self._estimator, name, value)
         return self._estimator
 
     @Slot(object)
@@ -119,7 +126,7 @@ class VideoWorker(QObject):
             job.fps = src.fps
             total = src.frame_count or 0
             self.decoded.emit(job.id, total)
-            est = self.estimator()
+            est = self.estimator(job)
             analyzer = VideoAnalyzer(est)
             for i, frame in enumerate(iter_frames(src)):
                 self._serve(job)
@@ -143,7 +150,7 @@ class VideoWorker(QObject):
         rgb = _decode_at(str(job.source), w)
         if rgb is None:
             return
-        res = self.estimator().estimate(rgb, cancel=job.token)
+        res = self.estimator(job).estimate(rgb, cancel=job.token)
         self.frame_done.emit(job.id, w, res, rgb, True)
 
     @Slot(object)
@@ -162,7 +169,7 @@ class VideoWorker(QObject):
         src = job.source()
         grabber = LatestFrame(src)
         try:
-            run_live(VideoAnalyzer(self.estimator()), grabber,
+            run_live(VideoAnalyzer(self.estimator(job)), grabber,
                      lambda frame, res, stats: self.live_frame.emit(job.id, frame.rgb, res,
                                                                    stats),
                      cancel=job.token)
@@ -306,7 +313,10 @@ class VideoPanel(QWidget):
         self.timer.stop()
         self.play_button.setText("Play")
         self._next_id += 1
-        self.job = VideoJob(self._next_id, source, live=live)
+        w = self.window_
+        self.job = VideoJob(self._next_id, source, live=live, settings={
+            "flip_test": getattr(w, "flip_test", None),
+            "elevation_search": getattr(w, "elevation_search", None)})
         self.sequence = None
         self._lru = {}
         self.stats = None
