@@ -190,6 +190,12 @@ def _net_class() -> Any:
     return DetectorNet
 
 
+#: The person detector's fixed torch thread count (``PersonDetector.threads``): fixed so
+#: that its boxes do not depend on the caller's threads; 2, not 1, because one thread made
+#: it about 1.36x slower on a 2-core CPU (scripts/bench_detector_threads.py).
+DETECTOR_THREADS = 2
+
+
 class PersonDetector:
     """MoveNet MultiPose as a people finder: ``detector(image_rgb) -> (boxes, scores)``."""
 
@@ -215,12 +221,12 @@ class PersonDetector:
         # channels_last: ~25 % faster for this MobileNet on the CPU (measured here)
         self.net = self.net.to(memory_format=torch.channels_last)
         self._torch = torch
-        self.threads: int | None = 1
+        self.threads: int | None = DETECTOR_THREADS
         """Torch intra-op threads the network runs with (None: the caller's). One image at
         a time, its 1 x 1 convolutions split their sums over the threads, so its float32
         rounding (and the boxes, to ~1e-5 px, which moves the crops' pixels) would depend
-        on the caller's thread count: with 1 the boxes are the same in the viewer, the
-        plain, local and Ray engines whatever their thread counts."""
+        on the caller's thread count: with a fixed count the boxes are the same in the
+        viewer, the plain, local and Ray engines whatever their thread counts."""
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] = DEFAULT_DETECTOR) -> PersonDetector:
