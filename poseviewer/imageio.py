@@ -230,6 +230,9 @@ def _decode_file(path: Path, max_pixels: int | None = None
     # IMREAD_COLOR applies the EXIF orientation; ANYDEPTH keeps 16-bit samples.
     img = cv2.imdecode(raw, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     if img is None:
+        if head is not None:  # a known format whose size is within the limit
+            raise ImageError(f"cannot decode {path}: damaged or truncated "
+                             f"({head[1]}x{head[2]} pixels announced)")
         raise ImageError(f"cannot decode {path}: not an image OpenCV can read, truncated, "
                          f"or larger than {HARD_MAX_PIXELS} pixels")
     if (head is None or head[3]) and _may_have_alpha(raw):  # IMREAD_COLOR drops alpha:
