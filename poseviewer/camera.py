@@ -42,7 +42,7 @@ from poseviewer.result import COMPONENT_FIELDS, FIT_FIELDS
 
 #: Default field of view across the image's longer side, degrees (chosen by
 #: ``scripts/eval_camera_ray.py``; docs/lifting.md). 0: orthographic (no re-projection).
-DEFAULT_FOV_DEG = 60.0
+DEFAULT_FOV_DEG = 50.0
 #: Rays closer than this (cosine) to the vertical have no level x axis: the photo's x
 #: axis is used instead.
 _VERTICAL_COS = 1.0 - 1e-9
