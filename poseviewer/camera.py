@@ -129,10 +129,11 @@ class RayCameras:
         flat = xy.reshape(len(xy), -1, 2)
         f = self.focal[:, None, None]
         r = np.concatenate([(flat - src[:, None]) / f, np.ones(flat.shape[:-1] + (1,))], -1)
-        v = np.einsum("nij,nkj->nki", rot, r)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = f * v[..., :2] / v[..., 2:] + dst[:, None]
-        return np.where(v[..., 2:] > 1e-9, out, np.nan).reshape(xy.shape)
+        v = r @ rot.swapaxes(-1, -2)
+        z = v[..., 2:]
+        ok = z > 1e-9
+        out = f * v[..., :2] / np.where(ok, z, 1.0) + dst[:, None]
+        return np.where(ok, out, np.nan).reshape(xy.shape)
 
     def scale_at_anchor(self) -> np.ndarray:
         """(N,) the photo's length per virtual length at each anchor (the square root of
@@ -155,7 +156,10 @@ def ray_cameras(centres: np.ndarray, image_size: Any, fov_deg: float,
     c = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
     n = len(c)
     sizes = np.broadcast_to(np.asarray(image_size, dtype=np.float64), (n, 2))
-    f = np.array([focal_length(fov_deg, tuple(s)) for s in sizes]).reshape(n)
+    if not (sizes > 0).all():
+        raise ValueError(f"the image size must be positive, got {image_size}")
+    focal_length(fov_deg, (1, 1))  # checks the field of view
+    f = 0.5 * sizes.max(-1) / np.tan(np.radians(float(fov_deg)) / 2.0)
     pp = 0.5 * sizes
     rays = np.concatenate([(c - pp) / f[:, None], np.ones((n, 1))], axis=-1)
     up = world_up(np.broadcast_to(np.asarray(elevation, dtype=np.float64), (n,)))
@@ -288,24 +292,26 @@ def lift_along_rays(model: Any, joints: Any, visible: Any, image_size: tuple[flo
     centres = visible_centres(img, vis)
     back = None if m is None else _invert_affine(m)
     grid = elevation_candidates(model) if elevation is None else [elevation]
-    best, best_score = None, None
+    best = best_score = rot = cams = None
     for e in grid:
         cams = ray_cameras(centres, image_size, fov_deg, e)
         virt = cams.to_virtual(img)
         ok = np.isfinite(virt).all(-1)
         fit = model.lift(np.where(ok[..., None], virt, 0.0), vis & ok, as_numpy=True,
                          **kwargs)
-        score = _best_score(fit) if len(grid) > 1 else None
-        length = cams.scale_at_anchor()
-        if back is not None:
-            length = length * np.abs(np.linalg.det(back[:, :, :2])) ** 0.5
-        fit = move_fit(fit, _Back(cams, back, length))
         if best is None:
-            best, best_score = fit, score
+            best, rot = fit, cams.rotation
+            best_score = _best_score(fit) if len(grid) > 1 else None
         else:
+            score = _best_score(fit)
             take = score < best_score
             best, best_score = _merge(best, fit, take), np.where(take, score, best_score)
-    return best
+            rot = np.where(take[:, None, None], cams.rotation, rot)
+    cams = dataclasses.replace(cams, rotation=rot)  # each person's chosen camera
+    length = cams.scale_at_anchor()
+    if back is not None:
+        length = length * np.abs(np.linalg.det(back[:, :, :2])) ** 0.5
+    return move_fit(best, _Back(cams, back, length))
 
 
 class RayLifter:
