@@ -78,7 +78,9 @@ def world_up(elevation: float | np.ndarray = 0.0) -> np.ndarray:
     """The world's up direction (..., 3) in the coordinates (x right, y down, z forward)
     of a camera tilted down by ``elevation`` radians."""
     e = np.asarray(elevation, dtype=np.float64)
-    return np.stack(np.broadcast_arrays(np.zeros_like(e), -np.cos(e), -np.sin(e)), axis=-1)
+    out = np.zeros(e.shape + (3,))
+    out[..., 1], out[..., 2] = -np.cos(e), -np.sin(e)
+    return out
 
 
 def ray_rotation(rays: np.ndarray, up: np.ndarray) -> np.ndarray:
@@ -88,17 +90,25 @@ def ray_rotation(rays: np.ndarray, up: np.ndarray) -> np.ndarray:
     z = np.asarray(rays, dtype=np.float64)
     z = z / np.linalg.norm(z, axis=-1, keepdims=True)
     u = np.broadcast_to(np.asarray(up, dtype=np.float64), z.shape)
-    x = np.cross(z, u)
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
+    x = _cross(z, u)
+    n = np.sqrt((x * x).sum(-1, keepdims=True))
     vertical = n[..., 0] < np.sqrt(1.0 - _VERTICAL_COS ** 2)
     if vertical.any():  # looking straight up or down the vertical: the photo's x axis
         ex = np.broadcast_to(np.array([1.0, 0.0, 0.0]), z.shape)
         alt = ex - (ex * z).sum(-1, keepdims=True) * z
         x = np.where(vertical[..., None], alt, x)
-        n = np.linalg.norm(x, axis=-1, keepdims=True)
+        n = np.sqrt((x * x).sum(-1, keepdims=True))
     x = x / n
-    y = np.cross(z, x)
-    return np.stack([x, y, z], axis=-2)
+    return np.stack([x, _cross(z, x), z], axis=-2)
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a x b over the last axis (3) (numpy's cross costs ~20 us a call in axis moves)."""
+    out = np.empty(np.broadcast_shapes(a.shape, b.shape))
+    out[..., 0] = a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1]
+    out[..., 1] = a[..., 2] * b[..., 0] - a[..., 0] * b[..., 2]
+    out[..., 2] = a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
+    return out
 
 
 @dataclass(frozen=True)
