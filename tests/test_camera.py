@@ -239,3 +239,17 @@ def test_lift_command_fov_and_unchanged_export_format(tmp_path, model, capsys):
     fit_r = outs["ray"]["persons"][0]["stages"][0]["fit"]
     fit_o = outs["ortho"]["persons"][0]["stages"][0]["fit"]
     assert not np.allclose(fit_r["pose_3d"], fit_o["pose_3d"], atol=1.0)
+
+
+def test_estimator_fov_setting():
+    from poseviewer.cnn import LiftingCPM, tiny_test
+    from poseviewer.estimator import Estimator
+
+    est = Estimator(LiftingCPM(tiny_test()), device="cpu")
+    assert est.fov == DEFAULT_FOV_DEG and est._model_info()["fov"] == DEFAULT_FOV_DEG
+    est.fov = 0
+    assert est.fov == 0.0
+    with pytest.raises(ValueError, match="between 0 and 180"):
+        Estimator(LiftingCPM(tiny_test()), device="cpu", fov=200)
+    with pytest.raises(ValueError, match="no 3D model"):
+        est.lift_joints(np.zeros((1, 14, 2)), np.ones((1, 14), bool), (100, 100))
