@@ -17,8 +17,10 @@ as far as it is known), and the fit's 2D outputs are moved back for drawing over
   centres the pose).
 - **Level.** The world vertical in camera coordinates (x right, y down, z forward) of a
   camera tilted down by ``elevation`` is u = (0, -cos e, -sin e); the virtual camera has
-  z_v = the ray, x_v = z_v x u normalised (level, pointing right), y_v = z_v x x_v. With
-  the default ``elevation`` 0 the camera is taken as level.
+  z_v = the ray, x_v = z_v x u normalised (level, pointing right), y_v = z_v x x_v.
+  ``lift_along_rays`` takes the camera as level, or, when the 3D model searches the
+  elevation, levels the virtual camera for each elevation of its grid in turn and keeps
+  per person the best-scoring fit.
 - **Virtual pixels.** A ray r = K^-1 (x, y, 1) is rotated, v = R r, and drawn at
   ``anchor + f (v_x, v_y) / v_z`` where ``anchor`` is the person's centre pixel: the
   person's ray maps to the anchor (the virtual image's centre), and a person at the
@@ -27,7 +29,9 @@ as far as it is known), and the fit's 2D outputs are moved back for drawing over
 
 The 3D pose the fit gives is in the virtual camera's frame: upright (z up) and seen along
 the person's ray (its x axis is turned about the vertical by the ray's azimuth against the
-photo's x axis).
+photo's x axis); the fit's elevation is the ray's. The moved-back fit's ``joints_2d`` are
+exact; ``PoseModel3D.project`` of such a fit, which scales by ``norm`` about ``centre``,
+is only the virtual image's projection moved by a similarity.
 """
 
 from __future__ import annotations
