@@ -347,3 +347,20 @@ class RayLifter:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["model"], name)
+
+
+#: The message of a lifting that could not use the camera ray (no image size).
+NO_SIZE_NOTE = ("the image size is unknown: lifted as if orthographic (every person on the "
+                "optical axis; the camera ray needs the image's size)")
+
+
+def imported_lifter(model: Any, fov_deg: float | None, image_size: Any
+                    ) -> tuple[Any, str | None]:
+    """The 3D model to lift imported 2D joints of an image of ``image_size`` with: a
+    ``RayLifter`` when ``fov_deg`` is set and the size known, else ``model`` itself and,
+    when the ray was wanted, a note for the result's messages."""
+    if not fov_deg:
+        return model, None
+    if image_size is None:
+        return model, NO_SIZE_NOTE
+    return RayLifter(model, fov_deg, image_size), None

@@ -253,3 +253,13 @@ def test_estimator_fov_setting():
         Estimator(LiftingCPM(tiny_test()), device="cpu", fov=200)
     with pytest.raises(ValueError, match="no 3D model"):
         est.lift_joints(np.zeros((1, 14, 2)), np.ones((1, 14), bool), (100, 100))
+
+
+def test_imported_joints_need_the_image_size():
+    from poseviewer.camera import NO_SIZE_NOTE, imported_lifter
+
+    model = object()
+    assert imported_lifter(model, 0, (640, 480)) == (model, None)
+    assert imported_lifter(model, 50.0, None) == (model, NO_SIZE_NOTE)
+    lifter, note = imported_lifter(model, 50.0, (640, 480))
+    assert isinstance(lifter, RayLifter) and note is None and lifter.model is model

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from poseviewer.camera import DEFAULT_FOV_DEG, RayLifter
+from poseviewer.camera import DEFAULT_FOV_DEG, imported_lifter
 from poseviewer.commands._batch import (
     CocoCollector,
     OutputFolderError,
@@ -83,13 +83,10 @@ def run(args: argparse.Namespace) -> int:
             for i, item in enumerate(items):
                 label = str(item.image or i) if len(items) > 1 else None
                 try:
-                    lifter = model if not fov or item.image_size is None else \
-                        RayLifter(model, fov, item.image_size)
+                    lifter, note = imported_lifter(model, fov, item.image_size)
                     result = lift_imported(item, lifter, model_path=model_path)
-                    if fov and item.image_size is None:
-                        result.messages.append(
-                            "the image size is unknown: lifted as if orthographic (every "
-                            "person on the optical axis; --fov needs the image's size)")
+                    if note:
+                        result.messages.append(note)
                     judge_result(result, limits)
                     base = Path(item.image).stem if item.image else src.stem
                     written = export_result(result, args.out, stems(base), per_image,
