@@ -31,13 +31,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from poseviewer.camera import DEFAULT_FOV_DEG, RayLifter, check_fov, lift_along_rays
 from poseviewer.cnn.backend import (
     CPMBackend,
     PersonNetFinder,
@@ -135,6 +137,8 @@ class Crops:
     """(P, 2, 3) crop pixels -> original-image pixels."""
     prior: np.ndarray | None = None
     """(P, h, w) log-weights on each crop's map grid (whom to look at), or None."""
+    image_size: tuple[int, int] | None = None
+    """(width, height) of the original image (its pixels are ``to_image``'s)."""
 
 
 @dataclass
@@ -190,9 +194,11 @@ class Estimator:
                  detector: PeopleFinder | None = find_people,
                  flip_test: bool | None = None,
                  target_prior: TargetPrior | None = None,
-                 elevation_search: bool | None = None) -> None:
+                 elevation_search: bool | None = None,
+                 fov: float | None = None) -> None:
         self.device = resolve_device(device)
         self.pose_model = pose_model
+        self.fov = DEFAULT_FOV_DEG if fov is None else fov
         if isinstance(model, LiftingCPM):
             self.backend: PoseBackend = CPMBackend(model, pose_model, self.device)
         else:
@@ -298,6 +304,18 @@ class Estimator:
     def elevation_search(self, on: bool) -> None:
         if self.pose_model is not None:
             self.pose_model.elevation_search = bool(on)
+
+    @property
+    def fov(self) -> float:
+        """The photo camera's field of view across the image's longer side, degrees: each
+        person's 2D joints are re-projected into a virtual camera looking along their own
+        ray before the 3D fit (``poseviewer.camera``); 0: orthographic, the
+        joints are lifted as they are. Default ``DEFAULT_FOV_DEG``."""
+        return self._fov
+
+    @fov.setter
+    def fov(self, deg: float | None) -> None:
+        self._fov = check_fov(deg)
 
     @property
     def flip_test(self) -> bool:
@@ -411,7 +429,7 @@ class Estimator:
         prior = self._prior(people, m)
         if (w, h) != tuple(loaded.original_size):
             m = m / loaded.scale  # analysed -> original pixels
-        return Crops(np.stack(images), m, prior)
+        return Crops(np.stack(images), m, prior, tuple(loaded.original_size))
 
     def _prior(self, people: People, to_image: np.ndarray) -> np.ndarray | None:
         """(P, h, w) log-prior per crop from every person's box (analysed pixels), or None
@@ -430,10 +448,29 @@ class Estimator:
     def forward(self, crops: Crops, on_stage: StageCallback | None = None,
                 cancel: Any = None) -> list[StageMaps]:
         """Phase 4: every stage for every crop at once."""
-        if crops.prior is not None:
-            return self.backend.forward(crops.images, on_stage=on_stage, cancel=cancel,
-                                        prior=crops.prior)
-        return self.backend.forward(crops.images, on_stage=on_stage, cancel=cancel)
+        with self._rays(self.map_to_image(crops), crops.image_size):
+            if crops.prior is not None:
+                return self.backend.forward(crops.images, on_stage=on_stage, cancel=cancel,
+                                            prior=crops.prior)
+            return self.backend.forward(crops.images, on_stage=on_stage, cancel=cancel)
+
+    @contextmanager
+    def _rays(self, map_to_image: np.ndarray, image_size: Any) -> Iterator[None]:
+        """Within the block a network that lifts per stage lifts along each crop's ray
+        (``fov``): its 3D model is wrapped in a ``RayLifter`` for these crops
+        (``map_to_image`` (P, 2, 3); ``image_size`` (2,) or (P, 2)) and restored after."""
+        net = getattr(self.backend, "model", None)
+        pm = getattr(net, "pose_model", None)
+        if (not self.fov or pm is None or image_size is None
+                or not getattr(self.backend, "lifts", False)
+                or not hasattr(net, "attach_pose_model")):
+            yield
+            return
+        net.attach_pose_model(RayLifter(pm, self.fov, image_size, map_to_image))
+        try:
+            yield
+        finally:
+            net.attach_pose_model(pm)
 
     def map_to_image(self, crops: Crops) -> np.ndarray:
         """(P, 2, 3) map grid -> original-image pixels."""
@@ -451,10 +488,12 @@ class Estimator:
         return np.round(xy) if self.backend.joint_reading == "release" else xy
 
     def lift(self, stages: list[StageMaps], joints: list[np.ndarray],
-             map_to_image: np.ndarray, cancel: Any = None) -> list[Fit | None]:
+             map_to_image: np.ndarray, cancel: Any = None,
+             image_size: tuple[int, int] | None = None) -> list[Fit | None]:
         """Phase 6: per stage the lifting of every person in image pixels: the network's
         own (moved from the map grid), else one post-hoc lifting of all stages and people
-        at once, else None (no 3D model)."""
+        at once (along each person's ray when ``image_size`` (width, height) is given and
+        ``fov`` is set), else None (no 3D model)."""
         if any(s.fit is not None for s in stages):
             return [None if s.fit is None else self.judge(s.fit.to_image(map_to_image))
                     for s in stages]
@@ -463,10 +502,20 @@ class Estimator:
         check_cancel(cancel)
         n = len(map_to_image)
         xy = np.concatenate(joints)
-        fit = self.judge(Fit.from_lift(self.pose_model.lift(
-            xy, finite_visible(xy, np.concatenate([s.visible for s in stages])),
-            as_numpy=True)))
+        fit = self.lift_joints(
+            xy, finite_visible(xy, np.concatenate([s.visible for s in stages])), image_size)
         return [fit.select(list(range(t * n, (t + 1) * n))) for t in range(len(stages))]
+
+    def lift_joints(self, joints: np.ndarray, visible: np.ndarray,
+                    image_size: tuple[int, int] | None) -> Fit:
+        """The judged ``Fit`` of 2D joints (N, 14, 2) in the pixels of an image of
+        ``image_size`` (width, height): lifted along each person's ray (``fov``), or as
+        they are when ``fov`` is 0 or the size is None. Needs a 3D model."""
+        if self.pose_model is None:
+            raise ValueError("no 3D model to lift with")
+        fov = self.fov if image_size is not None else 0.0
+        return self.judge(Fit.from_lift(lift_along_rays(
+            self.pose_model, joints, visible, image_size, fov)))
 
     def judge(self, fit: Fit) -> Fit:
         """``fit`` with its plausibility filled in (``poseviewer.lifting.plausibility``),
@@ -551,8 +600,11 @@ class Estimator:
                     j.crops.prior if j.crops.prior is not None else np.zeros(
                         (len(j.crops.images),) + (self.backend.map_size,) * 2, np.float32)
                     for j in todo])
+            rays = (np.concatenate([self.map_to_image(j.crops) for j in todo]),
+                    np.concatenate([np.tile(np.asarray(j.crops.image_size, np.float64),
+                                            (len(j.crops.images), 1)) for j in todo]))
             stages = self._forward_padded(np.concatenate([j.crops.images for j in todo]),
-                                          batch_size, priors)
+                                          batch_size, priors, rays)
             cnn_s = time.perf_counter() - t0
             n_all = sum(len(j.crops.images) for j in todo)
             start = 0
@@ -575,12 +627,21 @@ class Estimator:
         return out
 
     def _forward_padded(self, crops: np.ndarray, batch_size: int | None,
-                        prior: np.ndarray | None = None) -> list[StageMaps]:
+                        prior: np.ndarray | None = None,
+                        rays: tuple[np.ndarray, np.ndarray] | None = None) -> list[StageMaps]:
         """``forward`` in batches of exactly ``batch_size`` crops (the last one padded with
-        blank crops, dropped again); None: all at once. ``prior``: per crop, or None."""
+        blank crops, dropped again); None: all at once. ``prior``: per crop, or None.
+        ``rays``: per crop its map -> image affine (P, 2, 3) and image size (P, 2), for
+        the per-stage lifting along each person's ray (``_rays``), or None."""
 
-        def fwd(c: np.ndarray, p: np.ndarray | None) -> list[StageMaps]:
-            return self.backend.forward(c) if p is None else self.backend.forward(c, prior=p)
+        def fwd(c: np.ndarray, p: np.ndarray | None, a: int = 0) -> list[StageMaps]:
+            m = sz = None
+            if rays is not None:  # padded rows repeat the last crop's camera
+                rows = np.minimum(np.arange(a, a + len(c)), len(rays[0]) - 1)
+                m, sz = rays[0][rows], rays[1][rows]
+            with self._rays(m, sz):
+                return self.backend.forward(c) if p is None else \
+                    self.backend.forward(c, prior=p)
 
         if batch_size is None or len(crops) == batch_size:
             return fwd(crops, prior)
@@ -594,7 +655,7 @@ class Estimator:
                 chunk = np.concatenate([chunk, np.zeros((b - n, *chunk.shape[1:]), chunk.dtype)])
                 if pc is not None:
                     pc = np.concatenate([pc, np.zeros((b - n, *pc.shape[1:]), pc.dtype)])
-            parts.append([_slice_stage(s, 0, n) for s in fwd(chunk, pc)])
+            parts.append([_slice_stage(s, 0, n) for s in fwd(chunk, pc, a)])
         if len(parts) == 1:
             return parts[0]
         return [_concat_stages([p[t] for p in parts]) for t in range(len(parts[0]))]
@@ -642,7 +703,7 @@ class Estimator:
             t0 = time.perf_counter()
             joints = self.joints(stages, m)
             t1 = time.perf_counter()
-            fits = self.lift(stages, joints, m, cancel)
+            fits = self.lift(stages, joints, m, cancel, job.result.image_size)
             t2 = time.perf_counter()
             self.package(job.loaded, job.people, m, stages, joints, fits, job.result)
             timings["read"] = t1 - t0
@@ -659,5 +720,6 @@ class Estimator:
             "bf16": self.bf16,
             "flip_test": self.flip_test,
             "elevation_search": self.elevation_search,
+            "fov": self.fov,
             **self.info,
         }

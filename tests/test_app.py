@@ -655,9 +655,13 @@ def test_import_joints_and_reopen_result(qtbot, settings, tmp_path, messages, ar
     assert win.state.image.shape == (400, 320, 3)  # the photo was found beside the file
     # COCO-17 has no head top: 13 joints placed, the lifted pose is shown in 3D
     assert win.state.fit is not None and win.view3d.shown_bones.shape == (32, 3)
-    direct = bundled_pose_model().lift(
-        np.nan_to_num(imp.persons[0].final.joints_2d)[None],
-        imp.persons[0].final.visible[None]).numpy()
+    # (along the person's camera ray: the COCO file gives the image size)
+    from poseviewer.camera import DEFAULT_FOV_DEG, lift_along_rays
+
+    direct = lift_along_rays(bundled_pose_model(),
+                             np.nan_to_num(imp.persons[0].final.joints_2d)[None],
+                             imp.persons[0].final.visible[None], imp.image_size,
+                             DEFAULT_FOV_DEG)
     np.testing.assert_allclose(win.state.fit.pose_3d, direct.pose_3d, atol=1e-6)
     assert "no belief maps" in win.maps_panel.info.text()
     win.grab().save(str(artifacts_dir / "app_imported.png"))

@@ -299,10 +299,15 @@ def test_any_pose_backend_drives_the_estimator() -> None:
     np.testing.assert_allclose(m, [[8.0, 0.0, 8.0], [0.0, 8.0, 10.0]], atol=1e-9)
     xy = np.array([[j % 8, j // 8 + 1] for j in range(14)], dtype=np.float64)
     np.testing.assert_allclose(r.persons[0].final.joints_2d, xy @ m[:, :2].T + m[:, 2])
-    # the post-hoc lifting of every stage and person: the 3D model's own answer
+    # the post-hoc lifting of every stage and person: the 3D model's own answer (along the
+    # person's camera ray, the estimator's fov)
+    from poseviewer.camera import lift_along_rays
+
     fit = r.persons[1].stages[0].fit
-    want = _model_k2_b10().lift(r.persons[1].stages[0].joints_2d[None], np.ones((1, 14), bool))
-    np.testing.assert_allclose(fit.pose_3d, want.pose_3d.numpy(), atol=1e-9)
+    want = lift_along_rays(_model_k2_b10(), r.persons[1].stages[0].joints_2d[None],
+                           np.ones((1, 14), bool), r.image_size, est.fov)
+    assert est.fov > 0
+    np.testing.assert_allclose(fit.pose_3d, want.pose_3d, atol=1e-9)
 
 
 def test_fits_move_to_the_image_one_affine_per_person_at_once(k2_result) -> None:

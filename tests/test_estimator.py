@@ -12,6 +12,7 @@ import torch
 from conftest import require_shared
 
 import poseviewer.estimator as estimator_mod
+from poseviewer.camera import DEFAULT_FOV_DEG, lift_along_rays
 from poseviewer.cnn import LiftingCPM, release_personnet, save_cpm, tiny_test
 from poseviewer.cnn.config import CPMConfig, PeakConfig
 from poseviewer.cnn.preprocess import crop_centred, find_person_centres, normalise, warp_crop
@@ -483,10 +484,10 @@ def test_estimate_with_per_stage_lifting_and_fusion(pose_model):
         # every component's projection is in image pixels too; the best one is joints_2d
         k = int(fit.component[0])
         assert np.allclose(fit.components.joints_2d[0, k], fit.joints_2d[0])
-        # lifting the stage's image-pixel joints directly gives the same fit (the lifting
-        # is invariant to the map -> image similarity)
-        direct = pose_model.lift(torch.from_numpy(s.joints_2d[None]),
-                                 torch.from_numpy(s.visible[None])).numpy()
+        # lifting the stage's image-pixel joints along their ray gives the same fit (the
+        # in-network lifting goes map grid -> image -> virtual camera and back)
+        direct = lift_along_rays(pose_model, s.joints_2d[None], s.visible[None],
+                                 r.image_size, est.fov)
         assert np.allclose(direct.pose_3d, fit.pose_3d, atol=1e-6)
         assert np.allclose(direct.joints_2d, fit.joints_2d, atol=1e-6)
         # the projected maps peak at the fit's projection (nearest map pixel)
@@ -510,10 +511,10 @@ def test_release_reading_with_fusion_lifts_the_reported_joints(pose_model, monke
             "report_joints": "cnn"}  # the lifted joints (not re-read from the fused maps)
     img = _photo(64, 90, seed=3)  # height 64 = crop: scale 1, integral release centre
 
-    def run(threshold):
+    def run(threshold, fov=None):
         torch.manual_seed(5)
         cfg = CPMConfig.from_dict({**base, "visibility_threshold": threshold})
-        return Estimator(LiftingCPM(cfg), pose_model, device="cpu",
+        return Estimator(LiftingCPM(cfg), pose_model, device="cpu", fov=fov,
                          detector=None).estimate(img).persons[0]
 
     # a threshold between a joint's release and grid confidences, with >= 5 joints visible
@@ -523,7 +524,7 @@ def test_release_reading_with_fusion_lifts_the_reported_joints(pose_model, monke
              and not np.array_equal(rel > t, grid > t)]
     assert cands
     thr = float(cands[0])
-    p = run(thr)
+    p = run(thr, fov=0)  # orthographic: the joints lifted as they are
     assert p.source == "whole-image" and bool(p.stages[0].fit.lifted[0])
     grid_differs = False
     for s in p.stages:
@@ -542,12 +543,21 @@ def test_post_hoc_lifting_when_the_network_does_not_fuse(pose_model):
     torch.manual_seed(4)
     est = Estimator(LiftingCPM(_all_visible(tiny_test(fusion=False))), pose_model,
                     device="cpu")
-    r = est.estimate(_photo(), boxes=[[0, 0, 60, 100], [30, 10, 90, 120]])
-    for p in r.persons:
-        for s in p.stages:
+    boxes = [[0, 0, 60, 100], [30, 10, 90, 120]]
+    r = est.estimate(_photo(), boxes=boxes)
+    est.fov = 0  # orthographic: the joints as they are
+    r0 = est.estimate(_photo(), boxes=boxes)
+    for p, p0 in zip(r.persons, r0.persons, strict=True):
+        for s, s0 in zip(p.stages, p0.stages, strict=True):
             assert s.projected_maps is None and np.array_equal(s.fused_maps, s.cnn_maps)
-            direct = pose_model.lift(torch.from_numpy(s.joints_2d[None]),
-                                     torch.from_numpy(s.visible[None])).numpy()
+            direct = lift_along_rays(pose_model, s.joints_2d[None], s.visible[None],
+                                     r.image_size, DEFAULT_FOV_DEG)
             assert np.allclose(direct.pose_3d, s.fit.pose_3d)
             assert np.allclose(direct.joints_2d, s.fit.joints_2d)
+            plain = pose_model.lift(torch.from_numpy(s0.joints_2d[None]),
+                                    torch.from_numpy(s0.visible[None])).numpy()
+            assert np.allclose(plain.pose_3d, s0.fit.pose_3d)
+            assert np.allclose(plain.joints_2d, s0.fit.joints_2d)
+            # off the image centre the ray moves the fit, but not far
+            assert not np.allclose(s.fit.pose_3d, s0.fit.pose_3d)
     assert np.isfinite(r.persons[1].pose_3d).all()

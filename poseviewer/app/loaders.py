@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from poseviewer.camera import DEFAULT_FOV_DEG
 from poseviewer.paths import DEFAULT_POSE_MODEL
 from poseviewer.result import EstimateResult
 
@@ -42,9 +43,11 @@ def backdrop(result: EstimateResult, named: str | None, beside: Path,
     return _grey((w, h)), note
 
 
-def lift_joints_file(path: Any, current: np.ndarray | None, model: Any
-                     ) -> tuple[EstimateResult, np.ndarray]:
-    """Read 2D joints (COCO keypoints or our JSON) and lift them with ``model``."""
+def lift_joints_file(path: Any, current: np.ndarray | None, model: Any,
+                     fov: float | None = DEFAULT_FOV_DEG) -> tuple[EstimateResult, np.ndarray]:
+    """Read 2D joints (COCO keypoints or our JSON) and lift them with ``model``, along each
+    person's camera ray when the file gives the image size (``fov``; 0: as they are)."""
+    from poseviewer.camera import imported_lifter
     from poseviewer.export import ImportFormatError, lift_imported, read_joints_2d
 
     path = Path(path)
@@ -52,7 +55,10 @@ def lift_joints_file(path: Any, current: np.ndarray | None, model: Any
     if not items:
         raise ImportFormatError(f"{path}: no people found in the file")
     item = items[0]
-    result = lift_imported(item, model, model_path=str(DEFAULT_POSE_MODEL))
+    lifter, fov_note = imported_lifter(model, fov, item.image_size)
+    result = lift_imported(item, lifter, model_path=str(DEFAULT_POSE_MODEL))
+    if fov_note:
+        result.messages.append(fov_note)
     if len(items) > 1:
         result.messages.append(f"the file holds {len(items)} images; showing the first "
                                f"({item.image or 'unnamed'})")

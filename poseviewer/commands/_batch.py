@@ -244,7 +244,8 @@ def estimator_settings(args: argparse.Namespace) -> dict[str, Any]:
             "person_weights": args.person_weights, "bf16": bool(args.bf16),
             "flip_test": False if getattr(args, "single_pass", False) else None,
             "target_prior_off": bool(getattr(args, "no_target_prior", False)),
-            "elevation_search": bool(getattr(args, "elevation_search", False))}
+            "elevation_search": bool(getattr(args, "elevation_search", False)),
+            "fov": getattr(args, "fov", None)}
 
 
 def load_estimator(args: argparse.Namespace | dict[str, Any]) -> Any:
@@ -257,7 +258,8 @@ def load_estimator(args: argparse.Namespace | dict[str, Any]) -> Any:
                           device=s["device"], person_weights=s["person_weights"],
                           bf16=s["bf16"], flip_test=s["flip_test"],
                           target_prior=TargetPrior(0.0, 0.0) if s["target_prior_off"]
-                          else None, elevation_search=s["elevation_search"])
+                          else None, elevation_search=s["elevation_search"],
+                          fov=s.get("fov"))
 
 
 def add_elevation_argument(parser: argparse.ArgumentParser) -> None:
@@ -266,3 +268,25 @@ def add_elevation_argument(parser: argparse.ArgumentParser) -> None:
                         help="let the 3D fit find the camera's elevation (photos taken from "
                         "above or below; exported as the fit's elevation); each new "
                         "visibility pattern then costs about 0.15 s more")
+
+
+def fov_degrees(text: str) -> float:
+    """``--fov`` value: degrees, 0 (orthographic) or strictly between 0 and 180."""
+    from poseviewer.camera import check_fov
+
+    try:
+        return check_fov(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_fov_argument(parser: argparse.ArgumentParser) -> None:
+    """``--fov DEG`` (estimate, lift): the photo's field of view for the lifting along each
+    person's camera ray (``poseviewer.camera``)."""
+    from poseviewer.camera import DEFAULT_FOV_DEG
+
+    parser.add_argument("--fov", type=fov_degrees, default=None, metavar="DEG",
+                        help="the camera's field of view across the image's longer side, "
+                        "degrees: each person's joints are seen along their own ray from "
+                        f"the camera before the 3D fit (default {DEFAULT_FOV_DEG:g}; 0: "
+                        "orthographic, every person as if on the optical axis)")

@@ -37,6 +37,7 @@ from poseviewer.commands._batch import (
     Report,
     UniqueStems,
     add_elevation_argument,
+    add_fov_argument,
     add_output_arguments,
     check_out_dir,
     finish_batch,
@@ -80,6 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "test-time augmentation (about twice as fast; the default network's "
                         "PCK drops by about 1.5 points)")
     add_elevation_argument(parser)
+    add_fov_argument(parser)
     parser.add_argument("--no-target-prior", action="store_true",
                         help="do not weight each person's belief maps by whom the crop is "
                         "about (by default evidence nearer another person's box than the "

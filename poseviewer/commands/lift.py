@@ -15,12 +15,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from poseviewer.camera import DEFAULT_FOV_DEG, imported_lifter
 from poseviewer.commands._batch import (
     CocoCollector,
     OutputFolderError,
     Report,
     UniqueStems,
     add_elevation_argument,
+    add_fov_argument,
     add_output_arguments,
     check_out_dir,
     finish_batch,
@@ -44,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", choices=("coco17", "cpm14"), default=None,
                         help="force the COCO keypoint layout (default: from the file)")
     add_elevation_argument(parser)
+    add_fov_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"poseviewer lift: {exc}", file=sys.stderr)
         return 2
     model_path = str(args.model or DEFAULT_POSE_MODEL)
+    fov = DEFAULT_FOV_DEG if getattr(args, "fov", None) is None else args.fov
     per_image = [f for f in formats if not EXPORTERS[f].collect]
     report = Report("lift", args.out)
     limits = PlausibilityLimits.load() if PLAUSIBILITY_FILE.is_file() else None
@@ -79,7 +83,10 @@ def run(args: argparse.Namespace) -> int:
             for i, item in enumerate(items):
                 label = str(item.image or i) if len(items) > 1 else None
                 try:
-                    result = lift_imported(item, model, model_path=model_path)
+                    lifter, note = imported_lifter(model, fov, item.image_size)
+                    result = lift_imported(item, lifter, model_path=model_path)
+                    if note:
+                        result.messages.append(note)
                     judge_result(result, limits)
                     base = Path(item.image).stem if item.image else src.stem
                     written = export_result(result, args.out, stems(base), per_image,

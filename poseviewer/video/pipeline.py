@@ -234,7 +234,9 @@ class VideoAnalyzer:
         model = getattr(self.estimator, "pose_model", None)
         fit = None
         if model is not None:
-            fit = Fit.from_lift(model.lift(smoothed, vis, as_numpy=True))
+            lift_joints = getattr(self.estimator, "lift_joints", None)
+            fit = lift_joints(smoothed, vis, result.image_size) if lift_joints else \
+                Fit.from_lift(model.lift(smoothed, vis, as_numpy=True))
         for i, p in enumerate(persons):
             final = p.stages[-1]
             p.stages[-1] = dataclasses.replace(
