@@ -174,9 +174,9 @@ def process_video(estimator: Any, index: int, path: Path, stem: str, opts: Estim
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
-        return Record(index, str(path), stem, f"{type(exc).__name__}: {exc}")
+        return Record(index, str(path), stem, _message(exc))
     if res is None:
-        return Record(index, str(path), stem, messages=[SKIPPED])
+        return Record(index, str(path), stem, messages=[SKIPPED], skipped=True)
     return Record(index, str(path), stem, outputs=[str(p) for p in res.files],
                   persons=res.max_people, messages=list(res.messages) + [f"{res.frames} frames"],
                   extra={"frames": res.frames, "tracks": res.tracks,
@@ -225,7 +225,8 @@ class Sink:
         self.seen: set[int] = set()
 
     def add(self, rec: Record, photo: bool = True) -> None:
-        """One input's record (``photo``: its rows and COCO entry count)."""
+        """One input's record (``photo``: its rows and COCO entry count, and a skip is
+        counted in the summary line)."""
         self.seen.add(rec.index)
         if rec.error is not None:
             self.report.failure(rec.input, rec.error, order=rec.index)
