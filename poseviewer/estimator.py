@@ -162,6 +162,7 @@ def _slice_stage(s: StageMaps, a: int, b: int) -> StageMaps:
                      joints=s.joints[a:b], confidence=s.confidence[a:b],
                      visible=s.visible[a:b],
                      fit=None if s.fit is None else s.fit.select(slice(a, b)),
+                     cnn_joints=None if s.cnn_joints is None else s.cnn_joints[a:b],
                      seconds={k: v * share for k, v in s.seconds.items()})
 
 
@@ -180,7 +181,8 @@ def _concat_stages(parts: list[StageMaps]) -> StageMaps:
     return StageMaps(cnn=cat("cnn"), fused=cat("fused"), projected=cat("projected"),
                      joints=cat("joints"), confidence=cat("confidence"),
                      visible=cat("visible"),
-                     fit=None if fits[0] is None else Fit.concat(fits), seconds=secs)
+                     fit=None if fits[0] is None else Fit.concat(fits),
+                     cnn_joints=cat("cnn_joints"), seconds=secs)
 
 
 class Estimator:

@@ -40,7 +40,7 @@ import numpy as np
 
 from poseviewer.atomic import atomic_write_with
 from poseviewer.metrics import p_mpjpe, scaled_mpjpe
-from poseviewer.skeleton import H36M17, h36m_to_cpm
+from poseviewer.skeleton import CPM14, H36M17, h36m_to_cpm
 
 METRICS = ("P-MPJPE", "S-MPJPE")
 #: Nominal levels of the coverage table.
@@ -163,11 +163,11 @@ def project(cam: np.ndarray, projection: str, config: EvalConfig) -> np.ndarray:
 
 
 def hidden_masks(n: int, counts: Sequence[int], rng: np.random.Generator) -> dict:
-    """Visibility (n, 14) per count: ``count`` distinct random CPM joints hidden per pose."""
-    order = np.argsort(rng.random((n, 14)), axis=1)
+    """Visibility (n, J) per count: ``count`` distinct random CPM joints hidden per pose."""
+    order = np.argsort(rng.random((n, CPM14.num_joints)), axis=1)
     out = {}
     for c in counts:
-        vis = np.ones((n, 14), dtype=bool)
+        vis = np.ones((n, CPM14.num_joints), dtype=bool)
         np.put_along_axis(vis, order[:, :c], False, axis=1)
         out[c] = vis
     return out
@@ -406,7 +406,7 @@ def plot(result: EvalResult, path: str | Path) -> None:
                 ax2.plot(result.config.hidden, ys, style, marker=marker, ms=4,
                          color=colours[i % len(colours)],
                          label=f"{m} {met} {proj2[:5]}")
-    ax2.set_xlabel("hidden joints (of 14)")
+    ax2.set_xlabel(f"hidden joints (of {CPM14.num_joints})")
     ax2.set_ylabel("mm (mean over actions)")
     ax2.set_xticks(list(result.config.hidden))
     ax2.set_title("Robustness to hidden joints", fontsize=10)
@@ -426,7 +426,7 @@ def report_markdown(result: EvalResult, sources: Mapping[str, object] | None = N
         f"Test poses: {n} (subjects {', '.join(map(str, cfg.subjects))}, every "
         f"{cfg.stride}th row of the 10 Hz file), one random yaw each (seed {cfg.seed}); "
         f"perspective camera {cfg.distance / 1000:.1f} m away, f = {cfg.focal:.0f} px. "
-        "Errors in mm over the 17 H36M joints; 'Average' is the mean over the "
+        f"Errors in mm over the {H36M17.num_joints} H36M joints; 'Average' is the mean over the "
         f"{len(result.action_names())} actions; best in bold.",
     ]
     if sources:
@@ -440,7 +440,7 @@ def report_markdown(result: EvalResult, sources: Mapping[str, object] | None = N
     lines += ["", "Mean over actions, by projection and number of hidden joints:", "",
               summary_table(result)]
     for proj in cfg.projections:
-        lines += ["", f"Per action, {proj}, all 14 joints visible:", "",
+        lines += ["", f"Per action, {proj}, all {CPM14.num_joints} joints visible:", "",
                   action_table(result, proj, 0)]
     if result.d2:
         lines += ["", calibration_text(result)]
@@ -586,7 +586,7 @@ def evaluate_elevations(model, poses: np.ndarray, elevations: Sequence[float] = 
     rng = np.random.default_rng(seed)
     gt = camera_frame(poses, rng.uniform(0.0, 2 * np.pi, size=n))
     masks = hidden_masks(n, sorted({h for _, h, _ in conditions}), rng)
-    noise = rng.standard_normal((n, 14, 2))
+    noise = rng.standard_normal((n, CPM14.num_joints, 2))
     cfg = EvalConfig()
     out = ElevationResult(tuple(elevations), n)
     jobs = [(c, e) for c in conditions for e in elevations]

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from poseviewer.skeleton import finite_visible
+from poseviewer.skeleton import CPM14, H36M17, finite_visible
 
 #: The lifting's scale cap (lifting spec, step 3): a component whose scale sits exactly here
 #: was refitted with the capped scale.
@@ -245,7 +245,8 @@ TRACK_FIELDS: tuple[FieldSpec, ...] = (
 )
 
 #: Symbols of the shapes above.
-SHAPE_SYMBOLS = {"J": "2D joints (14, CPM-14)", "J3": "3D joints (17, H36M-17)",
+SHAPE_SYMBOLS = {"J": f"2D joints ({CPM14.num_joints}, CPM-14)",
+                 "J3": f"3D joints ({H36M17.num_joints}, H36M-17)",
                  "K": "mixture components", "C": "coefficients: 3 + the basis size",
                  "F": "frames of a person's animation", "N": "frames of a video",
                  "R": "person ids of a video"}
@@ -396,27 +397,27 @@ class StageResult:
     index: int
     """0-based stage index."""
     cnn_maps: np.ndarray
-    """(14, Hm, Wm) float32: the CNN's own belief maps of this stage."""
+    """(J, Hm, Wm) float32: the CNN's own belief maps of this stage."""
     projected_maps: np.ndarray | None
-    """(14, Hm, Wm) float32: Gaussian maps drawn at the lifted pose's projection, or None."""
+    """(J, Hm, Wm) float32: Gaussian maps drawn at the lifted pose's projection, or None."""
     fused_maps: np.ndarray
-    """(14, Hm, Wm) float32: what the stage passes on (equals ``cnn_maps`` with fusion off)."""
+    """(J, Hm, Wm) float32: what the stage passes on (equals ``cnn_maps`` with fusion off)."""
     joints_2d: np.ndarray
-    """(14, 2) float64: joints read from this stage's maps, image pixels (x, y)."""
+    """(J, 2) float64: joints read from this stage's maps, image pixels (x, y)."""
     confidence: np.ndarray
-    """(14,) float64: per-joint confidence."""
+    """(J,) float64: per-joint confidence."""
     visible: np.ndarray
-    """(14,) bool: joints judged visible (confidence above the model's threshold); never a
+    """(J,) bool: joints judged visible (confidence above the model's threshold); never a
     joint with a NaN or infinite coordinate (``skeleton.finite_visible``, applied here)."""
     fit: Fit | None
     """The lifting of ``joints_2d`` (N = 1, every component), or None if not run."""
     seconds: float = 0.0
     """Wall time of this stage (CNN + lifting + fusion)."""
     cnn_joints_2d: np.ndarray | None = None
-    """Fusion ran: (14, 2) the joints read from the CNN's own maps, the ones lifted
+    """Fusion ran: (J, 2) the joints read from the CNN's own maps, the ones lifted
     (``joints_2d`` are read from the fused maps, the paper's definition); else None."""
     raw_joints_2d: np.ndarray | None = None
-    """Video, last stage, smoothing on: (14, 2) joints as read before the temporal filter
+    """Video, last stage, smoothing on: (J, 2) joints as read before the temporal filter
     (``joints_2d`` then holds the smoothed joints that were lifted); else None."""
 
     def __post_init__(self) -> None:
@@ -451,10 +452,10 @@ class PersonResult:
 
     @property
     def pose_3d(self) -> np.ndarray:
-        """(17, 3) final 3D pose (best component of the last stage); NaN when not lifted."""
+        """(J3, 3) final 3D pose (best component of the last stage); NaN when not lifted."""
         fit = self.final.fit
         if fit is None:
-            return np.full((17, 3), np.nan)
+            return np.full((H36M17.num_joints, 3), np.nan)
         return np.asarray(fit.pose_3d[0])
 
     @property

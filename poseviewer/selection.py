@@ -14,6 +14,7 @@ import numpy as np
 from psygnal import Signal
 
 from poseviewer.result import EstimateResult, Fit, PersonResult, ResultSequence, StageResult
+from poseviewer.skeleton import CPM14, Skeleton
 
 #: Belief-map kinds a view can show: StageResult attribute per kind.
 MAP_KINDS: dict[str, str] = {
@@ -33,7 +34,9 @@ class Selection:
 
     changed = Signal(object)
 
-    def __init__(self) -> None:
+    def __init__(self, skeleton: Skeleton = CPM14) -> None:
+        self.skeleton = skeleton
+        """The results' 2D joint set (the network's ``PoseBackend.skeleton``)."""
         self.sequence: ResultSequence | None = None
         self.frame = 0
         self.result: EstimateResult | None = None
@@ -105,7 +108,7 @@ class Selection:
         return self._component is None
 
     def maps(self) -> np.ndarray | None:
-        """(14, Hm, Wm) maps of the selected kind for the selected stage (None if absent)."""
+        """(J, Hm, Wm) maps of the selected kind for the selected stage (None if absent)."""
         s = self.stage_result
         return None if s is None else getattr(s, MAP_KINDS[self.map_kind])
 
@@ -244,9 +247,10 @@ class Selection:
             self._emit({"map_kind"})
 
     def set_joint(self, joint: int | None) -> None:
-        """Select CPM joint ``joint`` (0..13) everywhere, or None."""
-        if joint is not None and not 0 <= joint < 14:
-            raise ValueError(f"joint index {joint} out of range 0..13")
+        """Select joint ``joint`` of :attr:`skeleton` everywhere, or None."""
+        n = self.skeleton.num_joints
+        if joint is not None and not 0 <= joint < n:
+            raise ValueError(f"joint index {joint} out of range 0..{n - 1}")
         if joint != self.joint:
             self.joint = joint
             self._emit({"joint"})

@@ -77,6 +77,10 @@ def test_estimate_many_matches_one_by_one_and_does_not_depend_on_the_batch() -> 
                 np.testing.assert_allclose(sb.fit.pose_3d, sc.fit.pose_3d, rtol=0, atol=1e-9)
                 # one-by-one runs other batch sizes: float32 rounding only
                 np.testing.assert_allclose(sb.joints_2d, sa.joints_2d, atol=0.05)
+                # the joints read before fusion travel through the batch too
+                assert sa.cnn_joints_2d is not None and sb.cnn_joints_2d is not None
+                np.testing.assert_array_equal(sb.cnn_joints_2d, sc.cnn_joints_2d)
+                np.testing.assert_allclose(sb.cnn_joints_2d, sa.cnn_joints_2d, atol=0.05)
             np.testing.assert_array_equal(pb.box, pa.box)
     # a failing image comes back in its place; the others still run
     mixed = est.estimate_many([imgs[0], str(ROOT / "no-such.jpg")], batch_size=4,

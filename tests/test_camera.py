@@ -178,7 +178,7 @@ def test_fov_option_of_the_commands():
     import argparse
 
     from poseviewer.commands import estimate, lift
-    from poseviewer.commands._batch import estimator_settings
+    from poseviewer.commands._options import EstimateOptions
 
     for mod in (estimate, lift):
         p = argparse.ArgumentParser()
@@ -191,7 +191,8 @@ def test_fov_option_of_the_commands():
             p.parse_args(base + ["--fov", "180"])
     p = argparse.ArgumentParser()
     estimate.add_arguments(p)
-    assert estimator_settings(p.parse_args(["x.png", "--out", "o", "--fov", "40"]))["fov"] == 40
+    opts = EstimateOptions.from_args(p.parse_args(["x.png", "--out", "o", "--fov", "40"]))
+    assert opts.estimator.fov == 40
 
 
 def test_lift_command_fov_and_unchanged_export_format(tmp_path, model, capsys):

@@ -100,22 +100,27 @@ def test_estimator_switch_and_cli_flag() -> None:
                        detector=None, flip_test=True)
     assert not linear.flip_test
     assert any("mirror test-time augmentation" in n for n in linear.notes)
+    from poseviewer.commands._options import EstimateOptions, EstimatorSettings
+
     parser = argparse.ArgumentParser()
     estimate_cmd.add_arguments(parser)
-    single = estimate_cmd.load_estimator(parser.parse_args(["x.jpg", "--out", "o",
-                                                            "--single-pass"]))
+
+    def settings(*extra: str) -> EstimatorSettings:
+        return EstimateOptions.from_args(parser.parse_args(["x.jpg", "--out", "o",
+                                                            *extra])).estimator
+
+    single = estimate_cmd.load_estimator(settings("--single-pass"))
     assert not single.flip_test
-    default = estimate_cmd.load_estimator(parser.parse_args(["x.jpg", "--out", "o"]))
+    default = estimate_cmd.load_estimator(settings())
     # --elevation-search reaches the 3D model, through the plain settings a Ray actor gets
+    import dataclasses
     import json
 
-    from poseviewer.commands._batch import estimator_settings
     from poseviewer.lifting.solve import ELEVATIONS_DEG
 
     assert not default.elevation_search
-    args = parser.parse_args(["x.jpg", "--out", "o", "--elevation-search"])
-    settings = json.loads(json.dumps(estimator_settings(args), default=str))
-    searching = estimate_cmd.load_estimator(settings)
+    plain = json.loads(json.dumps(dataclasses.asdict(settings("--elevation-search"))))
+    searching = estimate_cmd.load_estimator(EstimatorSettings(**plain))
     assert searching.elevation_search and searching.pose_model.elevations == ELEVATIONS_DEG
     assert searching._model_info()["elevation_search"] is True
     from poseviewer.cnn import load_cpm

@@ -24,7 +24,7 @@ from poseviewer.cnn.lifting_cpm import LiftingCPM, StageCallback
 from poseviewer.cnn.ops import legacy_resize
 from poseviewer.cnn.preprocess import find_person_centres, normalise, release_resize
 from poseviewer.result import Fit
-from poseviewer.skeleton import CPM14, Skeleton, finite_visible
+from poseviewer.skeleton import Skeleton, finite_visible
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ class CPMBackend:
             self.model.attach_pose_model(pose_model)
         self.bf16 = bool(bf16)
         cfg = model.config
-        self.skeleton = CPM14
+        self.skeleton = model.skeleton
         self.input_size = int(cfg.input_size)
         self.num_stages = int(cfg.num_stages)
         self.joint_reading = str(cfg.joint_reading)

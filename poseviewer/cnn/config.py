@@ -16,6 +16,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from poseviewer.skeleton import CPM14
+
 #: A trunk entry: ``(name, kernel, out_channels)`` for a conv + ReLU, or ``("pool", 2, 0)``.
 LayerSpec = tuple[str, int, int]
 
@@ -84,7 +86,7 @@ class CPMConfig:
     """Number of stage_kernel x stage_kernel convs (Mconv1..MconvD) in stages 2..T."""
     stage_hidden: int = 128
     """Width of the 1x1 conv (Mconv{D+1}) before the output 1x1 conv (Mconv{D+2})."""
-    num_joints: int = 14
+    num_joints: int = CPM14.num_joints
     background: bool = True
     """One extra map channel (the last) for the background."""
     channel_order: str = "RGB"
@@ -309,7 +311,7 @@ def release_posenet() -> CPMConfig:
         ),
         stage1=(("conv5_1_CPM", 1, 512), ("conv5_2_CPM", 1, 15)),
         num_stages=6, stage_kernel=7, stage_width=128, stage_depth=5, stage_hidden=128,
-        num_joints=14, background=True, centre_map=True, centre_sigma=25.0,
+        num_joints=CPM14.num_joints, background=True, centre_map=True, centre_sigma=25.0,
         box_fill=1.0, joint_reading="release",
     ).validate()
 
@@ -343,7 +345,8 @@ def small_cpu(fusion: bool = True) -> CPMConfig:
         ),
         stage1=(("conv5_1_CPM", 1, 128), ("conv5_2_CPM", 1, 15)),
         num_stages=4, stage_kernel=5, stage_width=64, stage_depth=3, stage_hidden=64,
-        num_joints=14, background=True, centre_map=True, centre_sigma=256 * 25.0 / 368,
+        num_joints=CPM14.num_joints, background=True, centre_map=True,
+        centre_sigma=256 * 25.0 / 368,
         crop_pad=140,
         fusion=FusionConfig(enabled=fusion, sigma=1.0, granularity="stage", init_weight=0.5),
     ).validate()
@@ -357,7 +360,7 @@ def tiny_test(fusion: bool = True, num_stages: int = 3) -> CPMConfig:
         trunk=(("conv1_1", 3, 8), POOL, ("conv2_1", 3, 8), POOL, ("conv3_1", 3, 8)),
         stage1=(("conv4_1_CPM", 1, 8), ("conv4_2_CPM", 1, 15)),
         num_stages=num_stages, stage_kernel=3, stage_width=8, stage_depth=2, stage_hidden=8,
-        num_joints=14, background=True, centre_map=True, centre_sigma=64 * 25.0 / 368,
+        num_joints=CPM14.num_joints, background=True, centre_map=True, centre_sigma=64 * 25.0 / 368,
         crop_pad=32,
         fusion=FusionConfig(enabled=fusion, sigma=1.0),
     ).validate()
@@ -371,7 +374,7 @@ def tf_fixture() -> CPMConfig:
         trunk=(("conv1_1", 3, 4), POOL, ("conv2_1", 3, 4)),
         stage1=(("conv3_1_CPM", 1, 4), ("conv3_2_CPM", 1, 15)),
         num_stages=2, stage_kernel=3, stage_width=4, stage_depth=1, stage_hidden=4,
-        num_joints=14, background=True, centre_map=True, centre_sigma=32 * 25.0 / 368,
+        num_joints=CPM14.num_joints, background=True, centre_map=True, centre_sigma=32 * 25.0 / 368,
         crop_pad=16,
     ).validate()
 

@@ -63,7 +63,7 @@ from poseviewer.cnn.ops import (
     read_joints_release,
     read_joints_softmax,
 )
-from poseviewer.skeleton import h36m_to_cpm
+from poseviewer.skeleton import CPM14, Skeleton, h36m_to_cpm
 
 #: on_stage(stage_index, num_stages): called once per stage for the whole batch (every
 #: person at once); the network, its backend and the Estimator all take this one type.
@@ -125,6 +125,9 @@ class LiftingCPM(nn.Module):
     Parameters are ``layers.<release layer name>.weight/bias`` (OIHW) and, when fusion is
     enabled in the config, ``fusion_logit`` (num_stages, 1 or C).
     """
+
+    skeleton: Skeleton = CPM14
+    """The joint set of its maps (names, flip pairs; ``PoseBackend.skeleton`` reads it)."""
 
     def __init__(self, config: CPMConfig, pose_model: Any = None) -> None:
         super().__init__()
@@ -294,7 +297,7 @@ class LiftingCPM(nn.Module):
         cache = self.__dict__.setdefault("_mirror_cache", {})
         key = (channels, str(device))
         if key not in cache:
-            perm = _flip_perm(self.config.num_joints)
+            perm = _flip_perm(self.skeleton, self.config.num_joints)
             cache[key] = torch.as_tensor(
                 perm + list(range(len(perm), channels)), device=device)
         return cache[key]
@@ -392,13 +395,12 @@ class LiftingCPM(nn.Module):
         return CPMOutput(stages=stages)
 
 
-def _flip_perm(num_joints: int) -> list[int]:
-    """Left/right swap of the joint channels (the CPM-14 skeleton's mirror pairs)."""
-    from poseviewer.skeleton import CPM14
-
-    if num_joints != CPM14.num_joints:
-        raise ValueError(f"flip_test needs the {CPM14.num_joints} CPM joints, got {num_joints}")
-    return [int(i) for i in CPM14.flip_permutation()]
+def _flip_perm(skeleton: Skeleton, num_joints: int) -> list[int]:
+    """Left/right swap of the joint channels (``skeleton``'s mirror pairs)."""
+    if num_joints != skeleton.num_joints:
+        raise ValueError(f"flip_test needs the {skeleton.num_joints} joints of "
+                         f"{skeleton.name}, got {num_joints}")
+    return [int(i) for i in skeleton.flip_permutation()]
 
 
 def shift_x(maps: Tensor, d: float) -> Tensor:

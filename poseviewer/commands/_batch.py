@@ -132,26 +132,33 @@ class Report:
         self.out_dir = out_dir
         self.ok: list[dict[str, Any]] = []
         self.failed: list[dict[str, Any]] = []
+        self._order: dict[int, float] = {}  # id(entry) -> its place in report.json
         self.t0 = time.perf_counter()
+
+    def _add(self, entries: list[dict[str, Any]], entry: dict[str, Any],
+             order: int | None) -> None:
+        entries.append(entry)
+        self._order[id(entry)] = len(self._order) if order is None else order
 
     def success(self, source: str | os.PathLike[str], outputs: list[Path], persons: int,
                 messages: list[str], implausible: int = 0, item: str | None = None,
-                extra: dict[str, Any] | None = None) -> None:
+                extra: dict[str, Any] | None = None, order: int | None = None) -> None:
         """Record a file that gave ``outputs`` (``persons`` people, ``implausible`` of them
         lifted to a pose that is not believable, the result's messages; ``extra``: more
-        keys for its entry, e.g. a video's frame and track counts)."""
-        self.ok.append({"input": report_path(source, item), "persons": persons,
-                        "implausible": implausible,
-                        "outputs": [report_path(p) for p in outputs], "messages": messages,
-                        **(extra or {})})
+        keys for its entry, e.g. a video's frame and track counts; ``order``: its place
+        among the inputs, when they are not recorded in their order)."""
+        self._add(self.ok, {"input": report_path(source, item), "persons": persons,
+                            "implausible": implausible,
+                            "outputs": [report_path(p) for p in outputs],
+                            "messages": messages, **(extra or {})}, order)
 
     def failure(self, source: str | os.PathLike[str], exc: BaseException | str,
-                item: str | None = None) -> None:
+                item: str | None = None, order: int | None = None) -> None:
         """Record and print a failed file (``exc``: the exception, or its message already
-        formatted as 'Type: message')."""
+        formatted as 'Type: message'; ``order``: as for :meth:`success`)."""
         msg = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
         source = report_path(source, item)
-        self.failed.append({"input": source, "error": msg})
+        self._add(self.failed, {"input": source, "error": msg}, order)
         print_failure(source, msg)
 
     def finish(self, extra_outputs: list[Path] | None = None,
@@ -160,6 +167,8 @@ class Report:
         happened); returns the path (None when it could not be written: the reason is
         printed, no traceback)."""
         n = len(self.ok) + len(self.failed)
+        for entries in (self.ok, self.failed):  # the inputs' order (stable)
+            entries.sort(key=lambda e: self._order[id(e)])
         doc = {
             "command": self.command,
             "inputs": n,
@@ -235,31 +244,6 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
                         help="origin of the exported 3D poses: pelvis (root-relative, the "
                         "default) or lifting (the lifting's own frame, origin near the joint "
                         "centroid); size-normalised millimetres, x right, y depth, z up")
-
-
-def estimator_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The command's options for ``load_estimator``, as plain values (a Ray actor gets
-    them too)."""
-    return {"weights": args.weights, "pose_model": args.pose_model, "device": args.device,
-            "person_weights": args.person_weights, "bf16": bool(args.bf16),
-            "flip_test": False if getattr(args, "single_pass", False) else None,
-            "target_prior_off": bool(getattr(args, "no_target_prior", False)),
-            "elevation_search": bool(getattr(args, "elevation_search", False)),
-            "fov": getattr(args, "fov", None)}
-
-
-def load_estimator(args: argparse.Namespace | dict[str, Any]) -> Any:
-    """The Estimator for the command's options (or ``estimator_settings`` of them)."""
-    from poseviewer.cnn.prior import TargetPrior
-    from poseviewer.estimator import Estimator
-
-    s = args if isinstance(args, dict) else estimator_settings(args)
-    return Estimator.load(weights=s["weights"], pose_model=s["pose_model"],
-                          device=s["device"], person_weights=s["person_weights"],
-                          bf16=s["bf16"], flip_test=s["flip_test"],
-                          target_prior=TargetPrior(0.0, 0.0) if s["target_prior_off"]
-                          else None, elevation_search=s["elevation_search"],
-                          fov=s.get("fov"))
 
 
 def add_elevation_argument(parser: argparse.ArgumentParser) -> None:

@@ -76,15 +76,16 @@ def score_crowd(est: Any, scenes: list[Any], detector: bool) -> dict[str, Any]:
     extra = 0
     # the plausibility flag against the limb joints a person got wrong (0, 1-2, >= 3)
     flags = {"none wrong": [0, 0], "1-2 wrong": [0, 0], ">= 3 wrong": [0, 0]}
+    n_joints = est.backend.skeleton.num_joints
     for sc in scenes:
         res = est.estimate(sc.image, boxes=None if detector else sc.boxes)
-        got = np.array([p.final.joints_2d for p in res.persons]).reshape(-1, 14, 2)
+        got = np.array([p.final.joints_2d for p in res.persons]).reshape(-1, n_joints, 2)
         odd = np.array([p.implausible for p in res.persons], bool)
         idx = np.arange(len(sc.boxes))
         if detector:
             found = np.array([p.box for p in res.persons]).reshape(-1, 4)
             idx = match_detections(sc.boxes, found)
-            pred = np.full((len(sc.boxes), 14, 2), np.nan)
+            pred = np.full((len(sc.boxes), n_joints, 2), np.nan)
             pred[idx >= 0] = got[idx[idx >= 0]]
             extra += len(found) - int((idx >= 0).sum())
         else:

@@ -1,16 +1,20 @@
 """``poseviewer estimate`` on video files: options, one video's run with its own progress
 bar, its exports (frame axis, person ids, one BVH per id) streamed as the frames come
 (:func:`poseviewer.video.pipeline.export_video`: bounded memory, a partial folder while it
-runs, ``--resume`` continues an interrupted run)."""
+runs, ``--resume`` continues an interrupted run). Videos run in this process, whatever
+the engine (``commands/_pipeline.py``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poseviewer.video.pipeline import DEFAULT_DETECT_EVERY, DEFAULT_MIN_TRACK_FRAMES
+
+if TYPE_CHECKING:
+    from poseviewer.commands._options import EstimateOptions
 
 
 def add_video_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,21 +47,8 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
                         "stage's; earlier stages keep their 2D joints; ~2.5x larger JSON)")
 
 
-def check_video_arguments(args: argparse.Namespace) -> str | None:
-    """A usage problem with the video options, or None."""
-    if args.every < 1:
-        return f"--every must be at least 1, not {args.every}"
-    if args.max_frames is not None and args.max_frames < 1:
-        return f"--max-frames must be at least 1, not {args.max_frames}"
-    if args.detect_every < 1:
-        return f"--detect-every must be at least 1, not {args.detect_every}"
-    if args.min_track_frames < 1:
-        return f"--min-track-frames must be at least 1, not {args.min_track_frames}"
-    return None
-
-
-def estimate_video_file(estimator: Any, path: Path, stem: str, args: argparse.Namespace,
-                        formats: tuple[str, ...], tqdm: Any) -> Any:
+def estimate_video_file(estimator: Any, path: Path, stem: str, opts: EstimateOptions,
+                        tqdm: Any) -> Any:
     """Estimate one video and write its exports as the frames come; returns the
     :class:`~poseviewer.video.pipeline.VideoExport` (None: skipped by ``--resume``, its
     files exist). A video that cannot be read raises ``VideoError``; each final file is
@@ -67,35 +58,34 @@ def estimate_video_file(estimator: Any, path: Path, stem: str, args: argparse.Na
     from poseviewer.video import DEFAULT_SMOOTHING, VideoFileSource
     from poseviewer.video.pipeline import export_video
 
-    out = Path(args.out)
-    resume = bool(getattr(args, "resume", False))
+    v, out, formats = opts.video, Path(opts.output.out), opts.output.formats
     partial = partial_dir(out, stem)
     known = final_paths(out, stem, formats)
-    if resume and not partial.exists() and known and all(p.is_file() for p in known):
+    if opts.resume and not partial.exists() and known and all(p.is_file() for p in known):
         return None
     with VideoFileSource(path) as src:
         total = src.frame_count
         if total is not None:
-            total = -(-total // args.every)
-            if args.max_frames is not None:
-                total = min(total, args.max_frames)
+            total = -(-total // v.every)
+            if v.max_frames is not None:
+                total = min(total, v.max_frames)
         bar = tqdm(total=total, unit="frame", leave=False, desc=path.name,
-                   disable=True if args.no_progress else None, dynamic_ncols=True)
+                   disable=None if opts.progress else True, dynamic_ncols=True)
 
         def progress(done: int, n: Any, result: Any) -> None:
             bar.n = done
             bar.refresh()
 
         mirror = getattr(estimator, "flip_test", None)
-        if mirror is not None and not args.mirror_pass:
+        if mirror is not None and not v.mirror_pass:
             estimator.flip_test = False  # videos: single pass unless --mirror-pass
         try:
             res = export_video(
-                estimator, src, out, stem, formats, args.frame, every=args.every,
-                max_frames=args.max_frames,
-                smoothing=None if args.no_smoothing else DEFAULT_SMOOTHING,
-                min_track_frames=args.min_track_frames, keep_maps=args.keep_maps,
-                stage_fits=args.stage_fits, detect_every=args.detect_every, resume=resume,
+                estimator, src, out, stem, formats, opts.output.frame, every=v.every,
+                max_frames=v.max_frames,
+                smoothing=DEFAULT_SMOOTHING if v.smoothing else None,
+                min_track_frames=v.min_track_frames, keep_maps=v.keep_maps,
+                stage_fits=v.stage_fits, detect_every=v.detect_every, resume=opts.resume,
                 on_frame=progress)
         except KeyboardInterrupt:
             if partial.exists():

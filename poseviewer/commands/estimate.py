@@ -16,13 +16,14 @@ animation per person id (--every N, --max-frames M, --no-smoothing, --min-track-
 Per image: <name>.json / .csv / .npz and <name>_person<P>.bvh in --out (images found in
 sub-folders are named <sub>__<name>; repeated names get _2, _3, ...); the COCO keypoints
 of all images go to keypoints_coco.json. A file that fails is reported and skipped;
-report.json in --out lists every input's outcome and poses.parquet holds every person's
-2D and 3D joints (--engine local or ray; not written when every input failed). Exit
+report.json in --out lists every input's outcome and poses.parquet holds every photo's
+people's 2D and 3D joints (every engine; not written when no photo succeeded). Exit
 codes: below.
 
-Engines: local (default; images decoded in --workers processes, --batch-size images per
-network batch), ray (a Ray Data pipeline on this machine or --ray-address; --num-gpus G
-GPU actors), plain (one image at a time). --resume skips inputs whose files exist.
+Engines (photos; videos always run here, one at a time): local (default; images decoded
+in --workers processes, --batch-size images per network batch), ray (a Ray Data pipeline
+on this machine or --ray-address; --num-gpus G GPU actors), plain (one image at a time).
+--resume skips inputs whose files exist.
 """
 
 from __future__ import annotations
@@ -32,29 +33,22 @@ import sys
 from pathlib import Path
 
 from poseviewer.commands._batch import (
-    CocoCollector,
     OutputFolderError,
-    Report,
-    UniqueStems,
     add_elevation_argument,
     add_fov_argument,
     add_output_arguments,
     check_out_dir,
-    finish_batch,
-    implausible_count,
-    load_estimator,
     make_out_dir,
     missing_inputs,
 )
-from poseviewer.commands._engines import add_engine_arguments, run_engine
-from poseviewer.commands._video import (
-    add_video_arguments,
-    check_video_arguments,
-    estimate_video_file,
-)
-from poseviewer.export import EXPORTERS, export_result, parse_formats
+from poseviewer.commands._engines import add_engine_arguments, engine_for
+from poseviewer.commands._options import EstimateOptions, UsageError, load_estimator
+from poseviewer.commands._pipeline import run_pipeline
+from poseviewer.commands._video import add_video_arguments
 from poseviewer.imageio import IMAGE_EXTENSIONS
 from poseviewer.video.source import is_video_path
+
+__all__ = ["add_arguments", "collect_images", "load_estimator", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,25 +108,22 @@ def collect_images(paths: list[Path]) -> tuple[list[tuple[Path, str]], list[tupl
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``poseviewer estimate``; returns the exit code."""
-    from tqdm import tqdm
-
+    """Run ``poseviewer estimate``; returns the exit code. The options are parsed once
+    (:class:`EstimateOptions`); the photos and videos then go through one pipeline
+    (commands/_pipeline.py), the photos mapped by the chosen engine (commands/_engines.py)."""
     try:
-        formats = parse_formats(args.format)
-    except ValueError as exc:
+        opts = EstimateOptions.from_args(args)
+    except UsageError as exc:
         print(f"poseviewer estimate: {exc}", file=sys.stderr)
         return 2
-    problem = check_video_arguments(args)
-    if problem:
-        print(f"poseviewer estimate: {problem}", file=sys.stderr)
-        return 2
-    files, problems = collect_images(list(args.paths))
+    files, problems = collect_images(list(opts.paths))
     if problems:  # a missing path: a usage error even among good ones (exit 2, nothing run)
         return missing_inputs("estimate", problems)
+    out = opts.output.out
     try:  # the output folder first, then the models; the folder is made only after both
-        check_out_dir(args.out)
-        estimator = load_estimator(args)
-        make_out_dir(args.out)
+        check_out_dir(out)
+        estimator = load_estimator(opts.estimator)
+        make_out_dir(out)
     except OutputFolderError as exc:
         print(f"poseviewer estimate: {exc}", file=sys.stderr)
         return 2
@@ -142,47 +133,4 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for note in getattr(estimator, "notes", []):
         print(f"poseviewer estimate: {note}", file=sys.stderr)
-    videos = any(is_video_path(p) for p, _ in files)  # the engines take photos only
-    if args.engine == "ray" and videos:
-        print("poseviewer estimate: --engine ray takes photos only (videos: --engine "
-              "local or plain)", file=sys.stderr)
-        return 2
-    if args.engine != "plain" and not videos:  # local or ray: commands/_engines.py
-        return run_engine(args, estimator, files, formats)
-    per_image = [f for f in formats if not EXPORTERS[f].collect]
-    report = Report("estimate", args.out)
-    coco = CocoCollector()
-    stems = UniqueStems()
-    interrupted = False
-    bar = tqdm(files, unit="image", disable=True if args.no_progress else None,
-               dynamic_ncols=True)
-    try:
-        for path, stem in bar:
-            bar.set_postfix_str(path.name, refresh=False)
-            try:
-                if is_video_path(path):
-                    res = estimate_video_file(estimator, path, stems(stem), args, formats,
-                                              tqdm)
-                    if res is None:
-                        report.success(str(path), [], 0,
-                                       ["skipped (--resume): its files exist"])
-                        continue
-                    report.success(str(path), res.files, res.max_people,
-                                   list(res.messages) + [f"{res.frames} frames"],
-                                   extra={"frames": res.frames, "tracks": res.tracks,
-                                          "resumed_at_frame": res.resumed_at})
-                    continue
-                result = estimator.estimate(str(path))
-                written = export_result(result, args.out, stems(stem), per_image,
-                                        save_maps=args.save_maps, frame=args.frame)
-                if "coco" in formats:
-                    coco.add(result)
-                report.success(str(path), written, len(result.persons), list(result.messages),
-                               implausible_count(result))
-            except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
-                report.failure(path, exc)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        bar.close()
-    return finish_batch(report, coco, args.out, interrupted)
+    return run_pipeline(opts, estimator, engine_for(opts.engine, opts.estimator), files)

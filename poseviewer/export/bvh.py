@@ -90,7 +90,7 @@ def euler_zxy(r: np.ndarray) -> tuple[float, float, float]:
 
 
 def bvh_text(pose_3d: np.ndarray, frame_time: float = 1.0 / 30.0) -> str:
-    """BVH text of one H36M-17 pose (17, 3) in our frame (mm); one frame. See module doc."""
+    """BVH text of one H36M-17 pose (J3, 3) in our frame (mm); one frame. See module doc."""
     lines, values = bvh_parts(pose_3d)
     lines += ["MOTION", "Frames: 1", f"Frame Time: {frame_time:.6f}",
               " ".join(f"{v:.6f}" for v in values)]
@@ -101,14 +101,15 @@ def bvh_parts(pose_3d: np.ndarray) -> tuple[list[str], list[float]]:
     """The HIERARCHY lines (rest skeleton with this pose's bone lengths) and the one frame's
     channel values (root position, then (z, x, y) degrees per joint) of an H36M-17 pose."""
     pose = np.asarray(pose_3d, dtype=np.float64)
-    if pose.shape != (17, 3):
-        raise ValueError(f"pose_3d has shape {pose.shape}, expected (17, 3)")
+    n = H36M17.num_joints
+    if pose.shape != (n, 3):
+        raise ValueError(f"pose_3d has shape {pose.shape}, expected ({n}, 3)")
     if not np.all(np.isfinite(pose)):
         raise ValueError("pose_3d holds NaN or inf (the person was not lifted)")
     p = pose @ TO_BVH.T
     parents = H36M17.parents()
     names = H36M17.joints
-    children = [[int(c) for c in np.flatnonzero(parents == j)] for j in range(17)]
+    children = [[int(c) for c in np.flatnonzero(parents == j)] for j in range(n)]
     length = np.r_[0.0, np.linalg.norm(p[1:] - p[parents[1:]], axis=1)]
     offset = REST_DIRECTIONS * length[:, None]  # rest offset of each joint from its parent
 

@@ -47,9 +47,9 @@ def _flat(a: np.ndarray) -> list[float | int]:
 
 
 def cpm14_to_coco17(joints: np.ndarray, visible: np.ndarray) -> np.ndarray:
-    """(14, 2) CPM-14 joints + visibility -> (17, 3) COCO keypoints [x, y, v]."""
+    """(J, 2) CPM-14 joints + visibility -> (17, 3) COCO-17 keypoints [x, y, v]."""
     cpm = _xyv(joints, visible)
-    out = np.zeros((17, 3))
+    out = np.zeros((COCO17.num_joints, 3))
     out[CPM_TO_COCO_DST] = cpm[CPM_TO_COCO_SRC]
     return out
 
@@ -57,9 +57,9 @@ def cpm14_to_coco17(joints: np.ndarray, visible: np.ndarray) -> np.ndarray:
 def _annotation(stage: StageResult, box: np.ndarray, score: float, ann_id: int,
                 image_id: int) -> dict[str, Any]:
     cpm = _xyv(stage.joints_2d, stage.visible)
-    coco = np.zeros((17, 3))
+    coco = np.zeros((COCO17.num_joints, 3))
     coco[CPM_TO_COCO_DST] = cpm[CPM_TO_COCO_SRC]
-    conf = np.zeros(17)
+    conf = np.zeros(COCO17.num_joints)
     conf[CPM_TO_COCO_DST] = np.nan_to_num(np.asarray(stage.confidence)[CPM_TO_COCO_SRC])
     x0, y0, x1, y1 = (float(v) for v in box)
     neck, head = CPM14.index("neck"), CPM14.index("head_top")

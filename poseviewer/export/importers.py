@@ -23,17 +23,20 @@ from poseviewer.skeleton import (
     finite_visible,
 )
 
+#: The joint counts of the two layouts read here (the lifting's 2D input is CPM-14).
+_J, _JC = CPM14.num_joints, COCO17.num_joints
+
 
 @dataclass
 class Imported2D:
     """The 2D joints of the people of one image, CPM-14 layout, image pixels (x, y)."""
 
     joints_2d: np.ndarray
-    """(P, 14, 2) float64; NaN where a joint is unknown (e.g. head top from COCO-17)."""
+    """(P, J, 2) float64; NaN where a joint is unknown (e.g. head top from COCO-17)."""
     visible: np.ndarray
-    """(P, 14) bool: joints to use for the lifting (never a NaN or infinite joint)."""
+    """(P, J) bool: joints to use for the lifting (never a NaN or infinite joint)."""
     confidence: np.ndarray
-    """(P, 14) float64 (the file's scores, else 1 for visible and 0 for other joints)."""
+    """(P, J) float64 (the file's scores, else 1 for visible and 0 for other joints)."""
     boxes: np.ndarray
     """(P, 4) x0, y0, x1, y1 (the file's boxes, else the extent of the known joints)."""
     image: str | None = None
@@ -73,7 +76,7 @@ def _coco_annotation_to_cpm(ann: dict, layout: str | None, what: str
     notes: list[str] = []
     extra = ann.get("poseviewer")
     if layout is None and isinstance(extra, dict) and "cpm14_keypoints" in extra:
-        xy, vis, v = _from_xyv(extra["cpm14_keypoints"], 14, f"{what}.poseviewer")
+        xy, vis, v = _from_xyv(extra["cpm14_keypoints"], _J, f"{what}.poseviewer")
         scores = extra.get("cpm14_scores")
         conf = (np.asarray(scores, np.float64) if scores is not None
                 else vis.astype(np.float64))
@@ -82,23 +85,24 @@ def _coco_annotation_to_cpm(ann: dict, layout: str | None, what: str
     if kp is None:
         raise ImportFormatError(f"{what}: no 'keypoints'")
     n = len(kp)
-    lay = layout or {51: "coco17", 42: "cpm14"}.get(n)
+    lay = layout or {3 * _JC: "coco17", 3 * _J: "cpm14"}.get(n)
     if lay not in ("coco17", "cpm14"):
         raise ImportFormatError(
-            f"{what}: {n} keypoint numbers; expected 51 (COCO-17) or 42 (CPM-14) as [x, y, v]"
+            f"{what}: {n} keypoint numbers; expected {3 * _JC} (COCO-17) or {3 * _J} (CPM-14) "
+            "as [x, y, v]"
         )
     scores = ann.get("keypoint_scores")
     if lay == "cpm14":
-        xy, vis, v = _from_xyv(kp, 14, what)
-        conf = np.asarray(scores, np.float64) if scores is not None and len(scores) == 14 \
+        xy, vis, v = _from_xyv(kp, _J, what)
+        conf = np.asarray(scores, np.float64) if scores is not None and len(scores) == _J \
             else vis.astype(np.float64)
         return xy, vis, conf, notes
-    cxy, cvis, cv = _from_xyv(kp, 17, what)
-    cconf = np.asarray(scores, np.float64) if scores is not None and len(scores) == 17 \
+    cxy, cvis, cv = _from_xyv(kp, _JC, what)
+    cconf = np.asarray(scores, np.float64) if scores is not None and len(scores) == _JC \
         else cvis.astype(np.float64)
-    xy = np.full((14, 2), np.nan)
-    vis = np.zeros(14, dtype=bool)
-    conf = np.zeros(14)
+    xy = np.full((_J, 2), np.nan)
+    vis = np.zeros(_J, dtype=bool)
+    conf = np.zeros(_J)
     xy[CPM_TO_COCO_SRC] = cxy[CPM_TO_COCO_DST]
     vis[CPM_TO_COCO_SRC] = cvis[CPM_TO_COCO_DST]
     conf[CPM_TO_COCO_SRC] = cconf[CPM_TO_COCO_DST]
@@ -158,9 +162,9 @@ def _read_coco(doc: Any, name: str, layout: str | None) -> list[Imported2D]:
             else None
         p_n = len(people)
         out.append(Imported2D(
-            joints_2d=np.array([p[0] for p in people]).reshape(p_n, 14, 2),
-            visible=np.array([p[1] for p in people], dtype=bool).reshape(p_n, 14),
-            confidence=np.array([p[2] for p in people]).reshape(p_n, 14),
+            joints_2d=np.array([p[0] for p in people]).reshape(p_n, _J, 2),
+            visible=np.array([p[1] for p in people], dtype=bool).reshape(p_n, _J),
+            confidence=np.array([p[2] for p in people]).reshape(p_n, _J),
             boxes=np.array([p[3] for p in people]).reshape(p_n, 4),
             image=im.get("path") or im.get("file_name") or (
                 None if image_id is None else str(image_id)),
@@ -176,9 +180,9 @@ def _from_result(result: EstimateResult, name: str, stage: int) -> Imported2D:
     p_n = len(persons)
     st = [p.stages[stage] for p in persons]
     return Imported2D(
-        joints_2d=np.array([s.joints_2d for s in st], dtype=np.float64).reshape(p_n, 14, 2),
-        visible=np.array([s.visible for s in st], dtype=bool).reshape(p_n, 14),
-        confidence=np.array([s.confidence for s in st], dtype=np.float64).reshape(p_n, 14),
+        joints_2d=np.array([s.joints_2d for s in st], dtype=np.float64).reshape(p_n, _J, 2),
+        visible=np.array([s.visible for s in st], dtype=bool).reshape(p_n, _J),
+        confidence=np.array([s.confidence for s in st], dtype=np.float64).reshape(p_n, _J),
         boxes=np.array([p.box for p in persons], dtype=np.float64).reshape(p_n, 4),
         image=result.image_path,
         image_size=tuple(result.image_size),
@@ -192,7 +196,7 @@ def read_joints_2d(path: str | os.PathLike[str], layout: str | None = None,
 
     Understands our JSON (``"schema": "poseviewer.result"``; joints of ``stage``, default
     the last) and COCO-style keypoints: a dataset (``images`` / ``annotations`` /
-    ``categories``) or a results list of annotations, in COCO-17 (51 numbers) or CPM-14 (42
+    ``categories``) or a results list of annotations, in COCO-17 (3 x 17 numbers) or CPM-14 (3 x 14
     numbers) layout (``layout`` = 'coco17' / 'cpm14' forces one). COCO ``v = 2`` joints are
     used for the lifting; ``v = 1`` ones are kept but not used; ``v = 0`` ones are unknown.
     From COCO-17 the neck is the shoulders' midpoint and the head top stays unknown.
@@ -236,7 +240,7 @@ def lift_imported(item: Imported2D, model: Any, model_path: str | None = None
         safe = np.where(vis[..., None] & np.isfinite(joints), joints, 0.0)
         fit = Fit.from_lift(model.lift(safe, vis, as_numpy=True))
     seconds = time.perf_counter() - t0
-    empty = np.zeros((14, 0, 0), dtype=np.float32)
+    empty = np.zeros((_J, 0, 0), dtype=np.float32)
     persons = []
     for p in range(p_n):
         pfit = fit.select([p])

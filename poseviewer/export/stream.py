@@ -55,6 +55,7 @@ from poseviewer.export.video import (
     track_to_dict,
 )
 from poseviewer.result import FRAME_FIELDS, EstimateResult, ResultSequence
+from poseviewer.skeleton import H36M17
 
 #: The partial folder's suffix: ``<stem>.partial`` holds an unfinished video's output.
 PARTIAL_SUFFIX = ".partial"
@@ -263,7 +264,8 @@ class SequenceStreamWriter:
         tracks = {}
         for tid, t in self._tracks.items():
             tracks[f"pos_{tid}"] = np.array(t.positions, dtype=np.int64)
-            tracks[f"pose_{tid}"] = np.array(t.poses, dtype=np.float64).reshape(-1, 17, 3)
+            tracks[f"pose_{tid}"] = np.array(t.poses, dtype=np.float64).reshape(
+                -1, H36M17.num_joints, 3)
         tracks["frame_index"] = np.array(self._index, dtype=np.int64)
         tracks["frame_time"] = np.array(self._time, dtype=np.float64)
         with atomic_open(self.partial / "tracks.npz", "wb") as fh:

@@ -201,8 +201,9 @@ def bvh_animation_text(poses: np.ndarray, frame_time: float) -> str:
     same in every frame (see :func:`track_animation`): the rest skeleton from the first
     frame, one motion line per frame, rotations continuous (:func:`continuous_euler`)."""
     poses = np.asarray(poses, dtype=np.float64)
-    if poses.ndim != 3 or poses.shape[1:] != (17, 3) or not len(poses):
-        raise ValueError(f"poses have shape {poses.shape}, expected (F, 17, 3) with F >= 1")
+    n = H36M17.num_joints
+    if poses.ndim != 3 or poses.shape[1:] != (n, 3) or not len(poses):
+        raise ValueError(f"poses have shape {poses.shape}, expected (F, {n}, 3) with F >= 1")
     if not (math.isfinite(frame_time) and frame_time > 0):
         raise ValueError(f"frame time must be positive, not {frame_time}")
     hierarchy, _ = bvh_parts(poses[0])

@@ -105,7 +105,7 @@ def compose_scene(background: np.ndarray, photos: Sequence[np.ndarray],
     order = list(range(n)) if order is None else list(order)
     if sorted(order) != list(range(n)) or len(placements) != n:
         raise ValueError("order and placements must cover every person once")
-    moved = np.empty((n, 14, 2))
+    moved = np.empty((n, CPM14.num_joints, 2))
     masks = []
     extent = np.empty(n)
     boxes = np.empty((n, 4))
@@ -117,7 +117,7 @@ def compose_scene(background: np.ndarray, photos: Sequence[np.ndarray],
         extent[i] = float((hi - lo).max())
         boxes[i] = np.r_[lo - BOX_PAD * extent[i], hi + BOX_PAD * extent[i]]
         masks.append((a, person_mask(moved[i], lab, (h, w), LIMB_WIDTH * extent[i])))
-    covered = np.zeros((n, 14), bool)
+    covered = np.zeros((n, CPM14.num_joints), bool)
     for k, i in enumerate(order):
         a, mask = masks[i]
         img = cv2.warpAffine(photos[i], a, (w, h), flags=cv2.INTER_AREA
@@ -130,7 +130,7 @@ def compose_scene(background: np.ndarray, photos: Sequence[np.ndarray],
         for earlier in order[:k]:  # people below this one lose the joints it covers
             xy = np.round(moved[earlier]).astype(int)
             ok = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
-            a_at = np.zeros(14)
+            a_at = np.zeros(len(xy))
             a_at[ok] = alpha[xy[ok, 1], xy[ok, 0], 0]
             covered[earlier] |= a_at > 0.5
     return Scene(image=np.clip(np.round(scene), 0, 255).astype(np.uint8), joints=moved,
@@ -241,12 +241,12 @@ class CrowdScore:
 
 def score_scene(score: CrowdScore, scene: Scene, pred: np.ndarray | None,
                 alpha: float = 0.1) -> None:
-    """Add one scene to ``score``. ``pred`` (P, 14, 2) scene pixels, NaN rows for people
+    """Add one scene to ``score``. ``pred`` (P, J, 2) scene pixels, NaN rows for people
     not analysed (missed). A joint is right within ``alpha`` x its person's extent; a wrong
     one is "taken from a neighbour" when it lies within ``alpha`` x the neighbour's extent
     of another person's same labelled joint."""
-    n = len(scene.joints)
-    limbs = np.zeros(14, bool)
+    n, n_joints = scene.joints.shape[:2]
+    limbs = np.zeros(n_joints, bool)
     limbs[list(LIMB_JOINTS)] = True
     for i in range(n):
         vis = scene.visible[i]
@@ -265,7 +265,7 @@ def score_scene(score: CrowdScore, scene: Scene, pred: np.ndarray | None,
         score.all_right += int(right.sum())
         score.all_total += int(vis.sum())
         score.wrong += int(wrong.sum())
-        taken = np.zeros(14, bool)
+        taken = np.zeros(n_joints, bool)
         for k in range(n):
             if k == i:
                 continue

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from poseviewer.atomic import atomic_write_with
-from poseviewer.skeleton import LSP_TO_CPM
+from poseviewer.skeleton import LSP14, LSP_TO_CPM
 
 #: Pixel value for areas outside the photo (normalises to 0 with pixel / 255 - 0.5).
 PAD_VALUE = 128
@@ -46,8 +46,9 @@ def load_annotations(root: str | os.PathLike[str]) -> Annotations:
             raise ValueError(f"{path} must hold 'joints' and 'image_names'")
         raw = np.asarray(d["joints"], dtype=np.float32)
         names = np.asarray(d["image_names"])
-    if raw.ndim != 3 or raw.shape[1:] != (14, 3) or len(names) != len(raw):
-        raise ValueError(f"{path}: joints must be (N, 14, 3) with N names, got {raw.shape}")
+    n = LSP14.num_joints
+    if raw.ndim != 3 or raw.shape[1:] != (n, 3) or len(names) != len(raw):
+        raise ValueError(f"{path}: joints must be (N, {n}, 3) with N names, got {raw.shape}")
     cpm = raw[:, LSP_TO_CPM]
     return Annotations(names=names, joints=cpm[..., :2].copy(), visible=cpm[..., 2] > 0.5)
 

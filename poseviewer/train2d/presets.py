@@ -7,6 +7,7 @@ stride 4 (32 x 32 maps), a 9-conv trunk, 4 stages with 3 5x5 convs of width 48 e
 from __future__ import annotations
 
 from poseviewer.cnn.config import POOL, CPMConfig, FusionConfig, tiny_test
+from poseviewer.skeleton import CPM14
 
 
 def cpm_default(fusion: bool = True) -> CPMConfig:
@@ -22,7 +23,7 @@ def cpm_default(fusion: bool = True) -> CPMConfig:
         ),
         stage1=(("conv5_1_CPM", 1, 128), ("conv5_2_CPM", 1, 15)),
         num_stages=4, stage_kernel=5, stage_width=48, stage_depth=3, stage_hidden=48,
-        num_joints=14, background=True, channel_order="RGB",
+        num_joints=CPM14.num_joints, background=True, channel_order="RGB",
         norm_scale=1.0 / 255.0, norm_offset=-0.5,
         centre_map=True, centre_sigma=128 * 25.0 / 368, crop_pad=64,
         fusion=FusionConfig(enabled=fusion, sigma=1.0, granularity="joint", init_weight=0.5,

@@ -54,7 +54,7 @@ def model_card(report: dict[str, Any], run_dir: str | os.PathLike[str], model: L
               f"({Path(extra['weights']).stat().st_size / 2**20:.1f} MB float32).", "",
               f"- Input: {cfg.input_size} x {cfg.input_size} RGB crop, pixel / 255 - 0.5; "
               f"outside the photo 0 (mid-grey). Maps: {cfg.map_size} x {cfg.map_size} "
-              f"(stride {cfg.stride}), 14 joints + background.",
+              f"(stride {cfg.stride}), {cfg.num_joints} joints + background.",
               "- Trunk: " + ", ".join(f"{n} {k}x{k}/{c}" if n != "pool" else "pool"
                                       for n, k, c in cfg.trunk) + " (ReLU after every conv).",
               "- Stage 1: " + ", ".join(f"{n} {k}x{k}/{c}" for n, k, c in cfg.stage1) + ".",
