@@ -30,13 +30,13 @@ class SelectionEvents(SignalGroup):
     """One signal per field of :class:`Selection`, each carrying the field's new value.
 
     An event fires once per setter call, after the whole selection is consistent again, and
-    only when its field changed. What a field's change re-derives comes with its event and
-    has none of its own: ``result`` (a new photo, sequence or video frame, with its image)
-    also sets person, stage and the component choice (and a new sequence's frame 0), so a
-    view redraws everything on it; ``person``
-    clamps the stage (and fires ``stage`` only when that moved it); ``stage`` changes the
-    shown component when the user follows each stage's best (``component`` fires only for
-    the user's own choice, :meth:`Selection.set_component`)."""
+    only when its field changed (``result`` whenever a result or an image is set). What a
+    field's change re-derives comes with its event and has none of its own: ``result`` (a
+    new photo, sequence or video frame, with its image) also sets person, stage and the
+    component choice (and a new sequence's frame 0), so a view redraws everything on it;
+    ``person`` clamps the stage (and fires ``stage`` only when that moved it); ``stage``
+    changes the shown component when the user follows each stage's best (``component``
+    fires only for the user's own choice, :meth:`Selection.set_component`)."""
 
     result = Signal(object)
     """The new ``EstimateResult`` (or None); ``Selection.image`` is set with it."""
