@@ -175,3 +175,61 @@ def test_panels_redraw_on_their_events(window) -> None:
         st.set_component((st.component + 1) % st.num_components)
         assert not np.allclose(win.view3d.shown_bones, bones)
         assert win.controls.component_combo.currentIndex() == st.component
+
+
+def test_each_action_redraws_each_part_once(qtbot, settings, monkeypatch) -> None:
+    """One user action, one event, one redraw of each part that shows the changed field
+    (a field's event stands for what it re-derives: no second redraw for those)."""
+    from collections import Counter
+
+    from test_app import make_result
+
+    from poseviewer.app.image_view import ImagePanel
+    from poseviewer.app.maps_view import BeliefMapPanel
+    from poseviewer.app.view3d import Pose3DPanel
+    from poseviewer.result import ResultSequence
+
+    calls: Counter[str] = Counter()
+    parts = {ImagePanel: ["_draw_photo", "_draw_boxes", "_draw_skeleton", "_draw_component",
+                          "_draw_overlay"],
+             BeliefMapPanel: ["_draw_maps", "_draw_titles"],
+             Pose3DPanel: ["_draw", "_draw_selected"]}
+
+    def counting(f, key):
+        def counted(self, *a, **k):
+            calls[key] += 1
+            return f(self, *a, **k)
+        return counted
+
+    for cls, names in parts.items():
+        for name in names:
+            monkeypatch.setattr(cls, name, counting(getattr(cls, name),
+                                                    f"{cls.__name__}.{name}"))
+    win = make_window(qtbot, settings, FakeEstimator())
+    st = win.state
+    seq = ResultSequence.of([make_result((320, 400), 3, 2) for _ in range(3)])
+    st.set_sequence(seq)
+    image = {"ImagePanel._draw_photo", "ImagePanel._draw_boxes"}
+    stage = {"ImagePanel._draw_skeleton", "ImagePanel._draw_component",
+             "ImagePanel._draw_overlay", "BeliefMapPanel._draw_maps",
+             "BeliefMapPanel._draw_titles", "Pose3DPanel._draw", "Pose3DPanel._draw_selected"}
+    expected = [
+        (lambda: st.set_frame(2, np.zeros((400, 320, 3), np.uint8)), image | stage),
+        (lambda: st.set_stage(0), stage),
+        (lambda: st.set_person(1), stage | {"ImagePanel._draw_boxes"}),
+        (lambda: st.set_component(1), {"ImagePanel._draw_component", "Pose3DPanel._draw",
+                                       "Pose3DPanel._draw_selected"}),
+        (lambda: st.set_joint(3), {"ImagePanel._draw_skeleton", "ImagePanel._draw_overlay",
+                                   "BeliefMapPanel._draw_titles",
+                                   "Pose3DPanel._draw_selected"}),
+        (lambda: st.set_map_kind("cnn"), {"ImagePanel._draw_overlay",
+                                          "BeliefMapPanel._draw_maps"}),
+        (lambda: st.set_overlay(True), {"ImagePanel._draw_overlay"}),
+    ]
+    try:
+        for action, parts_drawn in expected:
+            calls.clear()
+            action()
+            assert calls == Counter(parts_drawn)
+    finally:
+        win.shutdown(30000)
