@@ -2,16 +2,18 @@
 
 ``Selection`` holds the current result (or a sequence of per-frame results, a video) and
 what the user selected in it: frame, person, stage, mixture component, map kind, joint,
-overlay. Setters validate and clamp, then emit ``changed`` (a psygnal ``Signal``) with the
-set of keys that changed; each view redraws only if a key it shows is in the set. Nothing
-is recomputed here: the result is cached and only indexed. ``poseviewer.app.state`` wraps
-it for Qt.
+overlay. Setters validate and clamp, then emit one event per field they set, on
+``Selection.events`` (a psygnal ``SignalGroup``, one signal per field, as napari's
+``Dims.events``): ``events.stage`` carries the new stage, and so on. A view connects one
+handler per event it shows (a misspelt event name is an AttributeError at connect time, not
+a redraw silently skipped). Nothing is recomputed here: the result is cached and only
+indexed. The viewer's panels connect to it directly (psygnal needs no Qt).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from psygnal import Signal
+from psygnal import Signal, SignalGroup
 
 from poseviewer.result import EstimateResult, Fit, PersonResult, ResultSequence, StageResult
 from poseviewer.skeleton import CPM14, Skeleton
@@ -24,17 +26,38 @@ MAP_KINDS: dict[str, str] = {
 }
 MAP_KIND_LABELS: dict[str, str] = {"cnn": "CNN", "projected": "Projected", "fused": "Fused"}
 
-#: Keys carried by ``Selection.changed``.
-KEYS = frozenset({"result", "frame", "person", "stage", "component", "map_kind", "joint",
-                  "overlay"})
+
+class SelectionEvents(SignalGroup):
+    """One signal per field of :class:`Selection`, each carrying the field's new value.
+
+    An event fires once per setter call, after the whole selection is consistent again, and
+    only when its field changed (``result`` whenever a result or an image is set). What a
+    field's change re-derives comes with its event and has none of its own: ``result`` (a
+    new photo, sequence or video frame, with its image) also sets person, stage and the
+    component choice (and a new sequence's frame 0), so a view redraws everything on it;
+    ``person`` clamps the stage (and fires ``stage`` only when that moved it); ``stage``
+    changes the shown component when the user follows each stage's best (``component``
+    fires only for the user's own choice, :meth:`Selection.set_component`)."""
+
+    result = Signal(object)
+    """The new ``EstimateResult`` (or None); ``Selection.image`` is set with it."""
+    frame = Signal(int)
+    """The frame of the sequence now shown (followed by ``result``)."""
+    person = Signal(int)
+    stage = Signal(int)
+    component = Signal(object)
+    """The user's component choice (int), or None: follow each stage's best."""
+    map_kind = Signal(str)
+    joint = Signal(object)
+    """The selected CPM joint (int), or None."""
+    overlay = Signal(bool)
 
 
 class Selection:
-    """Current result + selection. ``changed(frozenset[str])`` names what changed."""
-
-    changed = Signal(object)
+    """Current result + selection; ``events`` has one signal per field."""
 
     def __init__(self, skeleton: Skeleton = CPM14) -> None:
+        self.events = SelectionEvents()
         self.skeleton = skeleton
         """The results' 2D joint set (the network's ``PoseBackend.skeleton``)."""
         self.sequence: ResultSequence | None = None
@@ -113,10 +136,6 @@ class Selection:
         return None if s is None else getattr(s, MAP_KINDS[self.map_kind])
 
     # ---- setters ---------------------------------------------------------------------------
-    def _emit(self, keys: set[str]) -> None:
-        if keys:
-            self.changed.emit(frozenset(keys))
-
     def set_sequence(self, sequence: ResultSequence | None) -> None:
         """Show a sequence of per-frame results (a video), starting at frame 0 (no image:
         the caller sets it per frame with :meth:`set_frame`)."""
@@ -134,24 +153,23 @@ class Selection:
         index = int(np.clip(index, 0, len(seq) - 1))
         if index == self.frame and image is None:
             return
+        moved = index != self.frame
         self.frame = index
         old = self.person_result
         had_stages = self.num_stages
         self.result, self.image = seq[index], image
-        keys = {"frame", "result"}
         n_persons = len(self.result.persons)
         same = [i for i, p in enumerate(self.result.persons)
                 if old is not None and old.track_id is not None and p.track_id == old.track_id]
         if same and same[0] != self.person:  # the same person (by id) stays selected
             self.person = same[0]
-            keys.add("person")
         elif self.person >= n_persons:
             self.person = 0
-            keys.add("person")
         self.stage = min(self.stage, max(self.num_stages - 1, 0)) if had_stages else \
             max(self.num_stages - 1, 0)  # from a frame not estimated yet: the last stage
-        keys |= {"stage", "component"}
-        self._emit(keys)
+        if moved:
+            self.events.frame.emit(index)
+        self.events.result.emit(self.result)
 
     @property
     def not_lifted_reason(self) -> str | None:
@@ -187,7 +205,7 @@ class Selection:
         self.person = 0
         self.stage = max(self.num_stages - 1, 0)
         self._component = None
-        self._emit(set(KEYS))
+        self.events.result.emit(result)
 
     def set_person(self, index: int) -> None:
         """Select person ``index`` (ignored when out of range)."""
@@ -196,8 +214,11 @@ class Selection:
         if index == self.person:
             return
         self.person = index
+        stage = self.stage
         self.stage = min(self.stage, max(self.num_stages - 1, 0))
-        self._emit({"person", "stage", "component"})
+        self.events.person.emit(index)
+        if self.stage != stage:
+            self.events.stage.emit(self.stage)
 
     def set_stage(self, index: int) -> None:
         """Select stage ``index`` (0-based, clamped to the available stages)."""
@@ -205,12 +226,8 @@ class Selection:
         index = int(np.clip(index, 0, max(n - 1, 0)))
         if index == self.stage:
             return
-        old_comp = self.component
         self.stage = index
-        keys = {"stage"}
-        if self.component != old_comp:
-            keys.add("component")
-        self._emit(keys)
+        self.events.stage.emit(index)
 
     def step_stage(self, delta: int) -> None:
         """Move ``delta`` stages (clamped)."""
@@ -226,7 +243,7 @@ class Selection:
         if index == self._component:
             return
         self._component = index
-        self._emit({"component"})
+        self.events.component.emit(index)
 
     def step_component(self, delta: int) -> None:
         """Move ``delta`` components from the shown one (clamped)."""
@@ -236,7 +253,7 @@ class Selection:
         target = int(np.clip(cur + delta, 0, self.num_components - 1))
         if target != cur or self._component is None:
             self._component = target
-            self._emit({"component"})
+            self.events.component.emit(target)
 
     def set_map_kind(self, kind: str) -> None:
         """Show 'cnn', 'projected' or 'fused' maps."""
@@ -244,7 +261,7 @@ class Selection:
             raise ValueError(f"unknown map kind {kind!r}; expected one of {sorted(MAP_KINDS)}")
         if kind != self.map_kind:
             self.map_kind = kind
-            self._emit({"map_kind"})
+            self.events.map_kind.emit(kind)
 
     def set_joint(self, joint: int | None) -> None:
         """Select joint ``joint`` of :attr:`skeleton` everywhere, or None."""
@@ -253,10 +270,10 @@ class Selection:
             raise ValueError(f"joint index {joint} out of range 0..{n - 1}")
         if joint != self.joint:
             self.joint = joint
-            self._emit({"joint"})
+            self.events.joint.emit(joint)
 
     def set_overlay(self, on: bool) -> None:
         """Lay the selected joint's map (or all maps' maximum) over the photo."""
         if bool(on) != self.overlay:
             self.overlay = bool(on)
-            self._emit({"overlay"})
+            self.events.overlay.emit(self.overlay)

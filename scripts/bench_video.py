@@ -350,7 +350,8 @@ def scrub(seq, frames: list[np.ndarray], switches: int) -> None:
     win.show()
     app.processEvents()
     panel = win.video_panel
-    panel.job = VideoJob(1, "bench", frames=frames[:len(seq)])
+    panel.job = VideoJob(1, "bench", frames=dict(enumerate(frames[:len(seq)])),
+                         ready=set(range(len(seq))))
     panel.sequence = seq
     win.state.set_sequence(seq)
     panel.slider.setRange(0, len(seq) - 1)

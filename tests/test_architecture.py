@@ -156,7 +156,7 @@ def test_field_table_matches_the_documentation() -> None:
 
 
 # ---- the selection model without Qt ---------------------------------------------------------
-def test_selection_model_emits_what_changed_without_qt(k2_result) -> None:
+def test_selection_model_emits_one_event_per_field_without_qt(k2_result) -> None:
     code = (
         "import sys\n"
         "from poseviewer.selection import Selection\n"
@@ -169,29 +169,41 @@ def test_selection_model_emits_what_changed_without_qt(k2_result) -> None:
     from poseviewer.selection import Selection
 
     sel = Selection()
-    seen: list[frozenset] = []
-    sel.changed.connect(seen.append)
+    seen: list[tuple[str, object]] = []
+    for name in sel.events:  # one signal per field, each with the field's new value
+        sel.events[name].connect(lambda value, name=name: seen.append((name, value)))
+    with pytest.raises(AttributeError):
+        sel.events.stagee  # noqa: B018 - a misspelt event fails at once
     sel.set_result(k2_result, None)
-    assert "result" in seen[-1] and sel.num_components == 2
-    sel.set_person(1)
-    assert seen[-1] == {"person", "stage", "component"} and sel.person == 1
+    assert seen == [("result", k2_result)] and sel.num_components == 2
+    sel.set_person(1)  # both persons have their stages: the stage stays, no stage event
+    assert seen[-1] == ("person", 1) and len(seen) == 2 and sel.person == 1
+    assert sel.num_stages == 1
+    sel.set_stage(5)  # clamped to the one stage it has: no change, no event
+    assert len(seen) == 2
     sel.set_component(5)  # clamped to the last component
-    assert sel.component == 1 and seen[-1] == {"component"}
+    assert sel.component == 1 and seen[-1] == ("component", 1)
     n = len(seen)
     sel.set_component(1)  # no change, no event
+    sel.set_stage(0)
     assert len(seen) == n
+    sel.set_joint(3)
+    sel.set_map_kind("cnn")
+    sel.set_overlay(True)
+    assert seen[-3:] == [("joint", 3), ("map_kind", "cnn"), ("overlay", True)]
     # a frame axis: a sequence of per-frame results
     sel.set_sequence(ResultSequence.of([k2_result, k2_result]))
     assert sel.num_frames == 2 and sel.frame == 0
+    del seen[:]
     sel.set_frame(1)
-    assert sel.frame == 1 and "frame" in seen[-1]
+    assert sel.frame == 1 and seen == [("frame", 1), ("result", k2_result)]
     sel.set_frame(9)  # clamped, already there: nothing
-    assert sel.frame == 1
+    assert sel.frame == 1 and len(seen) == 2
 
 
 # ---- errors by class, the cancel token an Event ---------------------------------------------
 def test_worker_classifies_errors_by_class_not_by_name() -> None:
-    from poseviewer.app.worker import _error_kind, _message
+    from poseviewer.app.worker import ErrorKind, _message
     from poseviewer.cnn.weights import WeightsError
     from poseviewer.errors import ImageError, ImportFormatError
     from poseviewer.lifting.loading import PoseModelError
@@ -200,11 +212,17 @@ def test_worker_classifies_errors_by_class_not_by_name() -> None:
         pass
 
     ImposterError = type("ImageError", (RuntimeError,), {})  # the name only
-    assert _error_kind(NotTheImageError("x")) == "image"
-    assert _error_kind(ImposterError("x")) == "error"
-    assert _error_kind(WeightsError("w")) == "model"
-    assert _error_kind(PoseModelError("m")) == "model"
-    assert _error_kind(ImportFormatError("i")) == "import"
+    from poseviewer.video.source import VideoError
+
+    assert ErrorKind.of(NotTheImageError("x")) is ErrorKind.IMAGE
+    assert ErrorKind.of(ImposterError("x")) is ErrorKind.ERROR
+    assert ErrorKind.of(WeightsError("w")) is ErrorKind.MODEL
+    assert ErrorKind.of(PoseModelError("m")) is ErrorKind.MODEL
+    assert ErrorKind.of(ImportFormatError("i")) is ErrorKind.IMPORT
+    assert ErrorKind.of(VideoError("v")) is ErrorKind.VIDEO
+    assert ErrorKind("image") is ErrorKind.IMAGE and f"{ErrorKind.NO_PERSON}" == "no person"
+    with pytest.raises(ValueError):
+        ErrorKind("imgae")  # a misspelt kind fails loudly
     assert _message(NotTheImageError("unreadable")) == "unreadable"
     assert _message(ImposterError("boom")).startswith("ImageError: boom")
 

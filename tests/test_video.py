@@ -752,6 +752,81 @@ def test_viewer_video_runs_with_the_windows_estimator_settings(video_window, cli
 
 
 @pytest.mark.gui
+def test_viewer_one_worker_for_photos_and_videos(qtbot, tmp_path, estimator, clip,
+                                                 messages) -> None:
+    """Photos and videos share the window's one worker: the models are built once; the
+    Run settings reach both; a photo opened while a video is estimated stops the video's
+    run; a video's failure comes by the same path as a photo's, titled by its kind."""
+    from PySide6.QtCore import QSettings
+    from PySide6.QtGui import QAction
+
+    from poseviewer.app import configure
+    from poseviewer.app.main_window import MainWindow
+    from poseviewer.app.worker import ErrorKind
+
+    made: list[int] = []
+
+    def factory():
+        made.append(1)
+        return estimator
+
+    configure()
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(estimator_factory=factory, settings=settings)
+    qtbot.addWidget(win)
+    panel = win.video_panel
+    assert panel.worker is win.worker
+    open_video = win.findChild(QAction, "action_open_video")
+    assert open_video in win.file_menu.actions()
+    photo = tmp_path / "p.png"
+    cv2.imwrite(str(photo), _frames(1)[0])
+    try:
+        with qtbot.waitSignal(win.worker.succeeded, timeout=60000):
+            win.open_image(photo)
+        win.elevation_search = True
+        panel.open_video(str(clip))
+        qtbot.waitUntil(lambda: panel.job.done >= 2, timeout=60000)
+        assert panel.job.settings.elevation_search is True
+        with qtbot.waitSignal(win.worker.succeeded, timeout=60000):
+            win.open_image(photo)  # the video's run stops, its frames done stay
+        qtbot.waitUntil(lambda: "(stopped)" in panel.status_label.text(), timeout=30000)
+        assert 2 <= panel.job.done < N_FRAMES and win.state.result.model["elevation_search"]
+        assert len(made) == 1  # one estimator for the photos and the video
+        panel.open_video(str(tmp_path / "missing.mp4"))
+        qtbot.waitUntil(lambda: bool(messages), timeout=30000)
+        assert messages[-1][0] == "Cannot use this video or camera"
+        assert win.last_error[0] is ErrorKind.VIDEO
+    finally:
+        estimator.elevation_search = False  # the module's estimator, shared by other tests
+        win.shutdown(30000)
+
+
+@pytest.mark.gui
+def test_viewer_video_model_error_is_a_model_error(qtbot, tmp_path, clip, messages) -> None:
+    """The estimator that cannot be built fails a video as it fails a photo."""
+    from PySide6.QtCore import QSettings
+
+    from poseviewer.app import configure
+    from poseviewer.app.main_window import MainWindow
+    from poseviewer.errors import ModelError
+
+    def broken():
+        raise ModelError("no weights here")
+
+    configure()
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(estimator_factory=broken, settings=settings)
+    qtbot.addWidget(win)
+    try:
+        win.video_panel.open_video(str(clip))
+        qtbot.waitUntil(lambda: bool(messages), timeout=30000)
+        assert messages[-1] == ("Cannot load the model", "no weights here")
+        assert win.video_panel.status_label.text() == "failed"
+    finally:
+        win.shutdown(30000)
+
+
+@pytest.mark.gui
 def test_viewer_camera_mode_bad_and_long_videos(video_window, qtbot, tmp_path, clip,
                                                monkeypatch) -> None:
     import poseviewer.app.video as app_video

@@ -6,9 +6,10 @@ Settings live in the user's QSettings (organisation/application "poseviewer"), o
 ini file named by ``$POSEVIEWER_SETTINGS``. With ``$POSEVIEWER_QUIT_AFTER_FIRST_RESULT=1``
 the viewer prints the time from process start to the first result and quits (for timing
 launches, e.g. ``time scripts/bootstrap run``).
-Modules: ``state`` (the shared selection every view follows), ``worker`` (estimator in a
-QThread), ``image_view``, ``maps_view``, ``view3d`` (the three panels), ``controls``,
-``main_window``.
+Modules: ``worker`` (the one estimator in a QThread, for photos, videos and cameras),
+``image_view``, ``maps_view``, ``view3d`` (the three panels, following the shared
+:class:`poseviewer.selection.Selection`), ``controls``, ``video`` (the timeline),
+``loaders`` (file jobs), ``main_window``.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from PySide6.QtCore import QSettings
 
     from poseviewer.app.main_window import MainWindow
+    from poseviewer.app.worker import ErrorKind
 
     ini = os.environ.get("POSEVIEWER_SETTINGS")  # e.g. tests: never the user's settings
     settings = QSettings(ini, QSettings.Format.IniFormat) if ini else QSettings()
@@ -117,11 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.environ.get("POSEVIEWER_QUIT_AFTER_FIRST_RESULT") == "1":
         _quit_after_first_result(app, win)
     if problem:
-        win.report_error("error", problem)
+        win.report_error(ErrorKind.ERROR, problem)
     if args:
         path = Path(args[0])
         if not path.is_file():
-            win.report_error("image", f"file not found: {path}")
+            win.report_error(ErrorKind.IMAGE, f"file not found: {path}")
         else:
             win.open_image(path)
     else:

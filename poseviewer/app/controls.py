@@ -15,15 +15,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from poseviewer.app.state import ViewerState
+from poseviewer.selection import Selection
 
 
 class ControlsBar(QWidget):
     """Widgets that edit the shared state; they follow it too."""
 
-    KEYS = frozenset({"result", "person", "stage", "component", "overlay"})
-
-    def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
+    def __init__(self, state: Selection, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("controls")
         self.state = state
@@ -72,8 +70,10 @@ class ControlsBar(QWidget):
         self.stage_spin.valueChanged.connect(self._on_stage_widget)
         self.component_combo.activated.connect(self._on_component_widget)
         self.overlay_check.toggled.connect(state.set_overlay)
-        state.changed.connect(self.on_state_changed)
-        self.on_state_changed(frozenset(self.KEYS))
+        ev = state.events
+        for signal in (ev.result, ev.person, ev.stage, ev.component, ev.overlay):
+            signal.connect(self.sync)
+        self.sync()
 
     def _on_stage_widget(self, value: int) -> None:
         self.state.set_stage(value - 1)
@@ -81,10 +81,9 @@ class ControlsBar(QWidget):
     def _on_component_widget(self, index: int) -> None:
         self.state.set_component(index)
 
-    def on_state_changed(self, keys: frozenset) -> None:
-        """Make the widgets show the state."""
-        if not keys & self.KEYS:
-            return
+    def sync(self, _value: object = None) -> None:
+        """Make the widgets show the state (on a new result, person, stage, component or
+        overlay)."""
         st = self.state
         n = st.num_stages
         for w in (self.stage_slider, self.stage_spin):

@@ -14,7 +14,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QTransform
 from PySide6.QtWidgets import QGraphicsRectItem
 
-from poseviewer.app.state import ViewerState
+from poseviewer.selection import Selection
 from poseviewer.skeleton import CPM14, H36M17, SIDE_COLOURS
 
 #: A photo is fitted into the panel at most this many screen pixels per image pixel (a tiny
@@ -100,9 +100,7 @@ class ImagePanel(pg.GraphicsLayoutWidget):
     boxes_edited = Signal(object)
     """(P, 4) boxes to re-run with (the selected box adjusted, or a new one appended)."""
 
-    KEYS = frozenset({"result", "person", "stage", "component", "joint", "overlay", "map_kind"})
-
-    def __init__(self, state: ViewerState, parent=None) -> None:
+    def __init__(self, state: Selection, parent=None) -> None:
         super().__init__(parent)
         self.setObjectName("image_panel")
         self.setBackground((30, 30, 34))
@@ -163,24 +161,39 @@ class ImagePanel(pg.GraphicsLayoutWidget):
 
         self.vb.clicked.connect(self._on_clicked)
         self.vb.box_drawn.connect(self._on_box_drawn)
-        state.changed.connect(self.on_state_changed)
+        ev = state.events
+        ev.result.connect(self._on_result)
+        ev.person.connect(self._on_person)
+        ev.stage.connect(self._on_stage)
+        ev.component.connect(self._on_component)
+        ev.joint.connect(self._on_joint)
+        ev.overlay.connect(self._on_overlay)
+        ev.map_kind.connect(self._on_overlay)
 
-    # ---- state -> view ----------------------------------------------------------------
-    def on_state_changed(self, keys: frozenset) -> None:
-        """Redraw what ``keys`` touch."""
-        if not keys & self.KEYS:
-            return
-        if "result" in keys:
-            self._draw_photo()
-        if keys & {"result", "person"}:
-            self._draw_boxes()
-        # only what the changed keys touch (a component switch redraws one curve)
-        if keys & {"result", "person", "stage", "joint"}:
-            self._draw_skeleton()
-        if keys & {"result", "person", "stage", "component"}:
-            self._draw_component()
-        if keys & {"result", "person", "stage", "joint", "overlay", "map_kind"}:
-            self._draw_overlay()
+    # ---- state -> view: only what each event touches (a component switch redraws one curve)
+    def _on_result(self, _result: object) -> None:
+        self._draw_photo()
+        self._on_person(self.state.person)
+
+    def _on_person(self, _person: int) -> None:
+        self._draw_boxes()
+        self._on_stage(self.state.stage)
+
+    def _on_stage(self, _stage: int) -> None:
+        self._draw_skeleton()
+        self._draw_component()
+        self._draw_overlay()
+
+    def _on_component(self, _component: object) -> None:
+        self._draw_component()
+
+    def _on_joint(self, _joint: object) -> None:
+        self._draw_skeleton()
+        self._draw_overlay()
+
+    def _on_overlay(self, _value: object) -> None:
+        """The overlay switched, or the map kind it shows changed."""
+        self._draw_overlay()
 
     def _draw_photo(self) -> None:
         img = self.state.image

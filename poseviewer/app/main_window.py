@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,12 @@ from PySide6.QtWidgets import (
 from poseviewer.app.controls import ControlsBar
 from poseviewer.app.image_view import ImagePanel
 from poseviewer.app.maps_view import BeliefMapPanel
-from poseviewer.app.state import MAP_KIND_LABELS, MAP_KINDS, ViewerState
 from poseviewer.app.view3d import Pose3DPanel
-from poseviewer.app.worker import WorkerController
+from poseviewer.app.worker import ErrorKind, RunSettings, WorkerController
 from poseviewer.atomic import atomic_write_with
 from poseviewer.export.registry import EXPORTERS, ExportOptions
 from poseviewer.imageio import IMAGE_EXTENSIONS
+from poseviewer.selection import MAP_KIND_LABELS, MAP_KINDS, Selection
 
 IMAGE_FILTER = ("Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_EXTENSIONS))
                 + ");;All files (*)")
@@ -85,7 +86,8 @@ class MainWindow(QMainWindow):
         self.setObjectName("poseviewer_main")
         self.setAcceptDrops(True)
         self.settings = settings if settings is not None else QSettings()
-        self.state = ViewerState(self)
+        self.state = Selection()
+        """What every panel shows and follows (its ``events``: one signal per field)."""
         self.image_panel = ImagePanel(self.state)
         self.maps_panel = BeliefMapPanel(self.state)
         self.view3d = Pose3DPanel(self.state)
@@ -100,10 +102,6 @@ class MainWindow(QMainWindow):
         tb.addWidget(self.controls)
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb)
 
-        self.flip_test: bool | None = None
-        self.elevation_search = False
-        """Whether the 3D fit searches the camera's elevation (Run menu; off by default)."""
-        """The network's mirror pass as the user set it (None: as the weights say)."""
         if estimator_factory is None:
             estimator_factory = default_estimator_factory
         if file_functions is None:
@@ -111,6 +109,8 @@ class MainWindow(QMainWindow):
 
             file_functions = FileJobs().functions()
         self.worker = WorkerController(estimator_factory, file_functions, parent=self)
+        """The one worker: photos, files and the frames of videos and cameras."""
+        self.worker.settings = RunSettings(flip_test=None, elevation_search=False)
         self.worker.progress.connect(self.on_progress)
         self.worker.succeeded.connect(self.on_succeeded)
         self.worker.failed.connect(self.on_failed)
@@ -141,13 +141,13 @@ class MainWindow(QMainWindow):
         self._rerun_path: str | None = None
         self._opening: str | None = None  # a photo file being opened, not yet read
         self._shut_down = False
-        self.last_error: tuple[str, str] | None = None
+        self.last_error: tuple[ErrorKind, str] | None = None
         self._t_submit = 0.0
         self.first_result_seconds: float | None = None
         self._build_menus()
         from poseviewer.app.video import install_video
 
-        self.video_panel = install_video(self, estimator_factory)  # timeline, video, camera
+        self.video_panel = install_video(self)  # timeline, video, camera
         self.image_panel.boxes_edited.connect(self.on_boxes_edited)
         self._restore_settings()
         app = QApplication.instance()
@@ -176,6 +176,8 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         mb = self.menuBar()
         fm = mb.addMenu("&File")
+        fm.setObjectName("file_menu")
+        self.file_menu = fm
         fm.addAction(self._action("&Open image...", self.open_dialog, QKeySequence.StandardKey.Open,
                                   "action_open"))
         self.recent_menu = fm.addMenu("Open &recent")
@@ -334,10 +336,26 @@ class MainWindow(QMainWindow):
         self.progress_bar.setRange(0, 0)
         self.progress_bar.show()
         self.statusBar().showMessage(message)
-        if kind == "estimate":
-            kwargs["flip_test"] = self.flip_test
-            kwargs["elevation_search"] = self.elevation_search
         return self.worker.submit(kind, **kwargs)
+
+    @property
+    def flip_test(self) -> bool | None:
+        """The network's mirror pass as the user set it (None: as the weights say); every
+        request carries it (``RunSettings``), photos and videos alike."""
+        return self.worker.settings.flip_test
+
+    @flip_test.setter
+    def flip_test(self, on: bool | None) -> None:
+        self.worker.settings = replace(self.worker.settings, flip_test=on)
+
+    @property
+    def elevation_search(self) -> bool | None:
+        """Whether the 3D fit searches the camera's elevation (Run menu; off by default)."""
+        return self.worker.settings.elevation_search
+
+    @elevation_search.setter
+    def elevation_search(self, on: bool | None) -> None:
+        self.worker.settings = replace(self.worker.settings, elevation_search=on)
 
     @Slot(bool)
     def set_flip_test(self, on: bool) -> None:
@@ -457,7 +475,7 @@ class MainWindow(QMainWindow):
                 self.open_image(f)
 
     # ---- worker answers ---------------------------------------------------------------------
-    @Slot(int, int, int)
+    @Slot(int, int)
     def on_progress(self, stage: int, num: int) -> None:
         """A stage finished in the worker (for every person at once)."""
         self.progress_bar.setRange(0, max(num, 1))
@@ -501,7 +519,7 @@ class MainWindow(QMainWindow):
         msgs = list(getattr(result, "messages", []) or [])
         n = len(result.persons)
         if n == 0:
-            self.report_error("no person", "No person was found in this image. "
+            self.report_error(ErrorKind.NO_PERSON, "No person was found in this image. "
                               "Draw a box around a person (drag on the photo) to try again.")
             return
         text = f"Done in {seconds:.2f} s: {n} person{'s' if n != 1 else ''}"
@@ -509,8 +527,8 @@ class MainWindow(QMainWindow):
             text += " - " + "; ".join(msgs)
         self.statusBar().showMessage(text)
 
-    @Slot(str, str)
-    def on_failed(self, kind: str, message: str) -> None:
+    @Slot(object, str)
+    def on_failed(self, kind: ErrorKind, message: str) -> None:
         """Show a worker error (a file that could not be opened changes nothing)."""
         self._opening = None
         self.report_error(kind, message)
@@ -527,13 +545,11 @@ class MainWindow(QMainWindow):
         self.progress_bar.setVisible(busy)
         self.cancel_button.setVisible(busy)
 
-    def report_error(self, kind: str, message: str) -> None:
-        """Status text + a warning box (never raises)."""
-        titles = {"image": "Cannot use this image", "model": "Cannot load the model",
-                  "no person": "No person found", "import": "Cannot import this file",
-                  "export": "Export failed", "screenshot": "Screenshot failed",
-                  "video": "Cannot use this video or camera"}
-        title = titles.get(kind, "Unexpected error")
+    def report_error(self, kind: ErrorKind | str, message: str) -> None:
+        """Status text + a warning box titled by ``kind`` (an :class:`ErrorKind` or its
+        value; any other string is a ValueError: a misspelt kind fails loudly)."""
+        kind = ErrorKind(kind)
+        title = kind.title
         self.last_error = (kind, message)
         self.statusBar().showMessage(f"{title}: {message}")
         QMessageBox.warning(self, title, message)
@@ -546,7 +562,7 @@ class MainWindow(QMainWindow):
     def export_dialog(self, key: str) -> None:
         """File > Export > format."""
         if self.state.result is None:
-            self.report_error("export", "Nothing to export yet: open an image first.")
+            self.report_error(ErrorKind.EXPORT, "Nothing to export yet: open an image first.")
             return
         label, filt, suffix = EXPORT_FORMATS[key]
         path, _ = QFileDialog.getSaveFileName(self, f"Export {key.upper()}",
@@ -557,7 +573,7 @@ class MainWindow(QMainWindow):
     def export(self, key: str, path: str | os.PathLike[str]) -> Path | None:
         """Write the current result as ``key`` to ``path`` (atomic, via the exporters)."""
         if self.state.result is None:
-            self.report_error("export", "Nothing to export yet: open an image first.")
+            self.report_error(ErrorKind.EXPORT, "Nothing to export yet: open an image first.")
             return None
         st = self.state
         try:  # BVH: the pose on screen; COCO: the stage on screen; NPZ: with the maps
@@ -565,7 +581,7 @@ class MainWindow(QMainWindow):
                                  component=st.component)
             out = EXPORTERS[key].write(st.result, path, opts)
         except Exception as exc:
-            self.report_error("export", f"{key.upper()} to {path}: {exc}")
+            self.report_error(ErrorKind.EXPORT, f"{key.upper()} to {path}: {exc}")
             return None
         self._remember_folder(path)
         self.statusBar().showMessage(f"Exported {key.upper()} to {path}")
@@ -591,7 +607,7 @@ class MainWindow(QMainWindow):
         try:
             out = write_qimage_atomic(self.panel_image(key), path)
         except Exception as exc:
-            self.report_error("screenshot", str(exc))
+            self.report_error(ErrorKind.SCREENSHOT, str(exc))
             return None
         self._remember_folder(path)
         self.statusBar().showMessage(f"Saved {out}")
@@ -634,10 +650,8 @@ class MainWindow(QMainWindow):
             for w in (self.menuBar(), self.image_panel, self.maps_dock, self.view3d_dock,
                       self.controls, self.cancel_button):
                 w.setEnabled(False)  # no new work while closing
-        self.worker.stop()
         self.video_panel.stop()
-        if not self.video_panel.shutdown(30000 if timeout_ms is None else timeout_ms):
-            return False
+        self.worker.stop()
         if not self.worker.running:
             return True
         self.statusBar().showMessage("Waiting for the model to stop (it stops after the "

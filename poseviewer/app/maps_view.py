@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from poseviewer.app.state import MAP_KIND_LABELS, MAP_KINDS, ViewerState
+from poseviewer.selection import MAP_KIND_LABELS, MAP_KINDS, Selection
 from poseviewer.skeleton import CPM14
 
 BACKGROUND = (30, 30, 34)
@@ -77,9 +77,7 @@ class _MosaicBox(pg.ViewBox):
 class BeliefMapPanel(QWidget):
     """14 labelled belief maps of the selected stage and map kind."""
 
-    KEYS = frozenset({"result", "person", "stage", "map_kind", "joint"})
-
-    def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
+    def __init__(self, state: Selection, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("maps_panel")
         self.state = state
@@ -154,7 +152,12 @@ class BeliefMapPanel(QWidget):
         self.columns = 5
         self._band: int | None = None  # title band (map pixels), set by _fit_columns
         self.glw.installEventFilter(self)  # tiles grow with the panel: columns follow it
-        state.changed.connect(self.on_state_changed)
+        ev = state.events
+        ev.result.connect(self._on_shown_maps)
+        ev.person.connect(self._on_shown_maps)
+        ev.stage.connect(self._on_shown_maps)
+        ev.map_kind.connect(self._on_map_kind)
+        ev.joint.connect(self._on_joint)
         self._sync_kind_buttons()
 
     # ---- tile geometry (item coordinates = map pixels) -----------------------------------
@@ -237,16 +240,18 @@ class BeliefMapPanel(QWidget):
                 self.state.set_joint(None if self.state.joint == j else j)
                 return
 
-    def on_state_changed(self, keys: frozenset) -> None:
-        """Redraw maps / titles / selection for the keys that changed."""
-        if not keys & self.KEYS:
-            return
-        if "map_kind" in keys:
-            self._sync_kind_buttons()
-        if keys & {"result", "person", "stage", "map_kind"}:
-            self._draw_maps()
-        if keys & {"result", "person", "stage", "joint"}:
-            self._draw_titles()
+    # ---- state -> view ------------------------------------------------------------------
+    def _on_shown_maps(self, _value: object) -> None:
+        """A new result, person or stage: other maps, other titles."""
+        self._draw_maps()
+        self._draw_titles()
+
+    def _on_map_kind(self, _kind: str) -> None:
+        self._sync_kind_buttons()
+        self._draw_maps()
+
+    def _on_joint(self, _joint: object) -> None:
+        self._draw_titles()
 
     def _draw_maps(self) -> None:
         maps = self.state.maps()

@@ -3,6 +3,10 @@ play/pause, one-frame steps with ',' and '.'), frames decoded and estimated in o
 worker thread with progress and cancel, and a live camera mode that estimates the newest
 frame only, drops frames while busy and shows the rate achieved.
 
+The frames are estimated by the window's one worker (``app.worker``: the same estimator,
+Run settings and error path as photos); a photo opened while a video is estimated stops
+the video's run (the frames done stay on the timeline).
+
 Videos of any length: the decoded frames and the results' belief maps are kept in a cache
 with a memory budget (``video/cache_mb`` in the settings, default
 :data:`DEFAULT_CACHE_MB`); beyond it the least recently shown frames give up their pixels
@@ -11,19 +15,18 @@ and re-estimates it alone for its maps (the ids, smoothed joints and fits of the
 pass stay); a frame the pass has not reached yet is estimated alone first, as a preview.
 The status bar shows the frame's people, ids and timings, and why a person is not lifted.
 
-``install_video(window, estimator_factory)`` adds the File menu entries, the dock and the
-shortcuts to a :class:`~poseviewer.app.main_window.MainWindow`; the stage and component
+``install_video(window)`` adds the File menu entries (after *Open image...*), the dock and
+the shortcuts to a :class:`~poseviewer.app.main_window.MainWindow`; the stage and component
 controls work on any frame as on a photo (the shared selection's ``frame``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -36,7 +39,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from poseviewer.errors import Cancelled, CancelToken
+from poseviewer.app.worker import ErrorKind, VideoJob
 from poseviewer.result import EstimateResult, ResultSequence
 from poseviewer.video.source import VIDEO_EXTENSIONS
 
@@ -47,151 +50,6 @@ VIDEO_FILTER = ("Videos (" + " ".join(f"*{s}" for s in sorted(VIDEO_EXTENSIONS))
 DEFAULT_CACHE_MB = 1024
 NOT_ESTIMATED = "frame not estimated yet"
 AGAIN = "re-estimated alone for its maps (ids, smoothed joints and fits from the ordered pass)"
-
-
-@dataclass
-class VideoJob:
-    """One video or camera run, shared between the GUI and the worker thread."""
-
-    id: int
-    source: Any
-    """A path (file mode) or a callable returning a live ``FrameSource`` (camera mode)."""
-    live: bool = False
-    token: CancelToken = field(default_factory=CancelToken)
-    frames: dict[int, np.ndarray] = field(default_factory=dict)
-    """Position -> decoded RGB frame, for the frames in the cache (the GUI evicts)."""
-    ready: set[int] = field(default_factory=set)
-    """Positions whose frame and maps are in the cache (kept by the GUI)."""
-    done: int = 0
-    """Frames of the ordered pass estimated so far."""
-    wanted: int | None = None
-    """The frame on screen (set by the GUI): decoded and estimated alone first when it is
-    not ready (ahead of the pass, or evicted from the cache)."""
-    fps: float | None = None
-    notes: list[str] = field(default_factory=list)
-    settings: dict[str, Any] = field(default_factory=dict)
-    """The window's estimator settings when the run started (``flip_test``,
-    ``elevation_search``; None: as the estimator is), applied by the worker."""
-    """Notes from reading (e.g. the file ended early)."""
-
-
-class VideoWorker(QObject):
-    """Lives in the video thread; ``run`` is invoked by a queued signal."""
-
-    decoded = Signal(int, int)
-    """job id, frames the video announces (0: unknown); the pass then starts."""
-    frame_done = Signal(int, int, object, object, bool)
-    """job id, position, EstimateResult, RGB frame, alone (estimated alone: a preview or
-    a frame decoded again for its maps)."""
-    progress = Signal(int, int, int)
-    """job id, frames estimated in order, total."""
-    live_frame = Signal(int, object, object, object)
-    """job id, RGB frame, EstimateResult, LiveStats."""
-    failed = Signal(int, str)
-    finished = Signal(int, bool)
-    """job id, cancelled."""
-
-    def __init__(self, estimator_factory: Callable[[], Any]) -> None:
-        super().__init__()
-        self._factory = estimator_factory
-        self._estimator: Any = None
-
-    def estimator(self, job: VideoJob | None = None) -> Any:
-        """The estimator (made on first use), with ``job``'s settings applied."""
-        if self._estimator is None:
-            self._estimator = self._factory()
-        for name, value in (job.settings if job is not None else {}).items():
-            if value is not None and hasattr(self._estimator, name):
-                setattr(self._estimator, name, value)
-        return self._estimator
-
-    @Slot(object)
-    def run(self, job: VideoJob) -> None:
-        try:
-            if job.live:
-                self._camera(job)
-            else:
-                self._file(job)
-        except Cancelled:
-            self.finished.emit(job.id, True)
-        except Exception as exc:  # every error becomes a message, never a crash
-            self.failed.emit(job.id, str(exc) or type(exc).__name__)
-        else:
-            self.finished.emit(job.id, job.token.cancelled)
-
-    def _file(self, job: VideoJob) -> None:
-        from poseviewer.video import VideoAnalyzer, VideoFileSource, iter_frames
-
-        with VideoFileSource(job.source) as src:
-            job.fps = src.fps
-            total = src.frame_count or 0
-            self.decoded.emit(job.id, total)
-            est = self.estimator(job)
-            analyzer = VideoAnalyzer(est)
-            for i, frame in enumerate(iter_frames(src)):
-                self._serve(job)
-                if job.token.cancelled:
-                    raise Cancelled("cancelled")
-                res = analyzer.step(frame, cancel=job.token)
-                job.done = i + 1
-                job.ready.add(i)  # before the GUI hears of it: never estimated twice
-                self.frame_done.emit(job.id, i, res, frame.rgb, False)
-                self.progress.emit(job.id, i + 1, max(total, i + 1))
-            job.notes += src.messages
-        if total and job.done < total:
-            self.progress.emit(job.id, job.done, job.done)
-
-    def _serve(self, job: VideoJob) -> None:
-        """Decode and estimate alone the frame on screen when it is not ready."""
-        w = job.wanted
-        if w is None or w in job.ready or job.token.cancelled:
-            return
-        job.ready.add(w)  # asked once; the GUI takes it out again when it evicts the frame
-        rgb = _decode_at(str(job.source), w)
-        if rgb is None:
-            return
-        res = self.estimator(job).estimate(rgb, cancel=job.token)
-        self.frame_done.emit(job.id, w, res, rgb, True)
-
-    @Slot(object)
-    def again(self, job: VideoJob) -> None:
-        """After the pass: the frame on screen decoded and estimated again if evicted."""
-        try:
-            self._serve(job)
-        except Cancelled:
-            pass
-        except Exception as exc:  # noqa: BLE001 - a message, never a crash
-            self.failed.emit(job.id, str(exc) or type(exc).__name__)
-
-    def _camera(self, job: VideoJob) -> None:
-        from poseviewer.video import LatestFrame, VideoAnalyzer, run_live
-
-        src = job.source()
-        grabber = LatestFrame(src)
-        try:
-            run_live(VideoAnalyzer(self.estimator(job)), grabber,
-                     lambda frame, res, stats: self.live_frame.emit(job.id, frame.rgb, res,
-                                                                   stats),
-                     cancel=job.token)
-        finally:
-            grabber.stop()
-
-
-def _decode_at(path: str, index: int) -> np.ndarray | None:
-    """Frame ``index`` of the video at ``path`` (RGB), decoded by seeking; None if absent."""
-    import cv2
-
-    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
-    try:
-        cap.set(cv2.CAP_PROP_POS_FRAMES, int(index))
-        ok, bgr = cap.read()
-    finally:
-        cap.release()
-    if not ok or bgr is None:
-        return None
-    if bgr.ndim == 2:
-        bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
-    return np.ascontiguousarray(bgr[..., ::-1])
 
 
 def _maps_bytes(result: EstimateResult) -> int:
@@ -245,37 +103,30 @@ def _placeholder(size: tuple[int, int]) -> EstimateResult:
 class VideoPanel(QWidget):
     """The timeline and the video/camera runs of one window."""
 
-    requested = Signal(object)
-    again_requested = Signal(object)
-
-    def __init__(self, window: Any, estimator_factory: Callable[[], Any]) -> None:
+    def __init__(self, window: Any) -> None:
         super().__init__()
         self.setObjectName("video_panel")
         self.window_ = window
         self.state = window.state
+        self.worker = window.worker
+        """The window's :class:`~poseviewer.app.worker.WorkerController` (one worker)."""
         self.job: VideoJob | None = None
         self.sequence: ResultSequence | None = None
         self.stats: Any = None
         self._next_id = 0
-        self._thread = QThread()
-        self._thread.setObjectName("poseviewer-video")
-        self.worker = VideoWorker(estimator_factory)
-        self.worker.moveToThread(self._thread)
-        self.requested.connect(self.worker.run)
-        self.again_requested.connect(self.worker.again)
         self.cache_bytes = int(float(window.settings.value("video/cache_mb", DEFAULT_CACHE_MB))
                                * 1e6)
         """The cache's memory budget (bytes) for decoded frames and belief maps."""
         self._lru: dict[int, int] = {}
         """Position -> bytes held, least recently shown first."""
         self._announced = 0
-        self.worker.decoded.connect(self._on_decoded)
-        self.worker.frame_done.connect(self._on_frame_done)
-        self.worker.progress.connect(self._on_progress)
-        self.worker.live_frame.connect(self._on_live_frame)
-        self.worker.failed.connect(self._on_failed)
-        self.worker.finished.connect(self._on_finished)
-        self._thread.start()
+        w = self.worker
+        w.decoded.connect(self._on_decoded)
+        w.frame_done.connect(self._on_frame_done)
+        w.frame_progress.connect(self._on_progress)
+        w.live_frame.connect(self._on_live_frame)
+        w.video_failed.connect(self._on_failed)
+        w.video_finished.connect(self._on_finished)
 
         lay = QHBoxLayout(self)
         lay.setContentsMargins(4, 2, 4, 2)
@@ -313,10 +164,7 @@ class VideoPanel(QWidget):
         self.timer.stop()
         self.play_button.setText("Play")
         self._next_id += 1
-        w = self.window_
-        self.job = VideoJob(self._next_id, source, live=live, settings={
-            "flip_test": getattr(w, "flip_test", None),
-            "elevation_search": getattr(w, "elevation_search", None)})
+        self.job = VideoJob(self._next_id, source, live=live, settings=self.worker.settings)
         self.sequence = None
         self._lru = {}
         self.stats = None
@@ -329,8 +177,12 @@ class VideoPanel(QWidget):
         self.stop_button.setEnabled(True)
         self.status_label.setText("opening camera..." if live else "reading the video...")
         self.frame_label.setText("camera" if live else "")
-        self.requested.emit(self.job)
+        self._submit("camera" if live else "video")
         return self.job
+
+    def _submit(self, kind: str) -> None:
+        job = self.job
+        self.worker.submit(kind, job=job, token=job.token, settings=job.settings)
 
     def open_video(self, path: str) -> VideoJob:
         """Decode ``path`` and estimate its frames in order (file mode)."""
@@ -344,11 +196,6 @@ class VideoPanel(QWidget):
         """Cancel the running estimation (frames already estimated stay in the cache)."""
         if self.job is not None:
             self.job.token.cancel()
-
-    def shutdown(self, timeout_ms: int = 30000) -> bool:
-        self.stop()
-        self._thread.quit()
-        return bool(self._thread.wait(timeout_ms))
 
     def _mine(self, jid: int) -> bool:
         return self.job is not None and jid == self.job.id
@@ -451,13 +298,13 @@ class VideoPanel(QWidget):
                                   f"{stats.dropped} dropped")
         self.frame_label.setText(f"camera frame {stats.read}")
 
-    @Slot(int, str)
-    def _on_failed(self, jid: int, message: str) -> None:
+    @Slot(int, object, str)
+    def _on_failed(self, jid: int, kind: ErrorKind, message: str) -> None:
         if not self._mine(jid):
             return
         self.stop_button.setEnabled(False)
         self.status_label.setText("failed")
-        self.window_.report_error("video", message)
+        self.window_.report_error(kind, message)
 
     @Slot(int, bool)
     def _on_finished(self, jid: int, cancelled: bool) -> None:
@@ -490,8 +337,8 @@ class VideoPanel(QWidget):
         if i in self._lru:  # most recently shown last
             self._lru[i] = self._lru.pop(i)
         self.state.set_frame(i, rgb)
-        if i not in job.ready and not job.live:
-            self.again_requested.emit(job)
+        if i not in job.ready and not job.live and not job.token.cancelled:
+            self._submit("frame")  # served by the pass when it runs, else after it
         t = self.sequence.frame_time(i)
         self.frame_label.setText(f"frame {self.sequence.frame_index(i)}  "
                                  f"({i + 1}/{self.num_frames})  {t:.2f} s")
@@ -530,16 +377,17 @@ class VideoPanel(QWidget):
         self.step(+1)
 
 
-def install_video(window: Any, estimator_factory: Callable[[], Any]) -> VideoPanel:
-    """Add 'Open video...' and 'Open camera...' to the File menu, the timeline dock and the
-    frame shortcuts (',' '.' and Space) to ``window``; returns the panel."""
-    panel = VideoPanel(window, estimator_factory)
+def install_video(window: Any) -> VideoPanel:
+    """Add 'Open video...' and 'Open camera...' to the File menu (``window.file_menu``,
+    after its 'Open image...'), the timeline dock and the frame shortcuts (',' '.' and
+    Space) to ``window``; returns the panel."""
+    panel = VideoPanel(window)
     dock = QDockWidget("Timeline", window)
     dock.setObjectName("timeline_dock")
     dock.setWidget(panel)
     window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
-    file_menu = window.menuBar().actions()[0].menu()
-    first = file_menu.actions()[1] if len(file_menu.actions()) > 1 else None
+    file_menu = window.file_menu
+    first = window.recent_menu.menuAction()  # the entries go before 'Open recent'
 
     def open_video() -> None:
         path, _ = QFileDialog.getOpenFileName(window, "Open video", window.last_folder(),
@@ -574,4 +422,4 @@ def install_video(window: Any, estimator_factory: Callable[[], Any]) -> VideoPan
     return panel
 
 
-__all__ = ["VideoJob", "VideoPanel", "VideoWorker", "install_video"]
+__all__ = ["VideoJob", "VideoPanel", "install_video"]

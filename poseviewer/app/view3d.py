@@ -32,8 +32,8 @@ from PySide6.QtWidgets import (
 )
 from vispy import scene
 
-from poseviewer.app.state import ViewerState
 from poseviewer.lifting.result import ellipsoid_d2
+from poseviewer.selection import Selection
 from poseviewer.skeleton import CPM_TO_H36M, H36M17
 
 #: Default camera of the 3D panel (reset view returns here).
@@ -248,9 +248,7 @@ def layout_tags(anchors: np.ndarray, sizes: np.ndarray, bounds: QRectF,
 class Pose3DPanel(QWidget):
     """Rotatable 3D view of the selected stage's fit."""
 
-    KEYS = frozenset({"result", "person", "stage", "component", "joint"})
-
-    def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
+    def __init__(self, state: Selection, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("view3d_panel")
         self.state = state
@@ -325,7 +323,13 @@ class Pose3DPanel(QWidget):
         self._tag_font = QFont()
         self._tag_font.setPointSizeF(7.5)
         self._clear()
-        state.changed.connect(self.on_state_changed)
+        self._shown_component: int | None = None  # the component drawn last
+        ev = state.events
+        ev.result.connect(self._on_new_pose)
+        ev.person.connect(self._on_new_pose)
+        ev.stage.connect(self._on_stage)
+        ev.component.connect(self._on_component)
+        ev.joint.connect(self._on_joint)
 
     def reset_view(self) -> None:
         """Camera back to its defaults, looking down on the floor as the photo's camera
@@ -464,22 +468,36 @@ class Pose3DPanel(QWidget):
         self._solid = None
         self._ghost_poses = []
 
-    def on_state_changed(self, keys: frozenset) -> None:
-        """Redraw the 3D scene when the shown fit, component or joint changes."""
-        if not keys & self.KEYS:
-            return
-        if keys == {"joint"}:  # only the ring moves
-            self._draw_selected()
-        else:
-            self._draw()
-            if keys & {"result", "person", "component"}:  # look as the camera did
-                self.view.camera.elevation = self.view_elevation()
-                if keys & {"result", "person"}:
-                    self.view.camera.azimuth = CAMERA_DEFAULTS["azimuth"]
+    # ---- state -> view: the scene redrawn when the shown fit, component or joint changes
+    def _on_new_pose(self, _value: object) -> None:
+        """A new result or person: drawn from the default azimuth, looking as the camera
+        did."""
+        self._draw()
+        self.view.camera.elevation = self.view_elevation()
+        self.view.camera.azimuth = CAMERA_DEFAULTS["azimuth"]
+        self.canvas.update()
+
+    def _on_stage(self, _stage: int) -> None:
+        """Another stage: the camera looks as the fit did when the shown component changed
+        with it (the user follows each stage's best)."""
+        before = self._shown_component
+        self._draw()
+        if self.state.component != before:
+            self.view.camera.elevation = self.view_elevation()
+        self.canvas.update()
+
+    def _on_component(self, _component: object) -> None:
+        self._draw()
+        self.view.camera.elevation = self.view_elevation()
+        self.canvas.update()
+
+    def _on_joint(self, _joint: object) -> None:
+        self._draw_selected()  # only the ring moves
         self.canvas.update()
 
     def _draw(self) -> None:
         fit, k = self.state.fit, self.state.component
+        self._shown_component = k
         if fit is None or k is None:
             self._clear()
             s = self.state.stage_result

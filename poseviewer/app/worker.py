@@ -1,9 +1,12 @@
-"""Runs the estimator off the GUI thread.
+"""Runs the estimator off the GUI thread: photos, files, and the frames of videos and
+cameras, with one estimator (one set of loaded models) and one error path.
 
 ``EstimateWorker`` (a QObject moved to a ``QThread``) receives requests through a queued
 signal and reports back with signals; ``WorkerController`` (GUI thread) owns the thread,
 numbers the requests, cancels the running one when a new one arrives, drops stale answers
-and shuts the thread down cleanly (cancel, ``quit()``, ``wait()``).
+and shuts the thread down cleanly (cancel, ``quit()``, ``wait()``). Every request carries
+the window's :class:`RunSettings` (the Run menu), applied to the estimator before it runs;
+every failure is reported once, with an :class:`ErrorKind` found from the exception's class.
 
 Signals are connected to methods of QObjects living in the GUI thread (never lambdas: a
 lambda has no thread affinity and would run in the worker thread).
@@ -14,7 +17,8 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,97 @@ from poseviewer.errors import (
     ModelError,
     PoseviewerError,
 )
+from poseviewer.video.source import VideoError
+
+
+class ErrorKind(str, Enum):
+    """What failed, for the window's message box (its title) and ``MainWindow.last_error``.
+    A ``str`` enum: ``ErrorKind.IMAGE == "image"``; ``ErrorKind("imgae")`` raises."""
+
+    IMAGE = "image"
+    MODEL = "model"
+    IMPORT = "import"
+    VIDEO = "video"
+    NO_PERSON = "no person"
+    EXPORT = "export"
+    SCREENSHOT = "screenshot"
+    ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def title(self) -> str:
+        """The message box's title."""
+        return _TITLES[self]
+
+    @classmethod
+    def of(cls, exc: BaseException) -> ErrorKind:
+        """The kind of a worker failure, by the exception's class (never its name)."""
+        for klass, kind in ((ImageError, cls.IMAGE), (ModelError, cls.MODEL),
+                            (ImportFormatError, cls.IMPORT), (VideoError, cls.VIDEO)):
+            if isinstance(exc, klass):
+                return kind
+        return cls.ERROR
+
+
+_TITLES = {
+    ErrorKind.IMAGE: "Cannot use this image",
+    ErrorKind.MODEL: "Cannot load the model",
+    ErrorKind.IMPORT: "Cannot import this file",
+    ErrorKind.VIDEO: "Cannot use this video or camera",
+    ErrorKind.NO_PERSON: "No person found",
+    ErrorKind.EXPORT: "Export failed",
+    ErrorKind.SCREENSHOT: "Screenshot failed",
+    ErrorKind.ERROR: "Unexpected error",
+}
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The Run menu's estimator settings; None: as the estimator is (its weights' own)."""
+
+    flip_test: bool | None = None
+    """The network's mirror test-time pass."""
+    elevation_search: bool | None = None
+    """The 3D fit's search of the camera elevation."""
+
+    def apply(self, estimator: Any) -> None:
+        """Set every setting that is not None on ``estimator`` (where it has it)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None and hasattr(estimator, f.name):
+                setattr(estimator, f.name, value)
+
+
+#: Request kinds of videos and cameras (answered to the timeline, not the window).
+VIDEO_KINDS = frozenset({"video", "camera", "frame"})
+
+
+@dataclass
+class VideoJob:
+    """One video or camera run, shared between the GUI and the worker thread."""
+
+    id: int
+    source: Any
+    """A path (file mode) or a callable returning a live ``FrameSource`` (camera mode)."""
+    live: bool = False
+    token: CancelToken = field(default_factory=CancelToken)
+    frames: dict[int, np.ndarray] = field(default_factory=dict)
+    """Position -> decoded RGB frame, for the frames in the cache (the GUI evicts)."""
+    ready: set[int] = field(default_factory=set)
+    """Positions whose frame and maps are in the cache (kept by the GUI)."""
+    done: int = 0
+    """Frames of the ordered pass estimated so far."""
+    wanted: int | None = None
+    """The frame on screen (set by the GUI): decoded and estimated alone first when it is
+    not ready (ahead of the pass, or evicted from the cache)."""
+    fps: float | None = None
+    notes: list[str] = field(default_factory=list)
+    """Notes from reading (e.g. the file ended early)."""
+    settings: RunSettings = field(default_factory=RunSettings)
+    """The window's Run settings when the run started (its frames estimated again later
+    use them too)."""
 
 
 @dataclass
@@ -37,33 +132,45 @@ class Request:
 
     id: int
     kind: str
-    """'estimate' (run the CNN on ``image``), 'lift' (lift the 2D joints in file ``joints``
-    without the CNN) or 'load' (read a saved result file ``joints``)."""
+    """'estimate' (run the CNN on ``image``), a file job of the window ('lift': lift the
+    2D joints in file ``joints`` without the CNN; 'load': read a saved result file
+    ``joints``), 'video' (the ordered pass over ``job``'s file), 'camera' (``job``'s live
+    source) or 'frame' (``job``'s frame on screen, decoded and estimated alone)."""
     image: Any = None
     """A path or an (H, W, 3) uint8 RGB array."""
     boxes: np.ndarray | None = None
     joints: Any = None
     """For 'lift': whatever the lift function takes (e.g. a path to 2D joints)."""
     token: CancelToken = field(default_factory=CancelToken)
-    flip_test: bool | None = None
-    """For 'estimate': the network's mirror test-time pass on/off (None: as it is)."""
-    elevation_search: bool | None = None
-    """For 'estimate': the 3D fit's search of the camera elevation (None: as it is)."""
+    settings: RunSettings = field(default_factory=RunSettings)
+    """Applied to the estimator before it runs (every kind)."""
+    job: VideoJob | None = None
+    """For the video kinds."""
 
 
 class EstimateWorker(QObject):
-    """Lives in the worker thread; ``run`` is invoked by a queued signal."""
+    """Lives in the worker thread; ``run`` is invoked by a queued signal. One estimator,
+    made on first use, serves photos and the frames of videos and cameras."""
 
     progress = Signal(int, int, int)
     """request id, stage index (0-based, finished for every person), number of stages."""
     succeeded = Signal(int, object, object, float)
-    """request id, EstimateResult, RGB image (or None), seconds."""
-    failed = Signal(int, str, str)
-    """request id, error kind ('image', 'model', 'import' or 'error'), message. (A photo
-    with nobody in it is not an error: it succeeds with no persons and the window says so.)"""
+    """request id, EstimateResult (None for the video kinds), RGB image (or None), seconds."""
+    failed = Signal(int, object, str)
+    """request id, :class:`ErrorKind`, message. (A photo with nobody in it is not an error:
+    it succeeds with no persons and the window says so.)"""
     cancelled = Signal(int)
     image_loaded = Signal(int, object)
     """request id, RGB image: the photo as it will be analysed (shown before the result)."""
+    decoded = Signal(int, int)
+    """video job id, frames the video announces (0: unknown); the pass then starts."""
+    frame_done = Signal(int, int, object, object, bool)
+    """video job id, position, EstimateResult, RGB frame, alone (estimated alone: a preview
+    or a frame decoded again for its maps)."""
+    frame_progress = Signal(int, int, int)
+    """video job id, frames estimated in order, total."""
+    live_frame = Signal(int, object, object, object)
+    """video job id, RGB frame, EstimateResult, LiveStats."""
 
     def __init__(
         self,
@@ -76,10 +183,16 @@ class EstimateWorker(QObject):
         self._estimator: Any = None
         self._current: Request | None = None
 
-    def estimator(self) -> Any:
-        """The estimator, created on first use (in the worker thread)."""
+    def estimator(self, settings: RunSettings | None = None) -> Any:
+        """The estimator, created on first use (in the worker thread), with ``settings``
+        applied. A failure to build it is a :class:`ModelError`."""
         if self._estimator is None:
-            self._estimator = self._factory()
+            try:
+                self._estimator = self._factory()
+            except Exception as exc:
+                raise _ModelError(_message(exc)) from exc
+        if settings is not None:
+            settings.apply(self._estimator)
         return self._estimator
 
     @Slot(object)
@@ -91,8 +204,15 @@ class EstimateWorker(QObject):
         t0 = time.perf_counter()
         self._current = req
         try:
+            result, image = None, None
             if req.kind == "estimate":
                 result, image = self._estimate(req)
+            elif req.kind == "video":
+                self._video(req)
+            elif req.kind == "camera":
+                self._camera(req)
+            elif req.kind == "frame":
+                self._serve(req)
             elif req.kind in self._files:
                 result, image = self._files[req.kind](req.joints, req.image)
             else:
@@ -103,9 +223,12 @@ class EstimateWorker(QObject):
             if req.token.cancelled:
                 self.cancelled.emit(req.id)
             else:
-                self.failed.emit(req.id, _error_kind(exc), _message(exc))
+                self.failed.emit(req.id, ErrorKind.of(exc), _message(exc))
         else:
-            self.succeeded.emit(req.id, result, image, time.perf_counter() - t0)
+            if req.token.cancelled and req.kind in VIDEO_KINDS:
+                self.cancelled.emit(req.id)
+            else:
+                self.succeeded.emit(req.id, result, image, time.perf_counter() - t0)
         finally:
             self._current = None
 
@@ -115,14 +238,7 @@ class EstimateWorker(QObject):
         loaded = load_image(req.image, MAX_PIXELS)  # ImageError: a clear message
         if loaded.path is not None:  # a new photo: show it while the CNN runs
             self.image_loaded.emit(req.id, loaded.rgb)
-        try:
-            est = self.estimator()
-        except Exception as exc:
-            raise _ModelError(_message(exc)) from exc
-        if req.flip_test is not None and hasattr(est, "flip_test"):
-            est.flip_test = req.flip_test
-        if req.elevation_search is not None and hasattr(est, "elevation_search"):
-            est.elevation_search = req.elevation_search
+        est = self.estimator(req.settings)
         # The estimator downscales to its own ``max_pixels`` itself and reports everything
         # in the pixels of what it is given: the full-resolution array (= the file's pixels),
         # or the file itself when the photo was too big even for display (then the shown
@@ -141,6 +257,76 @@ class EstimateWorker(QObject):
         req = self._current
         if req is not None:
             self.progress.emit(req.id, int(stage), int(num_stages))
+
+    # ---- videos and cameras ------------------------------------------------------------
+    def _video(self, req: Request) -> None:
+        """The ordered pass over a video file: every frame estimated in turn (ids and
+        smoothing), the frame on screen served first when it is not ready."""
+        from poseviewer.video import VideoAnalyzer, VideoFileSource, iter_frames
+
+        job = req.job
+        with VideoFileSource(job.source) as src:
+            job.fps = src.fps
+            total = src.frame_count or 0
+            self.decoded.emit(job.id, total)
+            analyzer = VideoAnalyzer(self.estimator(req.settings))
+            for i, frame in enumerate(iter_frames(src)):
+                self._serve(req)
+                if req.token.cancelled:
+                    raise Cancelled("cancelled")
+                res = analyzer.step(frame, cancel=req.token)
+                job.done = i + 1
+                job.ready.add(i)  # before the GUI hears of it: never estimated twice
+                self.frame_done.emit(job.id, i, res, frame.rgb, False)
+                self.frame_progress.emit(job.id, i + 1, max(total, i + 1))
+            job.notes += src.messages
+        if total and job.done < total:
+            self.frame_progress.emit(job.id, job.done, job.done)
+
+    def _serve(self, req: Request) -> None:
+        """Decode and estimate alone the job's frame on screen when it is not ready."""
+        job = req.job
+        w = job.wanted
+        if w is None or w in job.ready or req.token.cancelled:
+            return
+        job.ready.add(w)  # asked once; the GUI takes it out again when it evicts the frame
+        rgb = _decode_at(str(job.source), w)
+        if rgb is None:
+            return
+        res = self.estimator(req.settings).estimate(rgb, cancel=req.token)
+        self.frame_done.emit(job.id, w, res, rgb, True)
+
+    def _camera(self, req: Request) -> None:
+        """Live mode: the newest frame estimated, frames dropped while busy."""
+        from poseviewer.video import LatestFrame, VideoAnalyzer, run_live
+
+        job = req.job
+        analyzer = VideoAnalyzer(self.estimator(req.settings))
+        grabber = LatestFrame(job.source())
+        try:
+            run_live(analyzer, grabber,
+                     lambda frame, res, stats: self.live_frame.emit(job.id, frame.rgb, res,
+                                                                   stats),
+                     cancel=req.token)
+        finally:
+            grabber.stop()
+
+
+def _decode_at(path: str, index: int) -> np.ndarray | None:
+    """Frame ``index`` of the video at ``path`` (RGB), decoded by seeking; None if absent."""
+    import cv2
+
+    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    try:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, int(index))
+        ok, bgr = cap.read()
+    finally:
+        cap.release()
+    if not ok or bgr is None:
+        return None
+    if bgr.ndim == 2:
+        bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
+    return np.ascontiguousarray(bgr[..., ::-1])
 
 
 class _ModelError(ModelError):
@@ -161,29 +347,34 @@ def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}{where}"
 
 
-def _error_kind(exc: BaseException) -> str:
-    """'image', 'model', 'import' or 'error', by the exception's class."""
-    if isinstance(exc, ImageError):
-        return "image"
-    if isinstance(exc, ModelError):
-        return "model"
-    if isinstance(exc, ImportFormatError):
-        return "import"
-    return "error"
-
-
 class WorkerController(QObject):
-    """GUI-thread owner of the worker thread. Forwards the worker's answers for the
-    current request only (stale ones are dropped)."""
+    """GUI-thread owner of the worker thread. Forwards the worker's answers: a photo's for
+    the current request only (stale ones are dropped), to the window; a video's or a
+    camera's always, with its job id, to the timeline (which knows its own job)."""
 
     requested = Signal(object)
     progress = Signal(int, int)
     """stage (0-based, finished), number of stages."""
     succeeded = Signal(object, object, float)
-    failed = Signal(str, str)
+    """EstimateResult, RGB image (or None), seconds."""
+    failed = Signal(object, str)
+    """:class:`ErrorKind`, message."""
     cancelled = Signal()
     busy_changed = Signal(bool)
+    """True while a photo (or file) request runs."""
     image_loaded = Signal(object)
+    decoded = Signal(int, int)
+    """video job id, frames the video announces (0: unknown)."""
+    frame_done = Signal(int, int, object, object, bool)
+    """video job id, position, EstimateResult, RGB frame, estimated alone."""
+    frame_progress = Signal(int, int, int)
+    """video job id, frames estimated in order, total."""
+    live_frame = Signal(int, object, object, object)
+    """video job id, RGB frame, EstimateResult, LiveStats."""
+    video_failed = Signal(int, object, str)
+    """video job id, :class:`ErrorKind`, message."""
+    video_finished = Signal(int, bool)
+    """video job id, cancelled: the ordered pass or the camera ended."""
 
     def __init__(
         self,
@@ -197,48 +388,63 @@ class WorkerController(QObject):
         self.worker = EstimateWorker(estimator_factory, file_functions)
         self.worker.moveToThread(self._thread)
         self.requested.connect(self.worker.run)
-        self.worker.progress.connect(self._on_progress)
-        self.worker.succeeded.connect(self._on_succeeded)
-        self.worker.failed.connect(self._on_failed)
-        self.worker.cancelled.connect(self._on_cancelled)
-        self.worker.image_loaded.connect(self._on_image_loaded)
+        w = self.worker
+        w.progress.connect(self._on_progress)
+        w.succeeded.connect(self._on_succeeded)
+        w.failed.connect(self._on_failed)
+        w.cancelled.connect(self._on_cancelled)
+        w.image_loaded.connect(self._on_image_loaded)
+        for name in ("decoded", "frame_done", "frame_progress", "live_frame"):
+            getattr(w, name).connect(getattr(self, name))  # signal to signal: forwarded
         self._thread.start()
+        self.settings = RunSettings()
+        """The Run settings every new request carries (the window keeps them current)."""
         self._next_id = 0
         self._current: Request | None = None
-        self._pending = 0  # requests handed to the worker and not answered yet
+        self._video: dict[int, Request] = {}  # video requests not answered yet
         self._shut = False
 
     @property
     def busy(self) -> bool:
-        """True while the current request is running."""
-        return self._current is not None
+        """True while the current request is a photo (or file) request and runs."""
+        return self._current is not None and self._current.kind not in VIDEO_KINDS
 
-    def submit(self, kind: str, **kwargs: Any) -> int:
-        """Queue a request (cancelling the running one); returns its id."""
-        if self._shut:
-            raise RuntimeError("the worker has been shut down")
-        self.cancel()
-        self._next_id += 1
-        req = Request(id=self._next_id, kind=kind, **kwargs)
+    def _set_current(self, req: Request | None) -> None:
         was_busy = self.busy
         self._current = req
-        self._pending += 1
+        if self.busy != was_busy:
+            self.busy_changed.emit(self.busy)
+
+    def submit(self, kind: str, **kwargs: Any) -> int:
+        """Queue a request, with :attr:`settings` unless it brings its own; returns its id.
+
+        A request cancels the running one, except 'frame' (a video's frame on screen,
+        estimated alone), which waits behind it and is cancelled with its job."""
+        if self._shut:
+            raise RuntimeError("the worker has been shut down")
+        self._next_id += 1
+        kwargs.setdefault("settings", self.settings)
+        req = Request(id=self._next_id, kind=kind, **kwargs)
+        if req.kind in VIDEO_KINDS:
+            if req.job is None:
+                raise ValueError(f"a {kind!r} request needs its video job")
+            self._video[req.id] = req
+        if kind != "frame":
+            self.cancel()
+            self._set_current(req)
         self.requested.emit(req)
-        if not was_busy:
-            self.busy_changed.emit(True)
         return req.id
 
     def cancel(self) -> None:
-        """Ask the running request to stop at the next stage boundary."""
+        """Ask the running request to stop at the next stage boundary (or frame)."""
         if self._current is not None:
             self._current.token.cancel()
 
     def _settle(self, rid: int) -> bool:
-        self._pending -= 1
+        """The answer to ``rid`` came: True when it is the current request's."""
         if self._current is None or rid != self._current.id:
             return False
-        self._current = None
-        self.busy_changed.emit(False)
+        self._set_current(None)
         return True
 
     @Slot(int, int, int)
@@ -253,23 +459,36 @@ class WorkerController(QObject):
 
     @Slot(int, object, object, float)
     def _on_succeeded(self, rid: int, result: Any, image: Any, seconds: float) -> None:
+        video = self._video.pop(rid, None)
         current = self._current is not None and rid == self._current.id
         cancelled = current and self._current.token.cancelled
-        if self._settle(rid):
-            if cancelled:
-                self.cancelled.emit()
-            else:
-                self.succeeded.emit(result, image, seconds)
+        if not self._settle(rid) and video is None:
+            return
+        if video is not None:
+            if video.kind != "frame":
+                self.video_finished.emit(video.job.id, video.token.cancelled)
+        elif cancelled:
+            self.cancelled.emit()
+        else:
+            self.succeeded.emit(result, image, seconds)
 
-    @Slot(int, str, str)
-    def _on_failed(self, rid: int, kind: str, message: str) -> None:
-        if self._settle(rid):
-            self.failed.emit(kind, message)
+    @Slot(int, object, str)
+    def _on_failed(self, rid: int, kind: ErrorKind, message: str) -> None:
+        video = self._video.pop(rid, None)
+        if self._settle(rid) or video is not None:
+            if video is not None:
+                self.video_failed.emit(video.job.id, kind, message)
+            else:
+                self.failed.emit(kind, message)
 
     @Slot(int)
     def _on_cancelled(self, rid: int) -> None:
-        if self._settle(rid):
-            self.cancelled.emit()
+        video = self._video.pop(rid, None)
+        if self._settle(rid) or video is not None:
+            if video is None:
+                self.cancelled.emit()
+            elif video.kind != "frame":
+                self.video_finished.emit(video.job.id, True)
 
     @property
     def running(self) -> bool:
