@@ -19,7 +19,9 @@
 
 Every array of every result is saved under a key naming the case. ``compare`` prints, per
 group of keys, how many arrays are bit-identical and the largest absolute and relative
-difference (NaN where both are NaN counts as equal), then the overall maxima.
+difference (NaN where both are NaN counts as equal), then the overall maxima (``--detail
+PREFIX`` lists the differing arrays under a key prefix; '|' separates key parts). File
+paths (strings holding '/') are not compared.
 """
 
 from __future__ import annotations
@@ -177,7 +179,7 @@ def save(path: Path, estimate: bool) -> None:
     print(f"saved {len(out)} arrays to {path}")
 
 
-def compare(a_path: Path, b_path: Path) -> int:
+def compare(a_path: Path, b_path: Path, detail: str | None = None) -> int:
     with np.load(a_path, allow_pickle=False) as fa, np.load(b_path, allow_pickle=False) as fb:
         a = {k: fa[k] for k in fa.files}
         b = {k: fb[k] for k in fb.files}
@@ -185,8 +187,12 @@ def compare(a_path: Path, b_path: Path) -> int:
     extra = sorted(set(b) - set(a))
     groups: dict[str, list[tuple[str, bool, float, float]]] = {}
     bad_shape = []
+    paths = 0
     for k in sorted(set(a) & set(b)):
         x, y = a[k], b[k]
+        if x.dtype.kind in "US" and "/" in str(x):  # a file path: differs by checkout
+            paths += 1
+            continue
         if x.shape != y.shape or (x.dtype.kind in "US") != (y.dtype.kind in "US"):
             bad_shape.append(f"{k}: {x.shape} {x.dtype} vs {y.shape} {y.dtype}")
             continue
@@ -204,6 +210,8 @@ def compare(a_path: Path, b_path: Path) -> int:
         parts = k.split("|")
         g = "|".join(parts[:3]) if parts[0] != "estimate" else "|".join(parts[:3])
         groups.setdefault(g, []).append((k, same, ad, rd))
+        if detail and k.startswith(detail) and not same:
+            print(f"  {k}: max |diff| {ad:.3e}, rel {rd:.3e}")
     print(f"{'group':<44} {'arrays':>7} {'bit-equal':>10} {'max |diff|':>11} "
           f"{'max rel':>10}  worst")
     tot_abs = tot_rel = 0.0
@@ -215,7 +223,8 @@ def compare(a_path: Path, b_path: Path) -> int:
               f"  {worst[0].split('|', 3)[-1] if not worst[1] else ''}")
     n = sum(len(r) for r in groups.values())
     print(f"\n{n} arrays compared, {sum(r[1] for g in groups.values() for r in g)} bit-equal; "
-          f"max |diff| {tot_abs:.3e}, max |diff| / (1 + |before|) {tot_rel:.3e}")
+          f"max |diff| {tot_abs:.3e}, max |diff| / (1 + |before|) {tot_rel:.3e}; "
+          f"{paths} file paths not compared")
     for title, items in (("only before", missing), ("only after", extra),
                          ("shape/dtype/NaN mismatch", bad_shape)):
         if items:
@@ -232,11 +241,13 @@ def main() -> int:
     c = sub.add_parser("compare")
     c.add_argument("before", type=Path)
     c.add_argument("after", type=Path)
+    c.add_argument("--detail", default=None,
+                   help="list the arrays that differ whose key starts with this")
     args = ap.parse_args()
     if args.cmd == "save":
         save(args.out, not args.no_estimate)
         return 0
-    return compare(args.before, args.after)
+    return compare(args.before, args.after, args.detail)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def bundled_pose_model():
 
 def _fit(joints: np.ndarray, visible: np.ndarray):
     """The real lifting of one person's 2D joints (N = 1, every component), numpy."""
-    return bundled_pose_model().lift(joints[None], visible[None]).numpy()
+    return bundled_pose_model().lift(joints[None], visible[None])
 
 
 def gaussian_maps(joints_map: np.ndarray, sigma: float) -> np.ndarray:
@@ -657,7 +657,7 @@ def test_import_joints_and_reopen_result(qtbot, settings, tmp_path, messages, ar
     assert win.state.fit is not None and win.view3d.shown_bones.shape == (32, 3)
     direct = bundled_pose_model().lift(
         np.nan_to_num(imp.persons[0].final.joints_2d)[None],
-        imp.persons[0].final.visible[None]).numpy()
+        imp.persons[0].final.visible[None])
     np.testing.assert_allclose(win.state.fit.pose_3d, direct.pose_3d, atol=1e-6)
     assert "no belief maps" in win.maps_panel.info.text()
     win.grab().save(str(artifacts_dir / "app_imported.png"))

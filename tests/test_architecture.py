@@ -194,7 +194,7 @@ def test_worker_classifies_errors_by_class_not_by_name() -> None:
     from poseviewer.app.worker import _error_kind, _message
     from poseviewer.cnn.weights import WeightsError
     from poseviewer.errors import ImageError, ImportFormatError
-    from poseviewer.lifting.loading import PoseModelError
+    from poseviewer.lifting import PoseModelError
 
     class NotTheImageError(ImageError):  # another name, the same class family
         pass
@@ -302,7 +302,7 @@ def test_any_pose_backend_drives_the_estimator() -> None:
     # the post-hoc lifting of every stage and person: the 3D model's own answer
     fit = r.persons[1].stages[0].fit
     want = _model_k2_b10().lift(r.persons[1].stages[0].joints_2d[None], np.ones((1, 14), bool))
-    np.testing.assert_allclose(fit.pose_3d, want.pose_3d.numpy(), atol=1e-9)
+    np.testing.assert_allclose(fit.pose_3d, want.pose_3d, atol=1e-9)
 
 
 def test_fits_move_to_the_image_one_affine_per_person_at_once(k2_result) -> None:

@@ -143,7 +143,7 @@ def test_lift_command(tmp_path, ref, monkeypatch, capsys) -> None:
     (item, _) = read_joints_2d(src)
     model = PoseModel3D.from_mat(_mat())
     joints = np.where(item.visible[..., None], item.joints_2d, 0.0)
-    want = model.lift(joints, item.visible).numpy()
+    want = model.lift(joints, item.visible)
     want_pose = np.asarray(want.pose_3d)[0]  # exported root-relative (pelvis at 0)
     np.testing.assert_allclose(one.persons[0].pose_3d, want_pose - want_pose[0], atol=1e-9)
     coco = json.loads((out / "keypoints_coco.json").read_text())

@@ -485,7 +485,7 @@ def test_estimate_with_per_stage_lifting_and_fusion(pose_model):
         # lifting the stage's image-pixel joints directly gives the same fit (the lifting
         # is invariant to the map -> image similarity)
         direct = pose_model.lift(torch.from_numpy(s.joints_2d[None]),
-                                 torch.from_numpy(s.visible[None])).numpy()
+                                 torch.from_numpy(s.visible[None]))
         assert np.allclose(direct.pose_3d, fit.pose_3d, atol=1e-6)
         assert np.allclose(direct.joints_2d, fit.joints_2d, atol=1e-6)
         # the projected maps peak at the fit's projection (nearest map pixel)
@@ -531,7 +531,7 @@ def test_release_reading_with_fusion_lifts_the_reported_joints(pose_model, monke
         grid_differs |= not np.array_equal(grid_conf > thr, s.visible)
         if bool(s.fit.lifted[0]):
             direct = pose_model.lift(torch.from_numpy(s.joints_2d[None]),
-                                     torch.from_numpy(s.visible[None])).numpy()
+                                     torch.from_numpy(s.visible[None]))
             assert np.allclose(direct.pose_3d, s.fit.pose_3d, atol=1e-6)
             assert np.allclose(direct.joints_2d, s.fit.joints_2d, atol=1e-6)
     assert grid_differs  # the grid reading would have lifted other joints
@@ -546,7 +546,7 @@ def test_post_hoc_lifting_when_the_network_does_not_fuse(pose_model):
         for s in p.stages:
             assert s.projected_maps is None and np.array_equal(s.fused_maps, s.cnn_maps)
             direct = pose_model.lift(torch.from_numpy(s.joints_2d[None]),
-                                     torch.from_numpy(s.visible[None])).numpy()
+                                     torch.from_numpy(s.visible[None]))
             assert np.allclose(direct.pose_3d, s.fit.pose_3d)
             assert np.allclose(direct.joints_2d, s.fit.joints_2d)
     assert np.isfinite(r.persons[1].pose_3d).all()

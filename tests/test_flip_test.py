@@ -110,7 +110,7 @@ def test_estimator_switch_and_cli_flag() -> None:
     import json
 
     from poseviewer.commands._batch import estimator_settings
-    from poseviewer.lifting.solve import ELEVATIONS_DEG
+    from poseviewer.lifting.spec import ELEVATIONS_DEG
 
     assert not default.elevation_search
     args = parser.parse_args(["x.jpg", "--out", "o", "--elevation-search"])

@@ -376,12 +376,12 @@ def test_clip_frames_ids_and_smoothing(seq, estimator) -> None:
         rel = poses - poses[:, :1]
         return np.linalg.norm(np.diff(rel, axis=0), axis=-1).mean()
 
-    raw_3d = estimator.pose_model.lift(raw, np.ones(raw.shape[:2], bool)).pose_3d.numpy()
+    raw_3d = estimator.pose_model.lift(raw, np.ones(raw.shape[:2], bool)).pose_3d
     sm_3d = np.stack([r.persons[0].final.fit.pose_3d[0] for r in seq])
     assert jitter_3d(sm_3d) < 0.5 * jitter_3d(raw_3d)
     fit = seq[10].persons[0].final.fit
     want = estimator.pose_model.lift(sm[10][None], np.ones((1, 14), bool))
-    np.testing.assert_allclose(fit.pose_3d, want.pose_3d.numpy(), atol=1e-9)
+    np.testing.assert_allclose(fit.pose_3d, want.pose_3d, atol=1e-9)
     # earlier stages as the network gave them
     assert seq[10].persons[0].stages[0].raw_joints_2d is None
 
