@@ -3,7 +3,7 @@
 component and angle, as the release does) and print times, people/s and ratios.
 
     .venv/bin/python scripts/bench_lifting.py [--model PATH] [--sizes 1 32 256 4096]
-                                              [--loop-people 32]
+                                              [--loop-people 32] [--lift-threads model|none|T]
 
 Per batch size N, in one run:
 - warm: ``lift`` with the visibility patterns' operators already cached (the steady state
@@ -141,11 +141,16 @@ def main() -> int:
                     help="model (.mat or .safetensors); default: the release's .mat in ../shared")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 32, 256, 4096])
     ap.add_argument("--loop-people", type=int, default=32)
+    ap.add_argument("--lift-threads", default="model",
+                    help="PoseModel3D.lift_threads (BLAS threads of the large products): an "
+                         "int, 'none' (numpy's setting) or 'model' (the model's default, 1)")
     args = ap.parse_args()
     lftd = shared_dir() / "reference" / "lftd"
     path = args.model or lftd / "prob_model_params.mat"
     model = (PoseModel3D.from_mat(path) if Path(path).suffix == ".mat"
              else PoseModel3D.load(path))
+    if args.lift_threads != "model":
+        model.lift_threads = None if args.lift_threads == "none" else int(args.lift_threads)
     with np.load(lftd / "lift_vectors_dev.npz") as d:
         base_xy = d["in_pose_2d_yx"][:, :, ::-1].copy()
         base_vis = d["in_visibility"]
@@ -154,7 +159,9 @@ def main() -> int:
     direct = (PoseModel3D.from_mat(path) if Path(path).suffix == ".mat"
               else PoseModel3D.load(path))
     direct.lift_method = "direct"
-    print(f"numpy {np.__version__}, build_min {model.build_min}, "
+    direct.lift_threads = model.lift_threads
+    print(f"numpy {np.__version__}, lift_threads {model.lift_threads}, "
+          f"build_min {model.build_min}, "
           f"cpus {os.cpu_count()}, load average {os.getloadavg()}")
     print(f"{'N':>5} {'warm ms':>9} {'warm/person':>12} {'cold ms':>9} "
           f"{'direct ms':>10} "
@@ -207,6 +214,7 @@ def _grid_block(model: PoseModel3D, path, base_xy: np.ndarray, base_vis: np.ndar
     level = (PoseModel3D.from_mat(path) if Path(path).suffix == ".mat"
              else PoseModel3D.load(path))
     level.elevations = (0.0,)
+    level.lift_threads = model.lift_threads
     n = 32
     idx = np.arange(n) % len(base_xy)
     xy, vis = base_xy[idx], base_vis[idx]

@@ -518,6 +518,38 @@ def test_bad_lift_inputs(lifter, ref):
     assert extra["residuals"].shape == (0, 3, 100)
 
 
+def test_large_products_run_on_lift_threads(model, ref, monkeypatch) -> None:
+    """Preparing a pattern runs with ``lift_threads`` BLAS threads and numpy's setting is
+    restored afterwards; None leaves numpy's setting alone."""
+    from threadpoolctl import threadpool_info
+
+    from poseviewer.lifting import cache
+
+    def blas() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    seen: list[list[int]] = []
+    real = cache.build
+
+    def spy(*args, **kwargs):
+        seen.append(blas())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache, "build", spy)
+    before = blas()
+    assert before
+    m = PoseModel3D(model.mu, model.e, model.sigma)
+    m.build_min = 0
+    m.lift_threads = 2 if before[0] == 1 else 1
+    xy, vis = _xy(ref)[:1], ref["in_visibility"][:1]
+    m.lift(xy, vis)
+    assert seen == [[m.lift_threads] * len(before)] and blas() == before
+    m.lift_threads = None
+    m.pattern_cache.clear()
+    m.lift(xy, vis)
+    assert seen[-1] == before and blas() == before
+
+
 def test_pattern_operators_cold_warm_and_direct_agree(model, ref):
     """The per-pattern operators: a pattern is prepared (and cached, LRU) once
     ``build_min`` people with it have been met, in one call or over several; until then it

@@ -17,7 +17,10 @@ The model is read through ``LiftingModel``, the public attributes of
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
+from collections.abc import Iterator
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -42,6 +45,7 @@ class LiftingModel(Protocol):
     pattern_cache: cache.PatternCache
     build_min: int
     lift_method: str
+    lift_threads: int | None
     cov_scale: float
     elevations: tuple[float, ...]
     elevation_spike: float
@@ -53,6 +57,28 @@ class LiftingModel(Protocol):
     def observed_arrays(self) -> ModelArrays:
         """``arrays`` with the head slot observed as the elevation grid's fit sees it."""
         ...
+
+
+_BLAS: list[object] = []  # the threadpoolctl controller, made on first need
+_BLAS_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def blas_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` BLAS threads (None: numpy's setting), under one lock: the
+    count is process-wide. Used around the large products only (preparing a pattern, the
+    residuals of 64 or more people): setting it costs ~20 us, and OpenBLAS's own threads
+    wait on each other for a long time on a machine loaded by other work."""
+    if n is None:
+        yield
+        return
+    from threadpoolctl import ThreadpoolController
+
+    with _BLAS_LOCK:
+        if not _BLAS:
+            _BLAS.append(ThreadpoolController())
+        with _BLAS[0].limit(limits=n, user_api="blas"):  # type: ignore[attr-defined]
+            yield
 
 
 _BITS = 1 << np.arange(14, dtype=np.int64)
@@ -159,7 +185,8 @@ def _prepared(model: LiftingModel, key: int, people: int, mask: np.ndarray,
     pc = model.pattern_cache
     ops = pc.get(key)
     if ops is None and (pc.count(key, people) >= model.build_min or force):
-        ops = cache.build(model.arrays, mask)
+        with blas_threads(model.lift_threads):
+            ops = cache.build(model.arrays, mask)
         pc.put(key, ops)
     return ops
 
@@ -217,7 +244,12 @@ def _fit_prepared(model: LiftingModel, ops: cache.PatternOps, ug: np.ndarray,
     K, A = ops.coef.shape[:2]
     feats = ug.take(ops.full_i, axis=1)
     feats *= ug.take(ops.full_j, axis=1)
-    r = (feats @ ops.res_packed).reshape(n, K, A)
+    if n >= 64:  # a large product: on lift_threads BLAS threads
+        with blas_threads(model.lift_threads):
+            r = feats @ ops.res_packed
+    else:
+        r = feats @ ops.res_packed
+    r = r.reshape(n, K, A)
     best = r.argmin(-1)  # (n, K), first minimum on ties
     flat = best + ops.koff  # (n, K) flat (component, angle) indices
     rb = r.reshape(-1).take(flat) if n == 1 else r.min(-1)  # the residual there
@@ -226,7 +258,8 @@ def _fit_prepared(model: LiftingModel, ops: cache.PatternOps, ug: np.ndarray,
         cp = np.zeros((n, K), dtype=bool)
     else:
         cp = a[..., 0] > SCALE_CAP
-        rc, cc = cache.capped_ops(ops, model.arrays, release_exact)
+        with blas_threads(model.lift_threads):
+            rc, cc = cache.capped_ops(ops, model.arrays, release_exact)
         for i, k in zip(*np.nonzero(cp), strict=True):  # rare: a loop
             uu = ug[i]
             rr = (rc[k] @ uu) @ uu  # (A,)

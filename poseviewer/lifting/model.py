@@ -105,6 +105,13 @@ class PoseModel3D:
         #: "direct" (``direct.fit_pairs`` for every person; the elevation grid always
         #: uses the operators). Both give the same results (to ~1e-12 relative).
         self.lift_method: str = "auto"
+        #: BLAS threads of the lifting's large products (preparing a visibility pattern's
+        #: operators, the residuals of 64 or more people; None: numpy's setting). The
+        #: lifting is many small operations: a thread pool's fork/join costs more than it
+        #: saves, and far more on a machine loaded by other work (scripts/bench_lifting.py).
+        #: The count is process-wide while such a product runs (one lock serialises them,
+        #: ``fit.blas_threads``); a warm lift of fewer than 64 people leaves it alone.
+        self.lift_threads: int | None = 1
         #: Visibility patterns whose operators are kept (LRU; ~7 MB each for K = 3).
         self.pattern_cache = PatternCache(16)
         #: An uncached pattern is prepared (~10-30 ms) once this many people with it have
