@@ -15,10 +15,11 @@ Per batch size N, in one run:
 - loop: the numpy loop, run on up to ``--loop-people`` people; its time per person does not
   depend on N, so larger sizes are extrapolated linearly (marked).
 Goals (issue 13): N = 32 warm >= 1000x the loop; one person warm <= 0.1 ms; cold no slower
-than direct. Since the yaw x elevation grid (issue 20) ``lift`` (and ``direct``, which the
-grid routes through the same operators) searches 7 elevations: goals one person warm <=
-0.25 ms, N = 32 with 5 visibility patterns >= 1000x the loop, the operator cache under its
-budget (``cache.CACHE_BUDGET``); the last block prints these beside the yaw-only fit
+than direct. The first table is the default fit (yaw-only, the release's). The yaw x
+elevation grid (issue 20; ``elevation_search = True``, 7 elevations; ``direct`` routes it
+through the same operators) has the goals one person warm <= 0.25 ms, N = 32 with 5
+visibility patterns >= 1000x the loop, the operator cache under its budget
+(``cache.CACHE_BUDGET``); the last block prints these beside the yaw-only fit
 (``elevations = (0,)``) measured in the same run. The 2D inputs are the 21 reference cases of
 ``../shared/reference/lftd/lift_vectors_dev.npz`` (5 visibility patterns) tiled, with a
 little noise, to the batch size. The loop's and the direct solver's results are compared
@@ -211,16 +212,20 @@ def _grid_block(model: PoseModel3D, path, base_xy: np.ndarray, base_vis: np.ndar
     result), N = 32 with the reference cases' 5 visibility patterns, the operator cache."""
     from poseviewer.lifting import cache
 
-    level = (PoseModel3D.from_mat(path) if Path(path).suffix == ".mat"
-             else PoseModel3D.load(path))
+    def load() -> PoseModel3D:
+        m = PoseModel3D.from_mat(path) if Path(path).suffix == ".mat" else PoseModel3D.load(path)
+        m.lift_threads = model.lift_threads
+        return m
+
+    grid, level = load(), load()
+    grid.elevation_search = True  # (the model's default is the yaw-only fit)
     level.elevations = (0.0,)
-    level.lift_threads = model.lift_threads
     n = 32
     idx = np.arange(n) % len(base_xy)
     xy, vis = base_xy[idx], base_vis[idx]
     assert len({tuple(r) for r in vis}) == 5
     rows = []
-    for name, m in (("grid", model), ("yaw-only", level)):
+    for name, m in (("grid", grid), ("yaw-only", level)):
         t1 = _time(lambda m=m: m.lift(xy[:1], vis[:1]), 300)
         t32 = _time(lambda m=m: m.lift(xy, vis), 100)
         m.pattern_cache.clear()
@@ -230,7 +235,7 @@ def _grid_block(model: PoseModel3D, path, base_xy: np.ndarray, base_vis: np.ndar
     t0 = time.perf_counter()
     lift_loop(xy[:8], vis[:8], mu, e, sigma)
     t_loop = (time.perf_counter() - t0) * n / 8
-    print(f"\nelevation grid {model.elevations} deg, spike {model.elevation_spike}; "
+    print(f"\nelevation grid {grid.elevations} deg, spike {grid.elevation_spike}; "
           f"release-style loop {t_loop * 1e3:.0f} ms for N = {n} (timed on 8, scaled)")
     print(f"{'fit':>9} {'1 warm ms':>10} {'N=32 5 patterns ms':>19} {'vs loop':>9} "
           f"{'cold N=32 ms':>13} {'cache MB':>9} {'patterns':>9}")
