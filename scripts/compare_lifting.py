@@ -186,7 +186,8 @@ def compare(a_path: Path, b_path: Path, detail: str | None = None) -> int:
     missing = sorted(set(a) - set(b))
     extra = sorted(set(b) - set(a))
     groups: dict[str, list[tuple[str, bool, float, float]]] = {}
-    bad_shape = []
+    bad_shape: list[str] = []
+    exact_diff: list[str] = []
     paths = 0
     for k in sorted(set(a) & set(b)):
         x, y = a[k], b[k]
@@ -205,8 +206,10 @@ def compare(a_path: Path, b_path: Path, detail: str | None = None) -> int:
             ad = float(np.nanmax(d)) if d.size else 0.0
             rd = float(np.nanmax(d / (1.0 + np.abs(np.where(both_nan, 0.0, x))))) if d.size \
                 else 0.0
-        else:
-            ad = rd = 0.0 if same else math.inf
+        else:  # integers, booleans, strings: counted apart
+            ad = rd = 0.0
+            if not same:
+                exact_diff.append(f"{k}: {int((x != y).sum())} of {x.size} entries differ")
         parts = k.split("|")
         g = "|".join(parts[:3]) if parts[0] != "estimate" else "|".join(parts[:3])
         groups.setdefault(g, []).append((k, same, ad, rd))
@@ -225,11 +228,13 @@ def compare(a_path: Path, b_path: Path, detail: str | None = None) -> int:
     print(f"\n{n} arrays compared, {sum(r[1] for g in groups.values() for r in g)} bit-equal; "
           f"max |diff| {tot_abs:.3e}, max |diff| / (1 + |before|) {tot_rel:.3e}; "
           f"{paths} file paths not compared")
-    for title, items in (("only before", missing), ("only after", extra),
+    print("(max |diff| and max rel are over the float arrays)")
+    for title, items in (("integer/bool/string arrays that differ", exact_diff),
+                         ("only before", missing), ("only after", extra),
                          ("shape/dtype/NaN mismatch", bad_shape)):
         if items:
             print(f"{title} ({len(items)}):", *items[:20], sep="\n  ")
-    return 0 if not (missing or extra or bad_shape) else 1
+    return 0 if not (missing or extra or bad_shape or exact_diff) else 1
 
 
 def main() -> int:
