@@ -3,25 +3,23 @@
 component and angle, as the release does) and print times, people/s and ratios.
 
     .venv/bin/python scripts/bench_lifting.py [--model PATH] [--sizes 1 32 256 4096]
-                                              [--loop-people 32] [--threads T]
-                                              [--lift-threads model|none|T]
+                                              [--loop-people 32] [--lift-threads model|none|T]
 
 Per batch size N, in one run:
 - warm: ``lift`` with the visibility patterns' operators already cached (the steady state
   of the viewer and of batch runs);
 - cold: the pattern cache cleared before every call (a first call: patterns with fewer
   than ``model.build_min`` people are solved directly, larger ones are prepared);
-- direct: ``lift_method = "direct"``, the batched solver every call used before the
-  operators (what "cold no slower than today" compares with);
+- direct: ``lift_method = "direct"``, every pattern solved directly (``direct.fit_pairs``,
+  no operators; what "cold no slower than today" compares with);
 - loop: the numpy loop, run on up to ``--loop-people`` people; its time per person does not
   depend on N, so larger sizes are extrapolated linearly (marked).
-- warm np: ``lift(..., as_numpy=True)``, the result as numpy arrays (no torch wrapping):
-  what the estimator, the video pipeline, the importers and eval-3d request;
 Goals (issue 13): N = 32 warm >= 1000x the loop; one person warm <= 0.1 ms; cold no slower
-than direct. Since the yaw x elevation grid (issue 20) ``lift`` (and ``direct``, which the
-grid routes through the same operators) searches 7 elevations: goals one person warm <=
-0.25 ms, N = 32 with 5 visibility patterns >= 1000x the loop, the operator cache under its
-budget (``operators.CACHE_BUDGET``); the last block prints these beside the yaw-only fit
+than direct. The first table is the default fit (yaw-only, the release's). The yaw x
+elevation grid (issue 20; ``elevation_search = True``, 7 elevations; ``direct`` routes it
+through the same operators) has the goals one person warm <= 0.25 ms, N = 32 with 5
+visibility patterns >= 1000x the loop, the operator cache under its budget
+(``cache.CACHE_BUDGET``); the last block prints these beside the yaw-only fit
 (``elevations = (0,)``) measured in the same run. The 2D inputs are the 21 reference cases of
 ``../shared/reference/lftd/lift_vectors_dev.npz`` (5 visibility patterns) tiled, with a
 little noise, to the batch size. The loop's and the direct solver's results are compared
@@ -42,8 +40,6 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import torch  # noqa: E402
 
 from poseviewer.lifting import PoseModel3D  # noqa: E402
 from poseviewer.paths import shared_dir  # noqa: E402
@@ -146,13 +142,10 @@ def main() -> int:
                     help="model (.mat or .safetensors); default: the release's .mat in ../shared")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 32, 256, 4096])
     ap.add_argument("--loop-people", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--lift-threads", default="model",
-                    help="PoseModel3D.lift_threads: an int, 'none' (torch's setting) or "
-                         "'model' (the model's default, 1)")
+                    help="PoseModel3D.lift_threads (BLAS threads of the large products): an "
+                         "int, 'none' (numpy's setting) or 'model' (the model's default, 1)")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     lftd = shared_dir() / "reference" / "lftd"
     path = args.model or lftd / "prob_model_params.mat"
     model = (PoseModel3D.from_mat(path) if Path(path).suffix == ".mat"
@@ -162,20 +155,20 @@ def main() -> int:
     with np.load(lftd / "lift_vectors_dev.npz") as d:
         base_xy = d["in_pose_2d_yx"][:, :, ::-1].copy()
         base_vis = d["in_visibility"]
-    mu, e, sigma = (t.cpu().numpy() for t in (model.mu, model.e, model.sigma))
+    mu, e, sigma = model.mu, model.e, model.sigma
     rng = np.random.default_rng(0)
     direct = (PoseModel3D.from_mat(path) if Path(path).suffix == ".mat"
               else PoseModel3D.load(path))
     direct.lift_method = "direct"
     direct.lift_threads = model.lift_threads
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"lift_threads {model.lift_threads}, build_min {model.build_min}, "
+    print(f"numpy {np.__version__}, lift_threads {model.lift_threads}, "
+          f"build_min {model.build_min}, "
           f"cpus {os.cpu_count()}, load average {os.getloadavg()}")
-    print(f"{'N':>5} {'warm ms':>9} {'warm/person':>12} {'warm np ms':>11} {'cold ms':>9} "
+    print(f"{'N':>5} {'warm ms':>9} {'warm/person':>12} {'cold ms':>9} "
           f"{'direct ms':>10} "
           f"{'loop ms':>10} {'warm vs loop':>13} {'cold/direct':>12} {'|diff| loop':>12} "
           f"{'|diff| direct':>13}")
-    one: tuple[float, float] | None = None
+    one: float | None = None
     for n in args.sizes:
         idx = np.arange(n) % len(base_xy)
         xy = base_xy[idx] + rng.normal(scale=1.0, size=(n, 14, 2)) * (np.arange(n) >= 21)[
@@ -183,9 +176,8 @@ def main() -> int:
         vis = base_vis[idx]
         repeat = max(3, min(200, 4000 // max(n, 1)))
         t_warm = _time(lambda xy=xy, vis=vis: model.lift(xy, vis), repeat)
-        t_np = _time(lambda xy=xy, vis=vis: model.lift(xy, vis, as_numpy=True), repeat)
         if n == 1:
-            one = (t_warm, t_np)
+            one = t_warm
 
         def cold(xy=xy, vis=vis) -> None:
             model.pattern_cache.clear()
@@ -197,20 +189,18 @@ def main() -> int:
         t0 = time.perf_counter()
         loop_pose = lift_loop(xy[:n_loop], vis[:n_loop], mu, e, sigma)
         t_loop = (time.perf_counter() - t0) * n / n_loop
-        mine = model.lift(xy, vis).pose_3d.numpy()
+        mine = model.lift(xy, vis).pose_3d
         # the loop is the release's (its capped refit's depth shift included)
-        exact = model.lift(xy[:n_loop], vis[:n_loop], release_exact=True).pose_3d.numpy()
+        exact = model.lift(xy[:n_loop], vis[:n_loop], release_exact=True).pose_3d
         diff = np.nanmax(np.abs(exact - loop_pose))
-        diff_d = np.nanmax(np.abs(mine - direct.lift(xy, vis).pose_3d.numpy()))
+        diff_d = np.nanmax(np.abs(mine - direct.lift(xy, vis).pose_3d))
         note = "" if n_loop == n else f"  (loop timed on {n_loop}, scaled)"
-        print(f"{n:5d} {t_warm * 1e3:9.3f} {t_warm / n * 1e3:10.4f}ms {t_np * 1e3:11.3f} "
+        print(f"{n:5d} {t_warm * 1e3:9.3f} {t_warm / n * 1e3:10.4f}ms "
               f"{t_cold * 1e3:9.2f} "
               f"{t_direct * 1e3:10.2f} {t_loop * 1e3:10.0f} {t_loop / t_warm:12.0f}x "
               f"{t_cold / t_direct:12.2f} {diff:12.2e} {diff_d:13.2e}{note}")
     if one is not None:
-        print(f"one person warm: {one[0] * 1e3:.3f} ms with a torch result, "
-              f"{one[1] * 1e3:.3f} ms with a numpy result (as_numpy, the product's path); "
-              f"goal <= 0.1 ms")
+        print(f"one person warm: {one * 1e3:.3f} ms; goal <= 0.1 ms")
     _grid_block(model, path, base_xy, base_vis, mu, e, sigma)
     print(f"load average after: {os.getloadavg()}")
     return 0
@@ -220,20 +210,24 @@ def _grid_block(model: PoseModel3D, path, base_xy: np.ndarray, base_vis: np.ndar
                 mu, e, sigma) -> None:
     """The elevation grid against the yaw-only fit, in one run: one person warm (numpy
     result), N = 32 with the reference cases' 5 visibility patterns, the operator cache."""
-    from poseviewer.lifting import operators
+    from poseviewer.lifting import cache
 
-    level = (PoseModel3D.from_mat(path) if Path(path).suffix == ".mat"
-             else PoseModel3D.load(path))
+    def load() -> PoseModel3D:
+        m = PoseModel3D.from_mat(path) if Path(path).suffix == ".mat" else PoseModel3D.load(path)
+        m.lift_threads = model.lift_threads
+        return m
+
+    grid, level = load(), load()
+    grid.elevation_search = True  # (the model's default is the yaw-only fit)
     level.elevations = (0.0,)
-    level.lift_threads = model.lift_threads
     n = 32
     idx = np.arange(n) % len(base_xy)
     xy, vis = base_xy[idx], base_vis[idx]
     assert len({tuple(r) for r in vis}) == 5
     rows = []
-    for name, m in (("grid", model), ("yaw-only", level)):
-        t1 = _time(lambda m=m: m.lift(xy[:1], vis[:1], as_numpy=True), 300)
-        t32 = _time(lambda m=m: m.lift(xy, vis, as_numpy=True), 100)
+    for name, m in (("grid", grid), ("yaw-only", level)):
+        t1 = _time(lambda m=m: m.lift(xy[:1], vis[:1]), 300)
+        t32 = _time(lambda m=m: m.lift(xy, vis), 100)
         m.pattern_cache.clear()
         t_cold = _time(lambda m=m: (m.pattern_cache.clear(), m.lift(xy, vis)), 3)
         m.lift(xy, vis)
@@ -241,7 +235,7 @@ def _grid_block(model: PoseModel3D, path, base_xy: np.ndarray, base_vis: np.ndar
     t0 = time.perf_counter()
     lift_loop(xy[:8], vis[:8], mu, e, sigma)
     t_loop = (time.perf_counter() - t0) * n / 8
-    print(f"\nelevation grid {model.elevations} deg, spike {model.elevation_spike}; "
+    print(f"\nelevation grid {grid.elevations} deg, spike {grid.elevation_spike}; "
           f"release-style loop {t_loop * 1e3:.0f} ms for N = {n} (timed on 8, scaled)")
     print(f"{'fit':>9} {'1 warm ms':>10} {'N=32 5 patterns ms':>19} {'vs loop':>9} "
           f"{'cold N=32 ms':>13} {'cache MB':>9} {'patterns':>9}")
@@ -251,7 +245,7 @@ def _grid_block(model: PoseModel3D, path, base_xy: np.ndarray, base_vis: np.ndar
     g, y = rows
     print(f"grid / yaw-only: one person {g[1] / y[1]:.2f}x, N = 32 {g[2] / y[2]:.2f}x; "
           f"cache {g[4] / 2**20 / g[5]:.1f} MB a pattern, budget "
-          f"{operators.CACHE_BUDGET / 2**20:.0f} MB (goals: one person <= 0.25 ms, "
+          f"{cache.CACHE_BUDGET / 2**20:.0f} MB (goals: one person <= 0.25 ms, "
           f">= 1000x the loop)")
 
 

@@ -6,7 +6,7 @@
 
 The CPM head top is LSP's top of the head; the 3D model's H36M-17 "head" joint is the
 middle of the head. The elevation grid's fit observes the head top as head + a x (head -
-neck/nose) (``PoseModel3D.head_top_offset``, ``solve.HEAD_TOP_OFFSET``). For each offset a
+neck/nose) (``PoseModel3D.head_top_offset``, ``spec.HEAD_TOP_OFFSET``). For each offset a
 on the list, the labels of the fixed training split (``train2d.data.split_indices``) are
 lifted (visible joints only) and projected back (``fit.joints_2d``, whose head slot is the
 projected head top); the head top's bias is the mean of (label - projection) along the

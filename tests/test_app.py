@@ -54,7 +54,7 @@ def bundled_pose_model():
 
 def _fit(joints: np.ndarray, visible: np.ndarray):
     """The real lifting of one person's 2D joints (N = 1, every component), numpy."""
-    return bundled_pose_model().lift(joints[None], visible[None]).numpy()
+    return bundled_pose_model().lift(joints[None], visible[None])
 
 
 def gaussian_maps(joints_map: np.ndarray, sigma: float) -> np.ndarray:

@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_import_layering_contract() -> None:
     """import-linter (pyproject.toml): only app imports Qt/pyqtgraph/vispy (the whole package
     forbidden, app exempt); only the batch engine imports ray; app, video, selection and the
-    Estimator import no torch directly; lifting imports no cnn/tfjs/detect/checkpoint; cnn,
-    tfjs and lifting are independent;
+    Estimator import no torch directly; lifting imports no cnn/tfjs/detect/checkpoint and
+    no torch; cnn, tfjs and lifting are independent;
     export, result and the selection model import neither torch nor the models; lower layers
     never import higher ones."""
     from importlinter.cli import lint_imports
@@ -206,7 +206,7 @@ def test_worker_classifies_errors_by_class_not_by_name() -> None:
     from poseviewer.app.worker import ErrorKind, _message
     from poseviewer.cnn.weights import WeightsError
     from poseviewer.errors import ImageError, ImportFormatError
-    from poseviewer.lifting.loading import PoseModelError
+    from poseviewer.lifting import PoseModelError
 
     class NotTheImageError(ImageError):  # another name, the same class family
         pass

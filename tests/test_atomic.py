@@ -62,7 +62,7 @@ def test_saved_files_get_normal_permissions(tmp_path: Path, umask_022: int) -> N
     from poseviewer.lifting import PoseModel3D
 
     m = PoseModel3D.load(tmp_path / "pose3d.safetensors")
-    assert torch.equal(m.mu, _tiny_pose_model().mu)
+    assert np.array_equal(m.mu, _tiny_pose_model().mu)
     back = load_cpm(tmp_path / "cpm.safetensors")
     for k, v in net.state_dict().items():
         assert torch.equal(back.state_dict()[k], v)

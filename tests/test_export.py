@@ -35,7 +35,7 @@ def _stage(index: int, joints: np.ndarray, visible: np.ndarray, model, lift: boo
            maps_seed: int = 0) -> StageResult:
     rng = np.random.default_rng(maps_seed)
     maps = rng.random((14, 6, 5), dtype=np.float32)
-    fit = model.lift(joints[None], visible[None], release_exact=True).numpy() if lift else None
+    fit = model.lift(joints[None], visible[None], release_exact=True) if lift else None
     return StageResult(index=index, cnn_maps=maps, projected_maps=maps * 0.5 if lift else None,
                        fused_maps=maps * 0.75, joints_2d=joints.astype(np.float64),
                        confidence=np.where(visible, 0.9, 0.1) - 0.01 * np.arange(14),
@@ -365,7 +365,7 @@ def test_lift_imported_coco17_matches_direct_lifting(result, model, tmp_path) ->
     joints[neck] = (joints[ls] + joints[rs]) / 2
     vis[neck] = vis[ls] and vis[rs]
     vis[CPM14.index("head_top")] = False
-    want = model.lift(joints[None], vis[None]).numpy()
+    want = model.lift(joints[None], vis[None])
     np.testing.assert_allclose(lifted.persons[1].pose_3d, np.asarray(want.pose_3d)[0],
                                atol=1e-9)
 

@@ -180,7 +180,7 @@ def test_lifted_poses_of_every_component_round_trip(tmp_path) -> None:
         vis = z["in_visibility"]
     model = PoseModel3D.from_mat(require_shared("reference", "lftd", "prob_model_params.mat"))
     model.elevations = (0.0,)  # the yaw-only fit caps a component of these cases
-    fit = model.lift(xy, vis).numpy()
+    fit = model.lift(xy, vis)
     persons = []
     for n in range(xy.shape[0]):
         empty = np.zeros((14, 0, 0), np.float32)

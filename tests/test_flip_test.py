@@ -116,7 +116,7 @@ def test_estimator_switch_and_cli_flag() -> None:
     import dataclasses
     import json
 
-    from poseviewer.lifting.solve import ELEVATIONS_DEG
+    from poseviewer.lifting.spec import ELEVATIONS_DEG
 
     assert not default.elevation_search
     plain = json.loads(json.dumps(dataclasses.asdict(settings("--elevation-search"))))

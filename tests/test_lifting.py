@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from poseviewer.lifting import ComponentFits, LiftResult, ModelFileError, PoseModel3D
-from poseviewer.lifting.model import OBS_SLOTS, OBS_SOURCES
+from poseviewer.lifting.spec import OBS_SLOTS, OBS_SOURCES
 from poseviewer.skeleton import H36M17
 
 pytestmark = pytest.mark.shared
@@ -59,7 +59,7 @@ def test_model_matches_reference_arrays(model, ref):
     _close(model.mu, ref["model_mu"], 0)
     _close(model.e, ref["model_e"], 0)
     _close(model.sigma, ref["model_sigma"], 0)
-    assert model.num_components == 3 and model.mu.dtype == torch.float64
+    assert model.num_components == 3 and model.mu.dtype == np.float64
 
 
 def test_every_intermediate_matches_reference(batch, ref):
@@ -67,27 +67,27 @@ def test_every_intermediate_matches_reference(batch, ref):
     n = len(ref["case_names"])
     ar = np.arange(n)
     best = ref["out_best_chart"]
-    np.testing.assert_array_equal(fit.component.numpy(), best)
+    np.testing.assert_array_equal(fit.component, best)
     assert fit.lifted.all()
     _close(it["transformed_xy"], ref["out_transformed_xy"], 0)
     w = ref["out_weights"]
-    np.testing.assert_array_equal(it["weights"].numpy(), w[:, 0] > 0)
+    np.testing.assert_array_equal(it["weights"], w[:, 0] > 0)
     # Invisible slots keep raw pixels in the reference; ours are zeroed: compare visible only.
-    _close(it["norm_pose"].numpy() * w, ref["out_norm_pose"] * w, 1e-12)
+    _close(it["norm_pose"] * w, ref["out_norm_pose"] * w, 1e-12)
     _close(it["m"], ref["out_norm_m2"], 0)
     comps = fit.components
     _close(comps.residual, ref["out_chart_res"], 1e-12)
     _close(comps.scale, ref["out_chart_scale"], 1e-12)
     _close(comps.score, ref["out_chart_score"], 1e-12)
     _close(it["sincos"], ref["out_chart_r"], 1e-12)
-    c, cr = comps.coeffs.numpy(), ref["out_chart_a"]
+    c, cr = comps.coeffs, ref["out_chart_a"]
     _close(c[..., 3:], cr[..., 3:], 1e-6)
     # c_1 and c_3 are the duplicated x-translation: only their sum is determined tightly.
     _close(c[..., 0] + c[..., 2], cr[..., 0] + cr[..., 2], 1e-5, rtol=1e-5)
     _close(c[..., :3], cr[..., :3], 1e-4, rtol=1e-4)
     for key in ("rec_model", "rec_blend", "rec_renorm"):
-        _close(it[key].numpy()[ar, best], ref["out_" + key], 1e-9)
-    pose = fit.pose_3d.numpy()
+        _close(it[key][ar, best], ref["out_" + key], 1e-9)
+    pose = fit.pose_3d
     assert pose.shape == (n, 17, 3)
     _close(pose, ref["out_pose_3d"].transpose(0, 2, 1), 1e-3)
     assert np.abs(pose - ref["out_pose_3d"].transpose(0, 2, 1)).max() < 1e-6
@@ -130,8 +130,8 @@ def test_capped_refit_matches_plain_lstsq(lifter, ref, exact):
     fit, it = lifter.lift(_xy(ref)[g : g + 1], ref["in_visibility"][g : g + 1],
                          return_intermediates=True, release_exact=exact)
     assert it["capped"][0].tolist() == [True, False, False]
-    w, v = it["norm_pose"][0].numpy(), it["weights"][0].numpy().astype(float)
-    got = it["residuals"][0, 0].numpy()
+    w, v = it["norm_pose"][0], it["weights"][0].astype(float)
+    got = it["residuals"][0, 0]
     j_best = int(it["angle"][0, 0])
     for j in (0, 25, 61, 99, j_best):
         a_mat, b = _refit_problem(w, v, ref["model_mu"][0], ref["model_e"][0],
@@ -140,7 +140,7 @@ def test_capped_refit_matches_plain_lstsq(lifter, ref, exact):
         a, *_ = np.linalg.lstsq(a_mat, b, rcond=None)
         assert got[j] == pytest.approx(float(np.sum((a_mat @ a - b) ** 2)), rel=1e-9)
         if j == j_best:
-            c = fit.components.coeffs[0, 0].numpy() * -0.001
+            c = fit.components.coeffs[0, 0] * -0.001
             _close(c[3:], a[3:], 1e-9, rtol=1e-6)
             _close(c[0] + c[2], a[0] + a[2], 1e-6, rtol=1e-6)
     assert j_best == int(np.argmin(got))
@@ -156,24 +156,24 @@ def test_default_capped_component_sits_near_the_origin(lifter, ref):
     default = lifter.lift(xy, vis).components
     exact = lifter.lift(xy, vis, release_exact=True).components
     assert default.capped[0].tolist() == [True, False, False]
-    centroid = default.pose_3d[0, 0].numpy().mean(0)
+    centroid = default.pose_3d[0, 0].mean(0)
     assert np.abs(centroid).max() < 55.0
-    far = exact.pose_3d[0, 0].numpy().mean(0)
+    far = exact.pose_3d[0, 0].mean(0)
     assert far[1] > 10_000.0  # the reference's +118 m
     _close(exact.pose_3d[0, 0], ref["out_pose_3d"][g].T, 1e-3)
     # Same shape and image-plane rows up to the tiny effect of the 1e-10 prior target.
-    d, x = default.pose_3d[0, 0].numpy(), exact.pose_3d[0, 0].numpy()
+    d, x = default.pose_3d[0, 0], exact.pose_3d[0, 0]
     _close(d - centroid, x - far, 1e-2)
     _close(d[:, [0, 2]], x[:, [0, 2]], 1e-2)
     # The uncapped components do not depend on the mode at all.
     for name in ("pose_3d", "score", "residual", "yaw", "coeffs"):
-        assert torch.equal(getattr(default, name)[0, 1:], getattr(exact, name)[0, 1:])
+        assert np.array_equal(getattr(default, name)[0, 1:], getattr(exact, name)[0, 1:])
     # Attribute and argument agree.
     lifter.release_exact = True
     try:
-        assert torch.equal(lifter.lift(xy, vis).pose_3d, lifter.lift(xy, vis,
+        assert np.array_equal(lifter.lift(xy, vis).pose_3d, lifter.lift(xy, vis,
                                                                    release_exact=True).pose_3d)
-        assert torch.equal(lifter.lift(xy, vis, release_exact=False).components.pose_3d,
+        assert np.array_equal(lifter.lift(xy, vis, release_exact=False).components.pose_3d,
                            default.pose_3d)
     finally:
         lifter.release_exact = False
@@ -184,21 +184,21 @@ def test_batch_equals_one_by_one_and_release_batches(lifter, ref, batch):
     xy, vis = _xy(ref), ref["in_visibility"]
     for i in range(len(xy)):
         one = lifter.lift(xy[i : i + 1], vis[i : i + 1], release_exact=True)
-        _close(one.pose_3d[0], fit.pose_3d[i].numpy(), 1e-9)
-        _close(one.components.score[0], fit.components.score[i].numpy(), 1e-15)
+        _close(one.pose_3d[0], fit.pose_3d[i], 1e-9)
+        _close(one.components.score[0], fit.components.score[i], 1e-15)
     bi = ref["batch_idx"]
     sub = lifter.lift(xy[bi], vis[bi], release_exact=True)
     _close(sub.pose_3d, ref["batch_out_pose_3d"].transpose(0, 2, 1), 1e-6)
     # Different masks in one batch: per person, not the release's person-0-mask bug.
     qi = ref["quirk_idx"]
-    q = lifter.lift(xy[qi], vis[qi], release_exact=True).pose_3d.numpy()
+    q = lifter.lift(xy[qi], vis[qi], release_exact=True).pose_3d
     _close(q, ref["out_pose_3d"][qi].transpose(0, 2, 1), 1e-6)
     # (Both quirk cases of the file are fully visible, so its quirk batch does not differ;
     # mix masks ourselves: occluded people first, so a person-0 mask would break the rest.)
     mixed = np.array([16, 0, 18, 20, 19, 4])
     lifter.release_exact = True  # the lifter's attribute does the same as the argument
     try:
-        got = lifter.lift(xy[mixed], vis[mixed]).pose_3d.numpy()
+        got = lifter.lift(xy[mixed], vis[mixed]).pose_3d
     finally:
         lifter.release_exact = False
     _close(got, ref["out_pose_3d"][mixed].transpose(0, 2, 1), 1e-6)
@@ -206,24 +206,24 @@ def test_batch_equals_one_by_one_and_release_batches(lifter, ref, batch):
 
 def test_small_and_large_batches_build_the_pose_the_same_way(lifter, ref, batch):
     """Step 5.1 comes from the precomputed rotated basis for small batches and is rotated
-    in place for large ones (``fast.GATHER_MAX``): both give the same poses, projections
+    in place for large ones (``fit.GATHER_MAX``): both give the same poses, projections
     and intermediates (capped components included)."""
-    from poseviewer.lifting import fast
+    from poseviewer.lifting import fit as fit_module
 
     fit, extra = batch
     xy, vis = _xy(ref), ref["in_visibility"]
-    reps = fast.GATHER_MAX // (len(xy) * lifter.num_components) + 1
+    reps = fit_module.GATHER_MAX // (len(xy) * lifter.num_components) + 1
     big, big_extra = lifter.lift(np.tile(xy, (reps, 1, 1)), np.tile(vis, (reps, 1)),
                                  return_intermediates=True, release_exact=True)
-    assert len(xy) * reps * lifter.num_components > fast.GATHER_MAX
+    assert len(xy) * reps * lifter.num_components > fit_module.GATHER_MAX
     n = len(xy)
     assert bool(extra["capped"].any())  # the quirk cases are in the reference batch
     for r in range(reps):
         sl = slice(r * n, (r + 1) * n)
-        _close(big.components.pose_3d[sl], fit.components.pose_3d.numpy(), 1e-9)
-        _close(big.components.joints_2d[sl], fit.components.joints_2d.numpy(), 1e-9)
-        _close(big_extra["rec_model"][sl], extra["rec_model"].numpy(), 1e-9)
-        assert torch.equal(big.component[sl], fit.component)
+        _close(big.components.pose_3d[sl], fit.components.pose_3d, 1e-9)
+        _close(big.components.joints_2d[sl], fit.components.joints_2d, 1e-9)
+        _close(big_extra["rec_model"][sl], extra["rec_model"], 1e-9)
+        assert np.array_equal(big.component[sl], fit.component)
 
 
 def _release_problem(w, v, mu, e, sigma, theta):
@@ -250,9 +250,9 @@ def test_every_angle_residual_matches_plain_lstsq(lifter, ref, batch):
     """All 100 angle residuals of every component equal numpy lstsq on the spec's system."""
     _, it = batch
     i = 16  # occluded joints: exercises the masks
-    w = it["norm_pose"][i].numpy()
-    v = it["weights"][i].numpy().astype(float)
-    got = it["residuals"][i].numpy()
+    w = it["norm_pose"][i]
+    v = it["weights"][i].astype(float)
+    got = it["residuals"][i]
     for k in range(3):
         for j in (0, 7, 33, 50, 99, int(it["angle"][i, k])):
             a_mat, b = _release_problem(w, v, ref["model_mu"][k], ref["model_e"][k],
@@ -269,15 +269,15 @@ def test_projection_reproduces_residual(lifter, batch, ref, exact):
     both modes of the capped refit (release: E_1's prior row targets -0.003; default: 0)."""
     fit, it = batch if exact else lifter.lift(_xy(ref), ref["in_visibility"],
                                              return_intermediates=True)
-    proj = lifter.project(fit).numpy()
-    _close(proj, fit.components.joints_2d.numpy(), 1e-9)
+    proj = lifter.project(fit)
+    _close(proj, fit.components.joints_2d, 1e-9)
     sigma = ref["model_sigma"]
-    comps = fit.numpy().components
+    comps = fit.components
     assert comps.capped.sum() == 1
     for i in range(len(ref["case_names"])):
-        w = it["norm_pose"][i].numpy().T  # (17, 2)
-        vis = it["weights"][i].numpy()
-        centre, m = fit.centre[i].numpy(), fit.norm[i].item()
+        w = it["norm_pose"][i].T  # (17, 2)
+        vis = it["weights"][i]
+        centre, m = fit.centre[i], fit.norm[i].item()
         for k in range(3):
             norm_proj = (proj[i, k] - centre) / m
             lam = sigma[k, 25]
@@ -293,7 +293,7 @@ def test_projection_reproduces_residual(lifter, batch, ref, exact):
             assert (data + prior) / 2 == pytest.approx(comps.residual[i, k], rel=1e-8)
     # Image-space sanity: the best projection lies near the visible input joints.
     xy = _xy(ref)
-    err = np.linalg.norm(fit.joints_2d.numpy()[:, OBS_SLOTS] - xy[:, OBS_SOURCES], axis=-1)
+    err = np.linalg.norm(fit.joints_2d[:, OBS_SLOTS] - xy[:, OBS_SOURCES], axis=-1)
     assert np.median(err[ref["in_visibility"][:, OBS_SOURCES]]) < 20.0
 
 
@@ -313,18 +313,18 @@ def test_translation_and_uniform_scale_leave_3d_unchanged(lifter, ref, tx, ty, s
     vis = ref["in_visibility"][case : case + 1]
     base = lifter.lift(xy, vis)
     moved = lifter.lift(xy * scale + np.array([tx, ty]), vis)
-    _close(moved.pose_3d, base.pose_3d.numpy(), 1e-6)
+    _close(moved.pose_3d, base.pose_3d, 1e-6)
     assert moved.component.tolist() == base.component.tolist()
-    _close(moved.joints_2d, base.joints_2d.numpy() * scale + np.array([tx, ty]), 1e-6)
+    _close(moved.joints_2d, base.joints_2d * scale + np.array([tx, ty]), 1e-6)
 
 
 def test_invisible_joints_may_hold_anything(lifter, ref):
     xy, vis = _xy(ref)[16:20].copy(), ref["in_visibility"][16:20]
     base = lifter.lift(xy, vis)
     xy[~vis] = np.nan
-    _close(lifter.lift(xy, vis).pose_3d, base.pose_3d.numpy(), 0)
+    _close(lifter.lift(xy, vis).pose_3d, base.pose_3d, 0)
     xy[~vis] = 1e9
-    _close(lifter.lift(xy, vis).pose_3d, base.pose_3d.numpy(), 0)
+    _close(lifter.lift(xy, vis).pose_3d, base.pose_3d, 0)
 
 
 def test_too_few_joints_marks_person_not_lifted(lifter, ref):
@@ -333,11 +333,11 @@ def test_too_few_joints_marks_person_not_lifted(lifter, ref):
     vis[1, :4] = True  # 4 visible joints: one short
     fit = lifter.lift(xy, vis)
     assert fit.lifted.tolist() == [True, False, True]
-    assert torch.isnan(fit.pose_3d[1]).all() and torch.isnan(fit.joints_2d[1]).all()
-    assert torch.isnan(fit.components.score[1]).all() and fit.component[1].item() == 0
+    assert np.isnan(fit.pose_3d[1]).all() and np.isnan(fit.joints_2d[1]).all()
+    assert np.isnan(fit.components.score[1]).all() and fit.component[1].item() == 0
     for i in (0, 2):
         one = lifter.lift(xy[i : i + 1], vis[i : i + 1])
-        _close(fit.pose_3d[i], one.pose_3d[0].numpy(), 1e-9)
+        _close(fit.pose_3d[i], one.pose_3d[0], 1e-9)
     vis[1, 4] = True  # five is enough
     assert lifter.lift(xy, vis).lifted.all()
 
@@ -352,10 +352,10 @@ def test_visible_joints_on_one_row_mark_person_not_lifted(lifter, ref):
     vis[1, 1] = False
     fit = lifter.lift(xy, vis)
     assert fit.lifted.tolist() == [True, False, True]
-    assert torch.isnan(fit.pose_3d[1]).all() and fit.component[1].item() == 0
+    assert np.isnan(fit.pose_3d[1]).all() and fit.component[1].item() == 0
     for i in (0, 2):
         one = lifter.lift(xy[i : i + 1], vis[i : i + 1])
-        _close(fit.pose_3d[i], one.pose_3d[0].numpy(), 1e-9)
+        _close(fit.pose_3d[i], one.pose_3d[0], 1e-9)
     xy[1, 5, 1] = 241.0  # one pixel of height is a pose again
     assert lifter.lift(xy, vis).lifted.all()
 
@@ -366,7 +366,7 @@ def test_visible_joints_on_one_row_mark_person_not_lifted(lifter, ref):
 def test_result_select_numpy_and_torch_inputs(lifter, ref, batch):
     fit, _ = batch
     assert isinstance(fit, LiftResult) and isinstance(fit.components, ComponentFits)
-    assert fit.pose_3d.dtype == torch.float64 and fit.component.dtype == torch.int64
+    assert fit.pose_3d.dtype == np.float64 and fit.component.dtype == np.int64
     n = len(ref["case_names"])
     assert fit.components.pose_3d.shape == (n, 3, 17, 3)
     assert fit.components.joints_2d.shape == (n, 3, 17, 2)
@@ -374,29 +374,31 @@ def test_result_select_numpy_and_torch_inputs(lifter, ref, batch):
     assert fit.joints_2d.shape == (n, 17, 2)
     one = fit[4]
     assert one.pose_3d.shape == (1, 17, 3)
-    _close(one.pose_3d[0], fit.pose_3d[4].numpy(), 0)
-    sub = fit.select([2, 5]).numpy()
+    _close(one.pose_3d[0], fit.pose_3d[4], 0)
+    sub = fit.select([2, 5])
     assert isinstance(sub.pose_3d, np.ndarray) and sub.components.score.shape == (2, 3)
-    _close(sub.components.score, fit.components.score[[2, 5]].numpy(), 0)
-    _close(lifter.project(sub), fit.components.joints_2d[[2, 5]].numpy(), 1e-9)
+    _close(sub.components.score, fit.components.score[[2, 5]], 0)
+    _close(lifter.project(sub), fit.components.joints_2d[[2, 5]], 1e-9)
     t = lifter.lift(torch.as_tensor(_xy(ref)[:2]), torch.as_tensor(ref["in_visibility"][:2]))
-    _close(t.pose_3d, fit.pose_3d[:2].numpy(), 1e-9)
+    _close(t.pose_3d, fit.pose_3d[:2], 1e-9)
     # Best component's pose is the component entry of the full table.
-    _close(fit.pose_3d, fit.components.pose_3d[torch.arange(n), fit.component].numpy(), 0)
+    _close(fit.pose_3d, fit.components.pose_3d[np.arange(n), fit.component], 0)
     # Output frame: fixed total bone size (spec step 5.3).
-    p = fit.pose_3d.numpy()
+    p = fit.pose_3d
     bones = np.array(H36M17.bones)
     size = np.sqrt(((p[:, bones[:, 1]] - p[:, bones[:, 0]]) ** 2).sum((1, 2)))
     _close(size, np.full(n, 0.97 * 1174.88312988), 1e-6)
 
 
 @pytest.mark.parametrize("people", [1, 21])
-def test_numpy_output_holds_the_same_numbers(lifter, ref, people):
-    """``as_numpy=True``: every field a numpy array (no torch), equal to the torch result's
-    ``.numpy()`` bit for bit, on both methods, for one person and for a batch."""
+def test_output_is_numpy_and_as_numpy_changes_nothing(lifter, ref, people):
+    """Every field a numpy array; ``as_numpy=True`` (kept for older callers) gives the same
+    numbers bit for bit, on both methods, for one person and for a batch; torch inputs
+    give the numpy inputs' numbers."""
     xy, vis = _xy(ref)[:people], ref["in_visibility"][:people]
-    want = lifter.lift(xy, vis, release_exact=True).numpy()
-    got = lifter.lift(xy, vis, release_exact=True, as_numpy=True)
+    want = lifter.lift(xy, vis, release_exact=True)
+    got = lifter.lift(torch.as_tensor(xy), torch.as_tensor(vis), release_exact=True,
+                      as_numpy=True)
     for res, ref_res in ((got, want), (got.components, want.components)):
         for f in dataclasses.fields(res):
             if f.name == "components":
@@ -405,7 +407,7 @@ def test_numpy_output_holds_the_same_numbers(lifter, ref, people):
             assert isinstance(x, np.ndarray), f.name
             np.testing.assert_array_equal(x, getattr(ref_res, f.name), err_msg=f.name)
     fit, extra = lifter.lift(xy, vis, return_intermediates=True, as_numpy=True)
-    assert isinstance(fit.pose_3d, np.ndarray) and torch.is_tensor(extra["rec_model"])
+    assert all(isinstance(x, np.ndarray) for x in extra.values())
 
 
 # ----------------------------------------------------------------------------- files
@@ -416,24 +418,24 @@ def test_save_load_round_trip_and_mat_equivalence(model, ref, tmp_path):
     path = model.save(tmp_path / "pose3d.safetensors")
     again = PoseModel3D.load(path)
     for name in ("mu", "e", "sigma"):
-        assert torch.equal(getattr(again, name), getattr(model, name))
+        assert np.array_equal(getattr(again, name), getattr(model, name))
     assert again.meta == model.meta
     xy, vis = _xy(ref), ref["in_visibility"]
     a, b = model.lift(xy, vis), again.lift(xy, vis)
-    _close(a.pose_3d, b.pose_3d.numpy(), 1e-9)
+    _close(a.pose_3d, b.pose_3d, 1e-9)
     model.lift_method = again.lift_method = "direct"
     try:
         a, b = model.lift(xy, vis), again.lift(xy, vis)
     finally:
         model.lift_method = "auto"
-    assert torch.equal(a.pose_3d, b.pose_3d) and torch.equal(a.components.score,
+    assert np.array_equal(a.pose_3d, b.pose_3d) and np.array_equal(a.components.score,
                                                              b.components.score)
     assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_bad_model_files(model, tmp_path):
     import scipy.io
-    from safetensors.torch import save_file
+    from safetensors.numpy import save_file
 
     with pytest.raises(FileNotFoundError, match="not found"):
         PoseModel3D.load(tmp_path / "missing.safetensors")
@@ -447,14 +449,14 @@ def test_bad_model_files(model, tmp_path):
               metadata={"format": "poseviewer.pose_model_3d"})
     with pytest.raises(ModelFileError, match="sigma"):
         PoseModel3D.load(tmp_path / "keys.safetensors")
-    save_file({"mu": model.mu, "e": model.e, "sigma": model.sigma[:, :5].contiguous()},
+    save_file({"mu": model.mu, "e": model.e, "sigma": np.ascontiguousarray(model.sigma[:, :5])},
               tmp_path / "shape.safetensors", metadata={"format": "poseviewer.pose_model_3d"})
     with pytest.raises(ModelFileError, match="sigma must have shape"):
         PoseModel3D.load(tmp_path / "shape.safetensors")
     save_file({"mu": model.mu, "e": model.e, "sigma": model.sigma}, tmp_path / "other.st")
     with pytest.raises(ModelFileError, match="not a poseviewer"):
         PoseModel3D.load(tmp_path / "other.st")
-    scipy.io.savemat(tmp_path / "nokey.mat", {"mu": model.mu.reshape(3, 51).numpy()})
+    scipy.io.savemat(tmp_path / "nokey.mat", {"mu": model.mu.reshape(3, 51)})
     with pytest.raises(ModelFileError, match="missing key"):
         PoseModel3D.from_mat(tmp_path / "nokey.mat")
     scipy.io.savemat(tmp_path / "badshape.mat", {"mu": np.zeros((3, 50)), "e": np.zeros(
@@ -478,11 +480,11 @@ def test_constructor_validation(model):
         PoseModel3D(mu, e * 1.01, sigma)
     with pytest.raises(ValueError, match="positive"):
         PoseModel3D(mu, e, -sigma)
-    bad = mu.clone()
+    bad = mu.copy()
     bad[0, 0, 0] = math.nan
     with pytest.raises(ValueError, match="NaN"):
         PoseModel3D(bad, e, sigma)
-    small = PoseModel3D(mu[:1].numpy(), e[:1, :10].numpy(), sigma[:1, [*range(10), 25]].numpy(),
+    small = PoseModel3D(mu[:1], e[:1, :10], sigma[:1, [*range(10), 25]],
                         meta={"name": "tiny"})
     assert small.num_components == 1 and small.num_basis == 10
     assert small.lift(np.random.default_rng(0).normal(size=(2, 14, 2)) * 50,
@@ -516,54 +518,36 @@ def test_bad_lift_inputs(lifter, ref):
     assert extra["residuals"].shape == (0, 3, 100)
 
 
-def test_concurrent_lifts_restore_torch_threads(model: PoseModel3D, ref) -> None:
-    """``lift`` changes torch's thread count (not scoped to the thread) while it runs.
-    A lift with other ``lift_threads`` started in another thread during a lift waits for
-    it (module lock), runs with its own count, and torch's setting is restored."""
-    import threading
+def test_large_products_run_on_lift_threads(model, ref, monkeypatch) -> None:
+    """Preparing a pattern runs with ``lift_threads`` BLAS threads and numpy's setting is
+    restored afterwards; None leaves numpy's setting alone."""
+    from threadpoolctl import threadpool_info
 
-    a = PoseModel3D(model.mu, model.e, model.sigma)
-    b = PoseModel3D(model.mu, model.e, model.sigma)
-    a.lift_threads, b.lift_threads = 1, 3
-    a.lift_method = b.lift_method = "direct"  # the fast path sets threads only to prepare
-    a.elevations = b.elevations = (0.0,)  # the direct solver is the yaw-only fit's
-    xy, vis = _xy(ref)[:2], np.ones((2, 14), dtype=bool)
-    seen: dict[str, object] = {}
-    a_returned = threading.Event()
-    t = threading.Thread(target=lambda: b.lift(xy, vis))
+    from poseviewer.lifting import cache
 
-    def a_lift(*args):
-        t.start()  # B starts while A is inside its lift
-        t.join(timeout=0.3)
-        seen["a"] = torch.get_num_threads()
-        out = PoseModel3D._lift(a, *args)
-        seen["a done"] = True
-        return out
+    def blas() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
 
-    def b_lift(*args):
-        seen["b entered after a was done"] = seen.get("a done", False)
-        seen["b"] = torch.get_num_threads()
-        return PoseModel3D._lift(b, *args)
+    seen: list[list[int]] = []
+    real = cache.build
 
-    a._lift, b._lift = a_lift, b_lift
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        try:
-            a.lift(xy, vis)
-        finally:
-            a_returned.set()
-        t.join(timeout=10)
-        assert not t.is_alive()
-        assert seen == {"a": 1, "a done": True, "b": 3, "b entered after a was done": True}
-        assert torch.get_num_threads() == 2
-        new_thread: list[int] = []
-        t2 = threading.Thread(target=lambda: new_thread.append(torch.get_num_threads()))
-        t2.start()
-        t2.join()
-        assert new_thread == [2]
-    finally:
-        torch.set_num_threads(old)
+    def spy(*args, **kwargs):
+        seen.append(blas())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache, "build", spy)
+    before = blas()
+    assert before
+    m = PoseModel3D(model.mu, model.e, model.sigma)
+    m.build_min = 0
+    m.lift_threads = 2 if before[0] == 1 else 1
+    xy, vis = _xy(ref)[:1], ref["in_visibility"][:1]
+    m.lift(xy, vis)
+    assert seen == [[m.lift_threads] * len(before)] and blas() == before
+    m.lift_threads = None
+    m.pattern_cache.clear()
+    m.lift(xy, vis)
+    assert seen[-1] == before and blas() == before
 
 
 def test_pattern_operators_cold_warm_and_direct_agree(model, ref):
@@ -587,27 +571,13 @@ def test_pattern_operators_cold_warm_and_direct_agree(model, ref):
         assert len(m.pattern_cache) == 5  # met twice now
         third = m.lift(xy[::-1], vis[::-1], release_exact=exact)
         for got in (first, second, third.select(np.arange(len(xy))[::-1])):
-            _close(got.components.pose_3d, want.components.pose_3d.numpy(), 1e-9)
-            _close(got.components.score, want.components.score.numpy(), 1e-15, rtol=1e-9)
-            _close(got.components.joint_cov, want.components.joint_cov.numpy(), 1e-9,
+            _close(got.components.pose_3d, want.components.pose_3d, 1e-9)
+            _close(got.components.score, want.components.score, 1e-15, rtol=1e-9)
+            _close(got.components.joint_cov, want.components.joint_cov, 1e-9,
                    rtol=1e-9)
-            _close(got.components.joint_cov_dof, want.components.joint_cov_dof.numpy(),
+            _close(got.components.joint_cov_dof, want.components.joint_cov_dof,
                    1e-9)
-            assert torch.equal(got.component, want.component)
-    # a warm lift leaves torch's thread count alone (preparing a pattern sets lift_threads)
-    calls: list[int] = []
-    real = torch.set_num_threads
-    try:
-        torch.set_num_threads = lambda n: (calls.append(n), real(n))[1]
-        m.lift(xy, vis)
-        assert calls == []
-        m.pattern_cache.clear()
-        m.lift_threads = 1 if torch.get_num_threads() != 1 else 2
-        m.lift(xy[:3], vis[:3])
-        assert calls and calls[0] == m.lift_threads
-    finally:
-        torch.set_num_threads = real
-        m.lift_threads = 1
+            assert np.array_equal(got.component, want.component)
     m.pattern_cache.clear()
     m.build_min = 18
     m.lift(xy, vis)
@@ -671,15 +641,15 @@ def test_joint_cov_matches_dense_posterior(lifter, ref):
         i = names.index(case)
         fit, it = lifter.lift(_xy(ref)[i : i + 1], ref["in_visibility"][i : i + 1],
                               return_intermediates=True)
-        cov = fit.components.joint_cov.numpy()
+        cov = fit.components.joint_cov
         assert cov.shape == (1, 3, 17, 3, 3)
-        w = it["norm_pose"][0].numpy()
-        v = it["weights"][0].numpy().astype(float)
+        w = it["norm_pose"][0]
+        v = it["weights"][0].astype(float)
         for k in range(3):
             want, dof = _dense_joint_cov(
                 w, v, ref["model_mu"][k], ref["model_e"][k], ref["model_sigma"][k],
-                float(fit.components.yaw[0, k]), it["pose_3d"][0, k].numpy(),
-                it["rec_blend"][0, k].numpy(), float(fit.components.scale[0, k]))
+                float(fit.components.yaw[0, k]), it["pose_3d"][0, k],
+                it["rec_blend"][0, k], float(fit.components.scale[0, k]))
             _close(cov[0, k], want, 1e-9, rtol=1e-6)
             assert float(fit.components.joint_cov_dof[0, k]) == pytest.approx(dof, rel=1e-7)
         _close(fit.joint_cov[0], cov[0, int(fit.component[0])], 0)
@@ -687,6 +657,6 @@ def test_joint_cov_matches_dense_posterior(lifter, ref):
         # symmetric positive definite, mm^2: occluded joints are the least certain
         ev = np.linalg.eigvalsh(cov)
         assert (ev > 0).all()
-    occluded = ~it["weights"][0].numpy()
-    tr = np.trace(fit.joint_cov[0].numpy(), axis1=-2, axis2=-1)
+    occluded = ~it["weights"][0]
+    tr = np.trace(fit.joint_cov[0], axis1=-2, axis2=-1)
     assert occluded.any() and tr[occluded].mean() > tr[~occluded].mean()

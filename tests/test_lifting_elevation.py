@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from poseviewer.eval3d import camera_frame, project, tilt
-from poseviewer.lifting import PoseModel3D, elevation
-from poseviewer.lifting.fast import _prepared, normalise
-from poseviewer.lifting.model import OBS_SLOTS, OBS_SOURCES
+from poseviewer.lifting import PoseModel3D, cache, elevation, spec
+from poseviewer.lifting.fit import normalise
+from poseviewer.lifting.spec import OBS_SLOTS, OBS_SOURCES
 from poseviewer.metrics import p_mpjpe
 from poseviewer.skeleton import h36m_to_cpm
 
@@ -38,7 +38,7 @@ def _fresh(model: PoseModel3D) -> PoseModel3D:
 def _model_poses(model: PoseModel3D, n: int, seed: int) -> np.ndarray:
     """(n, 17, 3) poses drawn from component 0 of the model (half its prior spread)."""
     rng = np.random.default_rng(seed)
-    mu, e, sig = model.mu.numpy()[0], model.e.numpy()[0], model.sigma.numpy()[0]
+    mu, e, sig = model.mu[0], model.e[0], model.sigma[0]
     c = rng.standard_normal((n, e.shape[0])) / (5.2 * sig[: e.shape[0]]) * 0.5
     return (mu[None] + np.einsum("ni,iab->nab", c, e)).swapaxes(1, 2)
 
@@ -49,7 +49,7 @@ def _spec_residual(model: PoseModel3D, w: np.ndarray, vis17: np.ndarray, k: int,
     P = first two rows of C R_x(e) U(theta)^T, solved by numpy's lstsq; at e = 0 with a
     30th column, a vertical image shift (prior row 1e-5), the other elevations' E_1..E_3
     move the image vertically."""
-    mu, e, sig = model.mu.numpy()[k], model.e.numpy()[k], model.sigma.numpy()[k]
+    mu, e, sig = model.mu[k], model.e[k], model.sigma[k]
     big = np.zeros((29, 3, 17))
     big[0] = mu
     big[1, 0] = big[3, 0] = 1.0
@@ -81,10 +81,10 @@ def test_elevated_forms_match_the_spec_system(model, ref, case):
     with the tilted camera (hidden joints included: case 4 has some)."""
     xy, vis = _xy(ref)[case : case + 1], ref["in_visibility"][case : case + 1]
     m = _fresh(model)
-    u, v, *_ = normalise(xy, vis, OBS_SOURCES, m._np["xy_index"], 5)
-    ops = _prepared(m, -1, 1, v[0], force=True)
+    u, v, *_ = normalise(xy, vis, OBS_SOURCES, spec.XY_INDEX, 5)
+    ops = cache.build(m.arrays, v[0])
     elev = np.deg2rad(np.array([0.0, 20.0, 65.0, -15.0]))
-    eops = elevation.build(m._np, ops, elev, 0, 0.0)
+    eops = elevation.build(m.arrays, ops, elev, 0, 0.0)
     feats = u[:, ops.full_i] * u[:, ops.full_j]
     r = (feats @ eops.res_packed).reshape(3, 4, 100)
     w = np.zeros((2, 17))
@@ -161,13 +161,13 @@ def test_yaw_only_fit_fails_where_the_grid_recovers(model):
     assert tilted * 2.0 < yaw_only, (tilted, yaw_only)
 
 
-def test_elevated_fit_torch_and_numpy_and_methods_agree(model, ref):
-    """One implementation: the torch result, the numpy result and the "direct" method
-    give the same numbers over the grid."""
+def test_elevated_fit_warm_and_methods_agree(model, ref):
+    """One implementation: a cold and a warm lift and the "direct" method give the same
+    numbers over the grid."""
     xy, vis = _xy(ref), ref["in_visibility"]
     m = _fresh(model)
-    a = m.lift(xy, vis, as_numpy=True)
-    b = m.lift(xy, vis).numpy()
+    a = m.lift(xy, vis)
+    b = m.lift(xy, vis)
     d = _fresh(model)
     d.lift_method = "direct"
     c = d.lift(xy, vis, as_numpy=True)
@@ -228,10 +228,10 @@ def test_head_top_offset_is_observed_through_the_fit(model):
     m.head_top_offset = a
     obs = m.observed_arrays()
     i = int(np.flatnonzero(OBS_SLOTS == 10)[0])
-    mu = model.mu.numpy()
-    np.testing.assert_allclose(obs["muz"][:, i], (1 + a) * mu[:, 2, 10] - a * mu[:, 2, 9])
-    np.testing.assert_allclose(obs["ex"][:, i], (1 + a) * model.e.numpy()[:, :, 0, 10]
-                               - a * model.e.numpy()[:, :, 0, 9])
+    mu = model.mu
+    np.testing.assert_allclose(obs.muz[:, i], (1 + a) * mu[:, 2, 10] - a * mu[:, 2, 9])
+    np.testing.assert_allclose(obs.ex[:, i], (1 + a) * model.e[:, :, 0, 10]
+                               - a * model.e[:, :, 0, 9])
     poses = _model_poses(model, 16, seed=7)
     gt = camera_frame(poses, np.random.default_rng(8).uniform(0, 2 * np.pi, len(poses)))
     from poseviewer.eval3d import EvalConfig
@@ -256,17 +256,16 @@ def test_elevation_search_switch_and_its_grid(model):
     """Off by default (the release's yaw-only fit); on, the fit searches the grid and a
     pose seen from 45 degrees above gets a non-level elevation; off again, level."""
     from poseviewer.eval3d import EvalConfig
-    from poseviewer.lifting import solve
 
     m = PoseModel3D(model.mu, model.e, model.sigma)
-    assert not m.elevation_search and tuple(m.elevations) == solve.LEVEL
+    assert not m.elevation_search and tuple(m.elevations) == spec.LEVEL
     gt = _model_poses(m, 8, seed=5)
     img = h36m_to_cpm(project(tilt(camera_frame(gt, np.linspace(0, 6, 8)), 45.0),
                               "orthographic", EvalConfig()))
     vis = np.ones((8, 14), bool)
     assert not np.asarray(m.lift(img, vis, as_numpy=True).elevation).any()
     m.elevation_search = True
-    assert tuple(m.elevations) == solve.ELEVATIONS_DEG
+    assert tuple(m.elevations) == spec.ELEVATIONS_DEG
     assert (np.degrees(m.lift(img, vis, as_numpy=True).elevation) > 10).mean() >= 0.5
     m.elevation_search = False
     assert not np.asarray(m.lift(img, vis, as_numpy=True).elevation).any()

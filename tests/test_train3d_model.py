@@ -23,7 +23,7 @@ SHIPPED = MODELS_DIR / "pose3d_default.safetensors"
 def test_shipped_model_loads_and_is_well_formed() -> None:
     assert SHIPPED.stat().st_size < 100_000
     m = PoseModel3D.load(SHIPPED)
-    mu, e, sigma = m.mu.numpy(), m.e.numpy(), m.sigma.numpy()
+    mu, e, sigma = m.mu, m.e, m.sigma
     assert mu.shape == (3, 3, 17) and e.shape == (3, 25, 3, 17) and sigma.shape == (3, 26)
     np.testing.assert_allclose(mu.sum(axis=-1), 0.0, atol=1e-6)  # zero joint-mean
     j = H36M17.index
@@ -42,11 +42,11 @@ def test_shipped_model_magnitudes_match_released() -> None:
     mat = scipy.io.loadmat(require_shared("reference", "lftd", "prob_model_params.mat"))
     rel_mu, rel_sigma = mat["mu"].reshape(3, 3, 17), mat["sigma"]
     m = PoseModel3D.load(SHIPPED)
-    mu = m.mu.numpy()
+    mu = m.mu
     # the raw PPCA values (before calibration) are in the metadata
     sigma = 1.0 / np.concatenate(
         [np.array(m.meta["basis_std_mm"]), np.array(m.meta["noise_std_mm"])[:, None]], axis=1)
-    np.testing.assert_allclose(m.sigma.numpy()[:, :25], m.meta["prior_factor"] * sigma[:, :25],
+    np.testing.assert_allclose(m.sigma[:, :25], m.meta["prior_factor"] * sigma[:, :25],
                                rtol=1e-3)
     ankle = mu[:, 2, 3]
     for k in range(3):

@@ -141,9 +141,9 @@ def test_exports_carry_the_joint_covariances(model, ref, tmp_path) -> None:
     vis = ref["in_visibility"][16]
     lifted = model.lift(xy[None], vis[None])
     fit = Fit.from_lift(lifted)
-    want = lifted.components.joint_cov.numpy()
+    want = lifted.components.joint_cov
     np.testing.assert_array_equal(fit.components.joint_cov, want)
-    np.testing.assert_array_equal(fit.joint_cov, lifted.joint_cov.numpy())
+    np.testing.assert_array_equal(fit.joint_cov, lifted.joint_cov)
     maps = np.zeros((14, 6, 5), np.float32)
     stage = StageResult(index=0, cnn_maps=maps, projected_maps=None, fused_maps=maps,
                         joints_2d=xy, confidence=np.full(14, 0.9), visible=vis.copy(),
@@ -155,4 +155,4 @@ def test_exports_carry_the_joint_covariances(model, ref, tmp_path) -> None:
     for write, read, name in ((write_json, read_json, "r.json"), (write_npz, read_npz, "r.npz")):
         back = read(write(res, tmp_path / name)).persons[0].final.fit
         np.testing.assert_allclose(back.components.joint_cov, want, rtol=1e-12)
-        np.testing.assert_allclose(back.joint_cov, lifted.joint_cov.numpy(), rtol=1e-12)
+        np.testing.assert_allclose(back.joint_cov, lifted.joint_cov, rtol=1e-12)

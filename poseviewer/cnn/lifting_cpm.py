@@ -236,9 +236,9 @@ class LiftingCPM(nn.Module):
         model = self.pose_model
         t0 = time.perf_counter()
         with torch.no_grad():
-            dev = getattr(model, "device", torch.device("cpu"))
-            joints = out.joints.detach().to(device=dev, dtype=torch.float64)
-            visible = out.visible.detach().to(dev)
+            # the lifting is numpy on the CPU: it takes these at its boundary
+            joints = out.joints.detach().to(device="cpu", dtype=torch.float64)
+            visible = out.visible.detach().cpu()
             fit = model.lift(joints, visible, as_numpy=True)
             lifted = torch.as_tensor(fit.lifted, device=b.device).bool() & (
                 visible.sum(-1).to(b.device) >= cfg.fusion.min_visible)

@@ -1,7 +1,7 @@
 """The lifting's fit with the camera's elevation: yaw x elevation, R = R_x(e) R_z(yaw).
 
 The release searches 100 yaws about the vertical axis only (a level camera). Here every
-yaw is also tried at every elevation of a grid (``solve.ELEVATIONS_DEG``; positive: the
+yaw is also tried at every elevation of a grid (``spec.ELEVATIONS_DEG``; positive: the
 camera looks down, so a point further away appears higher in the image): the model pose
 U(theta)^T (mu a_0 + sum a_i E_i), rows (x, y, z) with y the horizontal depth and z up, is
 seen as
@@ -10,7 +10,7 @@ seen as
 
 The pose itself stays world-up (z up): only its projection, the blend and the covariances
 see the tilt. ``release_exact`` and a grid of {0} keep the release's yaw-only fit
-(``operators``); with the grid every elevation, the level one included, is solved here.
+(``cache``); with the grid every elevation, the level one included, is solved here.
 
 Per visibility pattern, component, yaw and elevation, the regularised least squares of
 spec step 2 is solved with unknowns (a_0, the image translation T = (T_x, T_y), basis
@@ -22,7 +22,7 @@ kappa on T_x) and T_y is a free vertical shift ``tz`` (prior 1e-10): without it 
 level camera could not absorb the offset between the model's mean pose (centred on 17
 joints) and the observation (centred on the visible ones), which the tilted cameras
 absorb through their depth translation, and level views would be fitted as tilted ones.
-This parametrisation keeps every system well conditioned. As in ``operators``, the
+This parametrisation keeps every system well conditioned. As in ``cache``, the
 residual and the solution are prepared as a quadratic form and a linear map of
 u = [w_x (14), w_y (14), 1] (``build``), so lifting a batch is a product and an argmin.
 The residual of every non-level rotation is multiplied by 1 + ``spike`` (the elevation
@@ -37,8 +37,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from poseviewer.lifting import solve
-from poseviewer.result import SCALE_CAP
+from poseviewer.lifting import covariance, spec
+from poseviewer.lifting.cache import PatternCache, PatternOps
+from poseviewer.lifting.params import ModelArrays
 
 
 def _trig(sin: np.ndarray, cos: np.ndarray, elev: np.ndarray
@@ -63,21 +64,21 @@ def translation_maps(s: np.ndarray, c: np.ndarray, se: np.ndarray
     return m.swapaxes(-1, -2) @ mmt_inv, mmt_inv
 
 
-def design(np_: dict[str, np.ndarray], mask: np.ndarray, elev: np.ndarray
+def design(arrays: ModelArrays, mask: np.ndarray, elev: np.ndarray
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The data columns of every (component, elevation, yaw): (X (K, E, A, 2J, 3 + B)
     with columns (mu, T_x, T_y, basis), rows image x then image y of the observed slots,
     masked; the prior (K, E, A, 3 + B, 3 + B) divided by lambda_d^2; the translation maps
     (E, A, 3, 2))."""
     v = np.asarray(mask, dtype=np.float64)
-    ex, ey, ez = np_["ex"], np_["ey"], np_["ez"]  # (K, J, B)
-    mux, muy, muz = np_["mux"], np_["muy"], np_["muz"]  # (K, J)
+    ex, ey, ez = arrays.ex, arrays.ey, arrays.ez  # (K, J, B)
+    mux, muy, muz = arrays.mux, arrays.muy, arrays.muz  # (K, J)
     K, J, B = ex.shape
-    s, c, se, ce = (x[None, :, :, None, None] for x in _trig(np_["sin"], np_["cos"], elev))
+    s, c, se, ce = (x[None, :, :, None, None] for x in _trig(spec.SIN, spec.COS, elev))
     ext = np.concatenate([mux[..., None], ex], -1)[:, None, None]  # (K, 1, 1, J, 1 + B)
     eyt = np.concatenate([muy[..., None], ey], -1)[:, None, None]
     ezt = np.concatenate([muz[..., None], ez], -1)[:, None, None]
-    E, A = len(elev), len(np_["sin"])
+    E, A = len(elev), len(spec.SIN)
     n = 3 + B
     x = np.zeros((K, E, A, 2 * J, n))
     rows_x = s * ext + c * eyt
@@ -94,18 +95,18 @@ def design(np_: dict[str, np.ndarray], mask: np.ndarray, elev: np.ndarray
     lev = elev == 0.0
     if (~lev).any():
         tmap[~lev], mmt_inv[~lev] = translation_maps(
-            np_["sin"][None, :], np_["cos"][None, :], np.sin(elev[~lev])[:, None])
+            spec.SIN[None, :], spec.COS[None, :], np.sin(elev[~lev])[:, None])
     if lev.any():  # T_x as the release's; T_y a free vertical shift (``tz``)
-        sa, ca = np_["sin"], np_["cos"]
+        sa, ca = spec.SIN, spec.COS
         tmap[lev, :, :, 0] = (np.stack([sa, ca, sa], -1) / (1.0 + sa * sa)[:, None])[None]
         mmt_inv[lev, :, 0, 0] = 1.0 / (1.0 + sa * sa)
         mmt_inv[lev, :, 1, 1] = 1.0
-    lam2 = np_["lam"] ** 2
+    lam2 = arrays.lam ** 2
     prior = np.zeros((K, E, A, n, n))
-    prior[..., 1:3, 1:3] = (solve.TRANSLATION_PRIOR * mmt_inv)[None] / lam2[:, None, None,
-                                                                              None, None]
+    prior[..., 1:3, 1:3] = (spec.TRANSLATION_PRIOR * mmt_inv)[None] / lam2[:, None, None,
+                                                                             None, None]
     ar = np.arange(3, n)
-    prior[..., ar, ar] = np_["rho"][:, None, None, :]
+    prior[..., ar, ar] = arrays.rho[:, None, None, :]
     return x, prior, tmap
 
 
@@ -134,7 +135,7 @@ def solve_forms(x: np.ndarray, prior: np.ndarray, tmap: np.ndarray, lam: np.ndar
     res = 0.5 * (res + res.swapaxes(-1, -2))
     res *= (lam * lam)[:, None, None, None, None]
     if cap is None:
-        res[..., nu - 1, nu - 1] += solve.SCALE_PRIOR**2
+        res[..., nu - 1, nu - 1] += spec.SCALE_PRIOR**2
     B = x.shape[-1] - (2 if cap is not None else 3)
     coef = np.zeros((K, E, A, 5 + B, nu))
     if cap is None:
@@ -151,21 +152,10 @@ def solve_forms(x: np.ndarray, prior: np.ndarray, tmap: np.ndarray, lam: np.ndar
     return res, coef
 
 
-#: Keys of the model's numpy arrays that have the component as their first axis.
-_PER_COMPONENT = ("ex", "ey", "ez", "mux", "muy", "muz", "rho", "lam", "e")
-
-
-def _component(np_: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
-    """The model's arrays of component ``k`` alone (K = 1)."""
-    out = dict(np_)
-    out.update({name: np_[name][k : k + 1] for name in _PER_COMPONENT})
-    return out
-
-
 @dataclass
 class ElevOps:
     """The operators of one visibility pattern over an elevation grid (its pairs and the
-    level covariances come from the pattern's ``operators.PatternOps``)."""
+    level covariances come from the pattern's ``cache.PatternOps``)."""
 
     elev: np.ndarray  #: (E,) radians
     level: int  #: index of the level elevation
@@ -192,14 +182,14 @@ class ElevOps:
             self.qd.nbytes + sum(r.nbytes + c.nbytes for r, c in self.capped.values())
 
 
-def build(np_: dict[str, np.ndarray], ops, elev: np.ndarray, level: int, spike: float
+def build(arrays: ModelArrays, ops: PatternOps, elev: np.ndarray, level: int, spike: float
           ) -> ElevOps:
-    """The operators of the pattern of ``ops`` (``operators.PatternOps``: its pairs and
-    the level covariances) over the grid ``elev``."""
+    """The operators of the pattern of ``ops`` (its pairs and the level covariances) over
+    the grid ``elev``, for the model ``arrays`` (its head slot as the fit observes it)."""
     K, A = ops.coef.shape[:2]
     E = len(elev)
-    x, prior, tmap = design(np_, ops.mask, elev)
-    res, coef = solve_forms(x, prior, tmap, np_["lam"], None)
+    x, prior, tmap = design(arrays, ops.mask, elev)
+    res, coef = solve_forms(x, prior, tmap, arrays.lam, None)
     res[:, elev != 0.0] *= 1.0 + spike
     ti, tj = ops.full_i, ops.full_j
     off = np.where(ti == tj, 0.0, 1.0)
@@ -210,17 +200,17 @@ def build(np_: dict[str, np.ndarray], ops, elev: np.ndarray, level: int, spike: 
                    coef32=coef.astype(np.float32).reshape((K * E * A,) + coef.shape[-2:]))
 
 
-def capped_refit(np_: dict[str, np.ndarray], ops, eops: ElevOps, k: int, uu: np.ndarray
-                 ) -> tuple[np.ndarray, int, np.ndarray]:
+def capped_refit(arrays: ModelArrays, ops: PatternOps, eops: ElevOps, k: int,
+                 uu: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
     """Step 3 over the grid for one person (``uu`` (29,)) and component ``k`` (every
     prior targeting 0): (every rotation's residual (E A,), the chosen rotation e A + a,
     its coefficients and ``tz`` (5 + B,))."""
     elev = eops.elev
     forms = eops.capped.get(k)
     if forms is None:  # the pattern's first capped fit of component k: solved once, kept
-        one = _component(np_, k)
+        one = arrays.component(k)
         x, prior, tmap = design(one, ops.mask, elev)
-        res, coef = solve_forms(x, prior, tmap, one["lam"], SCALE_CAP)
+        res, coef = solve_forms(x, prior, tmap, one.lam, spec.SCALE_CAP)
         forms = eops.capped[k] = (res[0], coef[0])
     res, coef = forms
     rr = (res @ uu) @ uu  # (E, A)
@@ -230,10 +220,12 @@ def capped_refit(np_: dict[str, np.ndarray], ops, eops: ElevOps, k: int, uu: np.
     return rr.reshape(-1), j, coef[e, a] @ uu
 
 
-def noise_terms(model, ops, eops: ElevOps, flat: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """``operators.NoiseTerms.get`` over the grid: (cov_t, (q, dof)) for flat indices
-    (component, elevation, yaw) (any shape), computed on first need and kept."""
+def noise_terms(arrays: ModelArrays, level_arrays: ModelArrays, ops: PatternOps,
+                eops: ElevOps, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``cache.NoiseTerms.get`` over the grid: (cov_t, (q, dof)) for flat indices
+    (component, elevation, yaw) (any shape), computed on first need and kept; the level
+    camera's from the pattern's level terms (``level_arrays``: the model with H36M's head
+    observed), the others with ``arrays``."""
     qd = eops.qd.take(flat, axis=0)
     if not qd.min() > 0.0:
         E, A = len(eops.elev), ops.coef.shape[1]
@@ -242,21 +234,21 @@ def noise_terms(model, ops, eops: ElevOps, flat: np.ndarray
         e, a = np.divmod(rest, A)
         lev = e == eops.level
         if lev.any():
-            eops.cov_t[todo[lev]], eops.qd[todo[lev]] = ops.noise.get(model, k[lev] * A + a[lev])
+            eops.cov_t[todo[lev]], eops.qd[todo[lev]] = ops.noise.get(level_arrays,
+                                                                      k[lev] * A + a[lev])
         if (~lev).any():
             sel = ~lev
-            np_ = model.observed_arrays()
             vis = np.repeat(ops.mask[None], int(sel.sum()), axis=0)
-            cov, fitted = joint_cov(np_, vis, k[sel], a[sel], eops.elev[e[sel]])
-            eops.cov_t[todo[sel]], eops.qd[todo[sel]] = solve.fit_noise_terms(
-                cov, fitted, 2.0 * float(ops.mask.sum()), np_["lam"][k[sel]])
+            cov, fitted = joint_cov(arrays, vis, k[sel], a[sel], eops.elev[e[sel]])
+            eops.cov_t[todo[sel]], eops.qd[todo[sel]] = covariance.fit_noise_terms(
+                cov, fitted, 2.0 * float(ops.mask.sum()), arrays.lam[k[sel]])
         qd = eops.qd.take(flat, axis=0)
     return eops.cov_t.take(flat, axis=0), qd
 
 
-def joint_cov(np_: dict[str, np.ndarray], vis: np.ndarray, comp: np.ndarray,
+def joint_cov(arrays: ModelArrays, vis: np.ndarray, comp: np.ndarray,
               angle: np.ndarray, elev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``operators.joint_cov`` (with ``fitted``) at non-zero elevations ``elev`` (P,)
+    """``covariance.joint_cov`` (with ``fitted``) at non-zero elevations ``elev`` (P,)
     radians: (P, 17, 3, 3) covariances in the model's mm and (P,) the fitted parameters.
 
     The same posterior as the level one, with the tilted camera: the image-y data rows
@@ -266,14 +258,14 @@ def joint_cov(np_: dict[str, np.ndarray], vis: np.ndarray, comp: np.ndarray,
     plane (image right and (0, sin e, cos e)) instead of x and z.
     """
     P = len(comp)
-    J, B = np_["ex"].shape[1:]
-    nj = np_["e"].shape[-1]
-    obs = np_["obs"]
+    J, B = arrays.ex.shape[1:]
+    nj = arrays.e.shape[-1]
+    obs = spec.OBS_SLOTS
     v = vis.astype(np.float64)
-    s, c = np_["sin"][angle], np_["cos"][angle]
+    s, c = spec.SIN[angle], spec.COS[angle]
     se, ce = np.sin(elev), np.cos(elev)
-    lam2 = np_["lam"][comp] ** 2
-    ex, ey, ez = np_["ex"][comp], np_["ey"][comp], np_["ez"][comp]
+    lam2 = arrays.lam[comp] ** 2
+    ex, ey, ez = arrays.ex[comp], arrays.ey[comp], arrays.ez[comp]
     vb = v[..., None]
     dmat = np.zeros((P, 2 * J, B + 2))
     dmat[:, :J, :B] = (s[:, None, None] * ex + c[:, None, None] * ey) * vb
@@ -283,9 +275,9 @@ def joint_cov(np_: dict[str, np.ndarray], vis: np.ndarray, comp: np.ndarray,
     dmat[:, J:, B + 1] = v
     prec = dmat.swapaxes(1, 2) @ dmat
     diag = prec.reshape(P, -1)[:, :: B + 3]
-    diag[:, :B] += np_["rho"][comp]
+    diag[:, :B] += arrays.rho[comp]
     tmap, mmt_inv = translation_maps(s, c, se)  # (P, 3, 2), (P, 2, 2)
-    prec[:, B:, B:] += solve.TRANSLATION_PRIOR * mmt_inv / lam2[:, None, None]
+    prec[:, B:, B:] += spec.TRANSLATION_PRIOR * mmt_inv / lam2[:, None, None]
     # G: (b, T) -> the pose in the output frame (rows x, y, z = U^T e; T moves it by the
     # three translation columns' (x', y') = Q a)
     rot = np.zeros((P, 3, 3))
@@ -293,7 +285,7 @@ def joint_cov(np_: dict[str, np.ndarray], vis: np.ndarray, comp: np.ndarray,
     rot[:, 0, 1] = c
     rot[:, 1, 0] = -c
     rot[:, 2, 2] = 1.0
-    e = np_["e"]
+    e = arrays.e
     et = np.ascontiguousarray(e.transpose(0, 2, 1, 3)).reshape(e.shape[0], 3, B * nj)
     g = np.zeros((P, 3, B + 2, nj))
     g[:, :, :B] = (rot @ et[comp]).reshape(P, 3, B, nj)
@@ -304,7 +296,7 @@ def joint_cov(np_: dict[str, np.ndarray], vis: np.ndarray, comp: np.ndarray,
     q[:, 1, 1] = s
     g[:, :2, B:] = (q @ tmap)[..., None]
     # the blend: visible joints shrink along the image plane's axes
-    kb = solve.BLEND_WEIGHT / (1.0 + solve.BLEND_WEIGHT)
+    kb = spec.BLEND_WEIGHT / (1.0 + spec.BLEND_WEIGHT)
     nvec = np.stack([np.zeros(P), se, ce], -1)  # (P, 3)
     plane = np.zeros((P, 3, 3))
     plane[:, 0, 0] = 1.0
@@ -328,11 +320,14 @@ def joint_cov(np_: dict[str, np.ndarray], vis: np.ndarray, comp: np.ndarray,
     return 0.5 * (cov + cov.swapaxes(-1, -2)), fit_n
 
 
-def fit_prepared(model, ops, eops: ElevOps, ug: np.ndarray, keep_all: bool
+def fit_prepared(arrays: ModelArrays, level_arrays: ModelArrays, ops: PatternOps,
+                 eops: ElevOps, ug: np.ndarray, keep_all: bool, cache: PatternCache
                  ) -> tuple[np.ndarray, ...]:
-    """``fast._fit_prepared`` over the grid: (a (n, K, 4 + B), residual (n, K), yaw index
+    """``fit._fit_prepared`` over the grid: (a (n, K, 4 + B), residual (n, K), yaw index
     (n, K), elevation index (n, K), the level camera's vertical shift tz (n, K), capped
-    (n, K), all residuals (n, K, E A) or None, cov_t, qd)."""
+    (n, K), all residuals (n, K, E A) or None, cov_t, qd). ``arrays`` the model as the grid
+    observes it (``build``), ``level_arrays`` with H36M's head (``noise_terms``); new
+    capped forms are kept within ``cache``'s budget."""
     n = len(ug)
     K, A = ops.coef.shape[:2]
     E = len(eops.elev)
@@ -343,18 +338,18 @@ def fit_prepared(model, ops, eops: ElevOps, ug: np.ndarray, keep_all: bool
     rb = np.take_along_axis(r, best[..., None], -1)[..., 0]
     flat = best + np.arange(K) * (E * A)
     a = (eops.coef32.take(flat, axis=0).astype(np.float64) @ ug[:, None, :, None])[..., 0]
-    cp = a[..., 0] > SCALE_CAP
+    cp = a[..., 0] > spec.SCALE_CAP
     if cp.any():
         held = eops.nbytes
         for i, k in zip(*np.nonzero(cp), strict=True):  # a loop: forms kept per component
-            rr, j, cf = capped_refit(model.observed_arrays(), ops, eops, int(k), ug[i])
+            rr, j, cf = capped_refit(arrays, ops, eops, int(k), ug[i])
             r[i, k] = rr
             best[i, k] = j
             rb[i, k] = rr[j]
             a[i, k] = cf
         if eops.nbytes > held:  # new capped forms: keep the cache within its budget
-            model.pattern_cache.trim()
+            cache.trim()
         flat = best + np.arange(K) * (E * A)
     ei, ai = np.divmod(best, A)
-    cov_t, qd = noise_terms(model, ops, eops, flat)
+    cov_t, qd = noise_terms(arrays, level_arrays, ops, eops, flat)
     return (a[..., :-1], rb, ai, ei, a[..., -1], cp, (r if keep_all else None), cov_t, qd)

@@ -1,4 +1,5 @@
-"""The result of lifting a batch of people: ``LiftResult`` with every component's fit."""
+"""The result of lifting a batch of people: ``LiftResult`` with every component's fit
+(numpy arrays)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,12 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
-import torch
 
 from poseviewer.result import SCALE_CAP
 
-Array = Any  # torch.Tensor (default) or numpy.ndarray (after .numpy())
 
-
-def _take(x: Array, idx: Array) -> Array:
-    if x is None:
-        return None
-    if isinstance(x, np.ndarray):
-        return x[np.asarray(idx)]
-    return x[torch.as_tensor(idx, device=x.device)]
+def _take(x: np.ndarray | None, idx: Any) -> np.ndarray | None:
+    return None if x is None else x[np.asarray(idx)]
 
 
 def _index(idx: Any, n: int) -> Any:
@@ -29,7 +23,7 @@ def _index(idx: Any, n: int) -> Any:
         return [int(idx)]
     if isinstance(idx, slice):
         return list(range(n))[idx]
-    if isinstance(idx, torch.Tensor):
+    if hasattr(idx, "detach"):  # a torch tensor
         idx = idx.detach().cpu().numpy()
     idx = np.asarray(idx)
     if idx.dtype == bool:
@@ -55,51 +49,43 @@ def ellipsoid_d2(level: float, dof: Any) -> np.ndarray:
     return out
 
 
-def _to_numpy(x: Array) -> np.ndarray:
-    if x is None:
-        return None
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
 @dataclass
 class ComponentFits:
     """Every mixture component's fit, leading dims (N, K)."""
 
-    pose_3d: Array
+    pose_3d: np.ndarray
     """(N, K, 17, 3) reconstruction under each component (step 5), H36M-17, "mm"."""
-    score: Array
+    score: np.ndarray
     """(N, K) residual + log-det x scale^2 (step 4); the best component minimises it."""
-    residual: Array
+    residual: np.ndarray
     """(N, K) least-squares residual at the chosen yaw, halved (step 2)."""
-    scale: Array
+    scale: np.ndarray
     """(N, K) the scale a_0 (negative; exactly -0.001 where capped, step 3)."""
-    yaw: Array
+    yaw: np.ndarray
     """(N, K) chosen yaw theta* in radians (2 pi j / 100)."""
-    coeffs: Array
+    coeffs: np.ndarray
     """(N, K, 3 + B) c_1 .. c_{3+B} (translations then basis), divided by the scale."""
-    joints_2d: Array
+    joints_2d: np.ndarray
     """(N, K, 17, 2) each component's fit projected back into the image, (x, y) pixels."""
-    joint_cov: Array
+    joint_cov: np.ndarray
     """(N, K, 17, 3, 3) posterior covariance of every joint (mm^2, the output frame) of the
     pose relative to its joint centroid, given the component's angle and scale
-    (``operators.joint_cov`` with the noise the fit's own residual gives,
-    ``solve.fit_noise``; times ``PoseModel3D.cov_scale``)."""
-    joint_cov_dof: Array
-    """(N, K) degrees of freedom of that posterior, a Student-t (``solve.fit_noise``): its
+    (``covariance.joint_cov`` with the noise the fit's own residual gives,
+    ``covariance.fit_noise``; times ``PoseModel3D.cov_scale``)."""
+    joint_cov_dof: np.ndarray
+    """(N, K) degrees of freedom of that posterior, a Student-t (``covariance.fit_noise``): its
     level-p ellipsoid is d^2 <= ``ellipsoid_d2(p, dof)`` in the covariance's metric."""
-    elevation: Array = None
+    elevation: np.ndarray | None = None
     """(N, K) the camera's elevation chosen with the yaw, radians (positive: the camera
     looks down on the person; 0 for the release's yaw-only fit, ``release_exact``)."""
-    shift: Array = None
+    shift: np.ndarray | None = None
     """(N, K) the fit's vertical image shift beyond what the model's translations give, in
     the normalised units of step 1 (the elevation grid fits one at the level camera,
     where E_1..E_3 move the image horizontally only; 0 otherwise): ``PoseModel3D.project``
     adds it."""
 
     @property
-    def capped(self) -> Array:
+    def capped(self) -> np.ndarray:
         """(N, K) bool: the scale was capped and the component refitted (step 3); only in
         the release-exact mode does such a pose carry the release's depth shift."""
         return self.scale == SCALE_CAP
@@ -107,28 +93,27 @@ class ComponentFits:
 
 @dataclass
 class LiftResult:
-    """Lifting of N people (torch float64 by default; ``.numpy()``, or ``lift(...,
-    as_numpy=True)``, for numpy)."""
+    """Lifting of N people (numpy: float64, ``component`` int64, ``lifted`` bool)."""
 
-    pose_3d: Array
+    pose_3d: np.ndarray
     """(N, 17, 3) best component's 3D pose, H36M-17, x right, y depth, z up, "mm"."""
-    component: Array
+    component: np.ndarray
     """(N,) int64 best component index (0 where not lifted)."""
-    lifted: Array
+    lifted: np.ndarray
     """(N,) bool; False (and NaN outputs) where fewer than 5 joints are visible."""
-    joints_2d: Array
+    joints_2d: np.ndarray
     """(N, 17, 2) best component's pose projected back into the image, (x, y) pixels."""
     components: ComponentFits
     """Every component's fit."""
-    centre: Array
+    centre: np.ndarray
     """(N, 2) mean of the visible input joints (x, y) pixels (normalisation, step 1)."""
-    norm: Array
+    norm: np.ndarray
     """(N,) the normalisation m = (min y - max y) / 2 of step 1 (pixels, negative)."""
-    joint_cov: Array
+    joint_cov: np.ndarray
     """(N, 17, 3, 3) the best component's ``components.joint_cov`` (mm^2)."""
-    joint_cov_dof: Array
+    joint_cov_dof: np.ndarray
     """(N,) the best component's ``components.joint_cov_dof``."""
-    elevation: Array = None
+    elevation: np.ndarray | None = None
     """(N,) the best component's ``components.elevation`` (radians)."""
 
     def __len__(self) -> int:
@@ -146,12 +131,3 @@ class LiftResult:
 
     def __getitem__(self, idx: Any) -> LiftResult:
         return self.select(idx)
-
-    def numpy(self) -> LiftResult:
-        """The same structure holding numpy arrays (on the CPU)."""
-        comps = ComponentFits(
-            **{f.name: _to_numpy(getattr(self.components, f.name))
-               for f in fields(ComponentFits)})
-        kw = {f.name: _to_numpy(getattr(self, f.name))
-              for f in fields(LiftResult) if f.name != "components"}
-        return LiftResult(components=comps, **kw)

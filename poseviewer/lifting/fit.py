@@ -1,31 +1,85 @@
-"""The CPU fast path of ``PoseModel3D.lift``: cached per-pattern operators + numpy.
+"""The fit: ``lift`` runs spec steps 1-5 for a batch of people (numpy, float64, CPU).
 
 People are grouped by visibility pattern. A pattern whose operators are cached
-(``operators.PatternOps``) is lifted with a few matrix products; an uncached pattern is
+(``cache.PatternOps``) is lifted with a few matrix products; an uncached pattern is
 prepared (and cached) once ``model.build_min`` people with it have been met (in this call
 and earlier ones since it was last dropped from the cache), otherwise solved directly with
-``solve`` (for a few people its numpy solver, called straight: rare patterns cost what a
-direct solve costs; preparing a pattern costs about as much as solving ~30 people
-directly). Steps 4 and 5 (component choice, reconstruction, blend, size normalisation,
-projection) then run in
-numpy for the whole batch: for one person the whole lift is a few dozen small numpy
+``direct.fit_pairs`` (rare patterns cost what a direct solve costs; preparing a pattern
+costs about as much as solving ~30 people directly); ``lift_method = "direct"`` solves
+every pattern directly. With the elevation grid every pattern is prepared (``elevation``).
+Steps 4 and 5 (component choice, reconstruction, blend, size normalisation, projection)
+then run for the whole batch: for one person the whole lift is a few dozen small numpy
 operations.
+
+The model is read through ``LiftingModel``, the public attributes of
+``model.LiftingModel`` that the fit uses (this module does not import the model).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import TYPE_CHECKING, NamedTuple
+import threading
+from collections.abc import Iterator
+from typing import NamedTuple, Protocol
 
 import numpy as np
-import torch
 
-from poseviewer.lifting import elevation, operators, solve
+from poseviewer.lifting import cache, covariance, direct, elevation, spec
+from poseviewer.lifting.params import ModelArrays
 from poseviewer.lifting.result import ComponentFits, LiftResult
-from poseviewer.result import SCALE_CAP
 
-if TYPE_CHECKING:
-    from poseviewer.lifting.model import PoseModel3D
+SCALE_CAP = spec.SCALE_CAP
+#: ``LiftingModel.lift_method`` values.
+LIFT_METHODS = ("auto", "operators", "direct")
+
+
+class LiftingModel(Protocol):
+    """What the fit reads of a 3D model (``model.LiftingModel``)."""
+
+    @property
+    def arrays(self) -> ModelArrays:
+        """The parameters and what the fit derives from them (H36M's head observed)."""
+        ...
+
+    pattern_cache: cache.PatternCache
+    build_min: int
+    lift_method: str
+    lift_threads: int | None
+    cov_scale: float
+    elevations: tuple[float, ...]
+    elevation_spike: float
+
+    def elevation_grid(self, release_exact: bool) -> tuple[np.ndarray, int] | None:
+        """(elevations in radians, the level one's index), or None: the yaw-only fit."""
+        ...
+
+    def observed_arrays(self) -> ModelArrays:
+        """``arrays`` with the head slot observed as the elevation grid's fit sees it."""
+        ...
+
+
+_BLAS: list[object] = []  # the threadpoolctl controller, made on first need
+_BLAS_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def blas_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` BLAS threads (None: numpy's setting), under one lock: the
+    count is process-wide. Used around the large products only (preparing a pattern, the
+    residuals of 64 or more people): setting it costs ~20 us, and OpenBLAS's own threads
+    wait on each other for a long time on a machine loaded by other work."""
+    if n is None:
+        yield
+        return
+    from threadpoolctl import ThreadpoolController
+
+    with _BLAS_LOCK:
+        if not _BLAS:
+            _BLAS.append(ThreadpoolController())
+        with _BLAS[0].limit(limits=n, user_api="blas"):  # type: ignore[attr-defined]
+            yield
+
 
 _BITS = 1 << np.arange(14, dtype=np.int64)
 
@@ -35,7 +89,7 @@ def pattern_key(mask: np.ndarray) -> np.ndarray:
     return mask.astype(np.int64) @ _BITS[: mask.shape[-1]]
 
 
-def fit_groups(model: PoseModel3D, u: np.ndarray, v: np.ndarray, release_exact: bool,
+def fit_groups(model: LiftingModel, u: np.ndarray, v: np.ndarray, release_exact: bool,
                keep_all: bool, all_visible: bool = False
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None,
                           np.ndarray, np.ndarray]:
@@ -45,7 +99,7 @@ def fit_groups(model: PoseModel3D, u: np.ndarray, v: np.ndarray, release_exact: 
     (N, 14) bool. Returns coefficients a (N, K, 4 + B) (a_0 = scale, not divided), the
     residual at the chosen angle (N, K) (not halved), the angle index (N, K), capped (N, K),
     all residuals (N, K, A) when ``keep_all``, and the noise terms of the joint
-    covariances at the chosen angles (``solve.fit_noise_terms``): the covariances times
+    covariances at the chosen angles (``covariance.fit_noise_terms``): the covariances times
     the t factor (N, K, 17, 3, 3) in normalised units and (lambda_d^2 / dof, dof) (N, K, 2).
     ``all_visible``: every joint of every person is visible (skips the pattern keys).
     """
@@ -62,7 +116,7 @@ def fit_groups(model: PoseModel3D, u: np.ndarray, v: np.ndarray, release_exact: 
         uniq, inv = np.unique(keys, return_inverse=True)
         groups = [(int(k), np.flatnonzero(inv == g)) for g, k in enumerate(uniq)]
         seen = False
-    K, nb, A = model.num_components, model.num_basis + 4, solve.NUM_ANGLES
+    K, nb, A = model.arrays.num_components, model.arrays.num_basis + 4, spec.NUM_ANGLES
     coeffs = np.empty((n, K, nb))
     res = np.empty((n, K))
     ang = np.empty((n, K), dtype=np.int64)
@@ -70,99 +124,82 @@ def fit_groups(model: PoseModel3D, u: np.ndarray, v: np.ndarray, release_exact: 
     allres = np.empty((n, K, A)) if keep_all else None
     cov_t = np.empty((n, K, 17, 3, 3))
     qd = np.empty((n, K, 2))
-    kr = np.arange(K)
-    direct: list[np.ndarray] = []
+    direct_idx: list[np.ndarray] = []
     for key, idx in groups:
         ops = None if seen else _prepared(model, key, len(idx), v[idx[0]])
         if ops is None:
-            direct.append(idx)
+            direct_idx.append(idx)
             continue
         got = _fit_prepared(model, ops, u[idx], release_exact, keep_all)
         coeffs[idx], res[idx], ang[idx], capped[idx] = got[:4]
         if allres is not None:
             allres[idx] = got[4]
         cov_t[idx], qd[idx] = got[5], got[6]
-    if direct:  # every unprepared pattern in one batched direct solve
-        idx = np.concatenate(direct) if len(direct) > 1 else direct[0]
-        out = (coeffs, res, ang, capped, allres)
-        if len(idx) * K <= solve.NUMPY_MAX_PAIRS:
-            with model.torch_threads():  # the covariances' triangular solve is torch's
-                cov_t[idx], qd[idx] = _direct_np(model, u[idx], v[idx], release_exact, idx,
-                                                 out)
-        else:
-            with model.torch_threads():
-                _direct(model, u[idx], v[idx], release_exact, idx, *out)
-                pk = np.tile(kr, len(idx))
-                vis = torch.from_numpy(np.repeat(v[idx], K, axis=0))
-                got_cov, got_fit = operators.joint_cov(
-                    model._ex, model._ey, model._ez, model.e, model._rho, model._lam,
-                    model._sin, model._cos, vis, model._obs, torch.from_numpy(pk),
-                    torch.from_numpy(ang[idx].reshape(-1)), fitted=True)
-            n_obs = 2.0 * v[idx].sum(-1)[:, None]
-            cov_t[idx], qd[idx] = solve.fit_noise_terms(
-                got_cov.numpy().reshape(len(idx), K, 17, 3, 3),
-                got_fit.numpy().reshape(len(idx), K), n_obs, model._np["lam"])
+    if direct_idx:  # every unprepared pattern in one batched direct solve
+        idx = np.concatenate(direct_idx) if len(direct_idx) > 1 else direct_idx[0]
+        cov_t[idx], qd[idx] = _fit_direct(model.arrays, u[idx], v[idx], release_exact, idx,
+                                          (coeffs, res, ang, capped, allres))
     return coeffs, res, ang, capped, allres, cov_t, qd
 
 
-def _direct_np(model: PoseModel3D, u: np.ndarray, v: np.ndarray, release_exact: bool,
-               idx: np.ndarray, out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                           np.ndarray | None]
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """``_direct`` for a few people (n K <= ``solve.NUMPY_MAX_PAIRS`` pairs): the numpy
-    solvers called straight on the model's numpy arrays, into ``out`` (coefficients,
-    residual, angle, capped, all residuals) at ``idx``. Returns the covariances' noise
-    terms (``solve.fit_noise_terms``) (n, K, ...)."""
+def _fit_direct(arrays: ModelArrays, u: np.ndarray, v: np.ndarray, release_exact: bool,
+                idx: np.ndarray, out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                            np.ndarray | None]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 2-3 of people ``u``, ``v`` by ``direct.fit_pairs`` (no operators), into
+    ``out`` (coefficients, residual, angle, capped, all residuals) at ``idx``. Returns the
+    covariances' noise terms (``covariance.fit_noise_terms``) (n, K, ...)."""
     n = len(idx)
-    d = model._np
-    K = d["lam"].shape[0]
+    d = arrays
+    K = d.num_components
     J = v.shape[1]
     pn = np.repeat(np.arange(n), K)
     pk = np.tile(np.arange(K), n)
     vf = v.astype(np.float64)
 
     def per_pair(pn: np.ndarray, pk: np.ndarray) -> list[np.ndarray]:
-        return [u[pn, :J], u[pn, J : 2 * J], vf[pn], d["ex"][pk], d["ey"][pk], d["ez"][pk],
-                d["mux"][pk], d["muy"][pk], d["muz"][pk], d["rho"][pk], d["lam"][pk]]
+        return [u[pn, :J], u[pn, J : 2 * J], vf[pn], d.ex[pk], d.ey[pk], d.ez[pk],
+                d.mux[pk], d.muy[pk], d.muz[pk], d.rho[pk], d.lam[pk]]
 
-    rs, a, r, c = solve._fit_pairs_np(*per_pair(pn, pk), d["sin"], d["cos"])
+    fit = direct.fit_pairs(*per_pair(pn, pk))
+    rs, a, r, c = fit.residuals, fit.angle, fit.residual, fit.coeffs
     cp = c[:, 0] > SCALE_CAP
     if cp.any():
         sel = np.flatnonzero(cp)
-        rs[sel], a[sel], r[sel], c[sel] = solve._fit_pairs_np(
-            *per_pair(pn[sel], pk[sel]), d["sin"], d["cos"], cap=SCALE_CAP,
-            release_exact=release_exact)
+        cf = direct.fit_pairs(*per_pair(pn[sel], pk[sel]), cap=SCALE_CAP,
+                              release_exact=release_exact)
+        rs[sel], a[sel], r[sel], c[sel] = cf.residuals, cf.angle, cf.residual, cf.coeffs
     _store(idx, (c, r, a, cp, rs), out)
-    got_cov, got_fit = operators._joint_cov_np(
-        d["ex"], d["ey"], d["ez"], d["e"], d["rho"], d["lam"], d["sin"], d["cos"],
-        v[pn], d["obs"], pk, a, fitted=True)
-    return solve.fit_noise_terms(got_cov.reshape(n, K, 17, 3, 3), got_fit.reshape(n, K),
-                                 2.0 * vf.sum(-1)[:, None], d["lam"])
+    got_cov, got_fit = covariance.joint_cov(d, v[pn], pk, a, fitted=True)
+    return covariance.fit_noise_terms(got_cov.reshape(n, K, 17, 3, 3), got_fit.reshape(n, K),
+                                      2.0 * vf.sum(-1)[:, None], d.lam)
 
 
-def _prepared(model: PoseModel3D, key: int, people: int, mask: np.ndarray,
-              force: bool = False) -> operators.PatternOps | None:
+def _prepared(model: LiftingModel, key: int, people: int, mask: np.ndarray,
+              force: bool = False) -> cache.PatternOps | None:
     """The cached operators of pattern ``key``, prepared now once ``model.build_min``
-    people have met it (``force``: now); None: solve directly."""
-    cache = model.pattern_cache
-    ops = cache.get(key)
-    if ops is None and (cache.count(key, people) >= model.build_min or force):
-        with model.torch_threads():
-            ops = operators.build(model._ex, model._ey, model._ez, model._mux,
-                                  model._muy, model._muz, model._rho, model._lam,
-                                  model._sin, model._cos, mask)
-        cache.put(key, ops)
+    people have met it (``force``: now); None: solve directly (always with
+    ``lift_method = "direct"`` unless ``force``)."""
+    if model.lift_method == "direct" and not force:
+        return None
+    pc = model.pattern_cache
+    ops = pc.get(key)
+    if ops is None and (pc.count(key, people) >= model.build_min or force):
+        with blas_threads(model.lift_threads):
+            ops = cache.build(model.arrays, mask)
+        pc.put(key, ops)
     return ops
 
 
-def fit_groups_elevated(model: PoseModel3D, u: np.ndarray, v: np.ndarray, keep_all: bool,
+def fit_groups_elevated(model: LiftingModel, u: np.ndarray, v: np.ndarray, keep_all: bool,
                         grid: tuple[np.ndarray, int]) -> tuple[np.ndarray, ...]:
     """``fit_groups`` over the yaw x elevation grid (``elevation``): the same outputs with
     the elevation index (N, K) after the angle index; every pattern's operators are
     prepared (the cache's memory budget bounds them)."""
     n = len(u)
     elev, level = grid
-    K, nb, A, E = model.num_components, model.num_basis + 4, solve.NUM_ANGLES, len(elev)
+    K, nb, A, E = (model.arrays.num_components, model.arrays.num_basis + 4, spec.NUM_ANGLES,
+                   len(elev))
     keys = pattern_key(v)
     if n == 1 or keys.min() == keys.max():  # one pattern: no scatter
         return _fit_elevated(model, int(keys[0]), v[0], u, keep_all, grid)
@@ -180,7 +217,7 @@ def fit_groups_elevated(model: PoseModel3D, u: np.ndarray, v: np.ndarray, keep_a
     return tuple(out)
 
 
-def _fit_elevated(model: PoseModel3D, key: int, mask: np.ndarray, ug: np.ndarray,
+def _fit_elevated(model: LiftingModel, key: int, mask: np.ndarray, ug: np.ndarray,
                   keep_all: bool, grid: tuple[np.ndarray, int]) -> tuple[np.ndarray, ...]:
     """One pattern of ``fit_groups_elevated`` (its operators prepared on first need)."""
     ops = _prepared(model, key, len(ug), mask, force=True)
@@ -188,16 +225,17 @@ def _fit_elevated(model: PoseModel3D, key: int, mask: np.ndarray, ug: np.ndarray
     spike = float(model.elevation_spike)
     gkey = (tuple(model.elevations), spike)
     obs = model.observed_arrays()
-    gkey = gkey + (float(obs["head_top"][0]),)
+    gkey = gkey + (obs.head_top,)
     eops = ops.elev.get(gkey)
     if eops is None:
         eops = elevation.build(obs, ops, elev, level, spike)
         ops.elev = {gkey: eops}  # one grid at a time
         model.pattern_cache.trim()
-    return elevation.fit_prepared(model, ops, eops, ug, keep_all)
+    return elevation.fit_prepared(obs, model.arrays, ops, eops, ug, keep_all,
+                                  model.pattern_cache)
 
 
-def _fit_prepared(model: PoseModel3D, ops: operators.PatternOps, ug: np.ndarray,
+def _fit_prepared(model: LiftingModel, ops: cache.PatternOps, ug: np.ndarray,
                   release_exact: bool, keep_all: bool
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                              np.ndarray | None, np.ndarray, np.ndarray]:
@@ -206,9 +244,9 @@ def _fit_prepared(model: PoseModel3D, ops: operators.PatternOps, ug: np.ndarray,
     K, A = ops.coef.shape[:2]
     feats = ug.take(ops.full_i, axis=1)
     feats *= ug.take(ops.full_j, axis=1)
-    if n >= 64:  # torch's GEMM on lift's thread count (numpy's BLAS has its own pool)
-        with model.torch_threads():
-            r = torch.from_numpy(feats).mm(ops.res_packed_t).numpy()
+    if n >= 64:  # a large product: on lift_threads BLAS threads
+        with blas_threads(model.lift_threads):
+            r = feats @ ops.res_packed
     else:
         r = feats @ ops.res_packed
     r = r.reshape(n, K, A)
@@ -220,12 +258,8 @@ def _fit_prepared(model: PoseModel3D, ops: operators.PatternOps, ug: np.ndarray,
         cp = np.zeros((n, K), dtype=bool)
     else:
         cp = a[..., 0] > SCALE_CAP
-        got = ops.capped.get(release_exact)
-        if got is None:
-            with model.torch_threads():
-                got = operators.capped_ops(ops, model._lam, model._sin, model._cos,
-                                           release_exact)
-        rc, cc = got
+        with blas_threads(model.lift_threads):
+            rc, cc = cache.capped_ops(ops, model.arrays, release_exact)
         for i, k in zip(*np.nonzero(cp), strict=True):  # rare: a loop
             uu = ug[i]
             rr = (rc[k] @ uu) @ uu  # (A,)
@@ -235,39 +269,8 @@ def _fit_prepared(model: PoseModel3D, ops: operators.PatternOps, ug: np.ndarray,
             rb[i, k] = rr[j]
             a[i, k] = cc[k, j] @ uu
         flat = best + ops.koff
-    cov_t, qd = ops.noise.get(model, flat)
+    cov_t, qd = ops.noise.get(model.arrays, flat)
     return a, rb, best, cp, (r if keep_all else None), cov_t, qd
-
-
-def _direct(model: PoseModel3D, u: np.ndarray, v: np.ndarray, release_exact: bool,
-            idx: np.ndarray, coeffs: np.ndarray, res: np.ndarray, ang: np.ndarray,
-            capped: np.ndarray, allres: np.ndarray | None) -> None:
-    """Steps 2-3 for one group with ``solve.fit_pairs`` (no operators), into the arrays."""
-    n = len(idx)
-    K = model.num_components
-    J = v.shape[1]
-    ut = torch.from_numpy(np.ascontiguousarray(u))
-    vf = torch.from_numpy(v.astype(np.float64))
-    pn = torch.arange(n).repeat_interleave(K)
-    pk = torch.arange(K).repeat(n)
-
-    def gather(pn: torch.Tensor, pk: torch.Tensor) -> list[torch.Tensor]:
-        return [ut[pn, :J], ut[pn, J : 2 * J], vf[pn], model._ex[pk], model._ey[pk],
-                model._ez[pk], model._mux[pk], model._muy[pk], model._muz[pk],
-                model._rho[pk], model._lam[pk]]
-
-    fit = solve.fit_pairs(*gather(pn, pk), model._sin, model._cos)
-    c, r, a, rs = (x.numpy().copy() for x in (fit.coeffs, fit.residual, fit.angle,
-                                               fit.residuals))
-    cp = c[:, 0] > SCALE_CAP
-    if cp.any():
-        sel = np.flatnonzero(cp)
-        st = torch.from_numpy(sel)
-        cf = solve.fit_pairs(*gather(pn[st], pk[st]), model._sin, model._cos,
-                             cap=SCALE_CAP, release_exact=release_exact)
-        c[sel], r[sel], a[sel], rs[sel] = (x.numpy() for x in (cf.coeffs, cf.residual,
-                                                               cf.angle, cf.residuals))
-    _store(idx, (c, r, a, cp, rs), (coeffs, res, ang, capped, allres))
 
 
 def _store(idx: np.ndarray, flat: tuple[np.ndarray, ...],
@@ -328,7 +331,6 @@ def normalise(j: np.ndarray, vis: np.ndarray, obs_src: np.ndarray, xy_index: np.
     return u, v, lifted, centre, m, False
 
 
-_SLOTS: tuple[np.ndarray, np.ndarray] | None = None
 _MAPS: _BlendMaps | None = None
 
 
@@ -357,9 +359,9 @@ def _blend_maps() -> _BlendMaps:
     """The constant matrices of step 5's blend, projection and residual (built once)."""
     global _MAPS
     if _MAPS is None:
-        obs, _ = _slots()
+        obs = spec.OBS_SLOTS
         J = len(obs)
-        kb = solve.BLEND_WEIGHT / (1.0 + solve.BLEND_WEIGHT)
+        kb = spec.BLEND_WEIGHT / (1.0 + spec.BLEND_WEIGHT)
         sk = np.zeros((J, 51))
         af = np.zeros((2 * J, 51))
         img = np.zeros((51, 34 + 2 * J))
@@ -372,8 +374,6 @@ def _blend_maps() -> _BlendMaps:
             af[J + i, 34 + slot] = kb
             img[slot, 34 + i] = 1.0
             img[34 + slot, 34 + J + i] = -1.0
-        from poseviewer.lifting.model import _bone_matrix
-
         img_y = np.zeros(34 + 2 * J)
         img_y[1:34:2] = 1.0
         img_y[34 + J :] = 1.0
@@ -387,18 +387,8 @@ def _blend_maps() -> _BlendMaps:
             by[i, 17 + slot] = -kb
             bz[i, 34 + slot] = -kb
         _MAPS = _BlendMaps(sk, np.ones(J) @ sk - 1.0, af, img,
-                           np.kron(np.eye(3), _bone_matrix()), img_y, depth, bx, by, bz)
+                           np.kron(np.eye(3), spec.bone_matrix()), img_y, depth, bx, by, bz)
     return _MAPS
-
-
-def _slots() -> tuple[np.ndarray, np.ndarray]:
-    """``model.OBS_SLOTS, OBS_SOURCES`` (imported once: the model module imports this one)."""
-    global _SLOTS
-    if _SLOTS is None:
-        from poseviewer.lifting.model import OBS_SLOTS, OBS_SOURCES
-
-        _SLOTS = (OBS_SLOTS, OBS_SOURCES)
-    return _SLOTS
 
 
 #: people x components up to which the poses of step 5.1 come from one gathered product
@@ -407,18 +397,17 @@ def _slots() -> tuple[np.ndarray, np.ndarray]:
 GATHER_MAX = 96
 
 
-def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
-         release_exact: bool, as_numpy: bool = False
-         ) -> LiftResult | tuple[LiftResult, dict[str, torch.Tensor]]:
-    """The whole lifting on the CPU (see the module docstring); same results as
-    ``PoseModel3D._lift``. ``as_numpy``: the result holds numpy arrays (no torch)."""
-    OBS_SLOTS, OBS_SOURCES = _slots()
+def lift(model: LiftingModel, j: np.ndarray, vis: np.ndarray, inter: bool,
+         release_exact: bool) -> LiftResult | tuple[LiftResult, dict[str, np.ndarray]]:
+    """Spec steps 1-5 for checked inputs ``j`` (N, 14, 2) float64 and ``vis`` (N, 14) bool
+    (``PoseModel3D.lift`` checks them); with ``inter`` also the intermediates."""
+    OBS_SLOTS, OBS_SOURCES = spec.OBS_SLOTS, spec.OBS_SOURCES
     n_people = j.shape[0]
-    np_ = model._np
-    u, v, lifted, centre, m, all_vis = normalise(j, vis, OBS_SOURCES, np_["xy_index"],
-                                                 solve.MIN_VISIBLE)
+    arrays = model.arrays
+    u, v, lifted, centre, m, all_vis = normalise(j, vis, OBS_SOURCES, spec.XY_INDEX,
+                                                 spec.MIN_VISIBLE)
     grid = model.elevation_grid(release_exact)
-    eidx, tz = None, np.zeros((n_people, model.num_components))
+    eidx, tz = None, np.zeros((n_people, arrays.num_components))
     if grid is None:
         coeffs, res, ang, capped, allres, cov_t, qd = fit_groups(model, u, v, release_exact,
                                                                  inter, all_vis)
@@ -431,8 +420,8 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
     scale = coeffs[..., 0]
     s2 = scale * scale
     residual = res * 0.5
-    score = np_["lgdet"] * s2
-    if eidx is not None:  # the size term x cos e (see solve.ELEVATION_SPIKE)
+    score = arrays.lgdet * s2
+    if eidx is not None:  # the size term x cos e (see spec.ELEVATION_SPIKE)
         score *= np.cos(grid[0][eidx])
     score += residual
     best = score.argmin(1)
@@ -441,12 +430,12 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
         best[~lifted] = 0
     # Step 5 for every component, rows (x, y, z) of X = U^T (mu + sum c E) (-|s|), (N, K, 51).
     if n_people * K <= GATHER_MAX:
-        rec_model = (coeffs[:, :, None, :] @ np_["mrot"].take(ang + np_["koff"], axis=0))[
-            :, :, 0]
+        koff = np.arange(K) * spec.NUM_ANGLES
+        rec_model = (coeffs[:, :, None, :] @ arrays.mrot.take(ang + koff, axis=0))[:, :, 0]
         if scale.size and scale.max() >= 0:  # else -|s| = s for every fitted (capped) scale
             rec_model *= -np.sign(scale)[..., None]
     else:
-        rec_model = model_pose(np_, scale, ang, coeffs[..., 1:] / coeffs[..., :1]).reshape(
+        rec_model = model_pose(arrays, scale, ang, coeffs[..., 1:] / coeffs[..., :1]).reshape(
             n_people, K, 51)
     maps = _blend_maps()
     # the projection (first two rows of C X: (X_x, -X_z), normalised) of every joint and,
@@ -462,9 +451,10 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
     if eidx is not None:  # the level camera's vertical shift (the model's mean pose is
         # centred on 17 joints, the observation on the visible ones)
         proj += tz[..., None] * maps.img_y
-        a, i = model.observed_arrays()["head_top"]
+        a = model.observed_arrays().head_top
         if a:  # the head slot shows, and is compared as, LSP's head top
-            h, nk, i = 2 * OBS_SLOTS[int(i)], 2 * solve_neck(), int(i)
+            i = int(np.flatnonzero(OBS_SLOTS == spec.HEAD_SLOT)[0])
+            h, nk = 2 * spec.HEAD_SLOT, 2 * spec.NECK_SLOT
             top = (1.0 + a) * proj[..., h : h + 2] - a * proj[..., nk : nk + 2]
             proj[..., h : h + 2] = top
             proj[..., 34 + i] = top[..., 0]
@@ -491,7 +481,7 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
         rec_blend += (u[:, :J2] @ maps.af_map)[:, None, :]
     bones = (rec_blend @ maps.bone_map)[..., None, :]  # (N, K, 1, 48)
     size2 = (bones @ bones.swapaxes(-1, -2))[..., 0, 0]  # (N, K) total bone size squared
-    g = solve.OUTPUT_SIZE / np.sqrt(size2)
+    g = spec.OUTPUT_SIZE / np.sqrt(size2)
     pose = (rec_blend * g[..., None]).reshape(n_people, K, 3, 17)
     if grid is not None:  # a tilted camera's vertical shift is a depth translation: the
         # depth origin is put at the joint centroid (the pose's shape is unchanged)
@@ -504,14 +494,14 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
             d *= np.concatenate([vf, vf], 1)[:, None, :]
     rss = (d[..., None, :] @ d[..., :, None])[..., 0, 0]
     # joint_cov x the t factor x cov_scale x (scale x size factor)^2 x the noise ratio
-    # (``solve.fit_noise_terms``)
+    # (``covariance.fit_noise_terms``)
     jf = rss * qd[..., 0]
     np.maximum(jf, s2, out=jf)
-    cs = model.cov_scale if grid is None else model.cov_scale * solve.ELEVATION_COV_FACTOR
-    jf *= (solve.OUTPUT_SIZE**2 * cs) / size2  # x g^2 x cov_scale
+    cs = model.cov_scale if grid is None else model.cov_scale * spec.ELEVATION_COV_FACTOR
+    jf *= (spec.OUTPUT_SIZE**2 * cs) / size2  # x g^2 x cov_scale
     jcov = cov_t * jf[..., None, None, None]
     dof = qd[..., 1]
-    theta = np_["theta"].take(ang)
+    theta = spec.THETA.take(ang)
     c = coeffs[..., 1:] / coeffs[..., :1]
 
     if not all_lifted:
@@ -525,13 +515,11 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
         def mask(x: np.ndarray) -> np.ndarray:
             return x
 
-    t = _as_is if as_numpy else torch.from_numpy
     pose_3d, joints_img, jcov, dof = mask(pose_3d), mask(joints_img), mask(jcov), mask(dof)
     comps = ComponentFits(
-        pose_3d=t(pose_3d), score=t(mask(score)), residual=t(mask(residual)),
-        scale=t(mask(scale)), yaw=t(mask(theta)), coeffs=t(mask(c)),
-        joints_2d=t(joints_img), joint_cov=t(jcov), joint_cov_dof=t(dof),
-        elevation=t(mask(elev)), shift=t(mask(tz)))
+        pose_3d=pose_3d, score=mask(score), residual=mask(residual), scale=mask(scale),
+        yaw=mask(theta), coeffs=mask(c), joints_2d=joints_img, joint_cov=jcov,
+        joint_cov_dof=dof, elevation=mask(elev), shift=mask(tz))
     if n_people == 1:  # a copy of the best component (basic indexing: cheaper)
         b = int(best[0])
 
@@ -543,13 +531,11 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
         def pick(x: np.ndarray) -> np.ndarray:
             return x[ar, best]
     result = LiftResult(
-        pose_3d=t(pick(pose_3d)), component=t(best), lifted=t(lifted),
-        joints_2d=t(pick(joints_img)), components=comps,
-        centre=t(mask(centre)), norm=t(mask(m)), joint_cov=t(pick(jcov)),
-        joint_cov_dof=t(pick(dof)), elevation=t(pick(mask(elev))))
+        pose_3d=pick(pose_3d), component=best, lifted=lifted, joints_2d=pick(joints_img),
+        components=comps, centre=mask(centre), norm=mask(m), joint_cov=pick(jcov),
+        joint_cov_dof=pick(dof), elevation=pick(mask(elev)))
     if not inter:
         return result
-    t = torch.from_numpy
     w17 = np.zeros((n_people, 2, 17))
     w17[:, :, OBS_SLOTS] = u[:, :J2].reshape(n_people, 2, J2 // 2)
     v17 = np.zeros((n_people, 17), dtype=bool)
@@ -558,36 +544,25 @@ def lift(model: PoseModel3D, j: np.ndarray, vis: np.ndarray, inter: bool,
     rec_blend = rec_blend.reshape(n_people, K, 3, 17)
     rec_renorm = rec_blend * (0.97 / np.sqrt(size2))[..., None, None]
     extra = {
-        "transformed_xy": t(j[:, OBS_SOURCES, :]), "weights": t(v17 & lifted[:, None]),
-        "norm_pose": t(mask(w17)), "m": t(mask(m)), "centre": t(mask(centre)),
-        "residuals": t(mask(allres)), "angle": t(ang),
-        "sincos": t(mask(np.stack([np.sin(theta), np.cos(theta)], -1))),
-        "rec_model": t(mask(rec_model)), "rec_blend": t(mask(rec_blend)),
-        "rec_renorm": t(mask(rec_renorm)), "pose_3d": t(mask(pose)), "capped": t(capped),
-        "elevation": t(mask(elev)),
+        "transformed_xy": j[:, OBS_SOURCES, :], "weights": v17 & lifted[:, None],
+        "norm_pose": mask(w17), "m": mask(m), "centre": mask(centre),
+        "residuals": mask(allres), "angle": ang,
+        "sincos": mask(np.stack([np.sin(theta), np.cos(theta)], -1)),
+        "rec_model": mask(rec_model), "rec_blend": mask(rec_blend),
+        "rec_renorm": mask(rec_renorm), "pose_3d": mask(pose), "capped": capped,
+        "elevation": mask(elev),
     }
     return result, extra
 
 
-def solve_neck() -> int:
-    """The H36M neck/nose joint (below the head)."""
-    from poseviewer.lifting.model import NECK_SLOT
-
-    return int(NECK_SLOT)
-
-
-def _as_is(x: np.ndarray) -> np.ndarray:
-    return x
-
-
-def model_pose(np_: dict[str, np.ndarray], scale: np.ndarray, ang: np.ndarray,
-               c: np.ndarray) -> np.ndarray:
-    """Step 5.1 in numpy: X = U(theta)^T (mu + sum c_i E_i) (-|s|), (N, K, 3, 17), for
-    the angle indices ``ang`` (N, K)."""
+def model_pose(arrays: ModelArrays, scale: np.ndarray, ang: np.ndarray, c: np.ndarray
+               ) -> np.ndarray:
+    """Step 5.1: X = U(theta)^T (mu + sum c_i E_i) (-|s|), (N, K, 3, 17), for the angle
+    indices ``ang`` (N, K)."""
     n, k = scale.shape
-    ext = np_["ext"]  # (K, 3 + B, 51)
-    x0 = np_["mu"][None] + (c[:, :, None, :] @ ext[None])[:, :, 0].reshape(n, k, 3, 17)
-    s, co = np_["sin"][ang][..., None], np_["cos"][ang][..., None]
+    ext = arrays.ext  # (K, 3 + B, 51)
+    x0 = arrays.mu[None] + (c[:, :, None, :] @ ext[None])[:, :, 0].reshape(n, k, 3, 17)
+    s, co = spec.SIN[ang][..., None], spec.COS[ang][..., None]
     a = -np.abs(scale)[..., None]
     out = np.empty_like(x0)
     out[:, :, 0] = (s * x0[:, :, 0] + co * x0[:, :, 1]) * a
