@@ -309,7 +309,7 @@ class Pose3DPanel(QWidget):
             np.concatenate([H36M17.bone_colours(), np.ones((16, 1))], axis=1), 2, axis=0
         ).astype(np.float32)
         self._joint_rgba = np.concatenate(
-            [H36M17.joint_colours(), np.ones((17, 1))], axis=1).astype(np.float32)
+            [H36M17.joint_colours(), np.ones((H36M17.num_joints, 1))], axis=1).astype(np.float32)
         #: what is drawn, for tests: solid bone segments, ghost segments, ghost texts
         self.shown_bones = np.zeros((0, 3))
         self.shown_ghosts = np.zeros((0, 3))

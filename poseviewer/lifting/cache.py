@@ -87,7 +87,7 @@ class NoiseTerms:
     def __init__(self, mask: np.ndarray, K: int, A: int) -> None:
         self.mask = np.asarray(mask, dtype=bool)
         self.A = A
-        self.cov_t = np.zeros((K * A, 17, 3, 3))  #: joint_cov x dof / (dof - 2)
+        self.cov_t = np.zeros((K * A, spec.NUM_JOINTS_3D, 3, 3))  #: joint_cov x dof / (dof - 2)
         self.qd = np.zeros((K * A, 2))  #: (lambda_d^2 / dof, dof); dof 0: not yet filled
 
     @property

@@ -171,7 +171,7 @@ class ElevOps:
 
     def __post_init__(self) -> None:
         n = self.coef32.shape[0]
-        self.cov_t = np.zeros((n, 17, 3, 3))
+        self.cov_t = np.zeros((n, spec.NUM_JOINTS_3D, 3, 3))
         self.qd = np.zeros((n, 2))
         self.capped = {}
 

@@ -81,7 +81,11 @@ def blas_threads(n: int | None) -> Iterator[None]:
             yield
 
 
-_BITS = 1 << np.arange(14, dtype=np.int64)
+#: Joint counts of the 3D model and of the 2D input, and the flattened (x..., y..., z...)
+#: offsets of a 3D pose's rows.
+_J3, _J2 = spec.NUM_JOINTS_3D, spec.NUM_JOINTS_2D
+_X3, _XYZ3 = 2 * _J3, 3 * _J3
+_BITS = 1 << np.arange(_J2, dtype=np.int64)
 
 
 def pattern_key(mask: np.ndarray) -> np.ndarray:
@@ -122,7 +126,7 @@ def fit_groups(model: LiftingModel, u: np.ndarray, v: np.ndarray, release_exact:
     ang = np.empty((n, K), dtype=np.int64)
     capped = np.zeros((n, K), dtype=bool)
     allres = np.empty((n, K, A)) if keep_all else None
-    cov_t = np.empty((n, K, 17, 3, 3))
+    cov_t = np.empty((n, K, _J3, 3, 3))
     qd = np.empty((n, K, 2))
     direct_idx: list[np.ndarray] = []
     for key, idx in groups:
@@ -171,7 +175,7 @@ def _fit_direct(arrays: ModelArrays, u: np.ndarray, v: np.ndarray, release_exact
         rs[sel], a[sel], r[sel], c[sel] = cf.residuals, cf.angle, cf.residual, cf.coeffs
     _store(idx, (c, r, a, cp, rs), out)
     got_cov, got_fit = covariance.joint_cov(d, v[pn], pk, a, fitted=True)
-    return covariance.fit_noise_terms(got_cov.reshape(n, K, 17, 3, 3), got_fit.reshape(n, K),
+    return covariance.fit_noise_terms(got_cov.reshape(n, K, _J3, 3, 3), got_fit.reshape(n, K),
                                       2.0 * vf.sum(-1)[:, None], d.lam)
 
 
@@ -206,7 +210,7 @@ def fit_groups_elevated(model: LiftingModel, u: np.ndarray, v: np.ndarray, keep_
     uniq, inv = np.unique(keys, return_inverse=True)
     out = [np.empty((n, K, nb)), np.empty((n, K)), np.empty((n, K), dtype=np.int64),
            np.empty((n, K), dtype=np.int64), np.empty((n, K)), np.zeros((n, K), dtype=bool),
-           np.empty((n, K, E * A)) if keep_all else None, np.empty((n, K, 17, 3, 3)),
+           np.empty((n, K, E * A)) if keep_all else None, np.empty((n, K, _J3, 3, 3)),
            np.empty((n, K, 2))]
     for g, key in enumerate(uniq):
         idx = np.flatnonzero(inv == g)
@@ -362,30 +366,30 @@ def _blend_maps() -> _BlendMaps:
         obs = spec.OBS_SLOTS
         J = len(obs)
         kb = spec.BLEND_WEIGHT / (1.0 + spec.BLEND_WEIGHT)
-        sk = np.zeros((J, 51))
-        af = np.zeros((2 * J, 51))
-        img = np.zeros((51, 34 + 2 * J))
-        for jt in range(17):
+        sk = np.zeros((J, _XYZ3))
+        af = np.zeros((2 * J, _XYZ3))
+        img = np.zeros((_XYZ3, _X3 + 2 * J))
+        for jt in range(_J3):
             img[jt, 2 * jt] = 1.0
-            img[34 + jt, 2 * jt + 1] = -1.0
+            img[_X3 + jt, 2 * jt + 1] = -1.0
         for i, slot in enumerate(obs):
-            sk[i, slot] = sk[i, 34 + slot] = kb
+            sk[i, slot] = sk[i, _X3 + slot] = kb
             af[i, slot] = -kb
-            af[J + i, 34 + slot] = kb
-            img[slot, 34 + i] = 1.0
-            img[34 + slot, 34 + J + i] = -1.0
-        img_y = np.zeros(34 + 2 * J)
-        img_y[1:34:2] = 1.0
-        img_y[34 + J :] = 1.0
-        depth = np.zeros((51, 34 + 2 * J))
-        for jt in range(17):
-            depth[17 + jt, 2 * jt + 1] = -1.0
-        bx, by, bz = (np.zeros((J, 51)) for _ in range(3))
+            af[J + i, _X3 + slot] = kb
+            img[slot, _X3 + i] = 1.0
+            img[_X3 + slot, _X3 + J + i] = -1.0
+        img_y = np.zeros(_X3 + 2 * J)
+        img_y[1:_X3:2] = 1.0
+        img_y[_X3 + J :] = 1.0
+        depth = np.zeros((_XYZ3, _X3 + 2 * J))
+        for jt in range(_J3):
+            depth[_J3 + jt, 2 * jt + 1] = -1.0
+        bx, by, bz = (np.zeros((J, _XYZ3)) for _ in range(3))
         for i, slot in enumerate(obs):
-            depth[17 + slot, 34 + J + i] = -1.0
+            depth[_J3 + slot, _X3 + J + i] = -1.0
             bx[i, slot] = kb
-            by[i, 17 + slot] = -kb
-            bz[i, 34 + slot] = -kb
+            by[i, _J3 + slot] = -kb
+            bz[i, _X3 + slot] = -kb
         _MAPS = _BlendMaps(sk, np.ones(J) @ sk - 1.0, af, img,
                            np.kron(np.eye(3), spec.bone_matrix()), img_y, depth, bx, by, bz)
     return _MAPS
@@ -436,7 +440,7 @@ def lift(model: LiftingModel, j: np.ndarray, vis: np.ndarray, inter: bool,
             rec_model *= -np.sign(scale)[..., None]
     else:
         rec_model = model_pose(arrays, scale, ang, coeffs[..., 1:] / coeffs[..., :1]).reshape(
-            n_people, K, 51)
+            n_people, K, _XYZ3)
     maps = _blend_maps()
     # the projection (first two rows of C X: (X_x, -X_z), normalised) of every joint and,
     # from the same product, of the observed slots (as in u) for the fit's residual
@@ -457,15 +461,15 @@ def lift(model: LiftingModel, j: np.ndarray, vis: np.ndarray, inter: bool,
             h, nk = 2 * spec.HEAD_SLOT, 2 * spec.NECK_SLOT
             top = (1.0 + a) * proj[..., h : h + 2] - a * proj[..., nk : nk + 2]
             proj[..., h : h + 2] = top
-            proj[..., 34 + i] = top[..., 0]
-            proj[..., 34 + J2 // 2 + i] = top[..., 1]
-    joints_img = proj[..., :34].reshape(n_people, K, 17, 2) * m[:, None, None, None]
+            proj[..., _X3 + i] = top[..., 0]
+            proj[..., _X3 + J2 // 2 + i] = top[..., 1]
+    joints_img = proj[..., :_X3].reshape(n_people, K, _J3, 2) * m[:, None, None, None]
     joints_img += centre[:, None, None, :]
     # blend with the observation on the visible joints: X = -(C^T Y); per coordinate
     # rec_blend = rec_model * sk + af (x: -(x keep + w_x kb), y: -y, z: -z keep + w_y kb)
     vf = None if all_vis else v.astype(np.float64)
     if eidx is not None:  # along the tilted image plane: -X + kb (proj - w) (visible)
-        d = proj[..., 34:] - u[:, None, :J2]  # (N, K, 28)
+        d = proj[..., _X3:] - u[:, None, :J2]  # (N, K, 28)
         if vf is not None:
             d *= np.concatenate([vf, vf], 1)[:, None, :]
         dx, dy = d[..., : J2 // 2], d[..., J2 // 2 :]
@@ -482,14 +486,14 @@ def lift(model: LiftingModel, j: np.ndarray, vis: np.ndarray, inter: bool,
     bones = (rec_blend @ maps.bone_map)[..., None, :]  # (N, K, 1, 48)
     size2 = (bones @ bones.swapaxes(-1, -2))[..., 0, 0]  # (N, K) total bone size squared
     g = spec.OUTPUT_SIZE / np.sqrt(size2)
-    pose = (rec_blend * g[..., None]).reshape(n_people, K, 3, 17)
+    pose = (rec_blend * g[..., None]).reshape(n_people, K, 3, _J3)
     if grid is not None:  # a tilted camera's vertical shift is a depth translation: the
         # depth origin is put at the joint centroid (the pose's shape is unchanged)
         pose[:, :, 1] -= pose[:, :, 1].mean(-1, keepdims=True)
     pose_3d = pose.swapaxes(-1, -2)
     # the noise from the fit's own residual: its projection against the visible joints
     if eidx is None:
-        d = proj[..., 34:] - u[:, None, :J2]  # (N, K, 28)
+        d = proj[..., _X3:] - u[:, None, :J2]  # (N, K, 28)
         if vf is not None:
             d *= np.concatenate([vf, vf], 1)[:, None, :]
     rss = (d[..., None, :] @ d[..., :, None])[..., 0, 0]
@@ -536,12 +540,12 @@ def lift(model: LiftingModel, j: np.ndarray, vis: np.ndarray, inter: bool,
         joint_cov_dof=pick(dof), elevation=pick(mask(elev)))
     if not inter:
         return result
-    w17 = np.zeros((n_people, 2, 17))
+    w17 = np.zeros((n_people, 2, _J3))
     w17[:, :, OBS_SLOTS] = u[:, :J2].reshape(n_people, 2, J2 // 2)
-    v17 = np.zeros((n_people, 17), dtype=bool)
+    v17 = np.zeros((n_people, _J3), dtype=bool)
     v17[:, OBS_SLOTS] = v
-    rec_model = rec_model.reshape(n_people, K, 3, 17)
-    rec_blend = rec_blend.reshape(n_people, K, 3, 17)
+    rec_model = rec_model.reshape(n_people, K, 3, _J3)
+    rec_blend = rec_blend.reshape(n_people, K, 3, _J3)
     rec_renorm = rec_blend * (0.97 / np.sqrt(size2))[..., None, None]
     extra = {
         "transformed_xy": j[:, OBS_SOURCES, :], "weights": v17 & lifted[:, None],
@@ -561,7 +565,7 @@ def model_pose(arrays: ModelArrays, scale: np.ndarray, ang: np.ndarray, c: np.nd
     indices ``ang`` (N, K)."""
     n, k = scale.shape
     ext = arrays.ext  # (K, 3 + B, 51)
-    x0 = arrays.mu[None] + (c[:, :, None, :] @ ext[None])[:, :, 0].reshape(n, k, 3, 17)
+    x0 = arrays.mu[None] + (c[:, :, None, :] @ ext[None])[:, :, 0].reshape(n, k, 3, _J3)
     s, co = spec.SIN[ang][..., None], spec.COS[ang][..., None]
     a = -np.abs(scale)[..., None]
     out = np.empty_like(x0)
