@@ -49,6 +49,14 @@ def model():
     return PoseModel3D.from_mat(require_shared("reference", "lftd", "prob_model_params.mat"))
 
 
+@pytest.fixture(scope="module")
+def k2_result():
+    """A result lifted with a K = 2, basis-10 model (``tests/k2_model.py``)."""
+    from k2_model import k2_result
+
+    return k2_result()
+
+
 # ---- the GUI tests' fixtures (Qt imported only when a test asks for them) -------------------
 @pytest.fixture
 def settings(tmp_path):

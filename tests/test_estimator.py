@@ -341,7 +341,7 @@ def _dot_personnet() -> LiftingCPM:
 def test_estimate_command_person_weights_and_bf16(tmp_path, monkeypatch):
     """``poseviewer estimate --person-weights PATH --bf16`` loads PersonNet and runs bf16
     (as on a CPU with native bfloat16: this machine's may have none, which the CLI would
-    answer with float32; that case is test_cli_issue11's)."""
+    answer with float32; that case is test_cli_bad_input's)."""
     import json
 
     from poseviewer.cli import main

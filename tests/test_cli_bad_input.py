@@ -1,4 +1,4 @@
-"""The command line's rough edges of issue 11: an unwritable output folder is refused before
+"""The command line with bad input: an unwritable output folder is refused before
 any work, a corrupt model leaves no empty output folder, JSON results find their photo from
 their own folder, --bf16 without native bf16 says so and runs float32."""
 

@@ -1,4 +1,4 @@
-"""The viewer's rough edges a new user hit (issue 11): failed opens, tiny and transparent
+"""The viewer's window with real photos and bad ones: failed opens, tiny and transparent
 photos, overlapping labels, the label of a reopened result. Drives the real window
 (pytest-qt under pytest-xvfb) with the stand-in estimator of ``test_app``."""
 
