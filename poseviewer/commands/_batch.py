@@ -244,7 +244,8 @@ def estimator_settings(args: argparse.Namespace) -> dict[str, Any]:
             "person_weights": args.person_weights, "bf16": bool(args.bf16),
             "flip_test": False if getattr(args, "single_pass", False) else None,
             "target_prior_off": bool(getattr(args, "no_target_prior", False)),
-            "elevation_search": bool(getattr(args, "elevation_search", False))}
+            "elevation_search": bool(getattr(args, "elevation_search", False)),
+            "precision": getattr(args, "precision", None)}
 
 
 def load_estimator(args: argparse.Namespace | dict[str, Any]) -> Any:
@@ -257,7 +258,8 @@ def load_estimator(args: argparse.Namespace | dict[str, Any]) -> Any:
                           device=s["device"], person_weights=s["person_weights"],
                           bf16=s["bf16"], flip_test=s["flip_test"],
                           target_prior=TargetPrior(0.0, 0.0) if s["target_prior_off"]
-                          else None, elevation_search=s["elevation_search"])
+                          else None, elevation_search=s["elevation_search"],
+                          precision=s.get("precision"))
 
 
 def add_elevation_argument(parser: argparse.ArgumentParser) -> None:
