@@ -162,3 +162,25 @@ def _metadata(path: Path) -> dict[str, str]:
 
     with safe_open(str(path), framework="pt") as f:
         return dict(f.metadata() or {})
+
+
+def test_commands_say_when_the_calibration_is_missing(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    """``--precision int8`` with weights that have no calibration beside them: exit 2 and
+    a message naming the missing file (estimate and eval-2d)."""
+    import cv2
+
+    from poseviewer.cli import main
+    from poseviewer.cnn import save_cpm
+
+    weights = save_cpm(_tiny(), tmp_path / "tiny.safetensors")
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.full((64, 48, 3), 90, np.uint8))
+    assert main(["estimate", str(photo), "--out", str(tmp_path / "out"), "--weights",
+                 str(weights), "--precision", "int8", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "int8 calibration not found" in err and "tiny.int8.safetensors" in err
+    assert not (tmp_path / "out").exists()
+    assert main(["eval-2d", "--weights", str(weights), "--precision", "int8"]) == 2
+    assert "int8 calibration not found" in capsys.readouterr().err
