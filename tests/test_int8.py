@@ -184,3 +184,33 @@ def test_commands_say_when_the_calibration_is_missing(tmp_path: Path,
     assert not (tmp_path / "out").exists()
     assert main(["eval-2d", "--weights", str(weights), "--precision", "int8"]) == 2
     assert "int8 calibration not found" in capsys.readouterr().err
+
+
+def test_optional_int8_trunk_of_the_default_network() -> None:
+    """``trunk=True`` (not shipped): the MobileNet trunk quantised too, its strided 'SAME'
+    convs (explicit pads) kept float32; calibrated and checked on the same kind of input
+    (random crops), the features follow the float ones."""
+    from poseviewer.cnn import load_cpm
+
+    model = load_cpm(DEFAULT_CNN).eval()
+    model.set_flip_test(False)
+    parts = Int8Parts(model, trunk=True)
+    attach_int8(model, parts)
+    gen = torch.Generator().manual_seed(3)
+    with torch.inference_mode():
+        model(torch.rand(2, 3, 192, 192, generator=gen) - 0.5, read_joints=False)
+        attach_int8(model, None)
+        parts.convert()
+        x = torch.rand(2, 3, 192, 192, generator=gen) - 0.5
+        ref = model.trunk(x)
+        attach_int8(model, parts)
+        got = model.trunk(x)
+        attach_int8(model, None)
+    assert parts.quantises_trunk and parts.relu6
+    strided = {f"layers.{name}" for name, _, _, op in parts.trunk_plan if "pad" in op}
+    kinds = {name: type(m).__module__ for name, m in parts.trunk.named_modules()
+             if name.startswith("layers.") and name.count(".") == 1}
+    assert len(strided) == 5 and all(kinds[n] == "torch.nn.modules.conv" for n in strided)
+    assert sum("quantized" in k for k in kinds.values()) == len(kinds) - len(strided)
+    err = float((got - ref).abs().mean() / ref.abs().mean())
+    assert 0 < err < 0.25, err

@@ -1,20 +1,22 @@
 """int8 convolutions for a :class:`~poseviewer.cnn.lifting_cpm.LiftingCPM` (PyTorch's x86
-quantised backend, fbgemm/oneDNN: it runs on AVX2).
+quantised engine, which picks fbgemm or oneDNN kernels: AVX2 is enough).
 
 Static post-training quantisation with FX graph mode (``torch.ao.quantization.quantize_fx``)
-of the network's convolutions: the pretrained trunk (a :class:`GraphTrunk`) and the body of
-every stage head. What stays float32: each stage's output conv (a cheap 1x1 conv to the
-joint logits, whose precision the sub-pixel joint reading needs), the stage residual, the
-maps, the mirror pass, the joint reading and the fusion. A refinement stage's first conv
-takes the previous stage's maps (0..1) and the trunk's features (another range) as two
-convs added together, so that each input keeps its own quantisation scale.
+of the body of every stage head (by default) and, optionally, of the pretrained trunk (a
+:class:`GraphTrunk`; ``trunk=True``: it cost 1.9 PCK points for little speed, so the
+shipped calibration leaves it float32). What stays float32: each stage's output conv (a
+cheap 1x1 conv to the joint logits, whose precision the sub-pixel joint reading needs), the
+stage residual, the maps, the mirror pass, the joint reading and the fusion. A refinement
+stage's first conv takes the previous stage's maps (0..1) and the trunk's features (another
+range) as two convs added together, so that each input keeps its own quantisation scale.
 
 Weights are quantised per output channel when the network is converted (from the float
 weights of the network file); activations use the scales and zero points of a calibration
 run (``scripts/calibrate_int8.py``: training crops of LSP-extended), which are shipped
-beside the weights as safetensors (``<weights>.int8.safetensors``: each activation
-observer's min and max; no pickle). :func:`attach_int8` loads them and makes the network
-run its convolutions in int8.
+beside the weights as safetensors (``<weights stem>.int8.safetensors``: each activation
+observer's min and max, and the weights' SHA-256; no pickle). :func:`load_int8` reads
+them, :func:`attach_int8` makes the network run its convolutions in int8
+(``Estimator.precision`` does both).
 """
 
 from __future__ import annotations
@@ -205,29 +207,6 @@ def _qconfig_mapping(observer: str) -> Any:
     return QConfigMapping().set_global(QConfig(activation=act, weight=weight))
 
 
-def _pad_in_int8(gm: Any) -> None:
-    """Run the 'SAME' pads on the quantised tensors (a quantised tensor pads with its zero
-    point, i.e. with 0.0): FX's lowering leaves ``dequantize -> pad -> quantize`` around
-    every pad, which costs two passes over large maps."""
-    graph = gm.graph
-    for node in list(graph.nodes):
-        if node.op != "call_function" or node.target is not F.pad:
-            continue
-        src = node.args[0]
-        users = list(node.users)
-        if not (getattr(src, "op", None) == "call_method" and src.target == "dequantize"
-                and len(users) == 1 and users[0].target is torch.quantize_per_tensor):
-            continue
-        quant = users[0]
-        node.replace_input_with(src, src.args[0])
-        quant.replace_all_uses_with(node)
-        graph.erase_node(quant)
-        if not src.users:
-            graph.erase_node(src)
-    graph.eliminate_dead_code()
-    gm.recompile()
-
-
 def _relu6_observers(prepared: Any, relu6_convs: set[str]) -> set[str]:
     """Names of the activation observers right after a conv whose activation is ReLU6
     (fused as conv + ReLU: the observer's range, capped at 6, does the clipping)."""
@@ -258,6 +237,7 @@ class Int8Parts(nn.Module):
         self.first = {ns[0]: t for t, ns in enumerate(names)}
         self.outs = [model.layers[ns[-1]] for ns in names]  # float, shared with the model
         self.relu6: set[str] = set()
+        self.trunk_plan: list[tuple[str, str, list[str], dict[str, Any]]] = []
         mapping = _qconfig_mapping(observer)
         with torch.no_grad(), _quiet():
             x = torch.zeros(1, 3, self.size, self.size)
@@ -298,6 +278,8 @@ class Int8Parts(nn.Module):
         with _quiet():
             prepared = prepare_fx(trunk, mapping, (x,))
         self.relu6 = _relu6_observers(prepared, relu6)
+        self.trunk_plan = trunk.plan
+        """The trunk's ops (name, kind, inputs, settings; ReLU6 convs marked ReLU)."""
         return prepared
 
     # ---- running ---------------------------------------------------------------------------
@@ -364,7 +346,6 @@ class Int8Parts(nn.Module):
         with _quiet():
             if self.trunk is not None:
                 self.trunk = convert_fx(self.trunk)
-                _pad_in_int8(self.trunk)
             self.heads = nn.ModuleList(convert_fx(h) for h in self.heads)
         self.converted = True
         return self
