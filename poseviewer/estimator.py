@@ -50,6 +50,7 @@ from poseviewer.cnn.backend import (
     resolve_device,
 )
 from poseviewer.cnn.cancel import Cancelled, CancelToken, check_cancel
+from poseviewer.cnn.int8 import PRECISIONS, Int8Error, attach_int8, calibration_path, load_int8
 from poseviewer.cnn.lifting_cpm import LiftingCPM
 from poseviewer.cnn.preprocess import crop_centred, normalise, release_resize, warp_crop
 from poseviewer.cnn.prior import DEFAULT_PRIOR, TargetPrior, log_prior
@@ -197,7 +198,7 @@ class Estimator:
                  flip_test: bool | None = None,
                  target_prior: TargetPrior | None = None,
                  elevation_search: bool | None = None,
-                 fov: float | None = None) -> None:
+                 fov: float | None = None, precision: str | None = None) -> None:
         self.device = resolve_device(device)
         self.pose_model = pose_model
         self.fov = DEFAULT_FOV_DEG if fov is None else fov
@@ -221,6 +222,9 @@ class Estimator:
             self.elevation_search = elevation_search
         self.max_pixels = int(max_pixels)
         self.info = dict(info or {})
+        self._int8: Any = None
+        if precision is not None:
+            self.precision = precision
         self.plausibility: PlausibilityLimits | None = (
             PlausibilityLimits.load() if PLAUSIBILITY_FILE.is_file() else None)
         """The limits that judge every fit (``Fit.plausible``); None: not judged."""
@@ -294,6 +298,41 @@ class Estimator:
             self.backend.bf16 = on
         if self.person_finder is not None:
             self.person_finder.bf16 = on
+
+    @property
+    def precision(self) -> str:
+        """'fp32', or 'int8': the 2D network's convolutions quantised (x86 backend, CPU
+        only; ``poseviewer.cnn.int8``) with the calibration shipped beside its weights
+        (``int8_file``). Setting 'int8' loads that file once (a few seconds); a missing or
+        damaged file raises ``Int8Error`` and leaves float32."""
+        return "int8" if getattr(self.model, "int8", None) is not None else "fp32"
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        if value not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
+        model = self.model
+        if value == "fp32":
+            if isinstance(model, LiftingCPM):
+                attach_int8(model, None)
+            return
+        if not isinstance(model, LiftingCPM):
+            raise Int8Error("int8 needs one of poseviewer's 2D networks (a LiftingCPM)")
+        if self.device.type != "cpu":
+            raise Int8Error(f"int8 runs on the CPU only (device {self.device})")
+        if self._int8 is None:
+            self._int8 = load_int8(model, self.int8_file)
+        attach_int8(model, self._int8)
+
+    @property
+    def int8_file(self) -> Path:
+        """The int8 calibration of this estimator's 2D network: ``info['int8_file']``, else
+        ``<weights stem>.int8.safetensors`` beside its weights (the bundled ones by
+        default)."""
+        given = self.info.get("int8_file")
+        if given:
+            return Path(given)
+        return calibration_path(self.info.get("weights") or DEFAULT_CNN)
 
     @property
     def elevation_search(self) -> bool:
@@ -721,6 +760,7 @@ class Estimator:
             self.person_finder.name,
             "bf16": self.bf16,
             "flip_test": self.flip_test,
+            "precision": self.precision,
             "elevation_search": self.elevation_search,
             "fov": self.fov,
             **self.info,

@@ -10,8 +10,9 @@ not change, so every frame-to-frame change of the root-relative 3D joints is jit
     xvfb-run -a .venv/bin/python scripts/bench_video.py --scrub   # + the viewer's scrubbing
     .venv/bin/python scripts/bench_video.py --synthetic  # jitter with tests/test_video.py's
         # numpy pose network (template pose + Gaussian noise, every joint visible)
-    .venv/bin/python scripts/bench_video.py --speed [--frames 20]  # frames/s table: 1 and 5
-        # people, mirror pass on/off, detector every frame / every 5th (followed boxes)
+    .venv/bin/python scripts/bench_video.py --speed [--frames 20] [--precisions fp32,int8]
+        # frames/s table: 1 and 5 people, fp32 / int8, mirror pass on/off, detector every
+        # frame / every 5th (followed boxes), and the phases of a frame
     .venv/bin/python scripts/bench_video.py --long [--frames 3000]  # memory of a long clip
         # streamed to every export format: peak RSS against the RSS after 100 frames
         # (goal: within +300 MB) and the JSON's size per frame (goal: < 40 kB, one person);
@@ -95,6 +96,8 @@ def main() -> int:
                     help="the frames/s table of poseviewer estimate's video path (decode -> "
                     "JSON), 1 and 5 people, mirror pass on/off, detector every frame or "
                     "every 5th; --frames per run")
+    ap.add_argument("--precisions", default="fp32,int8",
+                    help="--speed: the network precisions to compare (comma-separated)")
     ap.add_argument("--long", action="store_true",
                     help="memory and file size of a long looped clip (--frames, e.g. 3000) "
                     "streamed to every export format")
@@ -118,7 +121,7 @@ def main() -> int:
     if args.long:
         return long_clip(est, args.frames)
     if args.speed:
-        return speed_table(est, args.frames)
+        return speed_table(est, args.frames, tuple(args.precisions.split(",")))
     print(f"device {est.device}; default network {est.backend.info().get('name')}")
     with tempfile.TemporaryDirectory() as tmp:
         clip = write_clip(Path(tmp) / "clip.mp4", args.frames + 1)
@@ -211,38 +214,58 @@ def write_crowd_clip(path: Path, frames: int, people: int, size: tuple[int, int]
     return path
 
 
-def speed_table(est: Estimator, frames: int) -> int:
+def speed_table(est: Estimator, frames: int, precisions: tuple[str, ...] = ("fp32", "int8"),
+                phases: bool = True) -> int:
     """Frames per second of ``export_video`` (decode in a thread -> estimate -> track ->
-    smooth -> JSON) for 1 and 5 people, mirror pass on and off, the detector on every
-    frame and on every 5th (followed boxes between), all in this one run."""
+    smooth -> JSON) for 1 and 5 people, fp32 and int8, mirror pass on and off, the detector
+    on every frame and on every 5th (followed boxes between), all in this one run; with
+    ``phases`` the mean time per frame of each phase of the results (single pass, followed
+    boxes)."""
     from poseviewer.video.pipeline import export_video
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for people in (1, 5):
             clip = write_crowd_clip(Path(tmp) / f"p{people}.mp4", frames + 1, people, est=est)
-            for mirror in (True, False):
-                est.flip_test = mirror
-                for k in (1, 5):
-                    with VideoFileSource(clip) as src:  # warm-up: one frame
-                        export_video(est, src, Path(tmp), "w", ("json",), max_frames=1)
-                    t0 = time.perf_counter()
-                    with VideoFileSource(clip) as src:
-                        res = export_video(est, src, Path(tmp), "r", ("json",),
-                                           max_frames=frames, detect_every=k,
-                                           min_track_frames=1)
-                    fps = res.frames / (time.perf_counter() - t0)
-                    rows.append((people, mirror, k, fps, res.max_people))
-                    print(f"  {people} people, mirror {'on ' if mirror else 'off'}, detector "
-                          f"every {k}: {fps:.2f} frames/s ({res.max_people} found)", flush=True)
-    base = {p: next(r[3] for r in rows if r[0] == p and r[1] and r[2] == 1) for p in (1, 5)}
-    print("\n| people | mirror pass | detector | frames/s | x (mirror, every frame) |")
-    print("|---:|---|---|---:|---:|")
-    for people, mirror, k, fps, _ in rows:
-        print(f"| {people} | {'on' if mirror else 'off'} | "
+            for precision in precisions:
+                est.precision = precision
+                for mirror in (True, False):
+                    est.flip_test = mirror
+                    for k in (1, 5):
+                        with VideoFileSource(clip) as src:  # warm-up: one frame
+                            export_video(est, src, Path(tmp), "w", ("json",), max_frames=1)
+                        seen: dict[str, float] = {}
+
+                        def on_frame(done: int, total: int | None, result,
+                                     seen: dict[str, float] = seen) -> None:
+                            for key, v in result.timings.items():
+                                seen[key] = seen.get(key, 0.0) + v
+
+                        t0 = time.perf_counter()
+                        with VideoFileSource(clip) as src:
+                            res = export_video(est, src, Path(tmp), "r", ("json",),
+                                               max_frames=frames, detect_every=k,
+                                               min_track_frames=1, on_frame=on_frame)
+                        fps = res.frames / (time.perf_counter() - t0)
+                        rows.append((people, precision, mirror, k, fps, res.max_people))
+                        print(f"  {people} people, {precision}, mirror "
+                              f"{'on ' if mirror else 'off'}, detector every {k}: {fps:.2f} "
+                              f"frames/s ({res.max_people} found)", flush=True)
+                        if phases and not mirror and k == 5:
+                            print("    mean ms a frame: " + ", ".join(
+                                f"{key} {1000 * v / max(res.frames, 1):.1f}"
+                                for key, v in seen.items()), flush=True)
+    est.precision = "fp32"
+    base = {p: next(r[4] for r in rows if r[0] == p and r[1] == precisions[0] and r[2]
+                    and r[3] == 1) for p in (1, 5)}
+    print(f"\n| people | precision | mirror pass | detector | frames/s | x ({precisions[0]}, "
+          "mirror, every frame) |")
+    print("|---:|---|---|---|---:|---:|")
+    for people, precision, mirror, k, fps, _ in rows:
+        print(f"| {people} | {precision} | {'on' if mirror else 'off'} | "
               f"{'every frame' if k == 1 else f'every {k}th, followed boxes'} | {fps:.2f} | "
               f"{fps / base[people]:.2f} |")
-    print("(640 x 480, fp32, decode -> JSON; goals: one person >= 25 frames/s, five >= 8)")
+    print("(640 x 480, decode -> JSON; goals: one person >= 25 frames/s, five >= 8)")
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     return 0
 

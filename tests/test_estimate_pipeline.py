@@ -47,7 +47,7 @@ def test_options_parse_every_flag_into_its_field() -> None:
         "--workers", "0", "--threads", "2", "--resume", "--ray-address", "auto",
         "--num-gpus", "1", "--actors", "5", "--every", "2", "--max-frames", "7",
         "--no-smoothing", "--min-track-frames", "4", "--keep-maps", "--detect-every", "3",
-        "--mirror-pass", "--stage-fits", "--fov", "35"])
+        "--mirror-pass", "--stage-fits", "--fov", "35", "--precision", "int8"])
     o = EstimateOptions.from_args(args)
     assert o == EstimateOptions(
         paths=(Path("a.jpg"), Path("dir")),
@@ -56,7 +56,8 @@ def test_options_parse_every_flag_into_its_field() -> None:
         estimator=EstimatorSettings(weights="w.safetensors", pose_model="m.mat", device="cpu",
                                     person_weights="p.safetensors", bf16=True,
                                     flip_test=False, target_prior_off=True,
-                                    elevation_search=True, fov=35.0),
+                                    elevation_search=True, fov=35.0,
+                                    precision="int8"),
         engine=EngineOptions(name="ray", batch_size=3, workers=0, threads=2,
                              ray_address="auto", num_gpus=1, actors=5),
         video=VideoOptions(every=2, max_frames=7, smoothing=False, min_track_frames=4,

@@ -169,6 +169,11 @@ class LiftingCPM(nn.Module):
         return self.__dict__.get("_pose_model")
 
     @property
+    def int8(self) -> Any:
+        """The int8 convolutions in use (``poseviewer.cnn.int8.attach_int8``) or None."""
+        return self.__dict__.get("_int8")
+
+    @property
     def fusion_active(self) -> bool:
         """True when forward lifts and fuses (fusion enabled and a 3D model attached)."""
         return self.config.fusion.enabled and self.pose_model is not None
@@ -190,6 +195,8 @@ class LiftingCPM(nn.Module):
 
     def trunk(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) normalised images -> (B, F, h, w) features."""
+        if self.int8 is not None and self.int8.quantises_trunk:
+            return self.int8.run_trunk(images)
         if self.graph is not None:
             return self.graph(images)
         x = images
@@ -198,6 +205,8 @@ class LiftingCPM(nn.Module):
         return x
 
     def _head(self, names: list[str], x: Tensor) -> Tensor:
+        if self.int8 is not None:
+            return self.int8.run_head(names[0], x)
         for i, name in enumerate(names):
             x = self.layers[name](x)
             if i < len(names) - 1:

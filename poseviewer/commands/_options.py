@@ -35,6 +35,8 @@ class EstimatorSettings:
     elevation_search: bool = False
     fov: float | None = None
     """``--fov``: degrees, 0 = orthographic; None: the Estimator's default."""
+    precision: str | None = None
+    """``--precision``: 'fp32' or 'int8'; None: the Estimator's default."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,8 @@ class EstimateOptions:
                 device=args.device, person_weights=_str(args.person_weights),
                 bf16=bool(args.bf16), flip_test=False if args.single_pass else None,
                 target_prior_off=bool(args.no_target_prior),
-                elevation_search=bool(args.elevation_search), fov=args.fov),
+                elevation_search=bool(args.elevation_search), fov=args.fov,
+                precision=args.precision),
             engine=EngineOptions(
                 name=args.engine, batch_size=int(args.batch_size), workers=int(args.workers),
                 threads=args.threads, ray_address=args.ray_address,
@@ -158,4 +161,5 @@ def load_estimator(settings: EstimatorSettings) -> Any:
                           person_weights=s.person_weights, bf16=s.bf16,
                           flip_test=s.flip_test,
                           target_prior=TargetPrior(0.0, 0.0) if s.target_prior_off else None,
-                          elevation_search=s.elevation_search, fov=s.fov)
+                          elevation_search=s.elevation_search, fov=s.fov,
+                          precision=s.precision)

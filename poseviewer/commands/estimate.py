@@ -74,6 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the 2D network once per crop, without its mirror "
                         "test-time augmentation (about twice as fast; the default network's "
                         "PCK drops by about 1.5 points)")
+    parser.add_argument("--precision", choices=("fp32", "int8"), default=None,
+                        help="int8: run the 2D network's stage convolutions quantised "
+                        "(CPU, x86 backend; calibration shipped beside the weights; see "
+                        "docs/video.md); default fp32")
     add_elevation_argument(parser)
     add_fov_argument(parser)
     parser.add_argument("--no-target-prior", action="store_true",

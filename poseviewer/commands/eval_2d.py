@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="write the full report here")
     parser.add_argument("--single-pass", action="store_true",
                         help="without the network's mirror test-time pass (if it has one)")
+    parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                        help="int8: the network's stage convolutions quantised with the "
+                        "calibration shipped beside the weights (<weights stem>.int8"
+                        ".safetensors; poseviewer.cnn.int8)")
     parser.add_argument("--crowd", action="store_true",
                         help="score crowded scenes composed from the validation photos "
                              "(2-4 labelled people side by side and overlapping) instead")
@@ -74,6 +78,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.single_pass:
         model.set_flip_test(False)
+    if args.precision == "int8":
+        from poseviewer.cnn.int8 import attach_int8, calibration_path, load_int8
+
+        try:
+            attach_int8(model, load_int8(model, calibration_path(args.weights)))
+        except WeightsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.crowd:
         from poseviewer.commands._crowd import run_crowd
 
@@ -99,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         val = val[: args.limit] if args.limit else val
         crops = eval_crops_from_photos(args.data, val, model.config.input_size)
     report: dict = {"weights": str(args.weights), "config": model.config.name,
-                    "flip_test": bool(model.config.flip_test),
+                    "flip_test": bool(model.config.flip_test), "precision": args.precision,
                     "split": {"n_val": args.n_val, "seed": args.seed, "images": len(val)}}
     runs = [("plain", None)]
     if args.pose_model and model.config.fusion.enabled:
