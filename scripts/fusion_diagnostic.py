@@ -129,8 +129,8 @@ def main() -> int:
     pm.elevation_search = args.elevation_search
     pm.pattern_cache.max_patterns = 10_000
     pm.pattern_cache.max_bytes = args.cache_mb * 2**20
-    fit = "elevation grid, head-top offset %.2f" % pm.head_top_offset \
-        if args.elevation_search else "yaw-only (the default)"
+    fit = (f"elevation grid, head-top offset {pm.head_top_offset:.2f}"
+           if args.elevation_search else "yaw-only (the default)")
 
     proj_labels = project_labels(pm, gt, vis)
     lab_ok, evaluated = pck(proj_labels, gt, vis)
@@ -148,7 +148,7 @@ def main() -> int:
     cnn_ok = pck(net["cnn"], gt, vis)[0]
     fused_ok = pck(net["fused"], gt, vis)[0]
 
-    def pct(mask: np.ndarray, among: np.ndarray) -> str:
+    def pct(mask: np.ndarray, among: np.ndarray) -> np.ndarray:
         n = among.sum(0)
         return np.where(n > 0, 100 * (mask & among).sum(0) / np.maximum(n, 1), np.nan)
 
