@@ -188,6 +188,14 @@ def _log_gauss(y: np.ndarray, fit: MPPCAFit) -> np.ndarray:
     return -0.5 * (maha + logdet[None] + d * math.log(2 * math.pi))
 
 
+def log_likelihood(fit: MPPCAFit, y: np.ndarray) -> np.ndarray:
+    """(N,) log density (nats) of each row of ``y`` (N, d) under the fitted mixture:
+    log sum_k weight_k N(y; component k). For held-out data use ``pose_vectors`` first."""
+    lg = _log_gauss(np.asarray(y, dtype=np.float64), fit) + np.log(fit.weights)[None]
+    mx = lg.max(axis=1, keepdims=True)
+    return mx[:, 0] + np.log(np.exp(lg - mx).sum(axis=1))
+
+
 def _e_step(y: np.ndarray, fit: MPPCAFit) -> tuple[np.ndarray, float]:
     """Responsibilities (N, K) and the mean log-likelihood per sample."""
     lg = _log_gauss(y, fit) + np.log(fit.weights)[None]
@@ -411,6 +419,22 @@ PRIOR_FACTOR = 1.4
 DATA_FACTOR = 1.2
 
 
+def pose_vectors(
+    poses: np.ndarray, mirror_augment: bool = True, size: float | None = None
+) -> np.ndarray:
+    """(N, 17, 3) poses (mm, z up) -> the (N or 2N, 48) vectors the mixture is fitted to:
+    canonicalised (``canonicalise``), scaled to total bone size ``size`` when given (the
+    ``normalise_size`` option), the mirrored copies appended when ``mirror_augment``, in
+    the zero-joint-mean subspace (``zero_mean_basis``). Training and held-out scoring both
+    use it."""
+    canon = canonicalise(poses)
+    if size is not None:  # every pose to one total bone size (still millimetres)
+        canon = canon * (size / bone_size(canon))[:, None, None]
+    if mirror_augment:
+        canon = np.concatenate([canon, mirror(canon)], axis=0)
+    return to_rows(canon) @ zero_mean_basis()
+
+
 @dataclass
 class TrainingReport:
     """What ``train_pose_model`` did: the fit, parameters and metadata."""
@@ -444,16 +468,9 @@ def train_pose_model(
     import time
 
     t0 = time.perf_counter()
-    canon = canonicalise(poses)
-    size = bone_size(canon)
-    target_size = float(size.mean())
-    if normalise_size:  # every pose to the mean total bone size (still millimetres)
-        canon = canon * (target_size / size)[:, None, None]
-    if mirror_augment:
-        canon = np.concatenate([canon, mirror(canon)], axis=0)
-    x = to_rows(canon)
+    target_size = float(bone_size(canonicalise(poses)).mean())
+    y = pose_vectors(poses, mirror_augment, target_size if normalise_size else None)
     q_sub = zero_mean_basis()
-    y = x @ q_sub
     if n_basis > q_sub.shape[1] - 1:
         raise TrainingError(f"n_basis must be at most {q_sub.shape[1] - 1}; got {n_basis}")
     fit = fit_mppca(y, n_components, n_basis, seed, max_iter, tol, progress)

@@ -212,3 +212,39 @@ def test_degenerate_inputs() -> None:
         T.train_pose_model(flat, progress=False)
     with pytest.raises(T.TrainingError, match="basis"):
         T.fit_mppca(np.random.default_rng(0).normal(size=(500, 4)), 1, 4, progress=False)
+
+
+def test_log_likelihood_is_the_mixture_density() -> None:
+    """``log_likelihood`` against the mixture's density built densely: each component's
+    covariance U diag(var) U^T + noise (I - U U^T) and scipy's Gaussian log-density."""
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+
+    y, *_ = _sample_mppca(800, seed=4, sep=2.0)
+    fit = T.fit_mppca(y, n_components=2, n_basis=2, seed=1, progress=False)
+    held = _sample_mppca(50, seed=9, sep=2.0)[0]
+    d = y.shape[1]
+    dense = []
+    for k in range(2):
+        u = fit.bases[k]
+        cov = u @ np.diag(fit.variances[k]) @ u.T + fit.noise_var[k] * (np.eye(d) - u @ u.T)
+        dense.append(np.log(fit.weights[k])
+                     + multivariate_normal(fit.means[k], cov).logpdf(held))
+    np.testing.assert_allclose(T.log_likelihood(fit, held), logsumexp(dense, axis=0),
+                               rtol=1e-10)
+    # the training data's mean is the last EM log-likelihood (E-step of the final fit)
+    assert T.log_likelihood(fit, y).mean() == pytest.approx(fit.log_likelihood[-1], abs=1e-6)
+
+
+def test_pose_vectors_as_training_sees_them() -> None:
+    p = _random_poses(6, seed=2)
+    y = T.pose_vectors(p, mirror_augment=True)
+    assert y.shape == (12, 48)
+    q = T.zero_mean_basis()
+    canon = T.canonicalise(p)
+    np.testing.assert_allclose(y[:6] @ q.T, T.to_rows(canon), atol=1e-9)
+    np.testing.assert_allclose(y[6:] @ q.T, T.to_rows(T.mirror(canon)), atol=1e-9)
+    # with a size every pose has that total bone size; without mirrors only the poses
+    ys = T.pose_vectors(p, mirror_augment=False, size=1000.0)
+    assert ys.shape == (6, 48)
+    np.testing.assert_allclose(T.bone_size(T.from_rows(ys @ q.T)), 1000.0, rtol=1e-12)
