@@ -127,6 +127,28 @@ def logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
+def refine_peaks(m: Tensor, iy: Tensor, ix: Tensor) -> Tensor:
+    """Map-grid xy (B, J, K, 2) of the grid peaks at rows ``iy`` and columns ``ix`` (B, J, K)
+    of positive maps ``m`` (B, J, h, w): each refined by a parabola through the log values of
+    its two neighbours along x and along y (exact for a sampled Gaussian peak), clamped to
+    half a map pixel; no refinement on the map border."""
+    w = m.shape[-1]
+    flat = F.pad(m.clamp_min(1e-30).log(), (1, 1, 1, 1), value=float("nan")).flatten(2)
+    w2 = w + 2
+
+    def at(dy: int, dx: int) -> Tensor:
+        return flat.gather(-1, (iy + 1 + dy) * w2 + ix + 1 + dx)
+
+    c = at(0, 0)
+    out = []
+    for lo, hi in ((at(0, -1), at(0, 1)), (at(-1, 0), at(1, 0))):
+        den = lo - 2 * c + hi
+        off = 0.5 * (lo - hi) / den
+        ok = torch.isfinite(off) & (den < 0)
+        out.append(torch.where(ok, off, torch.zeros_like(off)).clamp(-0.5, 0.5))
+    return torch.stack([ix.to(m.dtype) + out[0], iy.to(m.dtype) + out[1]], dim=-1)
+
+
 def read_joints_softmax(maps: Tensor, window: int = 1) -> tuple[Tensor, Tensor]:
     """Sub-grid joints and peak mass from positive belief maps (B, J, h, w).
 
@@ -142,22 +164,7 @@ def read_joints_softmax(maps: Tensor, window: int = 1) -> tuple[Tensor, Tensor]:
     total = m.sum((-2, -1)).clamp_min(1e-30)
     idx = m.flatten(2).argmax(-1)
     iy, ix = idx // w, idx % w
-    logm = m.clamp_min(1e-30).log()
-    pad = F.pad(logm, (1, 1, 1, 1), value=float("nan"))  # (B, J, h + 2, w + 2)
-    flat = pad.flatten(2)
-    W2 = w + 2
-
-    def at(dy: int, dx: int) -> Tensor:
-        return flat.gather(-1, ((iy + 1 + dy) * W2 + ix + 1 + dx).unsqueeze(-1)).squeeze(-1)
-
-    c = at(0, 0)
-    out = []
-    for lo, hi in ((at(0, -1), at(0, 1)), (at(-1, 0), at(1, 0))):
-        den = lo - 2 * c + hi
-        off = 0.5 * (lo - hi) / den
-        ok = torch.isfinite(off) & (den < 0)
-        out.append(torch.where(ok, off, torch.zeros_like(off)).clamp(-0.5, 0.5))
-    xy = torch.stack([ix.to(m.dtype) + out[0], iy.to(m.dtype) + out[1]], dim=-1)
+    xy = refine_peaks(m, iy[..., None], ix[..., None])[..., 0, :]
     k = 2 * window + 1
     box = F.avg_pool2d(F.pad(m, (window,) * 4), k, stride=1) * (k * k)
     mass = box.flatten(2).gather(-1, idx.unsqueeze(-1)).squeeze(-1)

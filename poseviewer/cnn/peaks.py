@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from poseviewer.cnn.ops import refine_peaks
+
 
 def top_peaks(maps: Tensor, k: int = 3, window: int = 2, floor: float = 0.05
               ) -> tuple[Tensor, Tensor]:
@@ -34,20 +36,7 @@ def top_peaks(maps: Tensor, k: int = 3, window: int = 2, floor: float = 0.05
     kk = min(k, h * w)
     height, idx = score.topk(kk, dim=-1)  # (B, J, kk), sorted
     iy, ix = idx // w, idx % w
-    pad = F.pad(m.clamp_min(1e-300).log(), (1, 1, 1, 1), value=float("nan")).flatten(2)
-    w2 = w + 2
-
-    def at(dy: int, dx: int) -> Tensor:
-        return pad.gather(-1, (iy + 1 + dy) * w2 + ix + 1 + dx)
-
-    c = at(0, 0)
-    offs = []
-    for lo, hi in ((at(0, -1), at(0, 1)), (at(-1, 0), at(1, 0))):
-        den = lo - 2 * c + hi
-        off = 0.5 * (lo - hi) / den
-        ok = torch.isfinite(off) & (den < 0)
-        offs.append(torch.where(ok, off, torch.zeros_like(off)).clamp(-0.5, 0.5))
-    xy = torch.stack([ix.double() + offs[0], iy.double() + offs[1]], dim=-1)
+    xy = refine_peaks(m, iy, ix)
     found = height > 0
     xy = torch.where(found[..., None], xy, torch.full_like(xy, float("nan")))
     height = torch.where(found, height, torch.zeros_like(height))
