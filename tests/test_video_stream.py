@@ -233,6 +233,8 @@ def test_interrupted_run_keeps_a_partial_folder_and_resume_finishes_it(tmp_path)
         fh.write(b'{"frame_index": 99, "res')  # a torn line
     res = run(tmp_path / "cut", resume=True)
     assert res.resumed_at == 11 and res.frames == full.frames == 24
+    # the people counted across the resume (restored from the checkpoint)
+    assert (res.person_frames, res.implausible) == (full.person_frames, full.implausible)
     assert not part.exists()
     for name in ("c.json", "c.coco.json"):
         _close(json.loads((tmp_path / "full" / name).read_text()),
@@ -247,6 +249,37 @@ def test_interrupted_run_keeps_a_partial_folder_and_resume_finishes_it(tmp_path)
                 assert abs(float(u) - float(v)) <= 2e-6
             except ValueError:
                 assert u == v
+
+
+def test_implausible_people_are_counted_per_frame_into_the_report(tmp_path, capsys) -> None:
+    """Every person judged against a residual limit no fit meets (a hand-broken limit):
+    each person of each exported frame counts as implausible, and the report and summary
+    line say so beside the photo counts."""
+    import dataclasses
+
+    from poseviewer.commands._batch import Report
+    from poseviewer.video import ArraySource, Tracker
+    from poseviewer.video.pipeline import export_video
+
+    rgb = [f[..., ::-1].copy() for f in _frames(6, two=True, step=5)]
+    est = _estimator(noise=0.0)
+    fine = export_video(est, ArraySource(rgb, fps=FPS), tmp_path / "a", "c", ("json",),
+                        tracker=Tracker(), min_track_frames=1)
+    est.plausibility = dataclasses.replace(est.plausibility, residual_limit=1e-12)
+    res = export_video(est, ArraySource(rgb, fps=FPS), tmp_path / "b", "c", ("json",),
+                       tracker=Tracker(), min_track_frames=1)
+    doc = json.loads((tmp_path / "b" / "c.json").read_text())
+    people = sum(len(f["result"]["persons"]) for f in doc["frames"])
+    assert res.person_frames == fine.person_frames == people == 12
+    assert fine.implausible == 0 and res.implausible == people
+    rep = Report("estimate", tmp_path)
+    rep.success("clip.mp4", [], res.max_people, [],
+                extra={"person_frames": res.person_frames,
+                       "implausible_person_frames": res.implausible})
+    rep.finish()
+    assert "in videos 12 of 12 people-in-frames implausible" in capsys.readouterr().out
+    rdoc = json.loads((tmp_path / "report.json").read_text())
+    assert rdoc["person_frames"] == 12 and rdoc["implausible_person_frames"] == 12
 
 
 def test_resume_refuses_other_formats_and_starts_fresh_without_resume(tmp_path) -> None:

@@ -179,6 +179,9 @@ class Report:
             "failures": self.failed,
             "people": sum(r["persons"] for r in self.ok),
             "implausible": sum(r.get("implausible", 0) for r in self.ok),
+            "person_frames": sum(r.get("person_frames", 0) for r in self.ok),
+            "implausible_person_frames": sum(r.get("implausible_person_frames", 0)
+                                             for r in self.ok),
             "results": self.ok,
             "other_outputs": [report_path(p) for p in extra_outputs or []],
         }
@@ -190,9 +193,14 @@ class Report:
             path = None
         people = sum(r["persons"] for r in self.ok)
         odd = sum(r.get("implausible", 0) for r in self.ok)
+        video = ""
+        if doc["person_frames"]:
+            video = (f"; in videos {doc['implausible_person_frames']} of "
+                     f"{doc['person_frames']} people-in-frames implausible")
         print(f"{self.command}: {len(self.ok)} of {n} succeeded, {len(self.failed)} failed"
               f"{' (interrupted)' if interrupted else ''}; {people} people, {odd} of them "
-              f"with an implausible 3D pose; report: {report_path(path) if path else None}")
+              f"with an implausible 3D pose{video}; report: "
+              f"{report_path(path) if path else None}")
         return path
 
 

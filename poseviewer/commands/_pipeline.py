@@ -180,7 +180,9 @@ def process_video(estimator: Any, index: int, path: Path, stem: str, opts: Estim
     return Record(index, str(path), stem, outputs=[str(p) for p in res.files],
                   persons=res.max_people, messages=list(res.messages) + [f"{res.frames} frames"],
                   extra={"frames": res.frames, "tracks": res.tracks,
-                         "resumed_at_frame": res.resumed_at})
+                         "resumed_at_frame": res.resumed_at,
+                         "person_frames": res.person_frames,
+                         "implausible_person_frames": res.implausible})
 
 
 # ---- the engines' face -------------------------------------------------------------------

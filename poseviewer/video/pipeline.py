@@ -336,6 +336,11 @@ class VideoExport:
     tracks: dict[str, int]
     """Track counts (:meth:`~poseviewer.video.track.TrackGate.report`)."""
     messages: list[str]
+    person_frames: int = 0
+    """People in the exported frames, counted once per frame they appear in."""
+    implausible: int = 0
+    """Of ``person_frames``, those whose 3D pose is implausible
+    (``PersonResult.implausible``)."""
 
 
 def default_tracker() -> Tracker:
@@ -393,11 +398,17 @@ def export_video(estimator: Any, source: FrameSource, out_dir: Any, stem: str,
     total = _total(source, every, max_frames)
     budget = None if max_frames is None else max_frames - start
     max_people = 0
+    counts = {"person_frames": 0, "implausible": 0}
+    if writer.resumed and writer.resume_state is not None:
+        counts.update({k: int(writer.resume_state.get(k, 0)) for k in counts})
 
     def emit(items: list[tuple[Any, int, float, Any]]) -> None:
         nonlocal max_people
         for result, index, time, state in items:
             max_people = max(max_people, len(result.persons))
+            counts["person_frames"] += len(result.persons)
+            counts["implausible"] += sum(p.implausible for p in result.persons)
+            state.update(counts)
             writer.add(result, index, time, state)
 
     done = start
@@ -428,4 +439,5 @@ def export_video(estimator: Any, source: FrameSource, out_dir: Any, stem: str,
             writer.discard()
         raise
     return VideoExport(files=files, frames=writer.frames_done, resumed_at=start,
-                       max_people=max_people, tracks=gate.report(), messages=messages)
+                       max_people=max_people, tracks=gate.report(), messages=messages,
+                       **counts)
