@@ -219,7 +219,7 @@ def test_bad_grids(model, ref):
 
 def test_head_top_offset_is_observed_through_the_fit(model):
     """With ``head_top_offset`` a the grid's fit observes the CPM head top as head +
-    a (head - neck/nose): on poses whose 2D head top is rendered that way, the matching
+    a (head - thorax): on poses whose 2D head top is rendered that way, the matching
     offset reproduces it (the head slot of ``joints_2d`` shows the projected head top)
     far better than the release's observation of the head itself, and the 3D pose is
     closer; the observed rows are that combination of the model's rows."""
