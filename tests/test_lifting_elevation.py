@@ -219,25 +219,26 @@ def test_bad_grids(model, ref):
 
 def test_head_top_offset_is_observed_through_the_fit(model):
     """With ``head_top_offset`` a the grid's fit observes the CPM head top as head +
-    a (head - neck/nose): on poses whose 2D head top is rendered that way, the matching
+    a (head - thorax): on poses whose 2D head top is rendered that way, the matching
     offset reproduces it (the head slot of ``joints_2d`` shows the projected head top)
     far better than the release's observation of the head itself, and the 3D pose is
     closer; the observed rows are that combination of the model's rows."""
     a = 1.5
+    h, t = 10, 8  # H36M-17's head and thorax
     m = _fresh(model)
     m.head_top_offset = a
     obs = m.observed_arrays()
-    i = int(np.flatnonzero(OBS_SLOTS == 10)[0])
+    i = int(np.flatnonzero(OBS_SLOTS == h)[0])
     mu = model.mu
-    np.testing.assert_allclose(obs.muz[:, i], (1 + a) * mu[:, 2, 10] - a * mu[:, 2, 9])
-    np.testing.assert_allclose(obs.ex[:, i], (1 + a) * model.e[:, :, 0, 10]
-                               - a * model.e[:, :, 0, 9])
+    np.testing.assert_allclose(obs.muz[:, i], (1 + a) * mu[:, 2, h] - a * mu[:, 2, t])
+    np.testing.assert_allclose(obs.ex[:, i], (1 + a) * model.e[:, :, 0, h]
+                               - a * model.e[:, :, 0, t])
     poses = _model_poses(model, 16, seed=7)
     gt = camera_frame(poses, np.random.default_rng(8).uniform(0, 2 * np.pi, len(poses)))
     from poseviewer.eval3d import EvalConfig
 
     img17 = project(tilt(gt, 30.0), "orthographic", EvalConfig())
-    top = (1 + a) * img17[:, 10] - a * img17[:, 9]
+    top = (1 + a) * img17[:, h] - a * img17[:, t]
     img = h36m_to_cpm(img17)
     img[:, 0] = top  # the CPM head top: LSP's top of the head
     vis = np.ones((len(img), 14), bool)
@@ -245,11 +246,56 @@ def test_head_top_offset_is_observed_through_the_fit(model):
     for off in (0.0, a):
         m.head_top_offset = off
         fit = m.lift(img, vis, as_numpy=True)
-        errs[off] = np.linalg.norm(fit.joints_2d[:, 10] - top, axis=-1).mean()
+        errs[off] = np.linalg.norm(fit.joints_2d[:, h] - top, axis=-1).mean()
         pm[off] = p_mpjpe(fit.pose_3d, gt).mean()
     height = np.ptp(img[:, :, 1], axis=1).mean()
     assert errs[a] < 0.01 * height < errs[0.0], errs
     assert pm[a] < pm[0.0]
+
+
+def test_head_top_offset_lands_on_the_head_top_and_leaves_the_other_joints():
+    """Hand-made, with the bundled model (whose head top ``spec.HEAD_TOP_OFFSET`` is): poses
+    drawn from it, turned by yaws of the grid and seen from 30 degrees above (a rotation
+    of the grid: the fit reproduces them up to its prior), with
+    the CPM head top drawn at head + a (head - thorax). With ``head_top_offset`` a the
+    projected head top lands on it and the other 13 joints project where the fit of the
+    same poses with H36M's head drawn and observed (offset 0) puts them: the offset moves
+    nothing but the head slot. Observing that head top as H36M's head (offset 0) misses
+    it and pulls the other joints."""
+    from poseviewer.eval3d import EvalConfig
+    from poseviewer.lifting import load_pose_model
+    from poseviewer.paths import DEFAULT_POSE_MODEL
+
+    bundled = load_pose_model(DEFAULT_POSE_MODEL)
+    a = spec.HEAD_TOP_OFFSET
+    assert a > 0 and bundled.head_top_offset == a and _fresh(bundled).head_top_offset == 0.0
+    h, t = spec.HEAD_SLOT, spec.THORAX_SLOT
+    poses = _model_poses(bundled, 16, seed=3)
+    yaw = spec.THETA[np.random.default_rng(4).integers(0, spec.NUM_ANGLES, 16)]
+    img17 = project(tilt(camera_frame(poses, yaw), 30.0), "orthographic", EvalConfig())
+    top = (1 + a) * img17[:, h] - a * img17[:, t]  # by hand
+    with_top = h36m_to_cpm(img17)
+    with_top[:, 0] = top  # the CPM head top (CPM-14 slot 0)
+    rest = np.arange(17) != h
+    height = np.ptp(img17[:, :, 1], axis=1)[:, None]
+    vis = np.ones((16, 14), bool)
+    m = _fresh(bundled)
+    plain = m.lift(h36m_to_cpm(img17), vis, as_numpy=True)  # offset 0, H36M's head drawn
+    m.head_top_offset = a
+    fit = m.lift(with_top, vis, as_numpy=True)
+    m.head_top_offset = 0.0
+    wrong = m.lift(with_top, vis, as_numpy=True)
+    assert np.allclose(np.degrees(fit.elevation), 30.0)
+    assert np.allclose(np.degrees(plain.elevation), 30.0)
+    err = np.linalg.norm(fit.joints_2d[:, h] - top, axis=-1) / height[:, 0]
+    assert err.max() < 0.01, err
+    moved = np.linalg.norm(fit.joints_2d[:, rest] - plain.joints_2d[:, rest], axis=-1) / height
+    assert moved.max() < 0.003, moved.max()
+    miss = np.linalg.norm(wrong.joints_2d[:, h] - top, axis=-1) / height[:, 0]
+    assert miss.min() > 5 * err.max(), (miss, err)
+    pulled = np.linalg.norm(wrong.joints_2d[:, rest] - plain.joints_2d[:, rest],
+                            axis=-1) / height
+    assert pulled.max() > 3 * moved.max(), (pulled.max(), moved.max())
 
 
 def test_elevation_search_switch_and_its_grid(model):

@@ -458,8 +458,8 @@ def lift(model: LiftingModel, j: np.ndarray, vis: np.ndarray, inter: bool,
         a = model.observed_arrays().head_top
         if a:  # the head slot shows, and is compared as, LSP's head top
             i = int(np.flatnonzero(OBS_SLOTS == spec.HEAD_SLOT)[0])
-            h, nk = 2 * spec.HEAD_SLOT, 2 * spec.NECK_SLOT
-            top = (1.0 + a) * proj[..., h : h + 2] - a * proj[..., nk : nk + 2]
+            h, th = 2 * spec.HEAD_SLOT, 2 * spec.THORAX_SLOT
+            top = (1.0 + a) * proj[..., h : h + 2] - a * proj[..., th : th + 2]
             proj[..., h : h + 2] = top
             proj[..., _X3 + i] = top[..., 0]
             proj[..., _X3 + J2 // 2 + i] = top[..., 1]

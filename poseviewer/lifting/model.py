@@ -129,8 +129,9 @@ class PoseModel3D:
         #: The elevation prior: non-level rotations' residuals times 1 + this.
         self.elevation_spike: float = spec.ELEVATION_SPIKE
         #: The elevation grid's observation of the CPM head top: head + this x (head -
-        #: neck/nose) (``spec.HEAD_TOP_OFFSET``; a model's ``meta["head_top_offset"]``
-        #: overrides it). The yaw-only fit observes the head itself, as the release.
+        #: thorax), beyond the head along the neck (``spec.HEAD_TOP_OFFSET``; a model's
+        #: ``meta["head_top_offset"]`` overrides it). The yaw-only fit observes the head
+        #: itself, as the release.
         self.head_top_offset: float = float(self.meta.get("head_top_offset",
                                                           spec.HEAD_TOP_OFFSET))
         self._grid_cache: tuple[tuple[float, ...], tuple[np.ndarray, int] | None] | None = None

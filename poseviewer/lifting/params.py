@@ -62,7 +62,7 @@ class ModelArrays:
     ext: np.ndarray  #: (K, 3 + B, 51) the columns E_1 .. E_{3+B}, rows x, y, z flattened
     mrot: np.ndarray  #: (K A, 4 + B, 51) ``rotated_basis``, flat (component, angle)
     head_top: float = 0.0
-    """The observed head slot's rows: head + head_top x (head - neck/nose) (0: H36M's head)."""
+    """The observed head slot's rows: head + head_top x (head - thorax) (0: H36M's head)."""
 
     @classmethod
     def derive(cls, mu: np.ndarray, e: np.ndarray, sigma: np.ndarray) -> ModelArrays:
@@ -100,13 +100,14 @@ class ModelArrays:
         return int(self.e.shape[1])
 
     def with_head_top(self, a: float) -> ModelArrays:
-        """The same model with the observed head slot's rows at head + a (head - neck/nose)
-        (LSP's head top for the elevation grid's fit; ``a`` 0: these arrays)."""
+        """The same model with the observed head slot's rows at head + a (head - thorax)
+        (LSP's head top for the elevation grid's fit, beyond the head along the neck; ``a``
+        0: these arrays)."""
         a = float(a)
         if a == self.head_top:
             return self
         i = int(np.flatnonzero(spec.OBS_SLOTS == spec.HEAD_SLOT)[0])
-        h, n = spec.HEAD_SLOT, spec.NECK_SLOT
+        h, n = spec.HEAD_SLOT, spec.THORAX_SLOT
         rows = {}
         for r, name in enumerate("xyz"):
             base = getattr(self, "e" + name).copy()
