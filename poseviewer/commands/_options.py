@@ -37,6 +37,8 @@ class EstimatorSettings:
     """``--fov``: degrees, 0 = orthographic; None: the Estimator's default."""
     precision: str | None = None
     """``--precision``: 'fp32' or 'int8'; None: the Estimator's default."""
+    stages: int | None = None
+    """``--stages``: run the network's first K stages only; None: all."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,9 @@ class EstimateOptions:
             raise UsageError(problem)
         if args.batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
+        stages = getattr(args, "stages", None)
+        if stages is not None and stages < 1:
+            raise UsageError(f"--stages must be at least 1, not {stages}")
         return cls(
             paths=tuple(Path(p) for p in args.paths),
             output=OutputOptions(out=Path(args.out), formats=tuple(formats), frame=args.frame,
@@ -126,7 +131,7 @@ class EstimateOptions:
                 bf16=bool(args.bf16), flip_test=False if args.single_pass else None,
                 target_prior_off=bool(args.no_target_prior),
                 elevation_search=bool(args.elevation_search), fov=args.fov,
-                precision=args.precision),
+                precision=args.precision, stages=stages),
             engine=EngineOptions(
                 name=args.engine, batch_size=int(args.batch_size), workers=int(args.workers),
                 threads=args.threads, ray_address=args.ray_address,
@@ -162,4 +167,4 @@ def load_estimator(settings: EstimatorSettings) -> Any:
                           flip_test=s.flip_test,
                           target_prior=TargetPrior(0.0, 0.0) if s.target_prior_off else None,
                           elevation_search=s.elevation_search, fov=s.fov,
-                          precision=s.precision)
+                          precision=s.precision, stages=s.stages)
