@@ -108,17 +108,30 @@ class EstimateOptions:
             formats = parse_formats(args.format)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        from poseviewer.video.pipeline import (
+            DEFAULT_DETECT_EVERY,
+            REALTIME_DETECT_EVERY,
+            REALTIME_STAGES,
+        )
+
+        realtime = bool(getattr(args, "realtime", False))
+        if realtime and args.mirror_pass:
+            raise UsageError("--realtime runs a single pass: leave out --mirror-pass")
+        detect_every = args.detect_every if args.detect_every is not None else \
+            REALTIME_DETECT_EVERY if realtime else DEFAULT_DETECT_EVERY
+        stages = getattr(args, "stages", None)
+        if stages is None and realtime:
+            stages = REALTIME_STAGES
         video = VideoOptions(
             every=int(args.every), max_frames=args.max_frames,
             smoothing=not args.no_smoothing, min_track_frames=int(args.min_track_frames),
-            keep_maps=bool(args.keep_maps), detect_every=int(args.detect_every),
+            keep_maps=bool(args.keep_maps), detect_every=int(detect_every),
             mirror_pass=bool(args.mirror_pass), stage_fits=bool(args.stage_fits))
         problem = _video_problem(video)
         if problem:
             raise UsageError(problem)
         if args.batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
-        stages = getattr(args, "stages", None)
         if stages is not None and stages < 1:
             raise UsageError(f"--stages must be at least 1, not {stages}")
         return cls(
