@@ -176,3 +176,30 @@ def test_cli_stages_option(tmp_path, monkeypatch, capsys) -> None:
     doc = json.loads((tmp_path / "o" / "sample_fullbody.json").read_text())
     assert doc["model"]["stages"] == 1
     assert [len(p["stages"]) for p in doc["persons"]] == [1] * len(doc["persons"])
+
+
+def test_evaluate_with_stages_gives_the_full_runs_first_columns() -> None:
+    from poseviewer.train2d.evaluate import evaluate, predict_stages
+
+    torch.manual_seed(1)
+    net = LiftingCPM(tiny_test(fusion=False, num_stages=3)).eval()
+    size = net.config.input_size
+    rng = np.random.default_rng(0)
+    crops = rng.uniform(0, 255, (6, size, size, 3)).astype(np.float32)
+    gt = rng.uniform(0, size, (6, 14, 2)).astype(np.float32)
+    vis = np.ones((6, 14), bool)
+    full = evaluate(net, None, np.arange(6), crops=(crops, gt, vis), alpha=0.5)
+    one = evaluate(net, None, np.arange(6), crops=(crops, gt, vis), alpha=0.5, stages=1)
+    assert full.per_joint.shape[0] == 3 and one.per_joint.shape[0] == 1
+    np.testing.assert_array_equal(one.per_joint, full.per_joint[:1])
+    np.testing.assert_array_equal(one.mean, full.mean[:1])
+    assert "stage 1" in one.table() and "stage 2" not in one.table()
+    np.testing.assert_array_equal(predict_stages(net, crops, stages=2),
+                                  predict_stages(net, crops)[:2])
+
+
+def test_eval_2d_refuses_a_bad_stage_count(capsys) -> None:
+    from poseviewer.cli import main
+
+    assert main(["eval-2d", "--stages", "4", "--single-pass", "--pose-model", ""]) == 2
+    assert "--stages: stages must be a whole number from 1 to 3" in capsys.readouterr().err
