@@ -203,3 +203,25 @@ def test_eval_2d_refuses_a_bad_stage_count(capsys) -> None:
 
     assert main(["eval-2d", "--stages", "4", "--single-pass", "--pose-model", ""]) == 2
     assert "--stages: stages must be a whole number from 1 to 3" in capsys.readouterr().err
+
+
+@pytest.mark.gui
+def test_viewer_first_stage_only_reruns_with_one_stage(qtbot, settings, tmp_path) -> None:
+    pytest.importorskip("PySide6")
+    from test_app import make_window, open_and_wait, tiny_estimator, write_image
+
+    est = tiny_estimator(fusion=True, stages=3)
+    win = make_window(qtbot, settings, est)
+    open_and_wait(qtbot, win, write_image(tmp_path / "p.png"), timeout=60000)
+    full = win.state.result
+    assert full.num_stages == 3 and not win.action_first_stage.isChecked()
+    with qtbot.waitSignal(win.worker.succeeded, timeout=60000):
+        win.action_first_stage.setChecked(True)
+    one = win.state.result
+    assert one.num_stages == 1 and one.model["stages"] == 1 and win.state.stage == 0
+    np.testing.assert_array_equal(one.persons[0].final.joints_2d,
+                                  full.persons[0].stages[0].joints_2d)
+    assert win.controls.stage_total.text() == "/ 1"
+    with qtbot.waitSignal(win.worker.succeeded, timeout=60000):
+        win.action_first_stage.setChecked(False)
+    assert win.state.result.num_stages == 3 and est.stages == 3
