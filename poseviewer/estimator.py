@@ -51,7 +51,7 @@ from poseviewer.cnn.backend import (
 )
 from poseviewer.cnn.cancel import Cancelled, CancelToken, check_cancel
 from poseviewer.cnn.int8 import PRECISIONS, Int8Error, attach_int8, calibration_path, load_int8
-from poseviewer.cnn.lifting_cpm import LiftingCPM
+from poseviewer.cnn.lifting_cpm import LiftingCPM, check_stages
 from poseviewer.cnn.preprocess import crop_centred, normalise, release_resize, warp_crop
 from poseviewer.cnn.prior import DEFAULT_PRIOR, TargetPrior, log_prior
 from poseviewer.cnn.weights import WeightsError, load_cpm
@@ -198,7 +198,8 @@ class Estimator:
                  flip_test: bool | None = None,
                  target_prior: TargetPrior | None = None,
                  elevation_search: bool | None = None,
-                 fov: float | None = None, precision: str | None = None) -> None:
+                 fov: float | None = None, precision: str | None = None,
+                 stages: int | None = None) -> None:
         self.device = resolve_device(device)
         self.pose_model = pose_model
         self.fov = DEFAULT_FOV_DEG if fov is None else fov
@@ -225,6 +226,8 @@ class Estimator:
         self._int8: Any = None
         if precision is not None:
             self.precision = precision
+        if stages is not None:
+            self.stages = stages
         self.plausibility: PlausibilityLimits | None = (
             PlausibilityLimits.load() if PLAUSIBILITY_FILE.is_file() else None)
         """The limits that judge every fit (``Fit.plausible``); None: not judged."""
@@ -323,6 +326,28 @@ class Estimator:
         if self._int8 is None:
             self._int8 = load_int8(model, self.int8_file)
         attach_int8(model, self._int8)
+
+    @property
+    def stages(self) -> int:
+        """How many of the 2D network's stages run (default all, ``backend.num_stages``):
+        with k fewer, the later stages' heads, fusion and lifting are not computed and each
+        person's ``stages`` holds k entries, equal to a full run's first k (the last of
+        them is the result). ``Estimator(stages=1)``, ``poseviewer estimate --stages 1``.
+        A backend that cannot stop early runs all its stages (setting fewer raises
+        ``ValueError``)."""
+        got = getattr(self.backend, "stages", None)
+        return int(self.backend.num_stages if got is None else got)
+
+    @stages.setter
+    def stages(self, k: int | None) -> None:
+        n = int(self.backend.num_stages)
+        k = check_stages(k, n)
+        if not hasattr(self.backend, "stages"):
+            if k != n:
+                raise ValueError(f"this network's backend ({type(self.backend).__name__}) "
+                                 f"runs all its {n} stages; it cannot stop after {k}")
+            return
+        self.backend.stages = None if k == n else k
 
     @property
     def int8_file(self) -> Path:
@@ -761,6 +786,7 @@ class Estimator:
             "bf16": self.bf16,
             "flip_test": self.flip_test,
             "precision": self.precision,
+            "stages": self.stages,
             "elevation_search": self.elevation_search,
             "fov": self.fov,
             **self.info,

@@ -11,8 +11,10 @@ not change, so every frame-to-frame change of the root-relative 3D joints is jit
     .venv/bin/python scripts/bench_video.py --synthetic  # jitter with tests/test_video.py's
         # numpy pose network (template pose + Gaussian noise, every joint visible)
     .venv/bin/python scripts/bench_video.py --speed [--frames 20] [--precisions fp32,int8]
+        [--fast-only] [--repeats R]
         # frames/s table: 1 and 5 people, fp32 / int8, mirror pass on/off, detector every
-        # frame / every 5th (followed boxes), and the phases of a frame
+        # frame / every 5th (followed boxes), and the fast rows: single pass, the network
+        # stopped after stage 1 or not, detector every 5th / 10th; the phases of a frame
     .venv/bin/python scripts/bench_video.py --long [--frames 3000]  # memory of a long clip
         # streamed to every export format: peak RSS against the RSS after 100 frames
         # (goal: within +300 MB) and the JSON's size per frame (goal: < 40 kB, one person);
@@ -98,6 +100,15 @@ def main() -> int:
                     "every 5th; --frames per run")
     ap.add_argument("--precisions", default="fp32,int8",
                     help="--speed: the network precisions to compare (comma-separated)")
+    ap.add_argument("--fast-only", action="store_true",
+                    help="--speed: only the fast rows (single pass, fp32, all stages or the "
+                    "first, detector every 5th or 10th), not the mirror/precision grid")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="--speed: torch threads for the network and the person detector "
+                    "(default: torch's and DETECTOR_THREADS); 1 makes the CPU time a "
+                    "frame a measure of the work, less skewed by a shared machine")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="--speed: run every row this many times, interleaved; keep the best")
     ap.add_argument("--long", action="store_true",
                     help="memory and file size of a long looped clip (--frames, e.g. 3000) "
                     "streamed to every export format")
@@ -121,7 +132,16 @@ def main() -> int:
     if args.long:
         return long_clip(est, args.frames)
     if args.speed:
-        return speed_table(est, args.frames, tuple(args.precisions.split(",")))
+        if args.threads is not None:
+            import torch
+
+            from poseviewer.detect import load_detector
+
+            torch.set_num_threads(args.threads)
+            load_detector().threads = args.threads
+        print(f"torch threads {__import__('torch').get_num_threads()}")
+        return speed_table(est, args.frames, tuple(args.precisions.split(",")),
+                           grid=not args.fast_only, repeats=args.repeats)
     print(f"device {est.device}; default network {est.backend.info().get('name')}")
     with tempfile.TemporaryDirectory() as tmp:
         clip = write_clip(Path(tmp) / "clip.mp4", args.frames + 1)
@@ -214,57 +234,122 @@ def write_crowd_clip(path: Path, frames: int, people: int, size: tuple[int, int]
     return path
 
 
+#: The rows ``--speed`` adds to its grid: single pass, fp32, the network stopped after
+#: stage 1 or not, the detector every 5th or 10th frame (``--fast-only``: these alone, with
+#: the grid's fastest row, every-5th with all stages, as their baseline).
+FAST_ROWS = ((None, 5), (None, 10), (1, 5), (1, 10))
+
+
+def speed_rows(precisions: tuple[str, ...], grid: bool = True
+               ) -> list[tuple[int, str, bool, int, int | None]]:
+    """(people, precision, mirror pass, detector every k, stages) of each ``--speed`` row:
+    the grid (1 and 5 people x precision x mirror pass x detector every frame / every
+    5th, all stages) unless not ``grid``, then the fast rows (:data:`FAST_ROWS`, fp32,
+    single pass; int8 with stage 1 and every 10th as well when int8 is compared)."""
+    rows: list[tuple[int, str, bool, int, int | None]] = []
+    for people in (1, 5):
+        if grid:
+            rows += [(people, p, m, k, None) for p in precisions for m in (True, False)
+                     for k in (1, 5)]
+        else:
+            rows.append((people, "fp32", False, 5, None))
+        rows += [(people, "fp32", False, k, st) for st, k in FAST_ROWS
+                 if (people, "fp32", False, k, st) not in rows]
+        if "int8" in precisions:
+            rows.append((people, "int8", False, 10, 1))
+    return rows
+
+
 def speed_table(est: Estimator, frames: int, precisions: tuple[str, ...] = ("fp32", "int8"),
-                phases: bool = True) -> int:
+                grid: bool = True, repeats: int = 1) -> int:
     """Frames per second of ``export_video`` (decode in a thread -> estimate -> track ->
-    smooth -> JSON) for 1 and 5 people, fp32 and int8, mirror pass on and off, the detector
-    on every frame and on every 5th (followed boxes between), all in this one run; with
-    ``phases`` the mean time per frame of each phase of the results (single pass, followed
-    boxes)."""
+    smooth -> JSON) for each of :func:`speed_rows` (1 and 5 people, fp32 / int8, mirror
+    pass on / off, the detector on every frame or every k-th (followed boxes between),
+    all stages or only the first), all in this one run, and the mean time per frame of
+    each phase of the single-pass rows with followed boxes (``wall``: the frame's share of
+    the run; ``outside``: wall - the estimator's total: tracking, smoothing and the
+    re-lifting of the smoothed joints, the JSON, waiting for the decoder). ``repeats``:
+    every row run that many times, the rows interleaved, the best kept (the machine's
+    load counts less)."""
     from poseviewer.video.pipeline import export_video
 
-    rows = []
+    rows = speed_rows(precisions, grid)
+    best: dict[tuple, tuple[float, dict[str, float], int]] = {}
+    least_cpu: dict[tuple, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for people in (1, 5):
-            clip = write_crowd_clip(Path(tmp) / f"p{people}.mp4", frames + 1, people, est=est)
-            for precision in precisions:
+        clips = {people: write_crowd_clip(Path(tmp) / f"p{people}.mp4", frames + 1, people,
+                                          est=est) for people in (1, 5)}
+        for rep in range(repeats):
+            for row in rows:
+                people, precision, mirror, k, stages = row
                 est.precision = precision
-                for mirror in (True, False):
-                    est.flip_test = mirror
-                    for k in (1, 5):
-                        with VideoFileSource(clip) as src:  # warm-up: one frame
-                            export_video(est, src, Path(tmp), "w", ("json",), max_frames=1)
-                        seen: dict[str, float] = {}
+                est.flip_test = mirror
+                est.stages = stages
+                with VideoFileSource(clips[people]) as src:  # warm-up: one frame
+                    export_video(est, src, Path(tmp), "w", ("json",), max_frames=1)
+                seen: dict[str, float] = {"detector frames": 0.0}
 
-                        def on_frame(done: int, total: int | None, result,
-                                     seen: dict[str, float] = seen) -> None:
-                            for key, v in result.timings.items():
-                                seen[key] = seen.get(key, 0.0) + v
+                def on_frame(done: int, total: int | None, result,
+                             seen: dict[str, float] = seen) -> None:
+                    for key, v in result.timings.items():
+                        seen[key] = seen.get(key, 0.0) + v
+                    seen["detector frames"] += any(p.source != "tracked"
+                                                   for p in result.persons)
 
-                        t0 = time.perf_counter()
-                        with VideoFileSource(clip) as src:
-                            res = export_video(est, src, Path(tmp), "r", ("json",),
-                                               max_frames=frames, detect_every=k,
-                                               min_track_frames=1, on_frame=on_frame)
-                        fps = res.frames / (time.perf_counter() - t0)
-                        rows.append((people, precision, mirror, k, fps, res.max_people))
-                        print(f"  {people} people, {precision}, mirror "
-                              f"{'on ' if mirror else 'off'}, detector every {k}: {fps:.2f} "
-                              f"frames/s ({res.max_people} found)", flush=True)
-                        if phases and not mirror and k == 5:
-                            print("    mean ms a frame: " + ", ".join(
-                                f"{key} {1000 * v / max(res.frames, 1):.1f}"
-                                for key, v in seen.items()), flush=True)
-    est.precision = "fp32"
-    base = {p: next(r[4] for r in rows if r[0] == p and r[1] == precisions[0] and r[2]
-                    and r[3] == 1) for p in (1, 5)}
-    print(f"\n| people | precision | mirror pass | detector | frames/s | x ({precisions[0]}, "
-          "mirror, every frame) |")
-    print("|---:|---|---|---|---:|---:|")
-    for people, precision, mirror, k, fps, _ in rows:
+                t0, c0 = time.perf_counter(), time.process_time()
+                with VideoFileSource(clips[people]) as src:
+                    res = export_video(est, src, Path(tmp), "r", ("json",),
+                                       max_frames=frames, detect_every=k,
+                                       min_track_frames=1, on_frame=on_frame)
+                wall = time.perf_counter() - t0
+                fps = res.frames / wall
+                n = max(res.frames, 1)
+                cpu_ms = 1000 * (time.process_time() - c0) / n
+                runs = int(seen.pop("detector frames"))
+                ms = {key: 1000 * v / n for key, v in seen.items()}
+                ms["wall"] = 1000 * wall / n
+                ms["outside"] = ms["wall"] - ms.get("total", 0.0)
+                print(f"  [{rep + 1}/{repeats}] {people} people, {precision}, mirror "
+                      f"{'on ' if mirror else 'off'}, stages {stages or 'all'}, detector "
+                      f"every {k}: {fps:.2f} frames/s, CPU {cpu_ms:.0f} ms a frame "
+                      f"({res.max_people} found; the detector on {runs} of {res.frames} "
+                      "frames)", flush=True)
+                if row not in best or fps > best[row][0]:
+                    best[row] = (fps, ms, runs)
+                if row not in least_cpu or cpu_ms < least_cpu[row]:
+                    least_cpu[row] = cpu_ms
+    est.precision, est.flip_test, est.stages = "fp32", True, None
+    first = {p: next(r for r in rows if r[0] == p) for p in (1, 5)}
+    base = {p: best[first[p]][0] for p in (1, 5)}
+    base_cpu = {p: least_cpu[first[p]] for p in (1, 5)}
+    print(f"\nbest of {repeats} run(s) per row; x: against the first row of the same people "
+          "count" + (" (fp32, mirror, every frame)" if grid else
+                     f" ({first[1][1]}, single pass, every {first[1][3]}th, all stages)"))
+    print("CPU ms: the process's CPU time a frame (all its threads; the least of the runs), "
+          "x CPU: the first row's over this row's")
+    print("\n| people | precision | mirror pass | stages | detector | frames/s | x | CPU ms "
+          "a frame | x CPU |")
+    print("|---:|---|---|---|---|---:|---:|---:|---:|")
+    for row in rows:
+        people, precision, mirror, k, stages = row
+        fps, cpu = best[row][0], least_cpu[row]
+        det = "every frame" if k == 1 else f"every {k}th, followed boxes"
         print(f"| {people} | {precision} | {'on' if mirror else 'off'} | "
-              f"{'every frame' if k == 1 else f'every {k}th, followed boxes'} | {fps:.2f} | "
-              f"{fps / base[people]:.2f} |")
+              f"{'all' if stages is None else f'first {stages}'} | {det} | {fps:.2f} | "
+              f"{fps / base[people]:.2f} | {cpu:.0f} | {base_cpu[people] / cpu:.2f} |")
+    print("\nmean ms a frame (the best run of each single-pass row with followed boxes):")
+    keys = ("detect", "preprocess", "cnn", "lift", "fusion", "read", "results", "total",
+            "outside", "wall")
+    print("| people | precision | stages | detector (frames it ran) | " + " | ".join(keys) + " |")
+    print("|---:|---|---|---|" + "---:|" * len(keys))
+    for row in rows:
+        people, precision, mirror, k, stages = row
+        if mirror or k == 1:
+            continue
+        ms, runs = best[row][1], best[row][2]
+        print(f"| {people} | {precision} | {'all' if stages is None else stages} | every {k} "
+              f"({runs} of {frames}) | "
+              + " | ".join(f"{ms.get(key, 0.0):.1f}" for key in keys) + " |")
     print("(640 x 480, decode -> JSON; goals: one person >= 25 frames/s, five >= 8)")
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     return 0

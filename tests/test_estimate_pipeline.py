@@ -47,7 +47,7 @@ def test_options_parse_every_flag_into_its_field() -> None:
         "--workers", "0", "--threads", "2", "--resume", "--ray-address", "auto",
         "--num-gpus", "1", "--actors", "5", "--every", "2", "--max-frames", "7",
         "--no-smoothing", "--min-track-frames", "4", "--keep-maps", "--detect-every", "3",
-        "--mirror-pass", "--stage-fits", "--fov", "35", "--precision", "int8"])
+        "--mirror-pass", "--stage-fits", "--fov", "35", "--precision", "int8", "--stages", "2"])
     o = EstimateOptions.from_args(args)
     assert o == EstimateOptions(
         paths=(Path("a.jpg"), Path("dir")),
@@ -57,7 +57,7 @@ def test_options_parse_every_flag_into_its_field() -> None:
                                     person_weights="p.safetensors", bf16=True,
                                     flip_test=False, target_prior_off=True,
                                     elevation_search=True, fov=35.0,
-                                    precision="int8"),
+                                    precision="int8", stages=2),
         engine=EngineOptions(name="ray", batch_size=3, workers=0, threads=2,
                              ray_address="auto", num_gpus=1, actors=5),
         video=VideoOptions(every=2, max_frames=7, smoothing=False, min_track_frames=4,
@@ -69,6 +69,17 @@ def test_options_parse_every_flag_into_its_field() -> None:
     assert d.output == OutputOptions(out=Path("res"))
     assert d.estimator == EstimatorSettings() and d.engine == EngineOptions()
     assert d.video.every == 1 and d.video.smoothing and not d.video.mirror_pass
+    assert d.video.detect_every == 1 and d.estimator.stages is None
+    # --realtime: the preset's stages and detector interval; options given explicitly win
+    from poseviewer.video.pipeline import REALTIME_DETECT_EVERY, REALTIME_STAGES
+
+    r = EstimateOptions.from_args(_parser().parse_args(["a.jpg", "--out", "res", "--realtime"]))
+    assert (r.estimator.stages, r.video.detect_every) == (REALTIME_STAGES, REALTIME_DETECT_EVERY)
+    assert (REALTIME_STAGES, REALTIME_DETECT_EVERY) == (1, 10)
+    r = EstimateOptions.from_args(_parser().parse_args(
+        ["a.jpg", "--out", "res", "--realtime", "--stages", "2", "--detect-every", "3"]))
+    assert (r.estimator.stages, r.video.detect_every) == (2, 3)
+    assert r.estimator == EstimatorSettings(stages=2) and not r.video.mirror_pass
     assert d.resume is False and d.progress is True
     assert not d.output.coco and d.output.per_image == ("json",)
     # frozen, and plain values all the way down (what a Ray actor gets)
@@ -83,6 +94,8 @@ def test_options_parse_every_flag_into_its_field() -> None:
     (["--every", "0"], "--every must be at least 1, not 0"),
     (["--max-frames", "0"], "--max-frames must be at least 1, not 0"),
     (["--detect-every", "0"], "--detect-every must be at least 1, not 0"),
+    (["--stages", "0"], "--stages must be at least 1, not 0"),
+    (["--realtime", "--mirror-pass"], "--realtime runs a single pass: leave out --mirror-pass"),
     (["--min-track-frames", "0"], "--min-track-frames must be at least 1, not 0"),
     (["--batch-size", "0", "--engine", "plain"], "--batch-size must be at least 1"),
 ])

@@ -241,6 +241,15 @@ class MainWindow(QMainWindow):
             "Changing it re-runs the current image.")
         self.action_elevation.toggled.connect(self.set_elevation_search)
         rm.addAction(self.action_elevation)
+        self.action_first_stage = QAction("First stage only (faster, e.g. for video)", self)
+        self.action_first_stage.setObjectName("action_first_stage")
+        self.action_first_stage.setCheckable(True)
+        self.action_first_stage.setToolTip(
+            "Stop the 2D network after its first stage: the refinement stages, their "
+            "fusion and lifting are skipped (about 0.4 PCK points less; see docs/video.md). "
+            "Changing it re-runs the current image; a video's run takes it at its start.")
+        self.action_first_stage.toggled.connect(self.set_first_stage_only)
+        rm.addAction(self.action_first_stage)
         rm.addAction(self._action("Re-run on this image", self.rerun, "F5", "action_rerun"))
         rm.addAction(self._action("Cancel", self.cancel, Qt.Key.Key_Escape, "action_cancel"))
         self._rebuild_recent_menu()
@@ -363,6 +372,23 @@ class MainWindow(QMainWindow):
         if self.flip_test == bool(on):
             return
         self.flip_test = bool(on)
+        self.rerun()
+
+    @property
+    def first_stage_only(self) -> bool | None:
+        """Whether the 2D network stops after its first stage (Run menu; off by default)."""
+        return self.worker.settings.first_stage_only
+
+    @first_stage_only.setter
+    def first_stage_only(self, on: bool | None) -> None:
+        self.worker.settings = replace(self.worker.settings, first_stage_only=on)
+
+    @Slot(bool)
+    def set_first_stage_only(self, on: bool) -> None:
+        """Stop the network after its first stage, or run all; re-runs the current image."""
+        if bool(self.first_stage_only) == bool(on):
+            return
+        self.first_stage_only = bool(on)
         self.rerun()
 
     @Slot(bool)

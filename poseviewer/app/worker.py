@@ -87,12 +87,22 @@ class RunSettings:
     """The network's mirror test-time pass."""
     elevation_search: bool | None = None
     """The 3D fit's search of the camera elevation."""
+    first_stage_only: bool | None = None
+    """Stop the 2D network after its first stage (``Estimator.stages`` 1; False: all)."""
 
     def apply(self, estimator: Any) -> None:
         """Set every setting that is not None on ``estimator`` (where it has it)."""
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is not None and hasattr(estimator, f.name):
+            if value is None:
+                continue
+            if f.name == "first_stage_only":
+                if hasattr(estimator, "stages"):
+                    try:
+                        estimator.stages = 1 if value else None
+                    except ValueError:  # a network that always runs all its stages: the
+                        pass            # result's stage count shows it
+            elif hasattr(estimator, f.name):
                 setattr(estimator, f.name, value)
 
 

@@ -161,6 +161,8 @@ class CPMBackend:
         """Side of the belief maps (the grid a ``prior`` is given on)."""
         self.accepts_prior = True
         """``forward`` takes ``prior`` (log-weights per crop on the map grid)."""
+        self.stages: int | None = None
+        """Run only the first ``stages`` stages (``LiftingCPM.forward``); None: all."""
 
     @property
     def config(self) -> Any:
@@ -186,7 +188,8 @@ class CPMBackend:
         p = None if prior is None else torch.from_numpy(
             np.ascontiguousarray(prior, dtype=np.float32))[:, None].to(self.device)
         with torch.inference_mode(), self.autocast():
-            out = self.model(x, on_stage=on_stage, cancel=cancel, prior=p)
+            out = self.model(x, on_stage=on_stage, cancel=cancel, prior=p,
+                             stages=self.stages)
         j = self.model.config.num_joints
         stages = []
         for s in out.stages:

@@ -321,13 +321,15 @@ class LiftingCPM(nn.Module):
         cancel: Any = None,
         read_joints: bool = True,
         prior: Tensor | None = None,
+        stages: int | None = None,
     ) -> CPMOutput:
-        """Run all stages.
+        """Run the stages (all, or the first ``stages``: the later stages' heads, fusion and
+        lifting are not computed; the first ``stages`` outputs equal those of a full run).
 
         images: (B, 3, H, W) normalised (``channel_order``, ``norm_scale/offset``).
         centre: (B, 1, H, W) centre maps at input resolution, or None for the default map
         peaking at the crop centre (ignored when the config has no centre map).
-        on_stage(stage_index, num_stages) is called after each stage; ``cancel`` (a token
+        on_stage(stage_index, stages run) is called after each stage; ``cancel`` (a token
         with ``cancelled`` or a callable) is checked before each stage and raises
         ``Cancelled``. ``read_joints=False`` skips joint reading when fusion is inactive.
         prior: (B, 1, h, w) log-weights on the map grid for every joint map
@@ -337,6 +339,7 @@ class LiftingCPM(nn.Module):
         multiplied by its exp at every stage.
         """
         cfg = self.config
+        n_stages = check_stages(stages, cfg.num_stages)
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"LiftingCPM expects (B, 3, H, W) images, got {tuple(images.shape)}")
         B = images.shape[0]
@@ -366,7 +369,7 @@ class LiftingCPM(nn.Module):
                 if feat.is_contiguous(memory_format=torch.channels_last) else pooled
         stages: list[StageOutput] = []
         prev: Tensor | None = None
-        for t in range(cfg.num_stages):
+        for t in range(n_stages):
             if t > 0:
                 check_cancel(cancel)
                 t0 = time.perf_counter()
@@ -400,8 +403,19 @@ class LiftingCPM(nn.Module):
             stages.append(out)
             prev = out.fused
             if on_stage is not None:
-                on_stage(t, cfg.num_stages)
+                on_stage(t, n_stages)
         return CPMOutput(stages=stages)
+
+
+def check_stages(stages: int | None, num_stages: int) -> int:
+    """How many stages to run: ``stages`` checked against the network's ``num_stages``
+    (None: all of them)."""
+    if stages is None:
+        return int(num_stages)
+    if isinstance(stages, bool) or int(stages) != stages or not 1 <= stages <= num_stages:
+        raise ValueError(f"stages must be a whole number from 1 to {num_stages} (the "
+                         f"network's stages), not {stages!r}")
+    return int(stages)
 
 
 def _flip_perm(skeleton: Skeleton, num_joints: int) -> list[int]:

@@ -37,6 +37,8 @@ class EstimatorSettings:
     """``--fov``: degrees, 0 = orthographic; None: the Estimator's default."""
     precision: str | None = None
     """``--precision``: 'fp32' or 'int8'; None: the Estimator's default."""
+    stages: int | None = None
+    """``--stages``: run the network's first K stages only; None: all."""
 
 
 @dataclass(frozen=True)
@@ -106,16 +108,32 @@ class EstimateOptions:
             formats = parse_formats(args.format)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        from poseviewer.video.pipeline import (
+            DEFAULT_DETECT_EVERY,
+            REALTIME_DETECT_EVERY,
+            REALTIME_STAGES,
+        )
+
+        realtime = bool(getattr(args, "realtime", False))
+        if realtime and args.mirror_pass:
+            raise UsageError("--realtime runs a single pass: leave out --mirror-pass")
+        detect_every = args.detect_every if args.detect_every is not None else \
+            REALTIME_DETECT_EVERY if realtime else DEFAULT_DETECT_EVERY
+        stages = getattr(args, "stages", None)
+        if stages is None and realtime:
+            stages = REALTIME_STAGES
         video = VideoOptions(
             every=int(args.every), max_frames=args.max_frames,
             smoothing=not args.no_smoothing, min_track_frames=int(args.min_track_frames),
-            keep_maps=bool(args.keep_maps), detect_every=int(args.detect_every),
+            keep_maps=bool(args.keep_maps), detect_every=int(detect_every),
             mirror_pass=bool(args.mirror_pass), stage_fits=bool(args.stage_fits))
         problem = _video_problem(video)
         if problem:
             raise UsageError(problem)
         if args.batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
+        if stages is not None and stages < 1:
+            raise UsageError(f"--stages must be at least 1, not {stages}")
         return cls(
             paths=tuple(Path(p) for p in args.paths),
             output=OutputOptions(out=Path(args.out), formats=tuple(formats), frame=args.frame,
@@ -126,7 +144,7 @@ class EstimateOptions:
                 bf16=bool(args.bf16), flip_test=False if args.single_pass else None,
                 target_prior_off=bool(args.no_target_prior),
                 elevation_search=bool(args.elevation_search), fov=args.fov,
-                precision=args.precision),
+                precision=args.precision, stages=stages),
             engine=EngineOptions(
                 name=args.engine, batch_size=int(args.batch_size), workers=int(args.workers),
                 threads=args.threads, ray_address=args.ray_address,
@@ -162,4 +180,4 @@ def load_estimator(settings: EstimatorSettings) -> Any:
                           flip_test=s.flip_test,
                           target_prior=TargetPrior(0.0, 0.0) if s.target_prior_off else None,
                           elevation_search=s.elevation_search, fov=s.fov,
-                          precision=s.precision)
+                          precision=s.precision, stages=s.stages)

@@ -11,7 +11,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from poseviewer.video.pipeline import DEFAULT_DETECT_EVERY, DEFAULT_MIN_TRACK_FRAMES
+from poseviewer.video.pipeline import (
+    DEFAULT_DETECT_EVERY,
+    DEFAULT_MIN_TRACK_FRAMES,
+    REALTIME_DETECT_EVERY,
+    REALTIME_STAGES,
+)
 
 if TYPE_CHECKING:
     from poseviewer.commands._options import EstimateOptions
@@ -19,7 +24,8 @@ if TYPE_CHECKING:
 
 def add_video_arguments(parser: argparse.ArgumentParser) -> None:
     """``--every``, ``--max-frames``, ``--no-smoothing``, ``--min-track-frames``,
-    ``--keep-maps``, ``--stage-fits`` (videos only)."""
+    ``--keep-maps``, ``--detect-every``, ``--mirror-pass``, ``--realtime``, ``--stage-fits``
+    (videos only)."""
     parser.add_argument("--every", type=int, default=1, metavar="N",
                         help="videos: estimate every N-th frame (default 1: all)")
     parser.add_argument("--max-frames", type=int, default=None, metavar="M",
@@ -33,7 +39,7 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-maps", action="store_true",
                         help="videos: keep the belief maps (in the NPZ; default: each "
                         "frame's maps are dropped once its joints are read)")
-    parser.add_argument("--detect-every", type=int, default=DEFAULT_DETECT_EVERY, metavar="K",
+    parser.add_argument("--detect-every", type=int, default=None, metavar="K",
                         help="videos: run the people detector every K-th frame and follow "
                         "the tracked people with their previous box in between (at once "
                         "when a track is lost; default "
@@ -42,6 +48,11 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
                         help="videos: keep the network's mirror test-time pass (default for "
                         "videos: a single pass, about twice as fast; PCK on 400 validation "
                         "photos 69.4 instead of 70.8)")
+    parser.add_argument("--realtime", action="store_true",
+                        help=f"the fast video preset: --stages {REALTIME_STAGES} "
+                        f"--detect-every {REALTIME_DETECT_EVERY} with a single pass (either "
+                        "option given explicitly wins; photos in the same run get the "
+                        "first stage too); see docs/video.md for its speed and accuracy cost")
     parser.add_argument("--stage-fits", action="store_true",
                         help="videos: export every stage's 3D fit (default: the last "
                         "stage's; earlier stages keep their 2D joints; ~2.5x larger JSON)")

@@ -78,6 +78,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="int8: run the 2D network's stage convolutions quantised "
                         "(CPU, x86 backend; calibration shipped beside the weights; see "
                         "docs/video.md); default fp32")
+    parser.add_argument("--stages", type=int, default=None, metavar="K",
+                        help="run only the 2D network's first K stages (faster: the later "
+                        "stages' heads, fusion and lifting are skipped; the results hold K "
+                        "stages; default all; see docs/video.md for the accuracy cost)")
     add_elevation_argument(parser)
     add_fov_argument(parser)
     parser.add_argument("--no-target-prior", action="store_true",

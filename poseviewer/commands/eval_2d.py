@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="write the full report here")
     parser.add_argument("--single-pass", action="store_true",
                         help="without the network's mirror test-time pass (if it has one)")
+    parser.add_argument("--stages", type=int, default=None, metavar="K",
+                        help="run only the network's first K stages (as 'poseviewer estimate "
+                        "--stages K'; their PCK equals the full run's first K columns)")
     parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                         help="int8: the network's stage convolutions quantised with the "
                         "calibration shipped beside the weights (<weights stem>.int8"
@@ -78,6 +81,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.single_pass:
         model.set_flip_test(False)
+    from poseviewer.cnn.lifting_cpm import check_stages
+
+    try:
+        stages = check_stages(args.stages, model.config.num_stages)
+    except ValueError as exc:
+        print(f"error: --stages: {exc}", file=sys.stderr)
+        return 2
     if args.precision == "int8":
         from poseviewer.cnn.int8 import attach_int8, calibration_path, load_int8
 
@@ -112,20 +122,21 @@ def run(args: argparse.Namespace) -> int:
         crops = eval_crops_from_photos(args.data, val, model.config.input_size)
     report: dict = {"weights": str(args.weights), "config": model.config.name,
                     "flip_test": bool(model.config.flip_test), "precision": args.precision,
+                    "stages": stages,
                     "split": {"n_val": args.n_val, "seed": args.seed, "images": len(val)}}
     runs = [("plain", None)]
     if args.pose_model and model.config.fusion.enabled:
         runs.append(("fusion", load_pose_model(args.pose_model)))
     for name, pm in runs:
         model.attach_pose_model(pm)
-        rep = evaluate(model, cache, val, alpha=args.alpha, crops=crops)
+        rep = evaluate(model, cache, val, alpha=args.alpha, crops=crops, stages=stages)
         x = torch.from_numpy(np.ascontiguousarray(crops[0][:1].transpose(0, 3, 1, 2))) / 255 - .5
         with torch.no_grad():
             model.eval()
-            model(x)
+            model(x, stages=stages)
             t0 = time.perf_counter()
             for _ in range(10):
-                model(x)
+                model(x, stages=stages)
             per_crop = (time.perf_counter() - t0) / 10
         d = rep.to_dict()
         d["seconds_per_crop"] = round(per_crop, 4)

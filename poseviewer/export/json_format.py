@@ -101,7 +101,10 @@ def _lst(a: Any) -> Any:
         return arr.tolist()
     if np.issubdtype(arr.dtype, np.integer):
         return arr.tolist()
-    out = arr.astype(np.float64).tolist()
+    f = arr.astype(np.float64)
+    if f.size == 0 or np.isfinite(f).all():  # nothing to replace: no walk over the lists
+        return f.tolist()
+    out = f.tolist()
 
     def fix(x: Any) -> Any:
         if isinstance(x, list):

@@ -84,11 +84,12 @@ class PCKReport:
 
 @torch.no_grad()
 def predict_stages(model: LiftingCPM, crops: np.ndarray, batch_size: int = 50,
-                   confidence: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                   confidence: bool = False, stages: int | None = None
+                   ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """(N, S, S, 3) float 0..255 RGB crops -> (T, N, J, 2) joints in crop pixels per stage,
     as each stage reports them (read from its output maps: the fused maps when fusion is
     active; the same reading as the Estimator's); with ``confidence`` also (T, N, J)
-    confidences."""
+    confidences. ``stages``: run only the first ``stages`` (T = stages); None: all."""
     cfg = model.config
     outs, confs = [], []
     was_training = model.training
@@ -97,7 +98,7 @@ def predict_stages(model: LiftingCPM, crops: np.ndarray, batch_size: int = 50,
         for k in range(0, len(crops), batch_size):
             x = normalise(crops[k:k + batch_size], cfg.norm_scale, cfg.norm_offset,
                           cfg.channel_order)
-            res = model(x, read_joints=True)
+            res = model(x, read_joints=True, stages=stages)
             per_stage = [(st.joints.float() * cfg.stride).numpy() for st in res.stages]
             confs.append(np.stack([st.confidence.float().numpy() for st in res.stages]))
             outs.append(np.stack(per_stage))
@@ -116,11 +117,13 @@ def eval_crops(cache: Cache, idx: np.ndarray, input_size: int
 
 
 def evaluate(model: LiftingCPM, cache: Cache, idx: np.ndarray, alpha: float = 0.2,
-             batch_size: int = 50, crops: tuple | None = None) -> PCKReport:
-    """PCK@alpha of every stage on cache rows ``idx`` (fusion as the model is set up)."""
+             batch_size: int = 50, crops: tuple | None = None,
+             stages: int | None = None) -> PCKReport:
+    """PCK@alpha of every stage on cache rows ``idx`` (fusion as the model is set up;
+    ``stages``: only the first ``stages``, None: all)."""
     crops_, gt, vis = crops if crops is not None else eval_crops(
         cache, idx, model.config.input_size)
-    pred = predict_stages(model, crops_, batch_size)
+    pred = predict_stages(model, crops_, batch_size, stages=stages)
     correct, evaluated = pck(pred, gt, vis, alpha)
     per_joint = correct.sum(1) / np.maximum(evaluated.sum(1), 1)
     mean = correct.sum((1, 2)) / np.maximum(evaluated.sum((1, 2)), 1)

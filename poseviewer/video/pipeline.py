@@ -321,6 +321,11 @@ DEFAULT_MIN_TRACK_FRAMES = 10
 #: ``poseviewer estimate --detect-every``: the people detector on every K-th video frame
 #: (see ``scripts/bench_video.py --speed`` and docs/video.md for the measurements).
 DEFAULT_DETECT_EVERY = 1
+#: ``poseviewer estimate --realtime``: the 2D network stopped after its first stage and
+#: the people detector on every 10th frame (with the single pass videos run by default);
+#: measured in docs/video.md (speed, and the validation PCK of stopping after stage 1).
+REALTIME_STAGES = 1
+REALTIME_DETECT_EVERY = 10
 
 
 @dataclasses.dataclass
