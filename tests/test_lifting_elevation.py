@@ -96,12 +96,41 @@ def test_elevated_forms_match_the_spec_system(model, ref, case):
             for j in (0, 37, 81):
                 want, a = _spec_residual(m, w, vis17, k, 2 * math.pi * j / 100, elev[ei])
                 assert r[k, ei, j] == pytest.approx(want, rel=1e-9, abs=1e-13)
-                got = eops.coef32[(k * 4 + ei) * 100 + j].astype(np.float64) @ u[0]
-                # float32 maps; the translations' split among E_1..E_3 is the
-                # minimum-norm one, as lstsq's; the last entry is the level shift
+                flat = np.array([(k * 4 + ei) * 100 + j])
+                got = eops.coefficients(m.arrays, v[0], flat)[0] @ u[0]
+                # the translations' split among E_1..E_3 is the minimum-norm one, as
+                # lstsq's; the last entry is the level shift
                 if ei:
                     a = np.r_[a, 0.0]
-                np.testing.assert_allclose(got, a, rtol=1e-4, atol=1e-6)
+                np.testing.assert_allclose(got, a, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("hidden", [(), (3,), (0, 5, 9, 13)])
+def test_fast_forms_equal_a_plain_solve_per_rotation(model, hidden):
+    """``elevation.build``'s residual forms (the basis eliminated in the dual, the image-x
+    block once per yaw) equal a plain solve of every rotation's normal equations
+    (``solve_forms``, spike applied) over the whole grid; the coefficient maps solved on
+    first need equal the plain solve's, and are kept."""
+    m = _fresh(model)
+    mask = np.ones(14, bool)
+    mask[list(hidden)] = False
+    ops = cache.pairs_only(m.arrays, mask)
+    elev = np.deg2rad(np.array([-15.0, 0.0, 30.0, 75.0]))
+    eops = elevation.build(m.arrays, ops, elev, 1, 0.15)
+    x, prior, tmap = elevation.design(m.arrays, mask, elev)
+    res, coef = elevation.solve_forms(x, prior, tmap, m.arrays.lam[:, None, None], None)
+    res[:, elev != 0.0] *= 1.15
+    i, j = ops.full_i, ops.full_j
+    want = res[..., i, j] + np.where(i == j, 0.0, res[..., j, i])  # (K, E, A, P)
+    want = want.reshape(-1, len(i)).T
+    np.testing.assert_allclose(eops.res_packed, want, rtol=0, atol=1e-13 * np.abs(want).max())
+    flat = np.array([[0, 150], [399, 1199]])
+    got = eops.coefficients(m.arrays, mask, flat)
+    np.testing.assert_array_equal(got, coef.reshape(-1, *coef.shape[-2:])[flat])
+    assert eops.filled == 4 and eops.have[flat].all()
+    before = eops.nbytes
+    eops.coefficients(m.arrays, mask, flat[:1])
+    assert eops.nbytes == before
 
 
 def test_level_grid_is_the_yaw_only_fit(model, ref):

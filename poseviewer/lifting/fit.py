@@ -188,6 +188,12 @@ def _prepared(model: LiftingModel, key: int, people: int, mask: np.ndarray,
         return None
     pc = model.pattern_cache
     ops = pc.get(key)
+    if ops is not None and not ops.full:  # the grid's pairs only: the yaw-only operators
+        with blas_threads(model.lift_threads):
+            full = cache.build(model.arrays, mask)
+        full.elev, full.noise = ops.elev, ops.noise
+        pc.put(key, full)
+        return full
     if ops is None and (pc.count(key, people) >= model.build_min or force):
         with blas_threads(model.lift_threads):
             ops = cache.build(model.arrays, mask)
@@ -224,7 +230,11 @@ def fit_groups_elevated(model: LiftingModel, u: np.ndarray, v: np.ndarray, keep_
 def _fit_elevated(model: LiftingModel, key: int, mask: np.ndarray, ug: np.ndarray,
                   keep_all: bool, grid: tuple[np.ndarray, int]) -> tuple[np.ndarray, ...]:
     """One pattern of ``fit_groups_elevated`` (its operators prepared on first need)."""
-    ops = _prepared(model, key, len(ug), mask, force=True)
+    pc = model.pattern_cache
+    ops = pc.get(key)
+    if ops is None:  # the grid needs the pattern's pairs only (not the yaw-only operators)
+        ops = cache.pairs_only(model.arrays, mask)
+        pc.put(key, ops)
     elev, level = grid
     spike = float(model.elevation_spike)
     gkey = (tuple(model.elevations), spike)
@@ -232,7 +242,8 @@ def _fit_elevated(model: LiftingModel, key: int, mask: np.ndarray, ug: np.ndarra
     gkey = gkey + (obs.head_top,)
     eops = ops.elev.get(gkey)
     if eops is None:
-        eops = elevation.build(obs, ops, elev, level, spike)
+        with blas_threads(model.lift_threads):
+            eops = elevation.build(obs, ops, elev, level, spike)
         ops.elev = {gkey: eops}  # one grid at a time
         model.pattern_cache.trim()
     return elevation.fit_prepared(obs, model.arrays, ops, eops, ug, keep_all,
