@@ -178,9 +178,8 @@ def solve_forms(x: np.ndarray, prior: np.ndarray, tmap: np.ndarray, lam: np.ndar
 
 def residual_forms(arrays: ModelArrays, mask: np.ndarray, elev: np.ndarray) -> np.ndarray:
     """The residual forms of ``solve_forms`` (uncapped) for every (component, elevation,
-    yaw) over the image coordinates (the first 28 entries of u; the constant's row is 0
-    but for the scale prior), (K, E, A, 28, 28), divided by lambda_d^2 (not symmetrised),
-    without solving 2,100 systems of 28 unknowns.
+    yaw), (K, E, A, 29, 29) divided by lambda_d^2 (not symmetrised: R_ij and R_ji differ
+    by rounding), without solving 2,100 systems of 28 unknowns.
 
     The basis coefficients are eliminated in the dual: with D = [D_x; D_y] the image rows
     of the basis (D_x = s E_x + c E_y: the yaw only; D_y = -(sin e (s E_y - c E_x) + cos e
@@ -228,7 +227,9 @@ def residual_forms(arrays: ModelArrays, mask: np.ndarray, elev: np.ndarray) -> n
     vv = (np.stack([-se, -ce], -1) @ np.stack([vp, vq], 1).reshape(K, 2, A * JJ)).reshape(
         K, E, A, J, J)  # (I + K_xx)^-1 K_xy
     vy = vv @ y
-    m = np.empty((K, E, A, 2 * J, 2 * J))
+    full = np.zeros((K, E, A, 2 * J + 1, 2 * J + 1))  # u's constant: the scale prior
+    full[..., 2 * J, 2 * J] = (spec.SCALE_PRIOR**2 / arrays.lam**2)[:, None, None]
+    m = full[..., : 2 * J, : 2 * J]
     np.matmul(vy, vv.swapaxes(-1, -2), out=m[..., :J, :J])
     m[..., :J, :J] += sx[:, None]
     np.negative(vy, out=m[..., :J, J:])
@@ -250,7 +251,7 @@ def residual_forms(arrays: ModelArrays, mask: np.ndarray, elev: np.ndarray) -> n
     nrm[..., 1:, 1:] += spec.TRANSLATION_PRIOR * prior[None] / (arrays.lam ** 2)[
         :, None, None, None, None]
     m -= (mh @ _inv3(nrm)) @ mh.swapaxes(-1, -2)
-    return m
+    return full
 
 
 def _inv3(a: np.ndarray) -> np.ndarray:
@@ -269,11 +270,11 @@ def _inv3(a: np.ndarray) -> np.ndarray:
 
 
 def _pack(res: np.ndarray, ti: np.ndarray, tj: np.ndarray) -> np.ndarray:
-    """Residual forms (..., 29, 29) as (P, prod(...)) over the pairs (``ti``, ``tj``):
+    """Residual forms (..., 29, 29) as rows (prod(...), P) over the pairs (``ti``, ``tj``):
     u^T R u = sum_i R_ii u_i^2 + sum_{i<j} (R_ij + R_ji) u_i u_j."""
     off = np.where(ti == tj, 0.0, 1.0)
     packed = res[..., ti, tj] + off * res[..., tj, ti]
-    return np.ascontiguousarray(packed.reshape(-1, len(ti)).T)
+    return np.ascontiguousarray(packed.reshape(-1, len(ti)))
 
 
 @dataclass
@@ -284,8 +285,8 @@ class ElevOps:
     elev: np.ndarray  #: (E,) radians
     level: int  #: index of the level elevation
     spike: float
-    res_packed: np.ndarray  #: (P, K E A) every rotation's residual (spike applied) over
-    #: the pattern's pairs; columns flat (component, elevation, yaw)
+    res_t: np.ndarray  #: (K E A, P) every rotation's residual form (spike applied) over
+    #: the pattern's pairs, rows flat (component, elevation, yaw) (``residuals``)
     coef: np.ndarray = field(init=False)
     """(K E A, 5 + B, 29) the coefficients' and tz's maps, solved for a rotation the first
     time it is chosen (``coefficients``); ``have`` says which."""
@@ -295,12 +296,12 @@ class ElevOps:
     qd: np.ndarray = field(init=False)
     capped: dict[int, tuple[np.ndarray, np.ndarray]] = field(init=False)
     """Component -> step 3's capped-scale forms over the grid (residual forms packed
-    (P', E A), spike applied; coefficient maps (E A, 5 + B, 29)), made on the first person
+    (E A, P), spike applied; coefficient maps (E A, 5 + B, 29)), made on the first person
     who needs them."""
 
     def __post_init__(self) -> None:
         self.coef = np.empty((0, 0, 0))
-        n = self.res_packed.shape[1]
+        n = self.res_t.shape[0]
         self.have = np.zeros(n, dtype=bool)
         self.filled = 0
         self.cov_t = np.zeros((n, spec.NUM_JOINTS_3D, 3, 3))
@@ -308,11 +309,16 @@ class ElevOps:
         self.capped = {}
 
     @property
+    def res_packed(self) -> np.ndarray:
+        """(P, K E A): r = (u_i u_j over the pairs) @ res_packed (a view of ``res_t``)."""
+        return self.res_t.T
+
+    @property
     def nbytes(self) -> int:
         """Memory held (bytes): the coefficient maps solved so far, and every other array
         (the covariances' terms counted whole)."""
         maps = self.filled * (self.coef[0].nbytes if len(self.coef) else 0)
-        return self.res_packed.nbytes + maps + self.have.nbytes + self.cov_t.nbytes + \
+        return self.res_t.nbytes + maps + self.have.nbytes + self.cov_t.nbytes + \
             self.qd.nbytes + sum(r.nbytes + c.nbytes for r, c in self.capped.values())
 
     def coefficients(self, arrays: ModelArrays, mask: np.ndarray, flat: np.ndarray
@@ -342,29 +348,20 @@ def build(arrays: ModelArrays, ops: PatternOps, elev: np.ndarray, level: int, sp
     every rotation's residual form (``residual_forms``); the coefficient maps are solved
     per rotation when first chosen (``ElevOps.coefficients``)."""
     r = residual_forms(arrays, ops.mask, elev)
-    K, E, A, J2 = r.shape[:4]
+    K, E, A, nu = r.shape[:4]
     ti, tj = ops.full_i, ops.full_j
-    inner = tj < J2  # the pairs of two image coordinates; the others hold the constant
-    fl = r.reshape(K * E * A, J2 * J2)
-    i, j = ti[inner], tj[inner]
-    vals = fl.take(i * J2 + j, axis=1)
-    off = i != j
-    vals[:, off] += fl.take(j[off] * J2 + i[off], axis=1)  # R_ij + R_ji
+    # u^T R u over the pairs: R_ii, and 2 R_ij off the diagonal; x lambda_d^2 and the spike
+    packed = r.reshape(K * E * A, nu * nu).take(ti * nu + tj, axis=1)
     scale = np.where(elev != 0.0, 1.0 + spike, 1.0)[None, :] * (arrays.lam**2)[:, None]
-    packed = np.zeros((len(ti), K, E, A))
-    packed[inner] = vals.T.reshape(-1, K, E, A)
-    packed[inner] *= scale[None, :, :, None]
-    const = np.flatnonzero((ti == J2) & (tj == J2))
-    packed[const] = spec.SCALE_PRIOR**2 * np.where(elev != 0.0, 1.0 + spike, 1.0)[
-        None, None, :, None]
-    return ElevOps(elev=elev, level=level, spike=spike,
-                   res_packed=packed.reshape(len(ti), K * E * A))
+    packed *= np.repeat(scale.reshape(-1), A)[:, None]
+    packed *= np.where(ti == tj, 1.0, 2.0)
+    return ElevOps(elev=elev, level=level, spike=spike, res_t=packed)
 
 
 def capped_forms(arrays: ModelArrays, ops: PatternOps, eops: ElevOps, k: int
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Step 3's forms over the grid for component ``k`` (every prior targeting 0): (the
-    residual forms packed over the pattern's pairs (P, E A), spike applied; the
+    residual forms packed over the pattern's pairs (E A, P), spike applied; the
     coefficient maps (E A, 5 + B, 29)); solved on first need and kept on ``eops``."""
     forms = eops.capped.get(k)
     if forms is None:
@@ -477,6 +474,15 @@ def joint_cov(arrays: ModelArrays, vis: np.ndarray, comp: np.ndarray,
     return 0.5 * (cov + cov.swapaxes(-1, -2)), fit_n
 
 
+def residuals(res_t: np.ndarray, feats: np.ndarray) -> np.ndarray:
+    """(n, R) the residuals of packed forms ``res_t`` (R, P) at ``feats`` (n, P); one person
+    by a matrix-vector product on the contiguous rows (OpenBLAS threads a product of a
+    row vector with the transposed matrix, and on a loaded machine its threads wait)."""
+    if len(feats) == 1:
+        return np.dot(res_t, feats[0])[None]
+    return feats @ res_t.T
+
+
 def fit_prepared(arrays: ModelArrays, level_arrays: ModelArrays, ops: PatternOps,
                  eops: ElevOps, ug: np.ndarray, keep_all: bool, cache: PatternCache
                  ) -> tuple[np.ndarray, ...]:
@@ -490,7 +496,7 @@ def fit_prepared(arrays: ModelArrays, level_arrays: ModelArrays, ops: PatternOps
     E = len(eops.elev)
     feats = ug.take(ops.full_i, axis=1)
     feats *= ug.take(ops.full_j, axis=1)
-    r = (feats @ eops.res_packed).reshape(n, K, E * A)
+    r = residuals(eops.res_t, feats).reshape(n, K, E * A)
     best = r.argmin(-1)  # (n, K) e A + a, first minimum on ties
     rb = np.take_along_axis(r, best[..., None], -1)[..., 0]
     koff = np.arange(K) * (E * A)
@@ -501,7 +507,7 @@ def fit_prepared(arrays: ModelArrays, level_arrays: ModelArrays, ops: PatternOps
         for k in np.unique(np.nonzero(cp)[1]):  # step 3: per component, its people at once
             i = np.flatnonzero(cp[:, k])
             packed, coef = capped_forms(arrays, ops, eops, int(k))
-            rr = feats[i] @ packed  # (m, E A)
+            rr = residuals(packed, feats[i])  # (m, E A)
             j = rr.argmin(-1)
             r[i, k] = rr
             best[i, k] = j

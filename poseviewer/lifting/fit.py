@@ -246,8 +246,12 @@ def _fit_elevated(model: LiftingModel, key: int, mask: np.ndarray, ug: np.ndarra
             eops = elevation.build(obs, ops, elev, level, spike)
         ops.elev = {gkey: eops}  # one grid at a time
         model.pattern_cache.trim()
-    return elevation.fit_prepared(obs, model.arrays, ops, eops, ug, keep_all,
-                                  model.pattern_cache)
+    if len(ug) == 1:  # a matrix-vector product (``elevation.residuals``)
+        return elevation.fit_prepared(obs, model.arrays, ops, eops, ug, keep_all,
+                                      model.pattern_cache)
+    with blas_threads(model.lift_threads):  # larger products: on lift_threads BLAS threads
+        return elevation.fit_prepared(obs, model.arrays, ops, eops, ug, keep_all,
+                                      model.pattern_cache)
 
 
 def _fit_prepared(model: LiftingModel, ops: cache.PatternOps, ug: np.ndarray,
