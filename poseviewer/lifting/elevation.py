@@ -287,6 +287,8 @@ class ElevOps:
     spike: float
     res_t: np.ndarray  #: (K E A, P) every rotation's residual form (spike applied) over
     #: the pattern's pairs, rows flat (component, elevation, yaw) (``residuals``)
+    res32: np.ndarray = field(init=False)  #: ``res_t`` in float32: the first pass
+    rnorm: np.ndarray = field(init=False)  #: (K E A,) the rows' 2-norms: its error bound
     coef: np.ndarray = field(init=False)
     """(K E A, 5 + B, 29) the coefficients' and tz's maps, solved for a rotation the first
     time it is chosen (``coefficients``); ``have`` says which."""
@@ -301,6 +303,8 @@ class ElevOps:
 
     def __post_init__(self) -> None:
         self.coef = np.empty((0, 0, 0))
+        self.res32 = self.res_t.astype(np.float32)
+        self.rnorm = np.sqrt(np.einsum("np,np->n", self.res_t, self.res_t))
         n = self.res_t.shape[0]
         self.have = np.zeros(n, dtype=bool)
         self.filled = 0
@@ -318,8 +322,9 @@ class ElevOps:
         """Memory held (bytes): the coefficient maps solved so far, and every other array
         (the covariances' terms counted whole)."""
         maps = self.filled * (self.coef[0].nbytes if len(self.coef) else 0)
-        return self.res_t.nbytes + maps + self.have.nbytes + self.cov_t.nbytes + \
-            self.qd.nbytes + sum(r.nbytes + c.nbytes for r, c in self.capped.values())
+        arrays = (self.res_t, self.res32, self.rnorm, self.have, self.cov_t, self.qd)
+        return maps + sum(a.nbytes for a in arrays) + sum(
+            r.nbytes + c.nbytes for r, c in self.capped.values())
 
     def coefficients(self, arrays: ModelArrays, mask: np.ndarray, flat: np.ndarray
                      ) -> np.ndarray:
@@ -475,12 +480,37 @@ def joint_cov(arrays: ModelArrays, vis: np.ndarray, comp: np.ndarray,
 
 
 def residuals(res_t: np.ndarray, feats: np.ndarray) -> np.ndarray:
-    """(n, R) the residuals of packed forms ``res_t`` (R, P) at ``feats`` (n, P); one person
-    by a matrix-vector product on the contiguous rows (OpenBLAS threads a product of a
-    row vector with the transposed matrix, and on a loaded machine its threads wait)."""
+    """(n, R) the residuals of packed forms ``res_t`` (R, P) at ``feats`` (n, P) (one person:
+    a matrix-vector product on the contiguous rows)."""
     if len(feats) == 1:
         return np.dot(res_t, feats[0])[None]
     return feats @ res_t.T
+
+
+#: The float32 pass's error bound over |f| |R_k| (2-norms), f and R rounded to float32 and
+#: a sum of P products: (P + 4) 2^-24 (P = 435 pairs at most) (with a margin).
+_BOUND32 = 1.01 * (435 + 4) * 2.0**-24
+
+
+def _screened(eops: ElevOps, feats: np.ndarray) -> np.ndarray:
+    """Every rotation's residual (n, K E A), exact (float64, as ``residuals``) where it may
+    be its component's minimum, +inf elsewhere: a float32 pass over all rotations (half
+    the memory to stream), then the float64 forms of the rotations whose float32 residual,
+    less its error bound, is not above the component's smallest upper bound (2-7 of 700
+    on the reference cases)."""
+    n, K = len(feats), len(eops.res_t) // (len(eops.elev) * len(spec.SIN))
+    r32 = residuals(eops.res32, feats.astype(np.float32)).astype(np.float64)
+    bound = (_BOUND32 * np.sqrt(np.einsum("np,np->n", feats, feats)))[:, None] * eops.rnorm
+    r32 = r32.reshape(n, K, -1)
+    bound = bound.reshape(n, K, -1)
+    hi = (r32 + bound).min(-1)
+    pi, ki, ri = np.nonzero(r32 - bound <= hi[..., None])
+    if len(pi) > 64 * n * K:  # no separation (people without joints): every form
+        return residuals(eops.res_t, feats)
+    rows = ki * r32.shape[-1] + ri
+    r = np.full(r32.shape, np.inf)
+    r[pi, ki, ri] = np.einsum("cp,cp->c", eops.res_t[rows], feats[pi])
+    return r
 
 
 def fit_prepared(arrays: ModelArrays, level_arrays: ModelArrays, ops: PatternOps,
@@ -496,7 +526,8 @@ def fit_prepared(arrays: ModelArrays, level_arrays: ModelArrays, ops: PatternOps
     E = len(eops.elev)
     feats = ug.take(ops.full_i, axis=1)
     feats *= ug.take(ops.full_j, axis=1)
-    r = residuals(eops.res_t, feats).reshape(n, K, E * A)
+    r = (residuals(eops.res_t, feats) if keep_all else _screened(eops, feats)).reshape(
+        n, K, E * A)
     best = r.argmin(-1)  # (n, K) e A + a, first minimum on ties
     rb = np.take_along_axis(r, best[..., None], -1)[..., 0]
     koff = np.arange(K) * (E * A)

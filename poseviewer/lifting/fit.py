@@ -246,10 +246,10 @@ def _fit_elevated(model: LiftingModel, key: int, mask: np.ndarray, ug: np.ndarra
             eops = elevation.build(obs, ops, elev, level, spike)
         ops.elev = {gkey: eops}  # one grid at a time
         model.pattern_cache.trim()
-    if len(ug) == 1:  # a matrix-vector product (``elevation.residuals``)
-        return elevation.fit_prepared(obs, model.arrays, ops, eops, ug, keep_all,
-                                      model.pattern_cache)
-    with blas_threads(model.lift_threads):  # larger products: on lift_threads BLAS threads
+    # the residuals of K x 700 rotations: a product large enough for OpenBLAS to thread it
+    # (its threads wait on each other for milliseconds on a loaded machine): on
+    # lift_threads BLAS threads, even for one person (the setting costs ~20 us)
+    with blas_threads(model.lift_threads):
         return elevation.fit_prepared(obs, model.arrays, ops, eops, ug, keep_all,
                                       model.pattern_cache)
 
