@@ -298,3 +298,30 @@ def test_elevation_search_switch_and_its_grid(model):
     assert (np.degrees(m.lift(img, vis, as_numpy=True).elevation) > 10).mean() >= 0.5
     m.elevation_search = False
     assert not np.asarray(m.lift(img, vis, as_numpy=True).elevation).any()
+
+
+def test_float32_screen_keeps_the_float64_choice(model, ref):
+    """The float32 pass's error stays within its bound at every rotation, and the screened
+    residuals give the float64 forms' choice and residual (people of the reference cases
+    and random poses with hidden joints)."""
+    m = _fresh(model)
+    xy, vis = _xy(ref), ref["in_visibility"]
+    rng = np.random.default_rng(5)
+    more = xy[rng.integers(0, len(xy), 12)] + rng.normal(scale=3.0, size=(12, 14, 2))
+    hide = rng.random((12, 14)) < 0.15
+    xy, vis = np.concatenate([xy, more]), np.concatenate([vis, vis[:12] & ~hide])
+    u, v, *_ = normalise(xy, vis, OBS_SOURCES, spec.XY_INDEX, 5)
+    elev = np.deg2rad(np.array(spec.ELEVATIONS_DEG))
+    for i in range(len(u)):
+        ops = cache.pairs_only(m.arrays, v[i])
+        eops = elevation.build(m.arrays, ops, elev, 1, 0.15)
+        f = u[i : i + 1, ops.full_i] * u[i : i + 1, ops.full_j]
+        full = elevation.residuals(eops.res_t, f)[0]
+        r32 = (eops.res32 @ f[0].astype(np.float32)).astype(np.float64)
+        bound = elevation._BOUND32 * np.linalg.norm(f[0]) * eops.rnorm
+        assert (np.abs(r32 - full) <= bound).all()
+        got = elevation._screened(eops, f)[0].reshape(3, -1)
+        want = full.reshape(3, -1)
+        np.testing.assert_array_equal(got.argmin(1), want.argmin(1))
+        np.testing.assert_allclose(got.min(1), want.min(1), rtol=1e-12, atol=0)
+        assert np.isfinite(got).sum() < 0.1 * got.size  # a screen, not every rotation

@@ -23,12 +23,18 @@ level camera could not absorb the offset between the model's mean pose (centred 
 joints) and the observation (centred on the visible ones), which the tilted cameras
 absorb through their depth translation, and level views would be fitted as tilted ones.
 This parametrisation keeps every system well conditioned. As in ``cache``, the
-residual and the solution are prepared as a quadratic form and a linear map of
-u = [w_x (14), w_y (14), 1] (``build``), so lifting a batch is a product and an argmin.
+residual is prepared as a quadratic form of u = [w_x (14), w_y (14), 1] (``build``), so
+lifting a batch is a product and an argmin. The 2,100 forms are not solved one by one
+(``solve_forms``, the plain solve, is their reference and the capped refit's solver):
+``residual_forms`` eliminates the basis in the dual, the image-x block once per yaw
+(image x does not depend on the elevation) and a 14 x 14 Schur complement per rotation.
 The residual of every non-level rotation is multiplied by 1 + ``spike`` (the elevation
-prior), before the choice and in the score. The coefficient maps are kept in float32
-(their rounding moves the pose by < 1e-3 mm), the residual forms in float64: about
-16 MB a pattern for K = 3 and 7 elevations, beside the level operators' 8 MB.
+prior), before the choice and in the score. A float32 copy of the forms screens the
+rotations (with a rigorous bound on its rounding); the few that may be a component's
+minimum are evaluated on the float64 forms. The coefficient maps of a rotation are solved
+(float64) the first time it is chosen. About 8 MB a pattern for K = 3 and 7 elevations
+before its first fit (float64 and float32 forms), plus the joint covariances' terms and
+the maps of the rotations chosen so far.
 """
 
 from __future__ import annotations
@@ -531,7 +537,7 @@ def fit_prepared(arrays: ModelArrays, level_arrays: ModelArrays, ops: PatternOps
     best = r.argmin(-1)  # (n, K) e A + a, first minimum on ties
     rb = np.take_along_axis(r, best[..., None], -1)[..., 0]
     koff = np.arange(K) * (E * A)
-    held = eops.nbytes
+    held = (eops.filled, len(eops.capped))
     a = (eops.coefficients(arrays, ops.mask, best + koff) @ ug[:, None, :, None])[..., 0]
     cp = a[..., 0] > spec.SCALE_CAP
     if cp.any():
@@ -544,8 +550,8 @@ def fit_prepared(arrays: ModelArrays, level_arrays: ModelArrays, ops: PatternOps
             best[i, k] = j
             rb[i, k] = rr[np.arange(len(i)), j]
             a[i, k] = (coef.take(j, axis=0) @ ug[i, :, None])[..., 0]
-    if eops.nbytes > held:  # new maps or capped forms: keep the cache within its budget
-        cache.trim()
+    if (eops.filled, len(eops.capped)) != held:  # new maps or capped forms
+        cache.trim()  # keep the cache within its budget
     flat = best + koff
     ei, ai = np.divmod(best, A)
     cov_t, qd = noise_terms(arrays, level_arrays, ops, eops, flat)

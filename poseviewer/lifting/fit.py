@@ -6,7 +6,9 @@ prepared (and cached) once ``model.build_min`` people with it have been met (in 
 and earlier ones since it was last dropped from the cache), otherwise solved directly with
 ``direct.fit_pairs`` (rare patterns cost what a direct solve costs; preparing a pattern
 costs about as much as solving ~30 people directly); ``lift_method = "direct"`` solves
-every pattern directly. With the elevation grid every pattern is prepared (``elevation``).
+every pattern directly. With the elevation grid every pattern is prepared (``elevation``;
+such a pattern keeps its pairs, not the yaw-only operators, until a yaw-only fit needs
+them).
 Steps 4 and 5 (component choice, reconstruction, blend, size normalisation, projection)
 then run for the whole batch: for one person the whole lift is a few dozen small numpy
 operations.
@@ -72,13 +74,19 @@ def blas_threads(n: int | None) -> Iterator[None]:
     if n is None:
         yield
         return
-    from threadpoolctl import ThreadpoolController
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
 
-    with _BLAS_LOCK:
-        if not _BLAS:
-            _BLAS.append(ThreadpoolController())
-        with _BLAS[0].limit(limits=n, user_api="blas"):  # type: ignore[attr-defined]
-            yield
+        with _BLAS_LOCK:
+            if not _BLAS:
+                ctl = ThreadpoolController()
+                _BLAS.extend([ctl, ctl.select(user_api="blas").lib_controllers])
+    libs: list[object] = _BLAS[1]  # type: ignore[assignment]
+    if all(lib.num_threads == n for lib in libs):  # type: ignore[attr-defined]
+        yield  # already so (OMP_NUM_THREADS=1, say): nothing to set (a ctypes call each)
+        return
+    with _BLAS_LOCK, _BLAS[0].limit(limits=n, user_api="blas"):  # type: ignore[attr-defined]
+        yield
 
 
 #: Joint counts of the 3D model and of the 2D input, and the flattened (x..., y..., z...)
