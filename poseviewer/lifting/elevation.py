@@ -295,9 +295,10 @@ class ElevOps:
     #: the pattern's pairs, rows flat (component, elevation, yaw) (``residuals``)
     res32: np.ndarray = field(init=False)  #: ``res_t`` in float32: the first pass
     rnorm: np.ndarray = field(init=False)  #: (K E A,) the rows' 2-norms: its error bound
-    coef: np.ndarray = field(init=False)
+    coef: np.ndarray
     """(K E A, 5 + B, 29) the coefficients' and tz's maps, solved for a rotation the first
-    time it is chosen (``coefficients``); ``have`` says which."""
+    time it is chosen (``coefficients``); ``have`` says which (made with np.zeros: the
+    pages of maps never solved take no memory)."""
     have: np.ndarray = field(init=False)
     filled: int = field(init=False)  #: how many maps ``have`` holds
     cov_t: np.ndarray = field(init=False)  #: the joint covariances' terms, on first need
@@ -308,7 +309,6 @@ class ElevOps:
     who needs them."""
 
     def __post_init__(self) -> None:
-        self.coef = np.empty((0, 0, 0))
         self.res32 = self.res_t.astype(np.float32)
         self.rnorm = np.sqrt(np.einsum("np,np->n", self.res_t, self.res_t))
         n = self.res_t.shape[0]
@@ -327,7 +327,7 @@ class ElevOps:
     def nbytes(self) -> int:
         """Memory held (bytes): the coefficient maps solved so far, and every other array
         (the covariances' terms counted whole)."""
-        maps = self.filled * (self.coef[0].nbytes if len(self.coef) else 0)
+        maps = self.filled * self.coef[0].nbytes
         arrays = (self.res_t, self.res32, self.rnorm, self.have, self.cov_t, self.qd)
         return maps + sum(a.nbytes for a in arrays) + sum(
             r.nbytes + c.nbytes for r, c in self.capped.values())
@@ -344,8 +344,6 @@ class ElevOps:
             e, a = np.divmod(rest, A)
             x, prior, tmap = design_at(arrays, mask, self.elev, k, e, a)
             _, coef = solve_forms(x, prior, tmap, arrays.lam[k], None)
-            if not len(self.coef):  # allocated on first need (untouched pages: no memory)
-                self.coef = np.zeros((len(self.have),) + coef.shape[1:])
             self.coef[todo] = coef
             self.have[todo] = True
             self.filled += len(todo)
@@ -366,7 +364,8 @@ def build(arrays: ModelArrays, ops: PatternOps, elev: np.ndarray, level: int, sp
     scale = np.where(elev != 0.0, 1.0 + spike, 1.0)[None, :] * (arrays.lam**2)[:, None]
     packed *= np.repeat(scale.reshape(-1), A)[:, None]
     packed *= np.where(ti == tj, 1.0, 2.0)
-    return ElevOps(elev=elev, level=level, spike=spike, res_t=packed)
+    maps = np.zeros((K * E * A, arrays.num_basis + 5, nu))
+    return ElevOps(elev=elev, level=level, spike=spike, res_t=packed, coef=maps)
 
 
 def capped_forms(arrays: ModelArrays, ops: PatternOps, eops: ElevOps, k: int
