@@ -275,7 +275,7 @@ def _prep_block(grid: PoseModel3D, vis: np.ndarray) -> None:
     yv = np.array([statistics.median(t) for t in ty])
     gv = np.array([statistics.median(t) for t in tg])
     print(f"preparing a pattern (median of 7, {len(pats)} patterns, visible joints "
-          f"{[sum(p) for p in pats]}): yaw-only {np.round(yv * 1e3, 1).tolist()} ms, grid "
+          f"{[int(sum(p)) for p in pats]}): yaw-only {np.round(yv * 1e3, 1).tolist()} ms, grid "
           f"{np.round(gv * 1e3, 1).tolist()} ms; grid / yaw-only "
           f"{np.round(gv / yv, 2).tolist()} (mean {float(np.mean(gv / yv)):.2f}x; goal <= 3x); "
           f"the grid's operators {mb[0]:.1f} MB a pattern before its first fit")
