@@ -247,7 +247,38 @@ def _grid_block(model: PoseModel3D, path, base_xy: np.ndarray, base_vis: np.ndar
           f"cache {g[4] / 2**20 / g[5]:.1f} MB a pattern, budget "
           f"{cache.CACHE_BUDGET / 2**20:.0f} MB (goals: one person <= 0.25 ms, "
           f">= 1000x the loop)")
+    _prep_block(grid, vis)
 
+
+def _prep_block(grid: PoseModel3D, vis: np.ndarray) -> None:
+    """Preparing one visibility pattern, per pattern of ``vis``: the yaw-only operators
+    (``cache.build``) against the grid's (``cache.pairs_only`` + ``elevation.build``), in
+    turn, the median of 7 rounds each, and the grid's operators' memory."""
+    from poseviewer.lifting import cache, elevation
+
+    obs = grid.observed_arrays()
+    elev, level = grid.elevation_grid(False)
+    pats = sorted({tuple(r) for r in vis}, key=lambda r: -sum(r))
+    ty: list[list[float]] = [[] for _ in pats]
+    tg: list[list[float]] = [[] for _ in pats]
+    for _ in range(7):
+        for i, p in enumerate(pats):
+            mask = np.array(p, dtype=bool)
+            t0 = time.perf_counter()
+            cache.build(grid.arrays, mask)
+            ty[i].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            eops = elevation.build(obs, cache.pairs_only(obs, mask), elev, level,
+                                   grid.elevation_spike)
+            tg[i].append(time.perf_counter() - t0)
+    mb = [eops.nbytes / 2**20]
+    yv = np.array([statistics.median(t) for t in ty])
+    gv = np.array([statistics.median(t) for t in tg])
+    print(f"preparing a pattern (median of 7, {len(pats)} patterns, visible joints "
+          f"{[int(sum(p)) for p in pats]}): yaw-only {np.round(yv * 1e3, 1).tolist()} ms, grid "
+          f"{np.round(gv * 1e3, 1).tolist()} ms; grid / yaw-only "
+          f"{np.round(gv / yv, 2).tolist()} (mean {float(np.mean(gv / yv)):.2f}x; goal <= 3x); "
+          f"the grid's operators {mb[0]:.1f} MB a pattern before its first fit")
 
 if __name__ == "__main__":
     raise SystemExit(main())

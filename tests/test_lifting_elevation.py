@@ -96,12 +96,41 @@ def test_elevated_forms_match_the_spec_system(model, ref, case):
             for j in (0, 37, 81):
                 want, a = _spec_residual(m, w, vis17, k, 2 * math.pi * j / 100, elev[ei])
                 assert r[k, ei, j] == pytest.approx(want, rel=1e-9, abs=1e-13)
-                got = eops.coef32[(k * 4 + ei) * 100 + j].astype(np.float64) @ u[0]
-                # float32 maps; the translations' split among E_1..E_3 is the
-                # minimum-norm one, as lstsq's; the last entry is the level shift
+                flat = np.array([(k * 4 + ei) * 100 + j])
+                got = eops.coefficients(m.arrays, v[0], flat)[0] @ u[0]
+                # the translations' split among E_1..E_3 is the minimum-norm one, as
+                # lstsq's; the last entry is the level shift
                 if ei:
                     a = np.r_[a, 0.0]
-                np.testing.assert_allclose(got, a, rtol=1e-4, atol=1e-6)
+                np.testing.assert_allclose(got, a, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("hidden", [(), (3,), (0, 5, 9, 13)])
+def test_fast_forms_equal_a_plain_solve_per_rotation(model, hidden):
+    """``elevation.build``'s residual forms (the basis eliminated in the dual, the image-x
+    block once per yaw) equal a plain solve of every rotation's normal equations
+    (``solve_forms``, spike applied) over the whole grid; the coefficient maps solved on
+    first need equal the plain solve's, and are kept."""
+    m = _fresh(model)
+    mask = np.ones(14, bool)
+    mask[list(hidden)] = False
+    ops = cache.pairs_only(m.arrays, mask)
+    elev = np.deg2rad(np.array([-15.0, 0.0, 30.0, 75.0]))
+    eops = elevation.build(m.arrays, ops, elev, 1, 0.15)
+    x, prior, tmap = elevation.design(m.arrays, mask, elev)
+    res, coef = elevation.solve_forms(x, prior, tmap, m.arrays.lam[:, None, None], None)
+    res[:, elev != 0.0] *= 1.15
+    i, j = ops.full_i, ops.full_j
+    want = res[..., i, j] + np.where(i == j, 0.0, res[..., j, i])  # (K, E, A, P)
+    want = want.reshape(-1, len(i)).T
+    np.testing.assert_allclose(eops.res_packed, want, rtol=0, atol=1e-13 * np.abs(want).max())
+    flat = np.array([[0, 150], [399, 1199]])
+    got = eops.coefficients(m.arrays, mask, flat)
+    np.testing.assert_array_equal(got, coef.reshape(-1, *coef.shape[-2:])[flat])
+    assert eops.filled == 4 and eops.have[flat].all()
+    before = eops.nbytes
+    eops.coefficients(m.arrays, mask, flat[:1])
+    assert eops.nbytes == before
 
 
 def test_level_grid_is_the_yaw_only_fit(model, ref):
@@ -315,3 +344,30 @@ def test_elevation_search_switch_and_its_grid(model):
     assert (np.degrees(m.lift(img, vis, as_numpy=True).elevation) > 10).mean() >= 0.5
     m.elevation_search = False
     assert not np.asarray(m.lift(img, vis, as_numpy=True).elevation).any()
+
+
+def test_float32_screen_keeps_the_float64_choice(model, ref):
+    """The float32 pass's error stays within its bound at every rotation, and the screened
+    residuals give the float64 forms' choice and residual (people of the reference cases
+    and random poses with hidden joints)."""
+    m = _fresh(model)
+    xy, vis = _xy(ref), ref["in_visibility"]
+    rng = np.random.default_rng(5)
+    more = xy[rng.integers(0, len(xy), 12)] + rng.normal(scale=3.0, size=(12, 14, 2))
+    hide = rng.random((12, 14)) < 0.15
+    xy, vis = np.concatenate([xy, more]), np.concatenate([vis, vis[:12] & ~hide])
+    u, v, *_ = normalise(xy, vis, OBS_SOURCES, spec.XY_INDEX, 5)
+    elev = np.deg2rad(np.array(spec.ELEVATIONS_DEG))
+    for i in range(len(u)):
+        ops = cache.pairs_only(m.arrays, v[i])
+        eops = elevation.build(m.arrays, ops, elev, 1, 0.15)
+        f = u[i : i + 1, ops.full_i] * u[i : i + 1, ops.full_j]
+        full = elevation.residuals(eops.res_t, f)[0]
+        r32 = (eops.res32 @ f[0].astype(np.float32)).astype(np.float64)
+        bound = elevation._BOUND32 * np.linalg.norm(f[0]) * eops.rnorm
+        assert (np.abs(r32 - full) <= bound).all()
+        got = elevation._screened(eops, f)[0].reshape(3, -1)
+        want = full.reshape(3, -1)
+        np.testing.assert_array_equal(got.argmin(1), want.argmin(1))
+        np.testing.assert_allclose(got.min(1), want.min(1), rtol=1e-12, atol=0)
+        assert np.isfinite(got).sum() < 0.1 * got.size  # a screen, not every rotation

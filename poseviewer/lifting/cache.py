@@ -59,6 +59,9 @@ class PatternOps:
     need (``capped_ops``)."""
     elev: dict[Any, Any] = field(default_factory=dict)
     """The elevated operators (``elevation.ElevOps``) of the current grid, on first need."""
+    full: bool = True
+    """False: only the pairs and the level covariances' terms (what the elevation grid
+    needs, ``pairs_only``); the yaw-only fit rebuilds such a pattern (``build``)."""
     koff: np.ndarray = field(init=False)  #: arange(K) x A: flat (component, angle) offsets
     coef_flat: np.ndarray = field(init=False)  #: ``coef`` as (K * A, 4 + B, 29) (a view)
     noise: NoiseTerms = field(init=False)  #: the joint covariances' terms, on first need
@@ -180,15 +183,36 @@ def build(arrays: ModelArrays, mask: np.ndarray) -> PatternOps:
     res[..., nu - 1, nu - 1] += spec.SCALE_PRIOR**2
     coef = _coefficients(a0, tau, np.zeros_like(sin), sin, cos, bg, bh, w, None)
     mask = np.asarray(mask, dtype=bool).copy()
-    active = np.flatnonzero(np.r_[mask, mask, True])
-    pi, pj = np.triu_indices(len(active))
-    ti, tj = active[pi], active[pj]
+    ti, tj = pairs(mask)
     # u^T R u = sum_i R_ii u_i^2 + sum_{i<j} (R_ij + R_ji) u_i u_j
     packed = res[..., ti, tj] + np.where(ti == tj, 0.0, res[..., tj, ti])  # (K, A, P)
     return PatternOps(
         mask=mask, full_i=ti, full_j=tj,
         res_packed=np.ascontiguousarray(packed.reshape(K * A, -1).T),
         coef=np.ascontiguousarray(coef), q=q, w=w, bg=bg, bh=bh, kappa=kappa)
+
+
+def pairs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The upper triangle (i, j) over the entries of u that can be non-zero for visibility
+    ``mask`` (visible x, visible y, the constant), as indices of u."""
+    active = np.flatnonzero(np.r_[mask, mask, True])
+    pi, pj = np.triu_indices(len(active))
+    return active[pi], active[pj]
+
+
+def pairs_only(arrays: ModelArrays, mask: np.ndarray) -> PatternOps:
+    """A ``PatternOps`` of visibility ``mask`` holding its pairs and its (empty) level
+    covariances' terms only: the elevation grid's operators (``elevation.build``) need no
+    more. ``full`` is False."""
+    K, B = arrays.num_components, arrays.num_basis
+    A = spec.NUM_ANGLES
+    mask = np.asarray(mask, dtype=bool).copy()
+    ti, tj = pairs(mask)
+    nu = 2 * len(mask) + 1
+    return PatternOps(
+        mask=mask, full_i=ti, full_j=tj, res_packed=np.zeros((len(ti), 0)),
+        coef=np.zeros((K, A, 0, nu)), q=np.zeros((K, A, 0, 0)), w=np.zeros((K, A, B, 0)),
+        bg=np.zeros((K, B, 0)), bh=np.zeros((K, B)), kappa=np.zeros((K, A)), full=False)
 
 
 def _coefficients(a0: np.ndarray, tau: np.ndarray, tau0: np.ndarray, sin: np.ndarray,
@@ -252,7 +276,8 @@ def capped_ops(ops: PatternOps, arrays: ModelArrays, release_exact: bool
 
 
 #: Default memory budget of a model's pattern cache (bytes): with the elevation grid a
-#: pattern's operators take about 20 MB (K = 3), the level ones alone about 8 MB.
+#: pattern's operators take about 14 MB (K = 3; ``elevation.ElevOps``), the yaw-only ones
+#: about 7 MB.
 CACHE_BUDGET = 300 * 1024 * 1024
 
 

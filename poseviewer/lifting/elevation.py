@@ -23,12 +23,18 @@ level camera could not absorb the offset between the model's mean pose (centred 
 joints) and the observation (centred on the visible ones), which the tilted cameras
 absorb through their depth translation, and level views would be fitted as tilted ones.
 This parametrisation keeps every system well conditioned. As in ``cache``, the
-residual and the solution are prepared as a quadratic form and a linear map of
-u = [w_x (14), w_y (14), 1] (``build``), so lifting a batch is a product and an argmin.
+residual is prepared as a quadratic form of u = [w_x (14), w_y (14), 1] (``build``), so
+lifting a batch is a product and an argmin. The 2,100 forms are not solved one by one
+(``solve_forms``, the plain solve, is their reference and the capped refit's solver):
+``residual_forms`` eliminates the basis in the dual, the image-x block once per yaw
+(image x does not depend on the elevation) and a 14 x 14 Schur complement per rotation.
 The residual of every non-level rotation is multiplied by 1 + ``spike`` (the elevation
-prior), before the choice and in the score. The coefficient maps are kept in float32
-(their rounding moves the pose by < 1e-3 mm), the residual forms in float64: about
-16 MB a pattern for K = 3 and 7 elevations, beside the level operators' 8 MB.
+prior), before the choice and in the score. A float32 copy of the forms screens the
+rotations (with a rigorous bound on its rounding); the few that may be a component's
+minimum are evaluated on the float64 forms. The coefficient maps of a rotation are solved
+(float64) the first time it is chosen. About 8 MB a pattern for K = 3 and 7 elevations
+before its first fit (float64 and float32 forms), plus the joint covariances' terms and
+the maps of the rotations chosen so far.
 """
 
 from __future__ import annotations
@@ -64,23 +70,56 @@ def translation_maps(s: np.ndarray, c: np.ndarray, se: np.ndarray
     return m.swapaxes(-1, -2) @ mmt_inv, mmt_inv
 
 
+def _translation(elev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the translation maps T -> (a_1, a_2, a_3) (E, A, 3, 2), the prior's matrix
+    (E, A, 2, 2)) of every (elevation, yaw); at e = 0 T_x as the release's and T_y a free
+    vertical shift (``tz``)."""
+    E, A = len(elev), len(spec.SIN)
+    tmap = np.zeros((E, A, 3, 2))
+    mmt_inv = np.zeros((E, A, 2, 2))
+    lev = elev == 0.0
+    if (~lev).any():
+        tmap[~lev], mmt_inv[~lev] = translation_maps(
+            spec.SIN[None, :], spec.COS[None, :], np.sin(elev[~lev])[:, None])
+    if lev.any():
+        sa, ca = spec.SIN, spec.COS
+        tmap[lev, :, :, 0] = (np.stack([sa, ca, sa], -1) / (1.0 + sa * sa)[:, None])[None]
+        mmt_inv[lev, :, 0, 0] = 1.0 / (1.0 + sa * sa)
+        mmt_inv[lev, :, 1, 1] = 1.0
+    return tmap, mmt_inv
+
+
 def design(arrays: ModelArrays, mask: np.ndarray, elev: np.ndarray
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The data columns of every (component, elevation, yaw): (X (K, E, A, 2J, 3 + B)
     with columns (mu, T_x, T_y, basis), rows image x then image y of the observed slots,
     masked; the prior (K, E, A, 3 + B, 3 + B) divided by lambda_d^2; the translation maps
     (E, A, 3, 2))."""
-    v = np.asarray(mask, dtype=np.float64)
-    ex, ey, ez = arrays.ex, arrays.ey, arrays.ez  # (K, J, B)
-    mux, muy, muz = arrays.mux, arrays.muy, arrays.muz  # (K, J)
-    K, J, B = ex.shape
-    s, c, se, ce = (x[None, :, :, None, None] for x in _trig(spec.SIN, spec.COS, elev))
-    ext = np.concatenate([mux[..., None], ex], -1)[:, None, None]  # (K, 1, 1, J, 1 + B)
-    eyt = np.concatenate([muy[..., None], ey], -1)[:, None, None]
-    ezt = np.concatenate([muz[..., None], ez], -1)[:, None, None]
+    K = arrays.ex.shape[0]
     E, A = len(elev), len(spec.SIN)
+    k, e, a = (i.reshape(-1) for i in np.meshgrid(np.arange(K), np.arange(E), np.arange(A),
+                                                  indexing="ij"))
+    x, prior, _ = design_at(arrays, mask, elev, k, e, a)
+    lead = (K, E, A)
+    return (x.reshape(lead + x.shape[1:]), prior.reshape(lead + prior.shape[1:]),
+            _translation(elev)[0])
+
+
+def design_at(arrays: ModelArrays, mask: np.ndarray, elev: np.ndarray, k: np.ndarray,
+              e: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``design`` of the systems (component ``k``, elevation index ``e``, yaw index ``a``)
+    (S,) each: (X (S, 2J, 3 + B), the prior (S, 3 + B, 3 + B), the translation maps
+    (S, 3, 2))."""
+    v = np.asarray(mask, dtype=np.float64)
+    J, B = arrays.ex.shape[1:]
+    S = len(k)
+    s, c = spec.SIN[a][:, None, None], spec.COS[a][:, None, None]
+    se, ce = np.sin(elev)[e][:, None, None], np.cos(elev)[e][:, None, None]
+    ext = np.concatenate([arrays.mux[..., None], arrays.ex], -1)[k]  # (S, J, 1 + B)
+    eyt = np.concatenate([arrays.muy[..., None], arrays.ey], -1)[k]
+    ezt = np.concatenate([arrays.muz[..., None], arrays.ez], -1)[k]
     n = 3 + B
-    x = np.zeros((K, E, A, 2 * J, n))
+    x = np.zeros((S, 2 * J, n))
     rows_x = s * ext + c * eyt
     rows_y = -(se * (s * eyt - c * ext) + ce * ezt)
     x[..., :J, 0] = rows_x[..., 0]
@@ -90,23 +129,13 @@ def design(arrays: ModelArrays, mask: np.ndarray, elev: np.ndarray
     x[..., :J, 1] = 1.0
     x[..., J:, 2] = 1.0
     x *= np.r_[v, v][:, None]
-    tmap = np.zeros((E, A, 3, 2))
-    mmt_inv = np.zeros((E, A, 2, 2))
-    lev = elev == 0.0
-    if (~lev).any():
-        tmap[~lev], mmt_inv[~lev] = translation_maps(
-            spec.SIN[None, :], spec.COS[None, :], np.sin(elev[~lev])[:, None])
-    if lev.any():  # T_x as the release's; T_y a free vertical shift (``tz``)
-        sa, ca = spec.SIN, spec.COS
-        tmap[lev, :, :, 0] = (np.stack([sa, ca, sa], -1) / (1.0 + sa * sa)[:, None])[None]
-        mmt_inv[lev, :, 0, 0] = 1.0 / (1.0 + sa * sa)
-        mmt_inv[lev, :, 1, 1] = 1.0
-    lam2 = arrays.lam ** 2
-    prior = np.zeros((K, E, A, n, n))
-    prior[..., 1:3, 1:3] = (spec.TRANSLATION_PRIOR * mmt_inv)[None] / lam2[:, None, None,
-                                                                             None, None]
+    tmap, mmt_inv = _translation(elev)
+    tmap, mmt_inv = tmap[e, a], mmt_inv[e, a]
+    lam2 = arrays.lam[k] ** 2
+    prior = np.zeros((S, n, n))
+    prior[..., 1:3, 1:3] = spec.TRANSLATION_PRIOR * mmt_inv / lam2[:, None, None]
     ar = np.arange(3, n)
-    prior[..., ar, ar] = arrays.rho[:, None, None, :]
+    prior[..., ar, ar] = arrays.rho[k]
     return x, prior, tmap
 
 
@@ -114,15 +143,16 @@ def solve_forms(x: np.ndarray, prior: np.ndarray, tmap: np.ndarray, lam: np.ndar
                 cap: float | None) -> tuple[np.ndarray, np.ndarray]:
     """(residual forms (..., 29, 29) times lambda_d^2, the full release residual; the
     coefficient maps (..., 4 + B + 1, 29): a_0 .. a_{3+B}, then the level camera's
-    vertical shift ``tz`` (0 at other elevations)) of the systems ``x`` (K, E, A, 2J,
-    3 + B) with ``prior``; ``cap``: the scale fixed (step 3's refit, every prior
-    targeting 0). ``tmap`` (E, A, 3, 2): T -> (a_1, a_2, a_3); where it maps T_y to 0
-    (a level camera) T_y is ``tz``."""
-    K, E, A, J2, n = x.shape
+    vertical shift ``tz`` (0 at other elevations)) of the systems ``x`` (..., 2J, 3 + B)
+    with ``prior``; ``lam`` the data weights (broadcast to the leading shape ...);
+    ``cap``: the scale fixed (step 3's refit, every prior targeting 0). ``tmap`` (broadcast
+    to ..., 3, 2): T -> (a_1, a_2, a_3); where it maps T_y to 0 (a level camera) T_y is
+    ``tz``. A plain solve per rotation: the reference of ``residual_forms``."""
+    lead, J2 = x.shape[:-2], x.shape[-2]
     nu = J2 + 1
     # target W u: the observed coordinates (already zero where invisible), masked like x
-    mask2 = (np.abs(x).sum(-1) > 0).astype(np.float64)  # (K, E, A, 2J) visible rows
-    w = np.zeros((K, E, A, J2, nu))
+    mask2 = (np.abs(x).sum(-1) > 0).astype(np.float64)  # (..., 2J) visible rows
+    w = np.zeros(lead + (J2, nu))
     ar = np.arange(J2)
     w[..., ar, ar] = mask2
     if cap is not None:  # a_0 = cap: its column moves to the right-hand side
@@ -133,11 +163,11 @@ def solve_forms(x: np.ndarray, prior: np.ndarray, tmap: np.ndarray, lam: np.ndar
     z = np.linalg.solve(nmat, f)  # (..., n', nu)
     res = w.swapaxes(-1, -2) @ w - f.swapaxes(-1, -2) @ z
     res = 0.5 * (res + res.swapaxes(-1, -2))
-    res *= (lam * lam)[:, None, None, None, None]
+    res *= np.asarray(lam * lam)[..., None, None]
     if cap is None:
         res[..., nu - 1, nu - 1] += spec.SCALE_PRIOR**2
     B = x.shape[-1] - (2 if cap is not None else 3)
-    coef = np.zeros((K, E, A, 5 + B, nu))
+    coef = np.zeros(lead + (5 + B, nu))
     if cap is None:
         coef[..., 0, :] = z[..., 0, :]
         t = z[..., 1:3, :]
@@ -146,10 +176,111 @@ def solve_forms(x: np.ndarray, prior: np.ndarray, tmap: np.ndarray, lam: np.ndar
         coef[..., 0, nu - 1] = cap
         t = z[..., 0:2, :]
         coef[..., 4:-1, :] = z[..., 2:, :]
-    coef[..., 1:4, :] = tmap[None] @ t
-    lev = ~tmap[..., 1].any(-1)  # (E, A): T_y not carried by a_1..a_3
-    coef[..., -1, :] = np.where(lev[None, ..., None], t[..., 1, :], 0.0)
+    coef[..., 1:4, :] = tmap @ t
+    lev = ~tmap[..., 1].any(-1)  # T_y not carried by a_1..a_3
+    coef[..., -1, :] = np.where(lev[..., None], t[..., 1, :], 0.0)
     return res, coef
+
+
+def residual_forms(arrays: ModelArrays, mask: np.ndarray, elev: np.ndarray) -> np.ndarray:
+    """The residual forms of ``solve_forms`` (uncapped) for every (component, elevation,
+    yaw), (K, E, A, 29, 29) divided by lambda_d^2 (not symmetrised: R_ij and R_ji differ
+    by rounding), without solving 2,100 systems of 28 unknowns.
+
+    The basis coefficients are eliminated in the dual: with D = [D_x; D_y] the image rows
+    of the basis (D_x = s E_x + c E_y: the yaw only; D_y = -(sin e (s E_y - c E_x) + cos e
+    E_z)) and Lambda its prior, the data's form is M = (I + D Lambda^-1 D^T)^-1, inverted
+    by blocks: the image-x block (I + K_xx)^-1 once per yaw, its Schur complement S_yy
+    (a 14 x 14 SPD system) per elevation, every product of S_yy a trig combination of
+    per-yaw 14 x 14 matrices. The three columns without a basis prior (the mean pose a_0,
+    T_x, T_y) are then eliminated from M with their 3 x 3 normal matrix:
+    R = M - M H (H^T M H + P)^-1 H^T M."""
+    v = np.asarray(mask, dtype=np.float64)
+    K, J, B = arrays.ex.shape
+    E, A = len(elev), len(spec.SIN)
+    rinv = 1.0 / arrays.rho  # (K, B)
+    exv, eyv, ezv = (e * v[:, None] for e in (arrays.ex, arrays.ey, arrays.ez))
+
+    def gram(p: np.ndarray, q: np.ndarray) -> np.ndarray:  # p Lambda^-1 q^T (K, J, J)
+        return (p * rinv[:, None, :]) @ q.swapaxes(-1, -2)
+
+    gxx, gxy, gxz = gram(exv, exv), gram(exv, eyv), gram(exv, ezv)
+    gyy, gyz, gzz = gram(eyv, eyv), gram(eyv, ezv), gram(ezv, ezv)
+    gyx = gxy.swapaxes(-1, -2)
+    s, c = spec.SIN[None, :, None, None], spec.COS[None, :, None, None]
+    gxx, gxy, gxz, gyy, gyz, gyx = (g[:, None] for g in (gxx, gxy, gxz, gyy, gyz, gyx))
+    sc = s * c
+    eye = np.eye(J)
+    # per yaw (K, A, J, J): D_x L D_x^T, D_x L (s E_y - c E_x)^T, D_x L E_z^T, ...
+    kxx = s * s * gxx + sc * (gxy + gyx) + c * c * gyy
+    pa = s * s * gxy - sc * gxx + sc * gyy - c * c * gyx
+    qa = s * gxz + c * gyz
+    dd = s * s * gyy - sc * (gyx + gxy) + c * c * gxx
+    dz = s * gyz - c * gxz
+    sx = np.linalg.inv(kxx + eye)
+    vp, vq = sx @ pa, sx @ qa
+    pvq = pa.swapaxes(-1, -2) @ vq
+    a1 = dd - pa.swapaxes(-1, -2) @ vp
+    a2 = dz + dz.swapaxes(-1, -2) - pvq - pvq.swapaxes(-1, -2)
+    a3 = gzz[:, None] - qa.swapaxes(-1, -2) @ vq
+    # per elevation: trig combinations of these (one product each over the grid)
+    se, ce = np.sin(elev), np.cos(elev)
+    E, JJ = len(elev), J * J
+    a123 = np.stack([a1, a2, a3], 1).reshape(K, 3, A * JJ)
+    syy = (np.stack([se * se, se * ce, ce * ce], -1) @ a123).reshape(K, E, A, J, J)
+    syy.reshape(K, E, A, JJ)[..., :: J + 1] += 1.0
+    y = np.linalg.inv(syy)  # (K, E, A, J, J)
+    vv = (np.stack([-se, -ce], -1) @ np.stack([vp, vq], 1).reshape(K, 2, A * JJ)).reshape(
+        K, E, A, J, J)  # (I + K_xx)^-1 K_xy
+    vy = vv @ y
+    full = np.zeros((K, E, A, 2 * J + 1, 2 * J + 1))  # u's constant: the scale prior
+    full[..., 2 * J, 2 * J] = (spec.SCALE_PRIOR**2 / arrays.lam**2)[:, None, None]
+    m = full[..., : 2 * J, : 2 * J]
+    np.matmul(vy, vv.swapaxes(-1, -2), out=m[..., :J, :J])
+    m[..., :J, :J] += sx[:, None]
+    np.negative(vy, out=m[..., :J, J:])
+    np.negative(vy.swapaxes(-1, -2), out=m[..., J:, :J])
+    m[..., J:, J:] = y
+    # the columns a_0, T_x, T_y (their image rows) and their prior
+    sa, ca = spec.SIN[None, :, None], spec.COS[None, :, None]
+    mux, muy, muz = (mu * v for mu in (arrays.mux, arrays.muy, arrays.muz))  # (K, J)
+    h = np.zeros((K, E, A, 2 * J, 3))
+    h[..., :J, 0] = (sa * mux[:, None] + ca * muy[:, None])[:, None]
+    se3, ce3 = se[None, :, None, None], ce[None, :, None, None]
+    h[..., J:, 0] = -(se3 * (sa * muy[:, None] - ca * mux[:, None])[:, None]
+                      + ce3 * muz[:, None, None])
+    h[..., :J, 1] = v
+    h[..., J:, 2] = v
+    mh = m @ h
+    nrm = h.swapaxes(-1, -2) @ mh  # (K, E, A, 3, 3)
+    _, prior = _translation(elev)
+    nrm[..., 1:, 1:] += spec.TRANSLATION_PRIOR * prior[None] / (arrays.lam ** 2)[
+        :, None, None, None, None]
+    m -= (mh @ _inv3(nrm)) @ mh.swapaxes(-1, -2)
+    return full
+
+
+def _inv3(a: np.ndarray) -> np.ndarray:
+    """The inverses of symmetric 3 x 3 matrices (..., 3, 3) by their cofactors."""
+    a00, a01, a02 = a[..., 0, 0], a[..., 0, 1], a[..., 0, 2]
+    a11, a12, a22 = a[..., 1, 1], a[..., 1, 2], a[..., 2, 2]
+    c00 = a11 * a22 - a12 * a12
+    c01 = a02 * a12 - a01 * a22
+    c02 = a01 * a12 - a02 * a11
+    c11 = a00 * a22 - a02 * a02
+    c12 = a01 * a02 - a00 * a12
+    c22 = a00 * a11 - a01 * a01
+    det = a00 * c00 + a01 * c01 + a02 * c02
+    out = np.stack([c00, c01, c02, c01, c11, c12, c02, c12, c22], -1)
+    return (out / det[..., None]).reshape(a.shape)
+
+
+def _pack(res: np.ndarray, ti: np.ndarray, tj: np.ndarray) -> np.ndarray:
+    """Residual forms (..., 29, 29) as rows (prod(...), P) over the pairs (``ti``, ``tj``):
+    u^T R u = sum_i R_ii u_i^2 + sum_{i<j} (R_ij + R_ji) u_i u_j."""
+    off = np.where(ti == tj, 0.0, 1.0)
+    packed = res[..., ti, tj] + off * res[..., tj, ti]
+    return np.ascontiguousarray(packed.reshape(-1, len(ti)))
 
 
 @dataclass
@@ -160,64 +291,97 @@ class ElevOps:
     elev: np.ndarray  #: (E,) radians
     level: int  #: index of the level elevation
     spike: float
-    res_packed: np.ndarray  #: (P, K E A) every rotation's residual (spike applied) over
-    #: the pattern's pairs; columns flat (component, elevation, yaw)
-    coef32: np.ndarray  #: (K E A, 5 + B, 29) float32 maps of the coefficients and tz
+    res_t: np.ndarray  #: (K E A, P) every rotation's residual form (spike applied) over
+    #: the pattern's pairs, rows flat (component, elevation, yaw) (``residuals``)
+    res32: np.ndarray = field(init=False)  #: ``res_t`` in float32: the first pass
+    rnorm: np.ndarray = field(init=False)  #: (K E A,) the rows' 2-norms: its error bound
+    coef: np.ndarray
+    """(K E A, 5 + B, 29) the coefficients' and tz's maps, solved for a rotation the first
+    time it is chosen (``coefficients``); ``have`` says which (made with np.zeros: the
+    pages of maps never solved take no memory)."""
+    have: np.ndarray = field(init=False)
+    filled: int = field(init=False)  #: how many maps ``have`` holds
     cov_t: np.ndarray = field(init=False)  #: the joint covariances' terms, on first need
     qd: np.ndarray = field(init=False)
     capped: dict[int, tuple[np.ndarray, np.ndarray]] = field(init=False)
-    """Component -> step 3's capped-scale forms over the grid (residual forms (E, A, 29, 29),
-    coefficient maps (E, A, 5 + B, 29)), made on the first person who needs them."""
+    """Component -> step 3's capped-scale forms over the grid (residual forms packed
+    (E A, P), spike applied; coefficient maps (E A, 5 + B, 29)), made on the first person
+    who needs them."""
 
     def __post_init__(self) -> None:
-        n = self.coef32.shape[0]
+        self.res32 = self.res_t.astype(np.float32)
+        self.rnorm = np.sqrt(np.einsum("np,np->n", self.res_t, self.res_t))
+        n = self.res_t.shape[0]
+        self.have = np.zeros(n, dtype=bool)
+        self.filled = 0
         self.cov_t = np.zeros((n, spec.NUM_JOINTS_3D, 3, 3))
         self.qd = np.zeros((n, 2))
         self.capped = {}
 
     @property
+    def res_packed(self) -> np.ndarray:
+        """(P, K E A): r = (u_i u_j over the pairs) @ res_packed (a view of ``res_t``)."""
+        return self.res_t.T
+
+    @property
     def nbytes(self) -> int:
-        """Memory held (bytes)."""
-        return self.res_packed.nbytes + self.coef32.nbytes + self.cov_t.nbytes + \
-            self.qd.nbytes + sum(r.nbytes + c.nbytes for r, c in self.capped.values())
+        """Memory held (bytes): the coefficient maps solved so far, and every other array
+        (the covariances' terms counted whole)."""
+        maps = self.filled * self.coef[0].nbytes
+        arrays = (self.res_t, self.res32, self.rnorm, self.have, self.cov_t, self.qd)
+        return maps + sum(a.nbytes for a in arrays) + sum(
+            r.nbytes + c.nbytes for r, c in self.capped.values())
+
+    def coefficients(self, arrays: ModelArrays, mask: np.ndarray, flat: np.ndarray
+                     ) -> np.ndarray:
+        """The coefficient maps (..., 5 + B, 29) of flat rotations ``flat`` (any shape),
+        each solved (``solve_forms``, float64) the first time it is asked for."""
+        todo = flat[~self.have[flat]]
+        if todo.size:
+            todo = np.unique(todo)
+            E, A = len(self.elev), len(spec.SIN)
+            k, rest = np.divmod(todo, E * A)
+            e, a = np.divmod(rest, A)
+            x, prior, tmap = design_at(arrays, mask, self.elev, k, e, a)
+            _, coef = solve_forms(x, prior, tmap, arrays.lam[k], None)
+            self.coef[todo] = coef
+            self.have[todo] = True
+            self.filled += len(todo)
+        return self.coef.take(flat, axis=0)
 
 
 def build(arrays: ModelArrays, ops: PatternOps, elev: np.ndarray, level: int, spike: float
           ) -> ElevOps:
     """The operators of the pattern of ``ops`` (its pairs and the level covariances) over
-    the grid ``elev``, for the model ``arrays`` (its head slot as the fit observes it)."""
-    K, A = ops.coef.shape[:2]
-    E = len(elev)
-    x, prior, tmap = design(arrays, ops.mask, elev)
-    res, coef = solve_forms(x, prior, tmap, arrays.lam, None)
-    res[:, elev != 0.0] *= 1.0 + spike
+    the grid ``elev``, for the model ``arrays`` (its head slot as the fit observes it):
+    every rotation's residual form (``residual_forms``); the coefficient maps are solved
+    per rotation when first chosen (``ElevOps.coefficients``)."""
+    r = residual_forms(arrays, ops.mask, elev)
+    K, E, A, nu = r.shape[:4]
     ti, tj = ops.full_i, ops.full_j
-    off = np.where(ti == tj, 0.0, 1.0)
-    # u^T R u over the pairs: R_ii, and R_ij + R_ji off the diagonal
-    packed = res[..., ti, tj] + off * res[..., tj, ti]  # (K, E, A, P)
-    return ElevOps(elev=elev, level=level, spike=spike,
-                   res_packed=np.ascontiguousarray(packed.reshape(K * E * A, -1).T),
-                   coef32=coef.astype(np.float32).reshape((K * E * A,) + coef.shape[-2:]))
+    # u^T R u over the pairs: R_ii, and 2 R_ij off the diagonal; x lambda_d^2 and the spike
+    packed = r.reshape(K * E * A, nu * nu).take(ti * nu + tj, axis=1)
+    scale = np.where(elev != 0.0, 1.0 + spike, 1.0)[None, :] * (arrays.lam**2)[:, None]
+    packed *= np.repeat(scale.reshape(-1), A)[:, None]
+    packed *= np.where(ti == tj, 1.0, 2.0)
+    maps = np.zeros((K * E * A, arrays.num_basis + 5, nu))
+    return ElevOps(elev=elev, level=level, spike=spike, res_t=packed, coef=maps)
 
 
-def capped_refit(arrays: ModelArrays, ops: PatternOps, eops: ElevOps, k: int,
-                 uu: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
-    """Step 3 over the grid for one person (``uu`` (29,)) and component ``k`` (every
-    prior targeting 0): (every rotation's residual (E A,), the chosen rotation e A + a,
-    its coefficients and ``tz`` (5 + B,))."""
-    elev = eops.elev
+def capped_forms(arrays: ModelArrays, ops: PatternOps, eops: ElevOps, k: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Step 3's forms over the grid for component ``k`` (every prior targeting 0): (the
+    residual forms packed over the pattern's pairs (E A, P), spike applied; the
+    coefficient maps (E A, 5 + B, 29)); solved on first need and kept on ``eops``."""
     forms = eops.capped.get(k)
-    if forms is None:  # the pattern's first capped fit of component k: solved once, kept
+    if forms is None:
         one = arrays.component(k)
-        x, prior, tmap = design(one, ops.mask, elev)
-        res, coef = solve_forms(x, prior, tmap, one.lam, spec.SCALE_CAP)
-        forms = eops.capped[k] = (res[0], coef[0])
-    res, coef = forms
-    rr = (res @ uu) @ uu  # (E, A)
-    rr[elev != 0.0] *= 1.0 + eops.spike
-    j = int(rr.argmin())
-    e, a = divmod(j, rr.shape[1])
-    return rr.reshape(-1), j, coef[e, a] @ uu
+        x, prior, tmap = design(one, ops.mask, eops.elev)
+        res, coef = solve_forms(x, prior, tmap, one.lam[:, None, None], spec.SCALE_CAP)
+        res[:, eops.elev != 0.0] *= 1.0 + eops.spike
+        forms = eops.capped[k] = (_pack(res, ops.full_i, ops.full_j),
+                                  np.ascontiguousarray(coef.reshape((-1,) + coef.shape[-2:])))
+    return forms
 
 
 def noise_terms(arrays: ModelArrays, level_arrays: ModelArrays, ops: PatternOps,
@@ -320,6 +484,40 @@ def joint_cov(arrays: ModelArrays, vis: np.ndarray, comp: np.ndarray,
     return 0.5 * (cov + cov.swapaxes(-1, -2)), fit_n
 
 
+def residuals(res_t: np.ndarray, feats: np.ndarray) -> np.ndarray:
+    """(n, R) the residuals of packed forms ``res_t`` (R, P) at ``feats`` (n, P) (one person:
+    a matrix-vector product on the contiguous rows)."""
+    if len(feats) == 1:
+        return np.dot(res_t, feats[0])[None]
+    return feats @ res_t.T
+
+
+#: The float32 pass's error bound over |f| |R_k| (2-norms), f and R rounded to float32 and
+#: a sum of P products: (P + 4) 2^-24 (P = 435 pairs at most) (with a margin).
+_BOUND32 = 1.01 * (435 + 4) * 2.0**-24
+
+
+def _screened(eops: ElevOps, feats: np.ndarray) -> np.ndarray:
+    """Every rotation's residual (n, K E A), exact (float64, as ``residuals``) where it may
+    be its component's minimum, +inf elsewhere: a float32 pass over all rotations (half
+    the memory to stream), then the float64 forms of the rotations whose float32 residual,
+    less its error bound, is not above the component's smallest upper bound (2-7 of 700
+    on the reference cases)."""
+    n, K = len(feats), len(eops.res_t) // (len(eops.elev) * len(spec.SIN))
+    r32 = residuals(eops.res32, feats.astype(np.float32)).astype(np.float64)
+    bound = (_BOUND32 * np.sqrt(np.einsum("np,np->n", feats, feats)))[:, None] * eops.rnorm
+    r32 = r32.reshape(n, K, -1)
+    bound = bound.reshape(n, K, -1)
+    hi = (r32 + bound).min(-1)
+    pi, ki, ri = np.nonzero(r32 - bound <= hi[..., None])
+    if len(pi) > 64 * n * K:  # no separation (people without joints): every form
+        return residuals(eops.res_t, feats)
+    rows = ki * r32.shape[-1] + ri
+    r = np.full(r32.shape, np.inf)
+    r[pi, ki, ri] = np.einsum("cp,cp->c", eops.res_t[rows], feats[pi])
+    return r
+
+
 def fit_prepared(arrays: ModelArrays, level_arrays: ModelArrays, ops: PatternOps,
                  eops: ElevOps, ug: np.ndarray, keep_all: bool, cache: PatternCache
                  ) -> tuple[np.ndarray, ...]:
@@ -333,23 +531,27 @@ def fit_prepared(arrays: ModelArrays, level_arrays: ModelArrays, ops: PatternOps
     E = len(eops.elev)
     feats = ug.take(ops.full_i, axis=1)
     feats *= ug.take(ops.full_j, axis=1)
-    r = (feats @ eops.res_packed).reshape(n, K, E * A)
+    r = (residuals(eops.res_t, feats) if keep_all else _screened(eops, feats)).reshape(
+        n, K, E * A)
     best = r.argmin(-1)  # (n, K) e A + a, first minimum on ties
     rb = np.take_along_axis(r, best[..., None], -1)[..., 0]
-    flat = best + np.arange(K) * (E * A)
-    a = (eops.coef32.take(flat, axis=0).astype(np.float64) @ ug[:, None, :, None])[..., 0]
+    koff = np.arange(K) * (E * A)
+    held = (eops.filled, len(eops.capped))
+    a = (eops.coefficients(arrays, ops.mask, best + koff) @ ug[:, None, :, None])[..., 0]
     cp = a[..., 0] > spec.SCALE_CAP
     if cp.any():
-        held = eops.nbytes
-        for i, k in zip(*np.nonzero(cp), strict=True):  # a loop: forms kept per component
-            rr, j, cf = capped_refit(arrays, ops, eops, int(k), ug[i])
+        for k in np.unique(np.nonzero(cp)[1]):  # step 3: per component, its people at once
+            i = np.flatnonzero(cp[:, k])
+            packed, coef = capped_forms(arrays, ops, eops, int(k))
+            rr = residuals(packed, feats[i])  # (m, E A)
+            j = rr.argmin(-1)
             r[i, k] = rr
             best[i, k] = j
-            rb[i, k] = rr[j]
-            a[i, k] = cf
-        if eops.nbytes > held:  # new capped forms: keep the cache within its budget
-            cache.trim()
-        flat = best + np.arange(K) * (E * A)
+            rb[i, k] = rr[np.arange(len(i)), j]
+            a[i, k] = (coef.take(j, axis=0) @ ug[i, :, None])[..., 0]
+    if (eops.filled, len(eops.capped)) != held:  # new maps or capped forms
+        cache.trim()  # keep the cache within its budget
+    flat = best + koff
     ei, ai = np.divmod(best, A)
     cov_t, qd = noise_terms(arrays, level_arrays, ops, eops, flat)
     return (a[..., :-1], rb, ai, ei, a[..., -1], cp, (r if keep_all else None), cov_t, qd)

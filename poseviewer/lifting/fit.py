@@ -6,7 +6,9 @@ prepared (and cached) once ``model.build_min`` people with it have been met (in 
 and earlier ones since it was last dropped from the cache), otherwise solved directly with
 ``direct.fit_pairs`` (rare patterns cost what a direct solve costs; preparing a pattern
 costs about as much as solving ~30 people directly); ``lift_method = "direct"`` solves
-every pattern directly. With the elevation grid every pattern is prepared (``elevation``).
+every pattern directly. With the elevation grid every pattern is prepared (``elevation``;
+such a pattern keeps its pairs, not the yaw-only operators, until a yaw-only fit needs
+them).
 Steps 4 and 5 (component choice, reconstruction, blend, size normalisation, projection)
 then run for the whole batch: for one person the whole lift is a few dozen small numpy
 operations.
@@ -72,13 +74,19 @@ def blas_threads(n: int | None) -> Iterator[None]:
     if n is None:
         yield
         return
-    from threadpoolctl import ThreadpoolController
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
 
-    with _BLAS_LOCK:
-        if not _BLAS:
-            _BLAS.append(ThreadpoolController())
-        with _BLAS[0].limit(limits=n, user_api="blas"):  # type: ignore[attr-defined]
-            yield
+        with _BLAS_LOCK:
+            if not _BLAS:
+                ctl = ThreadpoolController()
+                _BLAS.extend([ctl, ctl.select(user_api="blas").lib_controllers])
+    libs: list[object] = _BLAS[1]  # type: ignore[assignment]
+    if all(lib.num_threads == n for lib in libs):  # type: ignore[attr-defined]
+        yield  # already so (OMP_NUM_THREADS=1, say): nothing to set (a ctypes call each)
+        return
+    with _BLAS_LOCK, _BLAS[0].limit(limits=n, user_api="blas"):  # type: ignore[attr-defined]
+        yield
 
 
 #: Joint counts of the 3D model and of the 2D input, and the flattened (x..., y..., z...)
@@ -188,6 +196,12 @@ def _prepared(model: LiftingModel, key: int, people: int, mask: np.ndarray,
         return None
     pc = model.pattern_cache
     ops = pc.get(key)
+    if ops is not None and not ops.full:  # the grid's pairs only: the yaw-only operators
+        with blas_threads(model.lift_threads):
+            full = cache.build(model.arrays, mask)
+        full.elev, full.noise = ops.elev, ops.noise
+        pc.put(key, full)
+        return full
     if ops is None and (pc.count(key, people) >= model.build_min or force):
         with blas_threads(model.lift_threads):
             ops = cache.build(model.arrays, mask)
@@ -224,7 +238,11 @@ def fit_groups_elevated(model: LiftingModel, u: np.ndarray, v: np.ndarray, keep_
 def _fit_elevated(model: LiftingModel, key: int, mask: np.ndarray, ug: np.ndarray,
                   keep_all: bool, grid: tuple[np.ndarray, int]) -> tuple[np.ndarray, ...]:
     """One pattern of ``fit_groups_elevated`` (its operators prepared on first need)."""
-    ops = _prepared(model, key, len(ug), mask, force=True)
+    pc = model.pattern_cache
+    ops = pc.get(key)
+    if ops is None:  # the grid needs the pattern's pairs only (not the yaw-only operators)
+        ops = cache.pairs_only(model.arrays, mask)
+        pc.put(key, ops)
     elev, level = grid
     spike = float(model.elevation_spike)
     gkey = (tuple(model.elevations), spike)
@@ -232,11 +250,16 @@ def _fit_elevated(model: LiftingModel, key: int, mask: np.ndarray, ug: np.ndarra
     gkey = gkey + (obs.head_top,)
     eops = ops.elev.get(gkey)
     if eops is None:
-        eops = elevation.build(obs, ops, elev, level, spike)
+        with blas_threads(model.lift_threads):
+            eops = elevation.build(obs, ops, elev, level, spike)
         ops.elev = {gkey: eops}  # one grid at a time
         model.pattern_cache.trim()
-    return elevation.fit_prepared(obs, model.arrays, ops, eops, ug, keep_all,
-                                  model.pattern_cache)
+    # the residuals of K x 700 rotations: a product large enough for OpenBLAS to thread it
+    # (its threads wait on each other for milliseconds on a loaded machine): on
+    # lift_threads BLAS threads, even for one person (the setting costs ~20 us)
+    with blas_threads(model.lift_threads):
+        return elevation.fit_prepared(obs, model.arrays, ops, eops, ug, keep_all,
+                                      model.pattern_cache)
 
 
 def _fit_prepared(model: LiftingModel, ops: cache.PatternOps, ug: np.ndarray,

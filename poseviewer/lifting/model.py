@@ -110,9 +110,11 @@ class PoseModel3D:
         #: lifting is many small operations: a thread pool's fork/join costs more than it
         #: saves, and far more on a machine loaded by other work (scripts/bench_lifting.py).
         #: The count is process-wide while such a product runs (one lock serialises them,
-        #: ``fit.blas_threads``); a warm lift of fewer than 64 people leaves it alone.
+        #: ``fit.blas_threads``); a warm yaw-only lift of fewer than 64 people leaves it
+        #: alone (the elevation grid's residuals always run on these threads).
         self.lift_threads: int | None = 1
-        #: Visibility patterns whose operators are kept (LRU; ~7 MB each for K = 3).
+        #: Visibility patterns whose operators are kept (LRU; ~7 MB each for K = 3, ~14 MB
+        #: with the elevation grid; within ``cache.CACHE_BUDGET`` bytes).
         self.pattern_cache = PatternCache(16)
         #: An uncached pattern is prepared (~10-30 ms) once this many people with it have
         #: been met (this call and earlier ones); until then it is solved directly (about
