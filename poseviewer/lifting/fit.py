@@ -240,15 +240,20 @@ def _fit_elevated(model: LiftingModel, key: int, mask: np.ndarray, ug: np.ndarra
     """One pattern of ``fit_groups_elevated`` (its operators prepared on first need)."""
     pc = model.pattern_cache
     ops = pc.get(key)
+    elev, level = grid
+    spike = float(model.elevation_spike)
+    obs = model.observed_arrays()
+    gkey = (tuple(model.elevations), spike, obs.head_top)
+    eops = None if ops is None else ops.elev.get(gkey)
+    if eops is None and (model.lift_method == "direct"
+                         or pc.count(key, len(ug)) < model.build_min):
+        # a rare pattern: every rotation solved directly for these people (nothing kept)
+        with blas_threads(model.lift_threads):
+            return elevation.fit_direct(obs, model.arrays, mask, ug, keep_all, elev, level,
+                                        spike)
     if ops is None:  # the grid needs the pattern's pairs only (not the yaw-only operators)
         ops = cache.pairs_only(model.arrays, mask)
         pc.put(key, ops)
-    elev, level = grid
-    spike = float(model.elevation_spike)
-    gkey = (tuple(model.elevations), spike)
-    obs = model.observed_arrays()
-    gkey = gkey + (obs.head_top,)
-    eops = ops.elev.get(gkey)
     if eops is None:
         with blas_threads(model.lift_threads):
             eops = elevation.build(obs, ops, elev, level, spike)
