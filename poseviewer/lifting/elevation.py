@@ -35,6 +35,12 @@ minimum are evaluated on the float64 forms. The coefficient maps of a rotation a
 (float64) the first time it is chosen. About 8 MB a pattern for K = 3 and 7 elevations
 before its first fit (float64 and float32 forms), plus the joint covariances' terms and
 the maps of the rotations chosen so far.
+
+A pattern met by fewer than ``build_min`` people is not prepared: ``fit_direct`` solves
+every rotation for those people alone (``direct_residuals``: the same elimination with the
+people's coordinates and the three columns a_0, T_x, T_y as right-hand sides, one Cholesky
+factorisation per rotation), then the chosen rotations' coefficients by the plain solve,
+as the prepared route does; the same choice and results to float noise.
 """
 
 from __future__ import annotations
