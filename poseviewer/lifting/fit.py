@@ -10,7 +10,7 @@ every pattern directly. The elevation grid follows the same rule: a pattern is p
 (``elevation.build``; it keeps its pairs, not the yaw-only operators, until a yaw-only fit
 needs them) once ``build_min`` people have shown it, and until then its people are solved
 directly over the grid (``elevation.fit_direct``, about a third of a preparation's cost
-per person).
+for up to 8 people of a pattern).
 Steps 4 and 5 (component choice, reconstruction, blend, size normalisation, projection)
 then run for the whole batch: for one person the whole lift is a few dozen small numpy
 operations.

@@ -118,8 +118,9 @@ class PoseModel3D:
         self.pattern_cache = PatternCache(16)
         #: An uncached pattern is prepared (~10-30 ms; ~50 ms with the elevation grid)
         #: once this many people with it have been met (this call and earlier ones); until
-        #: then it is solved directly (about 0.4-0.9 ms a person, ~15 ms with the grid:
-        #: preparing pays off after some 30 people, a few with the grid).
+        #: then it is solved directly (about 0.4-0.9 ms a person: preparing pays off after
+        #: some 30 people; with the grid 10-20 ms a call, up to 8 people of a pattern in
+        #: one solve, the same threshold).
         self.build_min: int = 32
         #: Factor on the posterior joint covariances (``fit.joint_cov``); 1 = the raw
         #: posterior. A calibration factor fitted on held-out data can be kept in the
