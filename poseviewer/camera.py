@@ -306,13 +306,24 @@ def lift_along_rays(model: Any, joints: Any, visible: Any, image_size: tuple[flo
     centres = visible_centres(img, vis)
     back = None if m is None else _invert_affine(m)
     grid = elevation_candidates(model) if elevation is None else [elevation]
-    best = best_score = rot = cams = None
+    all_cams, all_virt, all_vis = [], [], []
     for e in grid:
         cams = ray_cameras(centres, image_size, fov_deg, e)
         virt = cams.to_virtual(img)
         ok = np.isfinite(virt).all(-1)
-        fit = model.lift(np.where(ok[..., None], virt, 0.0), vis & ok, as_numpy=True,
-                         **kwargs)
+        all_cams.append(cams)
+        all_virt.append(np.where(ok[..., None], virt, 0.0))
+        all_vis.append(vis & ok)
+    if len(grid) == 1:
+        fits = [model.lift(all_virt[0], all_vis[0], as_numpy=True, **kwargs)]
+    else:  # every candidate camera in one lift: a visibility pattern is met once by all
+        # of its people's candidates (the fit prepares or solves it directly once)
+        n = len(j)
+        both = model.lift(np.concatenate(all_virt), np.concatenate(all_vis), as_numpy=True,
+                          **kwargs)
+        fits = [both.select(slice(i * n, (i + 1) * n)) for i in range(len(grid))]
+    best = best_score = rot = None
+    for cams, fit in zip(all_cams, fits, strict=True):
         if best is None:
             best, rot = fit, cams.rotation
             best_score = _best_score(fit) if len(grid) > 1 else None

@@ -16,8 +16,8 @@ Per batch size N, in one run:
   depend on N, so larger sizes are extrapolated linearly (marked).
 Goals (issue 13): N = 32 warm >= 1000x the loop; one person warm <= 0.1 ms; cold no slower
 than direct. The first table is the default fit (yaw-only, the release's). The yaw x
-elevation grid (issue 20; ``elevation_search = True``, 7 elevations; ``direct`` routes it
-through the same operators) has the goals one person warm <= 0.25 ms, N = 32 with 5
+elevation grid (issue 20; ``elevation_search = True``, 7 elevations; ``direct``:
+``elevation.fit_direct``) has the goals one person warm <= 0.25 ms, N = 32 with 5
 visibility patterns >= 1000x the loop, the operator cache under its budget
 (``cache.CACHE_BUDGET``); the last block prints these beside the yaw-only fit
 (``elevations = (0,)``) measured in the same run. The 2D inputs are the 21 reference cases of
@@ -247,20 +247,29 @@ def _grid_block(model: PoseModel3D, path, base_xy: np.ndarray, base_vis: np.ndar
           f"cache {g[4] / 2**20 / g[5]:.1f} MB a pattern, budget "
           f"{cache.CACHE_BUDGET / 2**20:.0f} MB (goals: one person <= 0.25 ms, "
           f">= 1000x the loop)")
-    _prep_block(grid, vis)
+    _prep_block(grid, xy, vis, load)
 
 
-def _prep_block(grid: PoseModel3D, vis: np.ndarray) -> None:
+def _prep_block(grid: PoseModel3D, xy: np.ndarray, vis: np.ndarray, load) -> None:
     """Preparing one visibility pattern, per pattern of ``vis``: the yaw-only operators
     (``cache.build``) against the grid's (``cache.pairs_only`` + ``elevation.build``), in
-    turn, the median of 7 rounds each, and the grid's operators' memory."""
+    turn, the median of 7 rounds each, and the grid's operators' memory; then one person of
+    each pattern solved directly (``lift_method = "direct"``, the whole lift: the route of
+    a pattern met by fewer than ``build_min`` people), grid against yaw-only."""
     from poseviewer.lifting import cache, elevation
 
     obs = grid.observed_arrays()
     elev, level = grid.elevation_grid(False)
     pats = sorted({tuple(r) for r in vis}, key=lambda r: -sum(r))
+    first = [int(np.flatnonzero((vis == np.array(p)).all(1))[0]) for p in pats]
+    gd, yd = load(), load()
+    gd.elevation_search = True
+    yd.elevations = (0.0,)
+    gd.lift_method = yd.lift_method = "direct"
     ty: list[list[float]] = [[] for _ in pats]
     tg: list[list[float]] = [[] for _ in pats]
+    dy: list[list[float]] = [[] for _ in pats]
+    dg: list[list[float]] = [[] for _ in pats]
     for _ in range(7):
         for i, p in enumerate(pats):
             mask = np.array(p, dtype=bool)
@@ -271,6 +280,13 @@ def _prep_block(grid: PoseModel3D, vis: np.ndarray) -> None:
             eops = elevation.build(obs, cache.pairs_only(obs, mask), elev, level,
                                    grid.elevation_spike)
             tg[i].append(time.perf_counter() - t0)
+            j = first[i]
+            t0 = time.perf_counter()
+            yd.lift(xy[j : j + 1], vis[j : j + 1])
+            dy[i].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            gd.lift(xy[j : j + 1], vis[j : j + 1])
+            dg[i].append(time.perf_counter() - t0)
     mb = [eops.nbytes / 2**20]
     yv = np.array([statistics.median(t) for t in ty])
     gv = np.array([statistics.median(t) for t in tg])
@@ -279,6 +295,12 @@ def _prep_block(grid: PoseModel3D, vis: np.ndarray) -> None:
           f"{np.round(gv * 1e3, 1).tolist()} ms; grid / yaw-only "
           f"{np.round(gv / yv, 2).tolist()} (mean {float(np.mean(gv / yv)):.2f}x; goal <= 3x); "
           f"the grid's operators {mb[0]:.1f} MB a pattern before its first fit")
+    dyv = np.array([statistics.median(t) for t in dy])
+    dgv = np.array([statistics.median(t) for t in dg])
+    print(f"one person solved directly (median of 7, per pattern): yaw-only "
+          f"{np.round(dyv * 1e3, 2).tolist()} ms, grid {np.round(dgv * 1e3, 1).tolist()} ms; "
+          f"grid direct / grid preparing {np.round(dgv / gv, 2).tolist()} "
+          f"(mean {float(np.mean(dgv / gv)):.2f}x)")
 
 if __name__ == "__main__":
     raise SystemExit(main())

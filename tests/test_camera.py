@@ -158,6 +158,51 @@ def test_elevated_camera_levelled_per_elevation(model):
     assert abs(np.degrees(auto.elevation[0]) - depression) < 10.0
 
 
+def test_candidate_cameras_are_lifted_in_one_call(model):
+    """With the elevation search every candidate virtual camera of every person goes
+    through one ``lift`` call (a visibility pattern is met once, by all its candidates),
+    and each person keeps the candidate of lowest score, as lifting the candidates one by
+    one gives."""
+    from poseviewer import camera
+
+    pose = _mean_pose(model)
+    f = focal_length(60.0, SIZE)
+    img = np.concatenate([_render(pose, 25.0, 0.0, 45.0, 3000.0, f),
+                          _render(pose, 15.0, 2.0, 20.0, 4000.0, f),
+                          _render(pose, 5.0, 1.0, 0.0, 3000.0, f)])
+    vis = np.ones((3, 14), dtype=bool)
+    vis[1, 3] = vis[2, [0, 9]] = False
+
+    class Counting:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+        def lift(self, *a, **k):
+            self.calls += 1
+            return model.lift(*a, **k)
+
+    model.elevation_search = True
+    try:
+        counting = Counting()
+        auto = lift_along_rays(counting, img, vis, SIZE, 60.0)
+        centres = camera.visible_centres(img, vis)
+        fits, scores = [], []
+        for e in camera.elevation_candidates(model):
+            virt = ray_cameras(centres, SIZE, 60.0, e).to_virtual(img)
+            fit = model.lift(virt, vis, as_numpy=True)
+            fits.append(fit.pose_3d)
+            scores.append(camera._best_score(fit))
+    finally:
+        model.elevation_search = False
+    assert counting.calls == 1
+    best = np.argmin(np.array(scores), 0)  # first minimum: the loop keeps the earliest
+    want = np.array(fits)[best, np.arange(3)]
+    np.testing.assert_allclose(auto.pose_3d, want, rtol=0, atol=1e-9 * np.abs(want).max())
+
+
 def test_ray_lifter_in_map_coordinates_equals_image_pixels(model):
     """The network lifts on its map grid: joints in a crop's frame with its affine give
     the same fit as the image pixels, with the 2D fields back in the crop's frame."""

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from poseviewer.eval3d import camera_frame, project, tilt
+from poseviewer.eval3d import EvalConfig, camera_frame, project, tilt
 from poseviewer.lifting import PoseModel3D, cache, elevation, spec
 from poseviewer.lifting.fit import normalise
 from poseviewer.lifting.spec import OBS_SLOTS, OBS_SOURCES
@@ -227,6 +227,7 @@ def test_cache_stays_within_its_memory_budget(model, ref):
     """The pattern cache drops the least recently used patterns beyond ``max_bytes``."""
     xy, vis = _xy(ref), ref["in_visibility"]
     m = _fresh(model)
+    m.build_min = 0  # every pattern prepared
     m.lift(xy[:1], vis[:1])
     one = m.pattern_cache.nbytes
     assert one > 0
@@ -371,3 +372,65 @@ def test_float32_screen_keeps_the_float64_choice(model, ref):
         np.testing.assert_array_equal(got.argmin(1), want.argmin(1))
         np.testing.assert_allclose(got.min(1), want.min(1), rtol=1e-12, atol=0)
         assert np.isfinite(got).sum() < 0.1 * got.size  # a screen, not every rotation
+
+
+@pytest.mark.parametrize("hidden", [0, 1, 4])
+def test_direct_grid_route_equals_the_prepared_forms(model, ref, hidden):
+    """People of a pattern not prepared are solved directly over the grid
+    (``elevation.fit_direct``): the same rotation, component, residuals, coefficients,
+    covariances' terms as the prepared forms (``fit_prepared``) and as the plain solve per
+    rotation (``solve_forms``), for the reference cases (some capped) and random poses at
+    several elevations with 0, 1 or 4 hidden joints; and a lift gives the same poses by
+    either route."""
+    rng = np.random.default_rng(11 + hidden)
+    m = _fresh(model)
+    m.head_top_offset = spec.HEAD_TOP_OFFSET  # the grid's observation of the head top
+    obs = m.observed_arrays()
+    elev, level = m.elevation_grid(False)
+    poses = _model_poses(model, 6, seed=hidden)
+    gt = camera_frame(poses, rng.uniform(0, 2 * np.pi, len(poses)))
+    rend = [h36m_to_cpm(project(tilt(gt[i : i + 1], e), "orthographic", EvalConfig()))
+            for i, e in enumerate((-15.0, 0.0, 20.0, 40.0, 60.0, 75.0))]
+    xy = np.concatenate([_xy(ref), *rend])
+    vis = np.ones(xy.shape[:2], bool)
+    for row in vis:
+        row[rng.choice(14, hidden, replace=False)] = False
+    u, v, *_ = normalise(xy, vis, OBS_SOURCES, spec.XY_INDEX, 5)
+    capped = 0
+    for i in range(len(u)):
+        ops = cache.pairs_only(obs, v[i])
+        eops = elevation.build(obs, ops, elev, level, 0.15)
+        want = elevation.fit_prepared(obs, model.arrays, ops, eops, u[i : i + 1], True,
+                                      cache.PatternCache())
+        got = elevation.fit_direct(obs, model.arrays, v[i], u[i : i + 1], True, elev,
+                                   level, 0.15)
+        for j in (2, 3, 5):  # yaw, elevation, capped
+            np.testing.assert_array_equal(got[j], want[j])
+        for j in (0, 1, 4, 6, 7, 8):  # coefficients, residual, tz, residuals, cov terms
+            np.testing.assert_allclose(got[j], want[j], rtol=1e-9,
+                                       atol=1e-12 * np.abs(want[j]).max())
+        capped += int(want[5].sum())
+        if i % 7 == 0:  # the plain solve per rotation: every residual
+            x, prior, tmap = elevation.design(obs, v[i], elev)
+            res, _ = elevation.solve_forms(x, prior, tmap, obs.lam[:, None, None], None)
+            res[:, elev != 0.0] *= 1.15
+            plain = (res @ u[i]) @ u[i]
+            r = elevation.direct_residuals(obs, v[i], u[i : i + 1], elev, 0.15)[0][0]
+            np.testing.assert_allclose(r, plain.reshape(r.shape), rtol=1e-9)
+    if hidden == 0:
+        assert capped  # the reference cases' capped refits went through the direct route
+    # whole lifts: the direct route (the default for rare patterns) against every pattern
+    # prepared
+    d = _fresh(model)
+    p = _fresh(model)
+    p.build_min = 0
+    a, b = d.lift(xy, vis), p.lift(xy, vis)
+    assert len(d.pattern_cache) == 0 and len(p.pattern_cache) > 0
+    np.testing.assert_array_equal(a.component, b.component)
+    np.testing.assert_array_equal(a.elevation, b.elevation)
+    np.testing.assert_array_equal(a.components.yaw, b.components.yaw)
+    scale = np.abs(b.pose_3d).max()
+    np.testing.assert_allclose(a.pose_3d, b.pose_3d, rtol=0, atol=1e-9 * scale)
+    np.testing.assert_allclose(a.joint_cov, b.joint_cov, rtol=1e-9,
+                               atol=1e-9 * np.abs(b.joint_cov).max())
+    np.testing.assert_allclose(a.components.score, b.components.score, rtol=1e-9)

@@ -35,6 +35,12 @@ minimum are evaluated on the float64 forms. The coefficient maps of a rotation a
 (float64) the first time it is chosen. About 8 MB a pattern for K = 3 and 7 elevations
 before its first fit (float64 and float32 forms), plus the joint covariances' terms and
 the maps of the rotations chosen so far.
+
+A pattern met by fewer than ``build_min`` people is not prepared: ``fit_direct`` solves
+every rotation for those people alone (``direct_residuals``: the same elimination with the
+people's coordinates and the three columns a_0, T_x, T_y as right-hand sides, one Cholesky
+factorisation per rotation), then the chosen rotations' coefficients by the plain solve,
+as the prepared route does; the same choice and results to float noise.
 """
 
 from __future__ import annotations
@@ -554,4 +560,198 @@ def fit_prepared(arrays: ModelArrays, level_arrays: ModelArrays, ops: PatternOps
     flat = best + koff
     ei, ai = np.divmod(best, A)
     cov_t, qd = noise_terms(arrays, level_arrays, ops, eops, flat)
+    return (a[..., :-1], rb, ai, ei, a[..., -1], cp, (r if keep_all else None), cov_t, qd)
+
+
+def _per_yaw(arrays: ModelArrays, keep: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``residual_forms``'s per-yaw matrices for the visible joints ``keep`` only (hidden
+    joints decouple: identity rows of M, zero right-hand sides): ((I + K_xx)^-1, its
+    products with the image-y rows' two parts (vp, vq), the Schur complement's three trig
+    parts (a1, a2, a3)), each (K, A, J', J')."""
+    rinv = 1.0 / arrays.rho  # (K, B)
+    exv, eyv, ezv = (e[:, keep] for e in (arrays.ex, arrays.ey, arrays.ez))
+    J = len(keep)
+
+    def gram(p: np.ndarray, q: np.ndarray) -> np.ndarray:  # p Lambda^-1 q^T (K, J, J)
+        return (p * rinv[:, None, :]) @ q.swapaxes(-1, -2)
+
+    gxx, gxy, gxz = gram(exv, exv), gram(exv, eyv), gram(exv, ezv)
+    gyy, gyz, gzz = gram(eyv, eyv), gram(eyv, ezv), gram(ezv, ezv)
+    K, A = len(gxx), len(spec.SIN)
+    # per yaw, trig combinations of (gxx, gxy, gyx, gyy, gxz, gyz): one product
+    s, c = spec.SIN, spec.COS
+    z, ss, sc, cc = np.zeros(A), s * s, s * c, c * c
+    wts = np.stack([np.stack(r, -1) for r in (
+        (ss, sc, sc, cc, z, z),  # kxx = D_x L D_x^T
+        (-sc, ss, -cc, sc, z, z),  # pa = D_x L (s E_y - c E_x)^T
+        (z, z, z, z, s, c),  # qa = D_x L E_z^T
+        (cc, -sc, -sc, ss, z, z),  # dd = (s E_y - c E_x) L (...)^T
+        (z, z, z, z, -c, s))], 0)  # dz = (s E_y - c E_x) L E_z^T; (5, A, 6)
+    gs = np.stack([gxx, gxy, gxy.swapaxes(-1, -2), gyy, gxz, gyz], 1).reshape(K, 6, J * J)
+    kxx, pa, qa, dd, dz = (wts.reshape(5 * A, 6) @ gs).reshape(K, 5, A, J, J).swapaxes(0, 1)
+    sx = np.linalg.inv(kxx + np.eye(J))
+    vp, vq = sx @ pa, sx @ qa
+    pvq = pa.swapaxes(-1, -2) @ vq
+    a1 = dd - pa.swapaxes(-1, -2) @ vp
+    a2 = dz + dz.swapaxes(-1, -2) - pvq - pvq.swapaxes(-1, -2)
+    a3 = gzz[:, None] - qa.swapaxes(-1, -2) @ vq
+    return sx, vp, vq, a1, a2, a3
+
+
+def direct_residuals(arrays: ModelArrays, mask: np.ndarray, ug: np.ndarray, elev: np.ndarray,
+                     spike: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every rotation's residual of people ``ug`` (n, 29) sharing visibility ``mask``,
+    solved directly (no prepared forms): ((n, K, E A) uncapped as ``build``'s forms give
+    them, spike applied; (n, K, E A) capped, step 3's refit as ``capped_forms``'s).
+
+    The same elimination as ``residual_forms`` with the people's image coordinates as
+    right-hand sides instead of the 29 columns of u: with the columns H = (a_0, T_x, T_y)
+    and the people's observations w as Q = [H, w] (image-x rows Q_x, image-y rows Q_y),
+    Q^T M Q = Q_x^T (I + K_xx)^-1 Q_x (per yaw) + T^T S_yy^-1 T, T = Q_y - V^T Q_x (per
+    rotation: one Cholesky of [[S_yy, T], [T^T, C I]] gives T^T L^-T in its bottom-left
+    block, C = |T|_F^2 + 1 > the largest eigenvalue of T^T S_yy^-1 T since S_yy >= I);
+    then a_0 and T (and T alone at the capped scale) by their 3 x 3 (2 x 2) system."""
+    keep = np.flatnonzero(mask)
+    per_yaw = _per_yaw(arrays, keep)
+    got = [_direct_chunk(arrays, keep, len(mask), per_yaw, ug[p0 : p0 + DIRECT_PEOPLE], elev,
+                         spike) for p0 in range(0, len(ug), DIRECT_PEOPLE)]
+    if len(got) == 1:
+        return got[0]
+    return np.concatenate([r for r, _ in got]), np.concatenate([c for _, c in got])
+
+
+#: People per ``direct_residuals`` solve (their observations are right-hand sides of
+#: every rotation's Cholesky factorisation, with the three columns a_0, T_x, T_y).
+DIRECT_PEOPLE = 8
+
+
+def _direct_chunk(arrays: ModelArrays, keep: np.ndarray, Jf: int,
+                  per_yaw: tuple[np.ndarray, ...], ug: np.ndarray, elev: np.ndarray,
+                  spike: float) -> tuple[np.ndarray, np.ndarray]:
+    """``direct_residuals`` for a few people (``per_yaw``: ``_per_yaw``'s matrices)."""
+    J, n = len(keep), len(ug)
+    K = arrays.num_components
+    E, A = len(elev), len(spec.SIN)
+    sx, vp, vq, a1, a2, a3 = per_yaw
+    se, ce = np.sin(elev), np.cos(elev)
+    # right-hand sides: columns (h_0, h_x, h_y, w_1 .. w_n); image-x rows per yaw
+    c = 3 + n
+    sa, ca = spec.SIN[None, :, None], spec.COS[None, :, None]
+    mux, muy, muz = (mu[:, keep] for mu in (arrays.mux, arrays.muy, arrays.muz))
+    qx = np.zeros((K, A, J, c))
+    qx[..., 0] = sa * mux[:, None] + ca * muy[:, None]
+    qx[..., 1] = 1.0
+    qx[..., 3:] = ug[:, keep].T
+    gx = qx.swapaxes(-1, -2) @ (sx @ qx)  # (K, A, c, c)
+    # per rotation, T^T = Q_y^T + se px^T + ce pq^T and S_yy = I + se^2 a1 + se ce a2 +
+    # ce^2 a3: each one product with the elevations' trig weights over per-yaw parts
+    parts = np.zeros((K, 3, A, c, J))
+    parts[:, 0] = (qx.swapaxes(-1, -2) @ vp)
+    parts[:, 0, :, 0] -= sa * muy[:, None] - ca * mux[:, None]  # h_0's image y
+    parts[:, 1] = (qx.swapaxes(-1, -2) @ vq)
+    parts[:, 1, :, 0] -= muz[:, None]
+    parts[:, 2, :, 2] = 1.0
+    parts[:, 2, :, 3:] = ug[:, Jf + keep]
+    ones = np.ones(E)
+    tt = (np.stack([se, ce, ones], -1) @ parts.reshape(K, 3, -1)).reshape(K, E, A, c, J)
+    syy = (np.stack([se * se, se * ce, ce * ce], -1)
+           @ np.stack([a1, a2, a3], 1).reshape(K, 3, -1)).reshape(K, E, A, J, J)
+    m = J + c
+    aug = np.empty((K, E, A, m, m))
+    aug[..., :J, :J] = syy
+    ar = np.arange(J)
+    aug[..., ar, ar] += 1.0
+    aug[..., J:, :J] = tt
+    aug[..., :J, J:] = tt.swapaxes(-1, -2)
+    aug[..., J:, J:] = 0.0
+    big = np.einsum("...ij,...ij->...", tt, tt) + 1.0  # (K, E, A)
+    dv = np.arange(J, m)
+    aug[..., dv, dv] = big[..., None]
+    y = np.linalg.cholesky(aug)[..., J:, :J]  # (K, E, A, c, J) = T^T L^-T
+    g = gx[:, None] + y @ y.swapaxes(-1, -2)  # (K, E, A, c, c): Q^T M Q
+    lam2 = arrays.lam**2
+    _, mmt_inv = _translation(elev)
+    prior = spec.TRANSLATION_PRIOR * mmt_inv[None] / lam2[:, None, None, None, None]
+    spk = np.where(elev != 0.0, 1.0 + spike, 1.0)[None, :, None, None]  # (1, E, 1, 1)
+    lam4 = lam2[:, None, None, None]
+    # uncapped: the 3 x 3 system of (a_0, T_x, T_y)
+    nrm = g[..., :3, :3].copy()
+    nrm[..., 1:, 1:] += prior
+    ghw = g[..., :3, 3:]  # (K, E, A, 3, n)
+    quad = (ghw * (_inv3(nrm) @ ghw)).sum(-2)
+    ww = np.diagonal(g[..., 3:, 3:], axis1=-2, axis2=-1)  # (K, E, A, n)
+    res = (lam4 * (ww - quad) + spec.SCALE_PRIOR**2) * spk
+    # capped: a_0 = cap, q = w - cap h_0; T by its 2 x 2 system
+    cap = spec.SCALE_CAP
+    qq = ww - 2.0 * cap * g[..., 0, 3:] + cap * cap * g[..., 0, 0, None]
+    qt = g[..., 1:3, 3:] - cap * g[..., 1:3, 0, None]  # (K, E, A, 2, n)
+    n2 = g[..., 1:3, 1:3] + prior
+    det = n2[..., 0, 0] * n2[..., 1, 1] - n2[..., 0, 1] * n2[..., 1, 0]
+    inv2 = np.stack([n2[..., 1, 1], -n2[..., 0, 1], -n2[..., 1, 0], n2[..., 0, 0]], -1)
+    inv2 = (inv2 / det[..., None]).reshape(n2.shape)
+    capped = lam4 * (qq - (qt * (inv2 @ qt)).sum(-2)) * spk
+    return (res.reshape(K, E * A, n).transpose(2, 0, 1),
+            capped.reshape(K, E * A, n).transpose(2, 0, 1))
+
+
+def _direct_noise(arrays: ModelArrays, level_arrays: ModelArrays, mask: np.ndarray,
+                  flat: np.ndarray, elev: np.ndarray, level: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``noise_terms`` without prepared operators (nothing kept): (cov_t, (q, dof)) of flat
+    rotations ``flat`` (n, K) for visibility ``mask``."""
+    E, A = len(elev), len(spec.SIN)
+    fl = flat.reshape(-1)
+    k, rest = np.divmod(fl, E * A)
+    e, a = np.divmod(rest, A)
+    cov_t = np.empty((len(fl), spec.NUM_JOINTS_3D, 3, 3))
+    qd = np.empty((len(fl), 2))
+    nobs = 2.0 * float(np.count_nonzero(mask))
+    lev = e == level
+    for sel, arr, flat_cam in ((lev, level_arrays, True), (~lev, arrays, False)):
+        if not sel.any():
+            continue
+        vis = np.repeat(np.asarray(mask, dtype=bool)[None], int(sel.sum()), axis=0)
+        if flat_cam:
+            cov, fitted = covariance.joint_cov(arr, vis, k[sel], a[sel], fitted=True)
+        else:
+            cov, fitted = joint_cov(arr, vis, k[sel], a[sel], elev[e[sel]])
+        cov_t[sel], qd[sel] = covariance.fit_noise_terms(cov, fitted, nobs, arr.lam[k[sel]])
+    return cov_t.reshape(flat.shape + cov_t.shape[1:]), qd.reshape(flat.shape + (2,))
+
+
+def fit_direct(arrays: ModelArrays, level_arrays: ModelArrays, mask: np.ndarray,
+               ug: np.ndarray, keep_all: bool, elev: np.ndarray, level: int, spike: float
+               ) -> tuple[np.ndarray, ...]:
+    """``fit_prepared``'s outputs for people ``ug`` (n, 29) sharing visibility ``mask``
+    whose pattern is not prepared: every rotation's residual solved directly
+    (``direct_residuals``), the chosen rotations' coefficients by the plain solve
+    (``solve_forms``, as ``ElevOps.coefficients`` and ``capped_forms``), the covariances'
+    terms computed (nothing is kept)."""
+    n = len(ug)
+    K = arrays.num_components
+    E, A = len(elev), len(spec.SIN)
+    r, rc = direct_residuals(arrays, mask, ug, elev, spike)
+    best = r.argmin(-1)  # (n, K)
+    rb = np.take_along_axis(r, best[..., None], -1)[..., 0]
+    koff = np.arange(K) * (E * A)
+
+    def coefs(flat: np.ndarray, cap: float | None) -> np.ndarray:  # (m,) -> (m, 5 + B, 29)
+        k, rest = np.divmod(flat, E * A)
+        e, a = np.divmod(rest, A)
+        x, prior, tmap = design_at(arrays, mask, elev, k, e, a)
+        return solve_forms(x, prior, tmap, arrays.lam[k], cap)[1]
+
+    a = (coefs((best + koff).reshape(-1), None).reshape(n, K, -1, ug.shape[1])
+         @ ug[:, None, :, None])[..., 0]
+    cp = a[..., 0] > spec.SCALE_CAP
+    if cp.any():
+        i, k = np.nonzero(cp)
+        rr = rc[i, k]  # (m, E A)
+        j = rr.argmin(-1)
+        r[i, k] = rr
+        best[i, k] = j
+        rb[i, k] = rr[np.arange(len(i)), j]
+        a[i, k] = (coefs(j + k * (E * A), spec.SCALE_CAP) @ ug[i, :, None])[..., 0]
+    ei, ai = np.divmod(best, A)
+    cov_t, qd = _direct_noise(arrays, level_arrays, mask, best + koff, elev, level)
     return (a[..., :-1], rb, ai, ei, a[..., -1], cp, (r if keep_all else None), cov_t, qd)

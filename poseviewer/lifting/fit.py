@@ -6,9 +6,11 @@ prepared (and cached) once ``model.build_min`` people with it have been met (in 
 and earlier ones since it was last dropped from the cache), otherwise solved directly with
 ``direct.fit_pairs`` (rare patterns cost what a direct solve costs; preparing a pattern
 costs about as much as solving ~30 people directly); ``lift_method = "direct"`` solves
-every pattern directly. With the elevation grid every pattern is prepared (``elevation``;
-such a pattern keeps its pairs, not the yaw-only operators, until a yaw-only fit needs
-them).
+every pattern directly. The elevation grid follows the same rule: a pattern is prepared
+(``elevation.build``; it keeps its pairs, not the yaw-only operators, until a yaw-only fit
+needs them) once ``build_min`` people have shown it, and until then its people are solved
+directly over the grid (``elevation.fit_direct``, about a third of a preparation's cost
+for up to 8 people of a pattern).
 Steps 4 and 5 (component choice, reconstruction, blend, size normalisation, projection)
 then run for the whole batch: for one person the whole lift is a few dozen small numpy
 operations.
@@ -212,8 +214,9 @@ def _prepared(model: LiftingModel, key: int, people: int, mask: np.ndarray,
 def fit_groups_elevated(model: LiftingModel, u: np.ndarray, v: np.ndarray, keep_all: bool,
                         grid: tuple[np.ndarray, int]) -> tuple[np.ndarray, ...]:
     """``fit_groups`` over the yaw x elevation grid (``elevation``): the same outputs with
-    the elevation index (N, K) after the angle index; every pattern's operators are
-    prepared (the cache's memory budget bounds them)."""
+    the elevation index (N, K) after the angle index; a pattern's operators are prepared
+    once ``model.build_min`` people have shown it (the cache's memory budget bounds them),
+    its people solved directly until then (and always with ``lift_method = "direct"``)."""
     n = len(u)
     elev, level = grid
     K, nb, A, E = (model.arrays.num_components, model.arrays.num_basis + 4, spec.NUM_ANGLES,
@@ -237,18 +240,24 @@ def fit_groups_elevated(model: LiftingModel, u: np.ndarray, v: np.ndarray, keep_
 
 def _fit_elevated(model: LiftingModel, key: int, mask: np.ndarray, ug: np.ndarray,
                   keep_all: bool, grid: tuple[np.ndarray, int]) -> tuple[np.ndarray, ...]:
-    """One pattern of ``fit_groups_elevated`` (its operators prepared on first need)."""
+    """One pattern of ``fit_groups_elevated``: its prepared operators, prepared now once
+    ``model.build_min`` people have shown it, or a direct solve."""
     pc = model.pattern_cache
     ops = pc.get(key)
+    elev, level = grid
+    spike = float(model.elevation_spike)
+    obs = model.observed_arrays()
+    gkey = (tuple(model.elevations), spike, obs.head_top)
+    eops = None if ops is None else ops.elev.get(gkey)
+    if eops is None and (model.lift_method == "direct"
+                         or pc.count(key, len(ug)) < model.build_min):
+        # a rare pattern: every rotation solved directly for these people (nothing kept)
+        with blas_threads(model.lift_threads):
+            return elevation.fit_direct(obs, model.arrays, mask, ug, keep_all, elev, level,
+                                        spike)
     if ops is None:  # the grid needs the pattern's pairs only (not the yaw-only operators)
         ops = cache.pairs_only(model.arrays, mask)
         pc.put(key, ops)
-    elev, level = grid
-    spike = float(model.elevation_spike)
-    gkey = (tuple(model.elevations), spike)
-    obs = model.observed_arrays()
-    gkey = gkey + (obs.head_top,)
-    eops = ops.elev.get(gkey)
     if eops is None:
         with blas_threads(model.lift_threads):
             eops = elevation.build(obs, ops, elev, level, spike)

@@ -102,8 +102,8 @@ class PoseModel3D:
         self.release_exact: bool = False
         #: How ``lift`` solves: "auto" or "operators" (the cached per-pattern operators of
         #: ``cache``, prepared once ``build_min`` people with a pattern have been met) or
-        #: "direct" (``direct.fit_pairs`` for every person; the elevation grid always
-        #: uses the operators). Both give the same results (to ~1e-12 relative).
+        #: "direct" (``direct.fit_pairs`` for every person; with the elevation grid
+        #: ``elevation.fit_direct``). Both give the same results (to ~1e-12 relative).
         self.lift_method: str = "auto"
         #: BLAS threads of the lifting's large products (preparing a visibility pattern's
         #: operators, the residuals of 64 or more people; None: numpy's setting). The
@@ -116,9 +116,11 @@ class PoseModel3D:
         #: Visibility patterns whose operators are kept (LRU; ~7 MB each for K = 3, ~14 MB
         #: with the elevation grid; within ``cache.CACHE_BUDGET`` bytes).
         self.pattern_cache = PatternCache(16)
-        #: An uncached pattern is prepared (~10-30 ms) once this many people with it have
-        #: been met (this call and earlier ones); until then it is solved directly (about
-        #: 0.4-0.9 ms a person: preparing pays off after some 30 people).
+        #: An uncached pattern is prepared (~10-30 ms; ~50 ms with the elevation grid)
+        #: once this many people with it have been met (this call and earlier ones); until
+        #: then it is solved directly (about 0.4-0.9 ms a person: preparing pays off after
+        #: some 30 people; with the grid 10-20 ms a call, up to 8 people of a pattern in
+        #: one solve, the same threshold).
         self.build_min: int = 32
         #: Factor on the posterior joint covariances (``fit.joint_cov``); 1 = the raw
         #: posterior. A calibration factor fitted on held-out data can be kept in the
