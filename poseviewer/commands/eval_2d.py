@@ -25,9 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="our 3D model for the fused evaluation ('' to skip fusion)")
     parser.add_argument("--elevation-search", action=argparse.BooleanOptionalAction,
                         default=True,
-                        help="the fused evaluation's 3D fit searches the camera's elevation, "
-                        "as poseviewer estimate does (the default); --no-elevation-search: "
-                        "the release's yaw-only fit")
+                        help="the 3D fit of the fused evaluation (and of --crowd) searches "
+                        "the camera's elevation, as poseviewer estimate does (the default); "
+                        "--no-elevation-search: the release's yaw-only fit")
     parser.add_argument("--data", default=str(shared_path("data", "lspet")))
     parser.add_argument("--cache", default=None,
                         help="evaluate on crops from this train-2d crop cache instead of "
