@@ -197,7 +197,7 @@ class Estimator:
                  detector: PeopleFinder | None = find_people,
                  flip_test: bool | None = None,
                  target_prior: TargetPrior | None = None,
-                 elevation_search: bool | None = None,
+                 elevation_search: bool = True,
                  fov: float | None = None, precision: str | None = None,
                  stages: int | None = None) -> None:
         self.device = resolve_device(device)
@@ -219,7 +219,7 @@ class Estimator:
         self.bf16 = bf16
         if flip_test is not None:
             self.flip_test = flip_test
-        if elevation_search is not None:
+        if self.elevation_search != bool(elevation_search):  # (a model's own grid kept)
             self.elevation_search = elevation_search
         self.max_pixels = int(max_pixels)
         self.info = dict(info or {})
@@ -362,8 +362,9 @@ class Estimator:
     @property
     def elevation_search(self) -> bool:
         """Whether the 3D fit searches the camera's elevation as well as the yaw (the 3D
-        model's ``elevation_search``; off by default: it costs each new visibility pattern
-        about 0.15 s on a laptop CPU). False without a 3D model."""
+        model's ``elevation_search``). On by default (``Estimator(elevation_search=True)``,
+        set on the 3D model it is given); ``Estimator(elevation_search=False)`` lifts with
+        the release's yaw-only fit. False without a 3D model."""
         return bool(getattr(self.pose_model, "elevation_search", False))
 
     @elevation_search.setter

@@ -130,7 +130,7 @@ def main() -> int:
     pm.pattern_cache.max_patterns = 10_000
     pm.pattern_cache.max_bytes = args.cache_mb * 2**20
     fit = (f"elevation grid, head-top offset {pm.head_top_offset:.2f}"
-           if args.elevation_search else "yaw-only (the default)")
+           if args.elevation_search else "yaw-only (the release's; this script's default)")
 
     proj_labels = project_labels(pm, gt, vis)
     lab_ok, evaluated = pck(proj_labels, gt, vis)

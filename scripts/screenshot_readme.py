@@ -30,8 +30,9 @@ def main() -> int:
                     help="width of the saved picture in pixels (default 1100)")
     ap.add_argument("--crop", action="store_true",
                     help="belief maps over the person's crop (the maps panel's Crop box)")
-    ap.add_argument("--elevation-search", action="store_true",
-                    help="turn on Run > Search camera elevation first")
+    ap.add_argument("--elevation-search", action=argparse.BooleanOptionalAction, default=True,
+                    help="Run > Search camera elevation (on, as the viewer's default; "
+                    "--no-elevation-search unticks it first)")
     ap.add_argument("--uncertainty", action="store_true",
                     help="the 3D panel's ellipsoids on")
     ap.add_argument("--colours", type=int, default=192,

@@ -11,7 +11,7 @@ evaluation). The best is written to OUT (the learned ones when they win) and eve
 is printed, for the model card. ``--flip-test``: evaluate (and save) with the mirror
 test-time augmentation on, as the default network runs. ``--elevation-search``: the 3D
 model in the loop searches the camera elevation and observes LSP's head top (the fit of
-``poseviewer estimate --elevation-search``); the selection is then for that fit.
+``poseviewer estimate``, its default); the selection is then for that fit.
 """
 
 from __future__ import annotations

@@ -655,14 +655,26 @@ def test_import_joints_and_reopen_result(qtbot, settings, tmp_path, messages, ar
     assert win.state.image.shape == (400, 320, 3)  # the photo was found beside the file
     # COCO-17 has no head top: 13 joints placed, the lifted pose is shown in 3D
     assert win.state.fit is not None and win.view3d.shown_bones.shape == (32, 3)
-    # (along the person's camera ray: the COCO file gives the image size)
+    # (along the person's camera ray: the COCO file gives the image size), with the
+    # elevation search (the Run menu's default); unticked, the yaw-only fit
     from poseviewer.camera import DEFAULT_FOV_DEG, lift_along_rays
 
-    direct = lift_along_rays(bundled_pose_model(),
-                             np.nan_to_num(imp.persons[0].final.joints_2d)[None],
-                             imp.persons[0].final.visible[None], imp.image_size,
-                             DEFAULT_FOV_DEG)
-    np.testing.assert_allclose(win.state.fit.pose_3d, direct.pose_3d, atol=1e-6)
+    def direct(search: bool):
+        model = bundled_pose_model()
+        model.elevation_search = search
+        return lift_along_rays(model, np.nan_to_num(imp.persons[0].final.joints_2d)[None],
+                               imp.persons[0].final.visible[None], imp.image_size,
+                               DEFAULT_FOV_DEG)
+
+    assert win.action_elevation.isChecked()
+    grid, level = direct(True), direct(False)
+    np.testing.assert_allclose(win.state.fit.pose_3d, grid.pose_3d, atol=1e-6)
+    assert np.abs(grid.pose_3d - level.pose_3d).max() > 1e-3  # the two fits differ here
+    win.elevation_search = False  # the Run menu's setting, without its re-run of the photo
+    with qtbot.waitSignal(win.worker.succeeded, timeout=20000):
+        win.import_joints(coco)
+    np.testing.assert_allclose(win.state.fit.pose_3d, level.pose_3d, atol=1e-6)
+    win.elevation_search = True
     assert "no belief maps" in win.maps_panel.info.text()
     win.grab().save(str(artifacts_dir / "app_imported.png"))
     # a broken file is a message

@@ -112,17 +112,23 @@ def test_estimator_switch_and_cli_flag() -> None:
     single = estimate_cmd.load_estimator(settings("--single-pass"))
     assert not single.flip_test
     default = estimate_cmd.load_estimator(settings())
-    # --elevation-search reaches the 3D model, through the plain settings a Ray actor gets
+    # the elevation search is the default (--elevation-search: the same); it and
+    # --no-elevation-search reach the 3D model through the plain settings a Ray actor gets
     import dataclasses
     import json
 
-    from poseviewer.lifting.spec import ELEVATIONS_DEG
+    from poseviewer.lifting.spec import ELEVATIONS_DEG, LEVEL
 
-    assert not default.elevation_search
+    assert default.elevation_search and default.pose_model.elevations == ELEVATIONS_DEG
+    assert settings("--elevation-search") == settings()
     plain = json.loads(json.dumps(dataclasses.asdict(settings("--elevation-search"))))
     searching = estimate_cmd.load_estimator(EstimatorSettings(**plain))
     assert searching.elevation_search and searching.pose_model.elevations == ELEVATIONS_DEG
     assert searching._model_info()["elevation_search"] is True
+    plain = json.loads(json.dumps(dataclasses.asdict(settings("--no-elevation-search"))))
+    level = estimate_cmd.load_estimator(EstimatorSettings(**plain))
+    assert not level.elevation_search and level.pose_model.elevations == LEVEL
+    assert level._model_info()["elevation_search"] is False
     from poseviewer.cnn import load_cpm
     from poseviewer.paths import DEFAULT_CNN
 

@@ -735,20 +735,20 @@ def test_viewer_timeline_on_a_video(video_window, clip, qtbot) -> None:
 
 def test_viewer_video_runs_with_the_windows_estimator_settings(video_window, clip, qtbot,
                                                                estimator) -> None:
-    """The Run menu's settings (here the elevation search) reach the video worker's
-    estimator when a video starts, and every frame's result says it ran so."""
+    """The Run menu's settings (here the elevation search, on by default) reach the video
+    worker's estimator when a video starts, and every frame's result says it ran so."""
     win, panel = video_window, video_window.video_panel
-    assert not estimator.elevation_search
-    win.elevation_search = True  # as Run > Search camera elevation does
+    assert estimator.elevation_search and win.elevation_search is True  # the defaults
+    win.elevation_search = False  # as unticking Run > Search camera elevation does
     try:
         panel.open_video(str(clip))
         qtbot.waitUntil(lambda: panel.status_label.text() == f"estimated {N_FRAMES}/{N_FRAMES}",
                         timeout=180000)
-        assert estimator.elevation_search
-        assert all(r.model["elevation_search"] is True for r in panel.sequence)
+        assert not estimator.elevation_search
+        assert all(r.model["elevation_search"] is False for r in panel.sequence)
     finally:
         panel.stop()
-        estimator.elevation_search = False  # the module's estimator, shared by other tests
+        estimator.elevation_search = True  # the module's estimator, shared by other tests
 
 
 @pytest.mark.gui
@@ -783,21 +783,22 @@ def test_viewer_one_worker_for_photos_and_videos(qtbot, tmp_path, estimator, cli
     try:
         with qtbot.waitSignal(win.worker.succeeded, timeout=60000):
             win.open_image(photo)
-        win.elevation_search = True
+        win.elevation_search = False
         panel.open_video(str(clip))
         qtbot.waitUntil(lambda: panel.job.done >= 2, timeout=60000)
-        assert panel.job.settings.elevation_search is True
+        assert panel.job.settings.elevation_search is False
         with qtbot.waitSignal(win.worker.succeeded, timeout=60000):
             win.open_image(photo)  # the video's run stops, its frames done stay
         qtbot.waitUntil(lambda: "(stopped)" in panel.status_label.text(), timeout=30000)
-        assert 2 <= panel.job.done < N_FRAMES and win.state.result.model["elevation_search"]
+        assert 2 <= panel.job.done < N_FRAMES
+        assert win.state.result.model["elevation_search"] is False
         assert len(made) == 1  # one estimator for the photos and the video
         panel.open_video(str(tmp_path / "missing.mp4"))
         qtbot.waitUntil(lambda: bool(messages), timeout=30000)
         assert messages[-1][0] == "Cannot use this video or camera"
         assert win.last_error[0] is ErrorKind.VIDEO
     finally:
-        estimator.elevation_search = False  # the module's estimator, shared by other tests
+        estimator.elevation_search = True  # the module's estimator, shared by other tests
         win.shutdown(30000)
 
 

@@ -43,7 +43,7 @@ class ElevationEstimator(FakeEstimator):
 
     def __init__(self) -> None:
         super().__init__(stages=1)
-        self.elevation_search = False
+        self.elevation_search = False  # the window's default (on) is applied in the worker
 
     def estimate(self, image, boxes=None, on_stage=None, cancel=None):
         res = super().estimate(image, boxes, on_stage, cancel)
@@ -52,19 +52,21 @@ class ElevationEstimator(FakeEstimator):
         return res
 
 
-def test_run_menu_turns_the_elevation_search_on_and_reruns(qtbot, settings, tmp_path):
-    """Off by default; the Run menu's item re-runs the image with the search applied in
-    the worker, and turning it off again re-runs without."""
+def test_run_menu_turns_the_elevation_search_off_and_on_and_reruns(qtbot, settings, tmp_path):
+    """On by default (ticked, and applied in the worker to an estimator that had it off);
+    the Run menu's item re-runs the image without the search, and ticking it again re-runs
+    with it."""
     est = ElevationEstimator()
     win = make_window(qtbot, settings, est)
     open_and_wait(qtbot, win, write_image(tmp_path / "p.png"))
-    assert not win.action_elevation.isChecked() and est.calls[-1]["elevation_search"] is False
-    with qtbot.waitSignal(win.worker.succeeded, timeout=10000):
-        win.action_elevation.trigger()
-    assert est.calls[-1]["elevation_search"] is True and len(est.calls) == 2
+    assert win.action_elevation.isChecked() and est.calls[-1]["elevation_search"] is True
     assert "camera elevation 0\N{DEGREE SIGN}" in win.view3d.summary.text()
     with qtbot.waitSignal(win.worker.succeeded, timeout=10000):
         win.action_elevation.trigger()
-    assert est.calls[-1]["elevation_search"] is False and len(est.calls) == 3
+    assert est.calls[-1]["elevation_search"] is False and len(est.calls) == 2
     text = win.view3d.summary.text()  # a level fit by assumption is not called measured
     assert "level camera assumed" in text and "camera elevation 0" not in text
+    with qtbot.waitSignal(win.worker.succeeded, timeout=10000):
+        win.action_elevation.trigger()
+    assert est.calls[-1]["elevation_search"] is True and len(est.calls) == 3
+    assert "camera elevation 0\N{DEGREE SIGN}" in win.view3d.summary.text()

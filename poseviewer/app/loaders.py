@@ -68,8 +68,10 @@ def lift_joints_file(path: Any, current: np.ndarray | None, model: Any,
     return result, image
 
 
-def load_result_file(path: Any, current: np.ndarray | None) -> tuple[EstimateResult, np.ndarray]:
-    """Reopen a saved result (our JSON or NPZ) with its photo when it can be found."""
+def load_result_file(path: Any, current: np.ndarray | None,
+                     settings: Any = None) -> tuple[EstimateResult, np.ndarray]:
+    """Reopen a saved result (our JSON or NPZ) with its photo when it can be found
+    (``settings``, the Run menu's, change nothing here)."""
     from poseviewer.export import read_json, read_npz
 
     path = Path(path)
@@ -100,10 +102,15 @@ class FileJobs:
                     self._model = self._load_model()
             return self._model
 
-    def lift(self, path: Any, current: np.ndarray | None) -> tuple[EstimateResult, np.ndarray]:
-        """Lift the 2D joints in ``path`` with the bundled 3D model."""
-        return lift_joints_file(path, current, self.pose_model())
+    def lift(self, path: Any, current: np.ndarray | None,
+             settings: Any = None) -> tuple[EstimateResult, np.ndarray]:
+        """Lift the 2D joints in ``path`` with the bundled 3D model, searching the camera's
+        elevation unless ``settings`` (the Run menu's ``RunSettings``) turn it off."""
+        model = self.pose_model()
+        on = getattr(settings, "elevation_search", None)
+        model.elevation_search = True if on is None else bool(on)
+        return lift_joints_file(path, current, model)
 
-    def functions(self) -> dict[str, Callable[[Any, Any], Any]]:
+    def functions(self) -> dict[str, Callable[[Any, Any, Any], Any]]:
         """Request kind -> job, for the worker."""
         return {"lift": self.lift, "load": load_result_file}

@@ -73,13 +73,14 @@ class MainWindow(QMainWindow):
     """The poseviewer window. ``estimator_factory`` is called (once, in the worker thread)
     to build the estimator (default: the bundled model); ``settings`` defaults to the
     user's QSettings; ``file_functions`` maps 'lift' / 'load' to the worker-side file jobs
-    (default: ``poseviewer.app.loaders``)."""
+    (called with the path, the image on screen and the Run menu's ``RunSettings``;
+    default: ``poseviewer.app.loaders``)."""
 
     def __init__(
         self,
         estimator_factory: Callable[[], Any] | None = None,
         settings: QSettings | None = None,
-        file_functions: dict[str, Callable[[Any, Any], Any]] | None = None,
+        file_functions: dict[str, Callable[[Any, Any, Any], Any]] | None = None,
     ) -> None:
         super().__init__()
         self.setWindowTitle("poseviewer")
@@ -110,7 +111,7 @@ class MainWindow(QMainWindow):
             file_functions = FileJobs().functions()
         self.worker = WorkerController(estimator_factory, file_functions, parent=self)
         """The one worker: photos, files and the frames of videos and cameras."""
-        self.worker.settings = RunSettings(flip_test=None, elevation_search=False)
+        self.worker.settings = RunSettings(flip_test=None, elevation_search=True)
         self.worker.progress.connect(self.on_progress)
         self.worker.succeeded.connect(self.on_succeeded)
         self.worker.failed.connect(self.on_failed)
@@ -237,8 +238,9 @@ class MainWindow(QMainWindow):
         self.action_elevation.setCheckable(True)
         self.action_elevation.setToolTip(
             "The 3D fit also finds how far the camera looks down or up (shown in the 3D "
-            "view); a new set of visible joints then takes about 0.15 s more to fit. "
-            "Changing it re-runs the current image.")
+            "view); on by default, off fits the release's level camera (yaw only). "
+            "Changing it re-runs the current image; imported 2D joints use it too.")
+        self.action_elevation.setChecked(bool(self.elevation_search))
         self.action_elevation.toggled.connect(self.set_elevation_search)
         rm.addAction(self.action_elevation)
         self.action_first_stage = QAction("First stage only (faster, e.g. for video)", self)
@@ -359,7 +361,8 @@ class MainWindow(QMainWindow):
 
     @property
     def elevation_search(self) -> bool | None:
-        """Whether the 3D fit searches the camera's elevation (Run menu; off by default)."""
+        """Whether the 3D fit searches the camera's elevation (Run menu; on by default);
+        photos, videos and imported 2D joints alike."""
         return self.worker.settings.elevation_search
 
     @elevation_search.setter

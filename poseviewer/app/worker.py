@@ -185,7 +185,7 @@ class EstimateWorker(QObject):
     def __init__(
         self,
         estimator_factory: Callable[[], Any],
-        file_functions: dict[str, Callable[[Any, Any], Any]] | None = None,
+        file_functions: dict[str, Callable[[Any, Any, Any], Any]] | None = None,
     ) -> None:
         super().__init__()
         self._factory = estimator_factory
@@ -224,7 +224,7 @@ class EstimateWorker(QObject):
             elif req.kind == "frame":
                 self._serve(req)
             elif req.kind in self._files:
-                result, image = self._files[req.kind](req.joints, req.image)
+                result, image = self._files[req.kind](req.joints, req.image, req.settings)
             else:
                 raise ValueError(f"unknown request kind {req.kind!r}")
         except Cancelled:
@@ -389,7 +389,7 @@ class WorkerController(QObject):
     def __init__(
         self,
         estimator_factory: Callable[[], Any],
-        file_functions: dict[str, Callable[[Any, Any], Any]] | None = None,
+        file_functions: dict[str, Callable[[Any, Any, Any], Any]] | None = None,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)

@@ -255,11 +255,14 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_elevation_argument(parser: argparse.ArgumentParser) -> None:
-    """``--elevation-search`` (estimate, lift): the 3D model's ``elevation_search``."""
-    parser.add_argument("--elevation-search", action="store_true",
-                        help="let the 3D fit find the camera's elevation (photos taken from "
-                        "above or below; exported as the fit's elevation); each new "
-                        "visibility pattern then costs about 0.15 s more")
+    """``--no-elevation-search`` (estimate, lift): the 3D model's ``elevation_search``, on
+    by default; ``--elevation-search`` is accepted and changes nothing."""
+    parser.add_argument("--elevation-search", action=argparse.BooleanOptionalAction,
+                        default=True,
+                        help="the 3D fit finds the camera's elevation as well as the yaw "
+                        "(photos taken from above or below; exported as the fit's "
+                        "elevation): the default; --no-elevation-search fits the release's "
+                        "level camera (yaw only)")
 
 
 def fov_degrees(text: str) -> float:

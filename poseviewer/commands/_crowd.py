@@ -122,7 +122,8 @@ def run_crowd(args: argparse.Namespace, model: Any) -> int:
     print(f"{len(scenes)} crowded scenes, {people} people (seed {args.crowd_seed}; "
           f"composed in {time.perf_counter() - t0:.1f} s)")
     pm = load_pose_model(args.pose_model) if args.pose_model else None
-    est = Estimator(model, pm, info={"weights": str(args.weights)})
+    est = Estimator(model, pm, info={"weights": str(args.weights)},
+                    elevation_search=bool(getattr(args, "elevation_search", True)))
     tp = est.target_prior
     est.target_prior = TargetPrior(
         tp.outside if args.prior_outside is None else args.prior_outside,

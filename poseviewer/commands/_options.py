@@ -32,7 +32,8 @@ class EstimatorSettings:
     flip_test: bool | None = None
     """False: ``--single-pass``; None: the network's own setting."""
     target_prior_off: bool = False
-    elevation_search: bool = False
+    elevation_search: bool = True
+    """The 3D fit searches the camera's elevation (False: ``--no-elevation-search``)."""
     fov: float | None = None
     """``--fov``: degrees, 0 = orthographic; None: the Estimator's default."""
     precision: str | None = None

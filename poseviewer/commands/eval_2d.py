@@ -23,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=str(MODELS_DIR / "cpm_default.safetensors"))
     parser.add_argument("--pose-model", default=str(MODELS_DIR / "pose3d_default.safetensors"),
                         help="our 3D model for the fused evaluation ('' to skip fusion)")
+    parser.add_argument("--elevation-search", action=argparse.BooleanOptionalAction,
+                        default=True,
+                        help="the 3D fit of the fused evaluation (and of --crowd) searches "
+                        "the camera's elevation, as poseviewer estimate does (the default); "
+                        "--no-elevation-search: the release's yaw-only fit")
     parser.add_argument("--data", default=str(shared_path("data", "lspet")))
     parser.add_argument("--cache", default=None,
                         help="evaluate on crops from this train-2d crop cache instead of "
@@ -122,11 +127,13 @@ def run(args: argparse.Namespace) -> int:
         crops = eval_crops_from_photos(args.data, val, model.config.input_size)
     report: dict = {"weights": str(args.weights), "config": model.config.name,
                     "flip_test": bool(model.config.flip_test), "precision": args.precision,
-                    "stages": stages,
+                    "stages": stages, "elevation_search": bool(args.elevation_search),
                     "split": {"n_val": args.n_val, "seed": args.seed, "images": len(val)}}
     runs = [("plain", None)]
     if args.pose_model and model.config.fusion.enabled:
-        runs.append(("fusion", load_pose_model(args.pose_model)))
+        fused_model = load_pose_model(args.pose_model)
+        fused_model.elevation_search = bool(args.elevation_search)
+        runs.append(("fusion", fused_model))
     for name, pm in runs:
         model.attach_pose_model(pm)
         rep = evaluate(model, cache, val, alpha=args.alpha, crops=crops, stages=stages)

@@ -11,7 +11,9 @@ Default models: the released prob_model_params.mat (from ../shared, if present) 
 bundled resources/models/pose3d_default.safetensors.
 
 ``--elevations`` measures instead the lifting from cameras above or below the person
-(``eval3d.evaluate_elevations``).
+(``eval3d.evaluate_elevations``). The tables lift with the 3D model's own fit, the
+release's yaw-only one; ``--elevation-search`` measures them (and the calibration) with
+the elevation grid that ``poseviewer estimate`` uses by default.
 
 Example:
   poseviewer eval-3d --model released=../shared/reference/lftd/prob_model_params.mat \\
@@ -47,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "'' to skip)")
     parser.add_argument("--calibration-plot",
                         help="save a PNG of coverage against nominal level here")
+    parser.add_argument(
+        "--elevation-search", action="store_true",
+        help="the tables and the calibration with the fit that searches the camera's "
+             "elevation (the one poseviewer estimate and lift use by default); without it, "
+             "the release's yaw-only fit, as the published figures (--elevations always "
+             "searches)")
     parser.add_argument("--markdown", help="also write the tables to this Markdown file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -91,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             specs = default_models()
         models = {name: load_pose_model(p) for name, p in specs.items()}
-        if args.elevations:  # the table measures the fit that searches the elevation
+        if args.elevations or args.elevation_search:  # the fit that searches the elevation
             for m in models.values():
                 m.elevation_search = True
         config = eval3d.EvalConfig(

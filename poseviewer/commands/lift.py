@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         formats = parse_formats(args.format)
         check_out_dir(args.out)
         model = load_pose_model(args.model)
-        model.elevation_search = bool(getattr(args, "elevation_search", False))
+        model.elevation_search = bool(getattr(args, "elevation_search", True))
         make_out_dir(args.out)
     except (OutputFolderError, ValueError, OSError) as exc:  # bad format, folder or model
         print(f"poseviewer lift: {exc}", file=sys.stderr)
