@@ -142,6 +142,7 @@ def test_lift_command(tmp_path, ref, monkeypatch, capsys) -> None:
 
     (item, _) = read_joints_2d(src)
     model = PoseModel3D.from_mat(_mat())
+    model.elevation_search = True  # lift's default
     joints = np.where(item.visible[..., None], item.joints_2d, 0.0)
     # (along the person's camera ray: the file gives the image size)
     from poseviewer.camera import DEFAULT_FOV_DEG, lift_along_rays

@@ -69,7 +69,10 @@ def test_any_pose_backend_drives_the_estimator() -> None:
     from poseviewer.camera import lift_along_rays
 
     fit = r.persons[1].stages[0].fit
-    want = lift_along_rays(model_k2_b10(), r.persons[1].stages[0].joints_2d[None],
+    ref = model_k2_b10()
+    assert est.elevation_search  # the Estimator's default: the grid
+    ref.elevation_search = True
+    want = lift_along_rays(ref, r.persons[1].stages[0].joints_2d[None],
                            np.ones((1, 14), bool), r.image_size, est.fov)
     assert est.fov > 0
     np.testing.assert_allclose(fit.pose_3d, want.pose_3d, atol=1e-9)
